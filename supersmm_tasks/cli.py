@@ -1,0 +1,249 @@
+"""The `supersmm` command: a thin layer over the package's modules.
+
+Every user-fixable problem arrives here as a `SupersmmError` (or a broker connection error) and leaves as
+one line on stderr with a non-zero exit, never a traceback. Heavy modules (TensorFlow) are imported
+inside the commands that need them, so `supersmm --help` and `supersmm status` stay fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import SupersmmError
+from .paths import InvalidName, validate_run_name
+
+
+def _run_name(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return validate_run_name(value)
+    except InvalidName as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def run_options(command):
+    """The options shared by `enqueue` and `train` (None means: not given, keep the run's value)."""
+    options = [
+        click.option("--dataset", help="Dataset to train on (default: the run's name)."),
+        click.option("--max-total-epochs", type=click.IntRange(min=1), help="Epoch budget of the whole run."),
+        click.option("--max-epochs-per-run", type=click.IntRange(min=1), help="Epochs per chunk (one Celery task)."),
+        click.option("--model", type=click.Choice(["paper", "tiny"]), help="Model preset (default: paper)."),
+        click.option("--encoding", type=click.Choice(["semantic", "agnostic"]), help="Label encoding (default: semantic)."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch (default: 16)."),
+        click.option("--seed", type=int, help="Seed of the run (shuffles, initial weights, dropout)."),
+        click.option("--patience", type=click.IntRange(min=0), help="Early stop after N epochs without a better val SER; 0 = off."),
+        click.option("--deterministic/--no-deterministic", default=None, help="Bit-for-bit reproducible training and resume (default: on, on CPU)."),
+        click.option("--queue", help="Celery queue of the run's chunks (a GPU worker runs `-Q gpu`)."),
+        click.option("--priority", type=click.IntRange(0, 9), help="Priority of the run's chunks, 0 (first) to 9."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _given(options: dict) -> dict:
+    return {key: value for key, value in options.items() if value is not None}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """SuperSMM trainer: crash-proof CRNN+CTC training on PrIMuS, one Celery task per chunk of epochs."""
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--samples", type=click.IntRange(min=1), required=True, help="Number of incipits to engrave.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--camera", is_flag=True, help="Also write <id>_distorted.jpg with camera-like damage.")
+@click.option("--workers", type=click.IntRange(min=1), help="Processes to use (default: all cores).")
+def synth(out, samples, seed, camera, workers):
+    """Write a PrIMuS-layout corpus of engraved synthetic incipits into OUT."""
+    from .synth import generate_corpus
+
+    report = generate_corpus(out, samples, seed=seed, camera=camera, workers=workers, progress=True)
+    click.echo(f"wrote {report.count} incipits to {out}")
+
+
+@cli.command()
+@click.option("--data-root", type=click.Path(path_type=Path), help="Where to look (default: $SUPERSMM_DATA_ROOT or $SUPERSMM_HOME/data).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per dataset.")
+def detect(data_root, as_json):
+    """Find PrIMuS / Camera-PrIMuS corpora, validate every sample, write configs and scripts."""
+    from . import detect as detection
+
+    reports = detection.detect(data_root)
+    if as_json:
+        click.echo(json.dumps([report.to_json() for report in reports], indent=2))
+    else:
+        click.echo(detection.format_table(reports))
+
+
+@cli.command()
+@click.argument("name", callback=_run_name)
+@run_options
+def enqueue(name, **options):
+    """Create or continue run NAME and queue its next chunk; returns at once."""
+    from . import runs
+
+    click.echo(runs.enqueue(name, **_given(options)))
+
+
+@cli.command()
+@click.argument("name", callback=_run_name)
+@run_options
+def train(name, **options):
+    """Create or continue run NAME and train it in the foreground until it ends (Ctrl-C stops cleanly)."""
+    from . import runs
+
+    sys.exit(runs.train_foreground(name, **_given(options)))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args):
+    """Start a Celery worker with the project's defaults (any `celery worker` option is passed on)."""
+    from . import runs
+
+    sys.exit(runs.run_worker(list(celery_args)))
+
+
+@cli.command()
+@click.argument("name", required=False, callback=_run_name)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per run.")
+def status(name, as_json):
+    """One row per run: status, epochs, best val SER, ETA, worker."""
+    from . import runs
+
+    rows = runs.status_rows(name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        click.echo(runs.format_status_table(rows))
+
+
+@cli.command()
+@click.argument("name", callback=_run_name)
+def cancel(name):
+    """Stop run NAME for good."""
+    from . import runs
+
+    click.echo(runs.cancel(name))
+
+
+@cli.command()
+@click.argument("name", callback=_run_name)
+def pause(name):
+    """Hold run NAME at its next epoch boundary."""
+    from . import runs
+
+    click.echo(runs.pause(name))
+
+
+@cli.command()
+@click.argument("name", callback=_run_name)
+def resume(name):
+    """Let a paused run NAME go on."""
+    from . import runs
+
+    click.echo(runs.resume(name))
+
+
+@cli.command()
+@click.argument("name", callback=_run_name)
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--beam-width", type=click.IntRange(min=1), help="Beam search instead of greedy decoding.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(name, split, beam_width, as_json):
+    """Symbol and sequence error rates of the run's best checkpoint."""
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(name, split=split, beam_width=beam_width)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(
+            f"{name} on {split} ({result['samples']} samples): "
+            f"SER {result['ser']:.2f}%  sequence error {result['sequence_error']:.2f}%"
+        )
+
+
+@cli.command()
+@click.argument("name", callback=_run_name)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--render", "render_path", type=click.Path(path_type=Path),
+              help="Engrave the prediction with Verovio into this SVG file (one image only).")
+def predict(name, images, render_path):
+    """Print the recognised tokens of each IMAGE, tab-separated, one line per image."""
+    from .evaluate import predict as predict_tokens
+
+    if render_path and len(images) != 1:
+        raise SupersmmError("--render takes exactly one IMAGE")
+    predictions = predict_tokens(name, [str(image) for image in images])
+    for tokens in predictions:
+        click.echo("\t".join(tokens))
+    if render_path:
+        from .render import write_svg
+
+        write_svg(predictions[0], render_path)
+        click.echo(f"engraved prediction written to {render_path}", err=True)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told otherwise).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8050, show_default=True)
+@click.option("--user", envvar="SUPERSMM_DASHBOARD_USER", default="admin", show_default=True,
+              help="Basic-auth user name (with --password).")
+@click.option("--password", envvar="SUPERSMM_DASHBOARD_PASSWORD",
+              help="Basic-auth password; required when --host is not loopback.")
+def dashboard(host, port, user, password):
+    """Live web dashboard of all runs."""
+    from .dashboard import serve
+
+    serve(host=host, port=port, username=user if password else None, password=password)
+
+
+@cli.command()
+def demo():
+    """Engrave a small corpus, train a tiny model on the embedded broker, show the result."""
+    from .demo import run_demo
+
+    sys.exit(run_demo())
+
+
+def _broker_unreachable(error: Exception) -> bool:
+    try:
+        from kombu.exceptions import OperationalError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+    except ImportError:  # pragma: no cover - both ship with celery[redis]
+        return False
+    return isinstance(error, (OperationalError, RedisConnectionError))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="supersmm", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("supersmm: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except SupersmmError as error:
+        click.echo(f"supersmm: error: {error}", err=True)
+        sys.exit(1)
+    except OSError as error:
+        click.echo(f"supersmm: error: {error}", err=True)
+        sys.exit(1)
+    except Exception as error:
+        if _broker_unreachable(error):
+            click.echo(f"supersmm: error: the broker is unreachable ({error})", err=True)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()
