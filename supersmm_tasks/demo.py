@@ -1,0 +1,151 @@
+"""`supersmm demo`: the newcomer's one command, from nothing to a trained model and where to look at it.
+
+1. engrave a small synthetic corpus (clean PNGs and camera JPEGs) into `data/demo/`,
+2. detect it (dataset `demo`: its split, config and train / continue scripts),
+3. train run `demo` (the tiny CRNN) chunk by chunk on the embedded broker with a worker of its own,
+4. print the validation SER, one validation image read by the model against its truth, and what to run next.
+
+Run it again in the same folder and it reuses the corpus and continues the same run for a few more epochs.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import paths
+from .errors import SupersmmError
+
+RUN_NAME = "demo"
+CORPUS_FOLDER = "demo"
+DEMO_SAMPLES = 100
+DEMO_EPOCHS = 4
+DEMO_CHUNK = 2
+DEMO_SEED = 0
+MIN_SAMPLES = 10  # a train, a validation and a test sample at the very least, and a few to learn from
+
+
+def run_demo(home: Path | None = None, samples: int = DEMO_SAMPLES, epochs: int = DEMO_EPOCHS,
+             chunk: int = DEMO_CHUNK, seed: int = DEMO_SEED) -> int:
+    """The whole demo in `home` (default: SUPERSMM_HOME or the current folder); returns the exit code."""
+    if samples < MIN_SAMPLES or epochs < 1 or chunk < 1:
+        raise SupersmmError(f"the demo needs at least {MIN_SAMPLES} samples, 1 epoch and 1 epoch per chunk "
+                            f"(got samples={samples}, epochs={epochs}, chunk={chunk})")
+    with _home(home):
+        say(f"SuperSMM demo in {paths.home()}")
+        corpus = engrave_corpus(samples, seed)
+        dataset = detect_corpus(corpus)
+        code = train(dataset, epochs, chunk, seed)
+        if code != 0:
+            say(f"training stopped before the end (exit {code}); run `supersmm demo` again to continue")
+            return code
+        show_result()
+        show_next_steps(home is not None)
+    return 0
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+@contextmanager
+def _home(home: Path | None):
+    """SUPERSMM_HOME set to `home` for this call and the worker it starts."""
+    if home is None:
+        yield
+        return
+    before = os.environ.get("SUPERSMM_HOME")
+    os.environ["SUPERSMM_HOME"] = str(Path(home).resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SUPERSMM_HOME"]
+        else:
+            os.environ["SUPERSMM_HOME"] = before
+
+
+def engrave_corpus(samples: int, seed: int) -> Path:
+    """`data/demo/` with `samples` engraved incipits; kept as it is when an earlier demo already wrote them."""
+    from .synth.corpus_writer import generate_corpus, sample_id
+
+    folder = paths.data_root() / CORPUS_FOLDER
+    present = all((folder / sample_id(seed, i) / f"{sample_id(seed, i)}.semantic").is_file() for i in range(samples))
+    if present:
+        say(f"[1/4] corpus {folder} is already there ({samples} incipits)")
+        return folder
+    say(f"[1/4] engraving {samples} synthetic incipits (clean PNG and camera JPEG) into {folder}")
+    generate_corpus(folder, samples, seed=seed, camera=True, progress=True)
+    return folder
+
+
+def detect_corpus(folder: Path) -> str:
+    """Detect the demo corpus only (a real PrIMuS next to it is left for `supersmm detect`); its dataset name."""
+    from .corpus import find_corpora
+    from .detect import detect_corpus as detect_one
+
+    say("[2/4] detecting it: validating every sample, freezing the train / val / test split")
+    corpus = next((c for c in find_corpora(folder.parent) if c.path == folder.resolve()), None)
+    if corpus is None:
+        raise SupersmmError(f"no corpus found in {folder} after engraving it")
+    report = detect_one(corpus)
+    if not report.usable:
+        raise SupersmmError(f"the demo corpus {folder} cannot be trained on: {'; '.join(report.notes)}")
+    counts = ", ".join(f"{split} {count}" for split, count in report.split_counts.items())
+    say(f"      dataset {report.name}: {report.valid} of {report.samples} samples valid ({counts})")
+    return report.name
+
+
+def train(dataset: str, epochs: int, chunk: int, seed: int) -> int:
+    """Train (or continue) run `demo` for `epochs` more epochs, `chunk` epochs per Celery task."""
+    from . import run_state
+    from .runs import train_foreground
+
+    target = epochs
+    if run_state.config_path(RUN_NAME).is_file():
+        state = run_state.read_state(RUN_NAME)
+        done = state["last_completed_epoch"] or 0
+        target = done + epochs if state["status"] == "completed" else max(state["max_total_epochs"], epochs)
+        say(f"[3/4] continuing run {RUN_NAME} from epoch {done} to {target} (chunks of {chunk} epochs)")
+    else:
+        say(f"[3/4] training run {RUN_NAME} (tiny CRNN) for {target} epochs in chunks of {chunk}, "
+            f"each chunk a Celery task on the embedded broker")
+    return train_foreground(RUN_NAME, dataset=dataset, model="tiny", max_total_epochs=target,
+                            max_epochs_per_run=chunk, seed=seed, patience=0)
+
+
+def show_result() -> None:
+    """Validation SER of the best checkpoint, and one validation incipit as read by the model."""
+    from .corpus import load_dataset
+    from .evaluate import evaluate_run, predict
+    from .render import write_svg
+    from .run_config import load_run_config
+
+    result = evaluate_run(RUN_NAME, split="val")
+    say(f"[4/4] run {RUN_NAME}, best checkpoint (epoch {result['epoch']}) on {result['samples']} validation "
+        f"incipits: symbol error rate {result['ser']:.1f}%, sequence error rate {result['sequence_error']:.1f}%")
+    config = load_run_config(RUN_NAME)
+    example = load_dataset(config.dataset).examples("val", config.encoding)[0]
+    (prediction,) = predict(RUN_NAME, [example.image_path])
+    say(f"      {example.image_path}")
+    say(f"      truth: {' '.join(example.tokens)}")
+    if not prediction:
+        say("      read:  (nothing yet: a few epochs are not enough to read music; train on and watch the dashboard)")
+        return
+    say(f"      read:  {' '.join(prediction)}")
+    try:
+        svg = write_svg(prediction, paths.run_dir(RUN_NAME) / "demo_prediction.svg")
+        say(f"      what the model read, engraved again by Verovio: {svg}")
+    except SupersmmError as error:
+        say(f"      ({error})")
+
+
+def show_next_steps(home_given: bool) -> None:
+    prefix = f"SUPERSMM_HOME={paths.home()} " if home_given else ""
+    say()
+    say("Next:")
+    say(f"  {prefix}supersmm dashboard          # live dashboard on http://127.0.0.1:8050/")
+    say(f"  {prefix}supersmm status {RUN_NAME}")
+    say(f"  {prefix}supersmm train {RUN_NAME} --max-total-epochs 200   # train on; Ctrl-C pauses, running it again resumes")
+    say(f"  {prefix}supersmm demo                # again: continues the same run for {DEMO_EPOCHS} more epochs")
+

@@ -1,0 +1,118 @@
+"""Symbol error rate, sequence error rate and prediction with a run's best checkpoint.
+
+SER = total edit distance between predicted and true token sequences / total true tokens, in percent.
+Sequence error rate = share of samples whose prediction is not exactly right, in percent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from . import pipeline, run_state
+from .checkpoint import CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, restore_variables
+from .errors import SupersmmError
+from .model import PRESETS, beam_decode, build_model, greedy_decode, logit_lengths
+from .run_config import RunConfig, load_run_config
+from .corpus import load_dataset
+from .vocabulary import blank_index, decode, load_vocabulary
+
+EVALUATION_BATCH_SIZE = 16
+
+
+def edit_distance(predicted: list, truth: list) -> int:
+    """Levenshtein distance between two token sequences."""
+    previous = list(range(len(truth) + 1))
+    for i, p in enumerate(predicted, start=1):
+        current = [i]
+        for j, t in enumerate(truth, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (p != t)))
+        previous = current
+    return previous[-1]
+
+
+def error_rates(predictions: list[list], truths: list[list]) -> tuple[float, float]:
+    """(SER %, sequence error %) over paired predictions and truths."""
+    if not truths:
+        raise ValueError("no samples to score")
+    errors = sum(edit_distance(p, t) for p, t in zip(predictions, truths))
+    symbols = sum(len(t) for t in truths)
+    wrong = sum(p != t for p, t in zip(predictions, truths))
+    return 100.0 * errors / max(symbols, 1), 100.0 * wrong / len(truths)
+
+
+def inference_step(model):
+    """A compiled forward pass in inference mode (batch norm uses its moving statistics)."""
+    return tf.function(
+        lambda image: model(image, training=False),
+        input_signature=[tf.TensorSpec([None, model.input_shape[1], None, 1], tf.float32)],
+    )
+
+
+def decode_logits(logits, image_width, preset, blank: int, beam_width: int | None) -> list[list[int]]:
+    lengths = logit_lengths(image_width, preset).numpy()
+    if beam_width:
+        return beam_decode(np.asarray(logits), lengths, beam_width)
+    return greedy_decode(np.asarray(logits), lengths, blank)
+
+
+def evaluate_run(name: str, split: str = "val", beam_width: int | None = None) -> dict:
+    """SER and sequence error rate (%) of the run's best checkpoint on `split`."""
+    if split not in ("val", "test"):
+        raise SupersmmError(f"unknown split {split!r}: use val or test")
+    config = load_run_config(name)
+    model, epoch = _best_model(config)
+    examples = load_dataset(config.dataset).examples(split, config.encoding)
+    if not examples:
+        raise SupersmmError(f"dataset {config.dataset!r} has no {split} samples for encoding {config.encoding}")
+    preset, blank, forward = PRESETS[config.model], blank_index(config.encoding), inference_step(model)
+    batches = pipeline.epoch_batches(
+        examples, encoding=config.encoding, height=config.height, batch_size=EVALUATION_BATCH_SIZE,
+        seed=config.seed, epoch=0, training=False,
+    )
+    predictions, truths = [], []
+    for batch in batches:
+        logits = forward(batch["image"])
+        predictions += decode_logits(logits, batch["image_width"], preset, blank, beam_width)
+        truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
+    ser, sequence_error = error_rates(predictions, truths)
+    return {
+        "run": name, "split": split, "epoch": epoch, "samples": len(truths), "ser": ser,
+        "sequence_error": sequence_error, "decoder": f"beam {beam_width}" if beam_width else "greedy",
+    }
+
+
+def predict(name: str, image_paths: list[str]) -> list[list[str]]:
+    """The recognised tokens of each image (PNG or JPEG, any size, grayscale or colour)."""
+    config = load_run_config(name)
+    model, _ = _best_model(config)
+    preset, blank, forward = PRESETS[config.model], blank_index(config.encoding), inference_step(model)
+    results = []
+    for path in image_paths:
+        if not Path(path).is_file():
+            raise SupersmmError(f"image {path} does not exist")
+        image = pipeline.load_image(path, config.height)
+        width = tf.constant([image.shape[1]], tf.int32)
+        logits = forward(image[tf.newaxis])
+        tokens = decode_logits(logits, width, preset, blank, beam_width=None)[0]
+        results.append(decode(tokens, config.encoding))
+    return results
+
+
+def _best_model(config: RunConfig):
+    """The run's model with the weights of its best checkpoint (by val SER), and that epoch."""
+    folder = run_state.checkpoints_dir(config.run)
+    best_epoch = run_state.read_state(config.run).get("best_epoch")
+    checkpoint = None
+    if best_epoch:
+        try:
+            checkpoint = load_checkpoint(checkpoint_path(folder, best_epoch))
+        except CorruptCheckpoint:
+            checkpoint = None
+    checkpoint = checkpoint or latest_valid_checkpoint(folder)
+    if checkpoint is None:
+        raise SupersmmError(f"run {config.run!r} has no checkpoint yet: train at least one epoch first")
+    model = build_model(PRESETS[config.model], len(load_vocabulary(config.encoding)), config.seed)
+    restore_variables(model.variables, checkpoint.model_arrays, checkpoint.path)
+    return model, checkpoint.epoch

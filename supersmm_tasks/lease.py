@@ -1,0 +1,132 @@
+"""One trainer per run: a short Redis lease, a heartbeat that renews it, and a fencing token.
+
+Each acquisition takes a new token from a per-run counter (INCR, never reused). The lease key holds
+the token of its holder and expires unless renewed. `Lease.guard()` runs before every checkpoint,
+state or CSV write: atomically, it checks that the lease still holds this token and extends it, so
+a holder that was paused (SIGSTOP), cut off or superseded writes nothing.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import redis
+
+from .errors import SupersmmError
+
+DEFAULT_TTL_S = 15.0
+LEASE_TTL_VARIABLE = "SUPERSMM_LEASE_TTL"
+
+# Take the lease only when nobody holds it: returns the new fencing token, or 0.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token .. '|' .. ARGV[2], 'PX', ARGV[1])
+return token
+"""
+
+# Extend the lease only when this token still holds it: 1 if extended, else 0.
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if not holder or string.match(holder, '^(%d+)|') ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_RELEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and string.match(holder, '^(%d+)|') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LeaseLost(SupersmmError):
+    """This process no longer holds the run's lease: another trainer may own the run now."""
+
+
+def ttl_seconds() -> float:
+    return float(os.environ.get(LEASE_TTL_VARIABLE) or DEFAULT_TTL_S)
+
+
+def lease_key(run: str) -> str:
+    return f"supersmm:run:{run}:lease"
+
+
+def fence_key(run: str) -> str:
+    return f"supersmm:run:{run}:fence"
+
+
+def holder(connection: redis.Redis, run: str) -> str | None:
+    """Who holds the run's lease now (the worker name given at acquisition), or None."""
+    value = connection.get(lease_key(run))
+    return value.partition("|")[2] if value else None
+
+
+class Lease:
+    """The lease on one run held with one fencing token; renewed by a heartbeat thread while in use."""
+
+    def __init__(self, connection: redis.Redis, run: str, token: int, ttl_s: float):
+        self.connection = connection
+        self.run = run
+        self.token = token
+        self.ttl_ms = int(ttl_s * 1000)
+        self._renew = connection.register_script(_RENEW)
+        self._release = connection.register_script(_RELEASE)
+        self._lost = threading.Event()
+        self._stopped = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    @classmethod
+    def acquire(cls, connection: redis.Redis, run: str, worker: str, ttl_s: float | None = None) -> "Lease | None":
+        """The run's lease with a fresh fencing token, or None when someone else holds it."""
+        ttl_s = ttl_s or ttl_seconds()
+        token = connection.register_script(_ACQUIRE)(
+            keys=[lease_key(run), fence_key(run)], args=[int(ttl_s * 1000), worker])
+        return cls(connection, run, int(token), ttl_s) if token else None
+
+    def guard(self) -> None:
+        """Raise LeaseLost unless this token still holds the lease; on success the lease has a full TTL left."""
+        if self._lost.is_set():
+            raise LeaseLost(f"run {self.run}: lease token {self.token} was lost; another trainer may own the run")
+        if not self._renew_once():
+            self._lost.set()
+            raise LeaseLost(f"run {self.run}: lease token {self.token} is no longer the holder; not writing")
+
+    def start_heartbeat(self) -> None:
+        self._heartbeat = threading.Thread(target=self._beat, name=f"lease-{self.run}", daemon=True)
+        self._heartbeat.start()
+
+    def release(self) -> None:
+        self._stopped.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        try:
+            self._release(keys=[lease_key(self.run)], args=[self.token])
+        except redis.RedisError:
+            pass  # an unreleased lease simply expires
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    def _renew_once(self) -> bool:
+        """True when renewed; False when another token holds (or nobody holds) the lease.
+
+        Redis being briefly unreachable is retried until the lease would have expired anyway.
+        """
+        deadline = time.monotonic() + self.ttl_ms / 1000
+        while True:
+            try:
+                return bool(self._renew(keys=[lease_key(self.run)], args=[self.token, self.ttl_ms]))
+            except redis.RedisError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.5)
+
+    def _beat(self) -> None:
+        interval = self.ttl_ms / 1000 / 3
+        while not self._stopped.wait(interval):
+            if not self._renew_once():
+                self._lost.set()
+                return

@@ -1,0 +1,117 @@
+"""The CRNN models (`paper` and `tiny`), their CTC loss and CTC decoding.
+
+A CRNN reads a staff image left to right: convolution blocks turn the image into a sequence of
+feature columns, bidirectional LSTMs read that sequence, and a dense layer scores every vocabulary
+token plus the CTC blank (index `vocabulary_size`) for each column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    height: int                       # images are scaled to this height, width keeps the aspect ratio
+    conv_filters: tuple[int, ...]     # one 3x3 conv + batch norm + LeakyReLU + max-pool block each
+    pool_sizes: tuple[tuple[int, int], ...]  # (height, width) pooling of each block
+    lstm_units: int                   # per direction
+    lstm_layers: int
+    dropout: float
+    learning_rate: float
+    batch_size: int
+
+    @property
+    def width_reduction(self) -> int:
+        """How many image columns make one output frame."""
+        return int(np.prod([width for _, width in self.pool_sizes]))
+
+    @property
+    def feature_height(self) -> int:
+        return self.height // int(np.prod([height for height, _ in self.pool_sizes]))
+
+
+PRESETS = {
+    # Calvo-Zaragoza & Rizo 2018, "End-to-end neural optical music recognition of monophonic scores".
+    "paper": ModelPreset(
+        height=128, conv_filters=(32, 64, 128, 256), pool_sizes=((2, 2),) * 4,
+        lstm_units=512, lstm_layers=2, dropout=0.5, learning_rate=1e-3, batch_size=16,
+    ),
+    # Small enough to learn a few hundred synthetic incipits on two CPU cores in minutes. The last two
+    # blocks pool only the height, so a 64-pixel-high incipit still has enough frames for its tokens.
+    "tiny": ModelPreset(
+        height=64, conv_filters=(16, 32, 64, 96), pool_sizes=((2, 2), (2, 2), (2, 1), (2, 1)),
+        lstm_units=128, lstm_layers=1, dropout=0.25, learning_rate=1e-3, batch_size=8,
+    ),
+}
+
+
+def build_model(preset: ModelPreset, vocabulary_size: int, seed: int) -> keras.Model:
+    """Images [B, height, W, 1] -> logits [B, W // width_reduction, vocabulary_size + 1].
+
+    Every layer is named, so variable paths are the same in every process. The LSTMs keep Keras'
+    defaults, which makes them eligible for cuDNN on a GPU; dropout sits between them as its own layer.
+    """
+    images = keras.Input(shape=(preset.height, None, 1), name="image")
+    x = images
+    for block, (filters, pool) in enumerate(zip(preset.conv_filters, preset.pool_sizes), start=1):
+        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{block}")(x)
+        x = keras.layers.BatchNormalization(name=f"batch_norm{block}")(x)
+        x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"leaky_relu{block}")(x)
+        x = keras.layers.MaxPooling2D(pool_size=pool, strides=pool, name=f"max_pool{block}")(x)
+
+    # [B, H', W', C] -> [B, W', H' * C]: one feature vector per frame.
+    x = keras.layers.Permute((2, 1, 3), name="columns_first")(x)
+    x = keras.layers.Reshape((-1, preset.feature_height * preset.conv_filters[-1]), name="frames")(x)
+
+    for layer in range(1, preset.lstm_layers + 1):
+        x = keras.layers.Bidirectional(
+            keras.layers.LSTM(preset.lstm_units, return_sequences=True), name=f"bilstm{layer}"
+        )(x)
+        x = keras.layers.Dropout(preset.dropout, seed=seed + layer, name=f"dropout{layer}")(x)
+
+    logits = keras.layers.Dense(vocabulary_size + 1, name="token_logits")(x)
+    return keras.Model(images, logits, name="crnn")
+
+
+def logit_lengths(image_width: tf.Tensor, preset: ModelPreset) -> tf.Tensor:
+    """Each sample's own number of output frames (padding columns are not read)."""
+    return tf.cast(image_width, tf.int32) // preset.width_reduction
+
+
+def ctc_loss(logits, labels, label_length, logit_length, blank: int) -> tf.Tensor:
+    """Per-sample CTC loss [B]; labels are padded with -1 beyond each sample's label_length."""
+    return tf.nn.ctc_loss(
+        labels=tf.cast(labels, tf.int32),
+        logits=tf.cast(logits, tf.float32),
+        label_length=tf.cast(label_length, tf.int32),
+        logit_length=tf.cast(logit_length, tf.int32),
+        logits_time_major=False,
+        blank_index=blank,
+    )
+
+
+def greedy_decode(logits: np.ndarray, logit_length: np.ndarray, blank: int) -> list[list[int]]:
+    """Best path: the most likely token per frame, repeats collapsed, blanks removed."""
+    sequences = []
+    for frames, length in zip(np.argmax(logits, axis=-1), logit_length):
+        path = frames[:length]
+        keep = np.ones(len(path), dtype=bool)
+        keep[1:] = path[1:] != path[:-1]
+        sequences.append([int(t) for t in path[keep] if t != blank])
+    return sequences
+
+
+def beam_decode(logits: np.ndarray, logit_length: np.ndarray, beam_width: int) -> list[list[int]]:
+    """CTC beam search; TensorFlow's decoder takes the last class (our blank) as the blank."""
+    decoded, _ = tf.nn.ctc_beam_search_decoder(
+        inputs=tf.transpose(tf.convert_to_tensor(logits, tf.float32), [1, 0, 2]),
+        sequence_length=tf.convert_to_tensor(logit_length, tf.int32),
+        beam_width=beam_width,
+        top_paths=1,
+    )
+    dense = tf.sparse.to_dense(decoded[0], default_value=-1).numpy()
+    return [[int(t) for t in row if t >= 0] for row in dense]

@@ -1,0 +1,221 @@
+"""The tf.data input pipeline: images and labels of a list of Examples, batched for CTC training.
+
+Every image becomes grayscale with ink towards 1 and background 0, resized to the model's height keeping its
+aspect ratio. Each batch keeps every sample's own width and label length (CTC needs them per sample) and is padded
+to a multiple of WIDTH_MULTIPLE pixels and LABEL_MULTIPLE tokens, so a traced training step sees few shapes.
+
+Training batches are bucketed by width: the epoch's shuffled order is cut into groups of BUCKET_BATCHES batches,
+each group is sorted by width and cut into batches, and the batches are shuffled. Everything random is drawn from
+(seed, epoch), so an epoch has the same batches in the same order in any process. Evaluation batches are in order
+of width (stable), the same every time.
+
+Decoded images are cached in memory (one uint8 strip per example set) when they fit; see `ImageCache`.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import numpy as np
+import psutil
+import tensorflow as tf
+from PIL import Image
+
+from .corpus import Example
+from .errors import SupersmmError
+from .vocabulary import encode
+
+DEFAULT_HEIGHT = 128
+WIDTH_MULTIPLE = 32  # the `paper` model downsamples width by 16
+LABEL_MULTIPLE = 8
+BUCKET_BATCHES = 32
+CACHE_MEMORY_FRACTION = 0.25  # of the memory available when a cache is built
+
+
+# ---------------------------------------------------------------- one image
+
+
+def resized_width(width: int, height: int, target_height: int) -> int:
+    return max(1, round(width * target_height / height))
+
+
+def decode_grayscale(data: tf.Tensor) -> tf.Tensor:
+    """PNG or JPEG bytes -> [h, w, 1] float32 gray levels 0..255, transparent pixels shown on white."""
+    def from_jpeg():
+        return tf.cast(tf.io.decode_jpeg(data, channels=1), tf.float32)
+
+    def from_png():
+        # Decoded with its own channels: asking libpng for 4 fills alpha with 1, not 255, on 1-bit PNGs.
+        image = tf.cast(tf.io.decode_png(data), tf.float32)
+        channels = tf.shape(image)[-1]
+        has_alpha = channels % 2 == 0  # gray + alpha, or RGBA
+        color = image[..., :channels - tf.cast(has_alpha, tf.int32)]
+        gray = tf.cond(tf.shape(color)[-1] == 3, lambda: tf.image.rgb_to_grayscale(color), lambda: color)
+        alpha = tf.cond(has_alpha, lambda: image[..., -1:] / 255.0, lambda: tf.ones_like(gray))
+        return gray * alpha + 255.0 * (1.0 - alpha)
+
+    gray = tf.cond(tf.io.is_jpeg(data), from_jpeg, from_png)
+    gray.set_shape([None, None, 1])
+    return gray
+
+
+def ink_image(data: tf.Tensor, height: int, width: tf.Tensor) -> tf.Tensor:
+    """Image bytes -> [height, width] uint8 ink (255 = full ink, 0 = background)."""
+    return _ink(decode_grayscale(data), height, width)
+
+
+def _ink(gray: tf.Tensor, height: int, width) -> tf.Tensor:
+    resized = tf.image.resize(gray, [height, width], method="bilinear", antialias=True)
+    ink = 255.0 - tf.clip_by_value(resized[..., 0], 0.0, 255.0)
+    return tf.cast(tf.round(ink), tf.uint8)
+
+
+def load_image(path: str, height: int = DEFAULT_HEIGHT) -> np.ndarray:
+    """Any PNG or JPEG (any size, gray or colour) -> [height, width, 1] float32, ink towards 1, as in training."""
+    try:
+        gray = decode_grayscale(tf.io.read_file(str(path)))
+        ink = _ink(gray, height, resized_width(int(gray.shape[1]), int(gray.shape[0]), height))
+    except tf.errors.OpError as error:
+        reason = re.sub(r"\{\{.*?\}\}\s*", "", error.message).split(" [Op:")[0]
+        raise SupersmmError(f"cannot read image {path}: {reason}") from None
+    return (ink.numpy().astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+# ---------------------------------------------------------------- the order of an epoch
+
+
+def batch_order(widths: np.ndarray, batch_size: int, seed: int, epoch: int, training: bool) -> np.ndarray:
+    """Example indices in batch order: consecutive runs of `batch_size` are the batches (the last may be short)."""
+    if not training:
+        return np.argsort(widths, kind="stable")
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(widths))
+    group = batch_size * BUCKET_BATCHES
+    for start in range(0, len(order), group):
+        chunk = order[start:start + group]
+        order[start:start + group] = chunk[np.argsort(widths[chunk], kind="stable")]
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    short = [batches.pop()] if len(batches[-1]) < batch_size else []
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))] + short)
+
+
+# ---------------------------------------------------------------- decoded images kept in memory
+
+
+class ImageCache:
+    """Decoded, resized images of whole example sets, each set as one [height, sum of widths] uint8 strip.
+
+    A set is cached only if it fits next to the sets already cached within CACHE_MEMORY_FRACTION of the memory
+    available; the least recently used sets make room first.
+    """
+
+    def __init__(self, sets: int = 4):
+        self.sets = sets
+        self.strips: OrderedDict[tuple, tuple[tf.Tensor, np.ndarray]] = OrderedDict()
+
+    def strip(self, image_paths: list[str], widths: np.ndarray, height: int) -> tuple[tf.Tensor, np.ndarray] | None:
+        """(strip, offset of each image in it), or None when the set does not fit in memory."""
+        key = (height, tuple(image_paths), widths.tobytes())
+        if key in self.strips:
+            self.strips.move_to_end(key)
+            return self.strips[key]
+        size = height * int(widths.sum())
+        while self.strips and self._cached_bytes() + 2 * size > self._budget():
+            self.strips.popitem(last=False)
+        if 2 * size > self._budget():  # building the strip holds it twice for a moment
+            return None
+        self.strips[key] = _decode_strip(image_paths, widths, height)
+        while len(self.strips) > self.sets:
+            self.strips.popitem(last=False)
+        return self.strips[key]
+
+    def _cached_bytes(self) -> int:
+        return sum(int(strip.shape[0] * strip.shape[1]) for strip, _ in self.strips.values())
+
+    def _budget(self) -> int:
+        return int((psutil.virtual_memory().available + self._cached_bytes()) * CACHE_MEMORY_FRACTION)
+
+
+def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) -> tuple[tf.Tensor, np.ndarray]:
+    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    strip = np.empty((height, int(widths.sum())), np.uint8)
+    decoded = tf.data.Dataset.from_tensor_slices((image_paths, widths.astype(np.int32))).map(
+        lambda path, width: ink_image(tf.io.read_file(path), height, width),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    for offset, width, image in zip(offsets, widths, decoded.as_numpy_iterator()):
+        strip[:, offset:offset + width] = image
+    return tf.convert_to_tensor(strip), offsets
+
+
+IMAGE_CACHE = ImageCache()
+
+
+# ---------------------------------------------------------------- the batches of an epoch
+
+
+def epoch_batches(examples: list[Example], *, encoding: str, height: int = DEFAULT_HEIGHT, batch_size: int, seed: int,
+                  epoch: int, training: bool, cache: bool = True) -> tf.data.Dataset:
+    """One epoch of batches: dict(image=[B,H,W,1] float32, image_width=[B] int32, label=[B,L] int32 padded with -1,
+    label_length=[B] int32). `cache=False` decodes every image from its file every epoch."""
+    if not examples:
+        raise SupersmmError("no examples to make batches of (is the split empty for this encoding?)")
+    widths = np.array([resized_width(*_stored_size(example), height) for example in examples], np.int64)
+    labels, label_lengths = _label_matrix(examples, encoding)
+    order = batch_order(widths, batch_size, seed, epoch, training)
+    image_paths = [example.image_path for example in examples]
+
+    strip = IMAGE_CACHE.strip(image_paths, widths, height) if cache else None
+    if strip is None:
+        sources = tf.data.Dataset.from_tensor_slices([image_paths[i] for i in order])
+        load = lambda path, width: ink_image(tf.io.read_file(path), height, width)  # noqa: E731
+    else:
+        pixels, offsets = strip
+        sources = tf.data.Dataset.from_tensor_slices(offsets[order])
+        load = lambda offset, width: pixels[:, offset:offset + tf.cast(width, tf.int64)]  # noqa: E731
+
+    def sample(source, width, label, label_length):
+        image = load(source, width)
+        padded_width = _round_up(width, WIDTH_MULTIPLE)
+        image = tf.pad(image, [[0, 0], [0, padded_width - width]])
+        return image, width, label[:_round_up(label_length, LABEL_MULTIPLE)], label_length
+
+    columns = (widths[order].astype(np.int32), labels[order], label_lengths[order])
+    samples = tf.data.Dataset.zip(sources, *map(tf.data.Dataset.from_tensor_slices, columns))
+    batches = (samples.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .padded_batch(batch_size, padding_values=(np.uint8(0), 0, -1, 0))
+               .map(_as_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .prefetch(tf.data.AUTOTUNE))
+    options = tf.data.Options()
+    options.deterministic = True
+    return batches.with_options(options)
+
+
+def _as_model_input(image, width, label, label_length) -> dict[str, tf.Tensor]:
+    return {"image": tf.cast(image, tf.float32)[..., tf.newaxis] / 255.0, "image_width": width, "label": label,
+            "label_length": label_length}
+
+
+def _round_up(value, multiple: int):
+    return (value + multiple - 1) // multiple * multiple
+
+
+def _stored_size(example: Example) -> tuple[int, int]:
+    if example.width and example.height:
+        return example.width, example.height
+    try:
+        with Image.open(example.image_path) as image:
+            return image.size
+    except OSError as error:
+        raise SupersmmError(f"cannot read image {example.image_path}: {error}") from None
+
+
+def _label_matrix(examples: list[Example], encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """[N, L] int32 token indices padded with -1 (L a multiple of LABEL_MULTIPLE) and [N] int32 lengths."""
+    lengths = np.array([len(example.tokens) for example in examples], np.int32)
+    matrix = np.full((len(examples), _round_up(int(lengths.max()), LABEL_MULTIPLE)), -1, np.int32)
+    for row, example in enumerate(examples):
+        try:
+            matrix[row, :lengths[row]] = encode(example.tokens, encoding)
+        except KeyError as error:
+            raise SupersmmError(f"{example.image_path}: {error.args[0]}") from None
+    return matrix, lengths

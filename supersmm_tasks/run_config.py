@@ -1,0 +1,185 @@
+"""A run's configuration (`model/NAME_model/config.json`) and the contract's epoch budget.
+
+The config is written once when the run is created and holds everything needed to train it again:
+the dataset (name, folder, split files), encoding, model preset, batch size, seed and budgets.
+Only the budgets, patience, queue and priority may change later; the rest defines the run.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+import tensorflow as tf
+
+from . import paths, run_state
+from .checkpoint import write_atomically
+from .corpus import load_dataset
+from .errors import SupersmmError
+from .model import PRESETS
+from .vocabulary import ENCODINGS
+
+MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "patience", "queue", "priority")
+FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic")
+DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run: str
+    dataset: str
+    dataset_path: str
+    dataset_config: str
+    split_files: dict
+    split_seed: int | None
+    camera: bool
+    encoding: str
+    model: str
+    height: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    deterministic: bool
+    train_samples: int
+    max_total_epochs: int
+    max_epochs_per_run: int
+    patience: int
+    queue: str | None
+    priority: int | None
+    created_at: str
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+def epoch_budget(n_train: int) -> tuple[int, int]:
+    """(max_total_epochs, max_epochs_per_run) for a training split of n_train samples (the contract)."""
+    if n_train < 1:
+        raise SupersmmError("the training split is empty: no epoch budget can be computed")
+    max_total = _clamp(round(2_000_000 / n_train), 500, 10_000)
+    return max_total, _clamp(round(max_total / 20), 50, 500)
+
+
+def load_run_config(name: str) -> RunConfig:
+    path = run_state.config_path(_valid_name(name))
+    try:
+        stored = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise SupersmmError(f"run {name!r} does not exist (no {path})") from None
+    except (OSError, ValueError) as error:
+        raise SupersmmError(f"cannot read {path}: {error}") from None
+    try:
+        return RunConfig(**{f.name: stored[f.name] for f in fields(RunConfig)})
+    except KeyError as missing:
+        raise SupersmmError(f"{path} lacks {missing}") from None
+
+
+def create_or_update_run(name: str, dataset: str | None = None, **overrides) -> RunConfig:
+    """Create run `name` on `dataset` (default: the dataset of the same name), or change an existing run.
+
+    Overrides are the run options; None means "not given". An existing run accepts new budgets,
+    patience, queue and priority; a different dataset, model, encoding, seed, batch size or
+    determinism would make it another run and is refused.
+    """
+    unknown = set(overrides) - set(MUTABLE_SETTINGS) - set(FIXED_SETTINGS)
+    if unknown:
+        raise SupersmmError(f"unknown run setting(s): {', '.join(sorted(unknown))}")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    _check_values(given)
+    if run_state.config_path(_valid_name(name)).exists():
+        return _update_run(load_run_config(name), dataset, given)
+    return _create_run(name, dataset or name, given)
+
+
+def _valid_name(name: str) -> str:
+    try:
+        return paths.validate_run_name(name)
+    except paths.InvalidName as error:
+        raise SupersmmError(str(error)) from None
+
+
+def _check_values(given: dict) -> None:
+    if "model" in given and given["model"] not in PRESETS:
+        raise SupersmmError(f"unknown model {given['model']!r}: use one of {', '.join(PRESETS)}")
+    if "encoding" in given and given["encoding"] not in ENCODINGS:
+        raise SupersmmError(f"unknown encoding {given['encoding']!r}: use one of {', '.join(ENCODINGS)}")
+    for key, low in (("max_total_epochs", 1), ("max_epochs_per_run", 1), ("batch_size", 1), ("patience", 0)):
+        if key in given and (not isinstance(given[key], int) or given[key] < low):
+            raise SupersmmError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {given[key]!r}")
+
+
+def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
+    dataset = load_dataset(dataset_name)
+    settings = {**DEFAULTS, **given}
+    preset = PRESETS[settings["model"]]
+    train_samples = len(dataset.examples("train", settings["encoding"]))
+    if train_samples == 0:
+        raise SupersmmError(
+            f"dataset {dataset.name!r} has no valid {settings['encoding']} training samples ({dataset.path})"
+        )
+    max_total, per_run = epoch_budget(train_samples)
+    config = RunConfig(
+        run=name,
+        dataset=dataset.name,
+        dataset_path=str(dataset.path),
+        dataset_config=str(dataset.config_path),
+        split_files={split: str(path) for split, path in dataset.split_files.items()},
+        split_seed=dataset.split_seed,
+        camera=dataset.camera,
+        encoding=settings["encoding"],
+        model=settings["model"],
+        height=preset.height,
+        batch_size=settings.get("batch_size", preset.batch_size),
+        learning_rate=preset.learning_rate,
+        seed=settings["seed"],
+        deterministic=settings.get("deterministic", not _gpu_present()),
+        train_samples=train_samples,
+        max_total_epochs=settings.get("max_total_epochs", max_total),
+        max_epochs_per_run=settings.get("max_epochs_per_run", per_run),
+        patience=settings["patience"],
+        queue=settings.get("queue"),
+        priority=settings.get("priority"),
+        created_at=run_state.now_iso(),
+    )
+    _write_config(config)
+    run_state.write_state(name, status="queued")
+    run_state.append_log(name, f"run created on dataset {config.dataset} ({train_samples} training samples), "
+                               f"model {config.model}, {config.max_total_epochs} epochs at most")
+    return config
+
+
+def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> RunConfig:
+    if dataset_name is not None and dataset_name != config.dataset:
+        raise SupersmmError(
+            f"run {config.run!r} trains on dataset {config.dataset!r}, not {dataset_name!r}: "
+            "start a new run under another name for another dataset"
+        )
+    for key in FIXED_SETTINGS:
+        if key in given and given[key] != getattr(config, key):
+            raise SupersmmError(
+                f"run {config.run!r} was created with {key} {getattr(config, key)!r}; it cannot change to "
+                f"{given[key]!r} (start a new run under another name instead)"
+            )
+    changes = {key: given[key] for key in MUTABLE_SETTINGS if key in given and given[key] != getattr(config, key)}
+    if not changes:
+        return config
+    config = RunConfig(**{**asdict(config), **changes})
+    _write_config(config)
+    state = run_state.read_state(config.run)
+    budget = {"max_total_epochs": config.max_total_epochs, "max_epochs_per_run": config.max_epochs_per_run}
+    if state["status"] == "completed" and state.get("stop_reason") == "max_total_epochs" \
+            and config.max_total_epochs > state["last_completed_epoch"]:
+        budget.update(status="queued", stop_reason="")
+    run_state.write_state(config.run, **budget)
+    run_state.append_log(config.run, "settings changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    return config
+
+
+def _write_config(config: RunConfig) -> None:
+    path = run_state.config_path(config.run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, (json.dumps(asdict(config), indent=2) + "\n").encode())
+
+
+def _gpu_present() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))

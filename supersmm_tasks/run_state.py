@@ -1,0 +1,196 @@
+"""A run's `training_state.txt`, its human-readable log and their rotating backups.
+
+Every state and log write of a run goes through here. The state file is `key: value` lines, written
+atomically; the previous versions rotate through `backups/`. A missing or unreadable state file is
+rebuilt from the run's config, its newest verified checkpoint and the newest readable backup.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import paths
+from .checkpoint import latest_valid_checkpoint, write_atomically
+from .errors import SupersmmError
+
+STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
+FIELD_ORDER = (
+    "run", "dataset", "status", "last_completed_epoch", "max_total_epochs", "max_epochs_per_run",
+    "checkpoint", "best_epoch", "best_val_ser", "stop_reason", "worker", "chunk", "error", "updated_at",
+)
+REQUIRED_FIELDS = ("run", "dataset", "status", "last_completed_epoch", "max_total_epochs", "max_epochs_per_run")
+INT_FIELDS = ("last_completed_epoch", "max_total_epochs", "max_epochs_per_run", "best_epoch", "chunk")
+FLOAT_FIELDS = ("best_val_ser",)
+STATE_BACKUPS_KEPT = 5
+LOG_BACKUPS_KEPT = 3
+
+
+class UnreadableState(ValueError):
+    pass
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def state_path(name: str) -> Path:
+    return paths.run_dir(name) / "training_state.txt"
+
+
+def config_path(name: str) -> Path:
+    return paths.run_dir(name) / "config.json"
+
+
+def checkpoints_dir(name: str) -> Path:
+    return paths.run_dir(name) / "checkpoints"
+
+
+def backups_dir(name: str) -> Path:
+    return paths.run_dir(name) / "backups"
+
+
+def log_path(name: str) -> Path:
+    return paths.run_dir(name) / "logs" / "training_output.log"
+
+
+def tensorboard_dir(name: str) -> Path:
+    return paths.run_dir(name) / "tensorboard"
+
+
+def list_runs() -> list[str]:
+    """Names of all runs under model/ (folders NAME_model holding a config.json)."""
+    if not paths.models_dir().is_dir():
+        return []
+    return sorted(
+        folder.name[: -len("_model")]
+        for folder in paths.models_dir().iterdir()
+        if folder.name.endswith("_model") and (folder / "config.json").is_file()
+    )
+
+
+def parse_state(text: str) -> dict:
+    state = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, separator, value = line.partition(":")
+        if not separator:
+            raise UnreadableState(f"line {number} is not 'key: value'")
+        state[key.strip()] = value.strip()
+    missing = [key for key in REQUIRED_FIELDS if key not in state]
+    if missing:
+        raise UnreadableState(f"missing {', '.join(missing)}")
+    if state["status"] not in STATUSES:
+        raise UnreadableState(f"unknown status {state['status']!r}")
+    try:
+        for key in INT_FIELDS:
+            state[key] = int(state[key]) if state.get(key) not in (None, "") else None
+        for key in FLOAT_FIELDS:
+            state[key] = float(state[key]) if state.get(key) not in (None, "") else None
+    except ValueError as error:
+        raise UnreadableState(str(error)) from None
+    return state
+
+
+def format_state(state: dict) -> str:
+    keys = [k for k in FIELD_ORDER if k in state] + sorted(k for k in state if k not in FIELD_ORDER)
+    lines = []
+    for key in keys:
+        value = "" if state[key] is None else str(state[key])
+        lines.append(f"{key}: {' '.join(value.split())}")  # one line per key, whatever the value held
+    return "\n".join(lines) + "\n"
+
+
+def read_state(name: str) -> dict:
+    """The run's state; rebuilt (and rewritten) if the file is missing or unreadable."""
+    path = state_path(name)
+    try:
+        return parse_state(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, UnreadableState) as problem:
+        reason = "missing" if isinstance(problem, FileNotFoundError) else f"unreadable ({problem})"
+    state = rebuild_state(name)
+    write_atomically(path, format_state(state).encode())
+    if reason != "missing" or state["last_completed_epoch"]:
+        append_log(name, f"state file {path} was {reason}; rebuilt from checkpoints: "
+                         f"epoch {state['last_completed_epoch']}, status {state['status']}")
+    return state
+
+
+def write_state(name: str, **fields) -> dict:
+    """Merge `fields` into the state, stamp updated_at and write it atomically, keeping a backup."""
+    if "status" in fields and fields["status"] not in STATUSES:
+        raise ValueError(f"unknown status {fields['status']!r}")
+    state = {**read_state(name), **fields, "updated_at": now_iso()}
+    _rotate(backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=state_path(name))
+    write_atomically(state_path(name), format_state(state).encode())
+    return state
+
+
+def rebuild_state(name: str) -> dict:
+    """A state from what survives: config.json, the newest verified checkpoint, the newest backup."""
+    try:
+        config = json.loads(config_path(name).read_text("utf-8"))
+    except FileNotFoundError:
+        raise SupersmmError(f"run {name!r} does not exist (no {config_path(name)})") from None
+    except (OSError, ValueError) as error:
+        raise SupersmmError(f"cannot read {config_path(name)}: {error}") from None
+    state = {
+        "run": name, "dataset": config["dataset"], "status": "queued", "last_completed_epoch": 0,
+        "max_total_epochs": config["max_total_epochs"], "max_epochs_per_run": config["max_epochs_per_run"],
+        "checkpoint": "",
+    }
+    backup = _newest_readable_backup(name)
+    if backup:
+        for key in ("status", "stop_reason", "worker", "chunk", "error"):
+            if key in backup:
+                state[key] = backup[key]
+    checkpoint = latest_valid_checkpoint(checkpoints_dir(name))
+    if checkpoint:
+        state.update(
+            last_completed_epoch=checkpoint.epoch,
+            checkpoint=str(checkpoint.path),
+            best_epoch=checkpoint.meta["best_epoch"],
+            best_val_ser=checkpoint.meta["best_val_ser"],
+        )
+    if state["status"] == "running":
+        state["status"] = "queued"  # whoever was training is gone; the run waits for its next chunk
+    return state
+
+
+def _newest_readable_backup(name: str) -> dict | None:
+    for number in range(1, STATE_BACKUPS_KEPT + 1):
+        try:
+            return parse_state((backups_dir(name) / f"training_state.{number}.txt").read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, UnreadableState):
+            continue
+    return None
+
+
+def _rotate(folder: Path, stem: str, suffix: str, kept: int, source: Path) -> None:
+    """Shift stem.1 -> stem.2 ... (dropping the oldest) and copy `source` to stem.1."""
+    if not source.is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(kept - 1, 0, -1):
+        older = folder / f"{stem}.{number}{suffix}"
+        if older.exists():
+            os.replace(older, folder / f"{stem}.{number + 1}{suffix}")
+    copy = folder / f".{stem}.1{suffix}.tmp"
+    shutil.copyfile(source, copy)
+    os.replace(copy, folder / f"{stem}.1{suffix}")
+
+
+def append_log(name: str, message: str) -> None:
+    """One timestamped line in the run's logs/training_output.log."""
+    path = log_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"{now_iso()} {message}\n")
+
+
+def backup_log(name: str) -> None:
+    """Keep a rotating copy of training_output.log (called once per chunk)."""
+    _rotate(backups_dir(name), "training_output", ".log", LOG_BACKUPS_KEPT, source=log_path(name))

@@ -1,0 +1,358 @@
+"""What the CLI does to runs: enqueue, train in the foreground, status, pause, resume, cancel.
+
+Every function returns what the CLI prints and raises SupersmmError for what the user can fix.
+Changes to an idle run's state happen while holding the run's lease, as a trainer would, so a
+worker that picks the run up at the same moment never interleaves its writes with ours.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+from . import broker, paths, run_state, tasks, training_log
+from .errors import SupersmmError
+from .lease import Lease
+from .lease import holder as lease_holder
+
+FOREGROUND_ROUTE_TTL_S = 10  # shorter than a lease: when `supersmm train` dies, its route is gone before its lease
+
+
+# --- enqueue and train ---------------------------------------------------------------------------
+
+def enqueue(name: str, dataset: str | None = None, priority: int | None = None, **overrides) -> str:
+    """Create run NAME or continue it, and queue its next chunk; returns at once with one line to print."""
+    connection = broker.connect()
+    return _enqueue(connection, name, dataset, priority=priority, **overrides)
+
+
+def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **overrides) -> str:
+    from .run_config import create_or_update_run  # imports TensorFlow
+
+    settings = {key: value for key, value in overrides.items() if value is not None}
+    busy = _activity(connection, name)
+    if busy:
+        if dataset is not None or settings:
+            raise SupersmmError(f"run {name} {busy}: pause it (`supersmm pause {name}`) before changing its settings")
+        return f"run {name} {busy}; nothing queued"
+    with _idle_run_lease(connection, name) as held:
+        if held is None:
+            return f"run {name} {_activity(connection, name) or 'was just picked up by a worker'}; nothing queued"
+        create_or_update_run(name, dataset, **settings)
+        state = run_state.read_state(name)
+        if state["status"] == "cancelled":
+            raise SupersmmError(f"run {name} was cancelled; start a new run under another name")
+        if state["status"] == "completed":
+            return (f"run {name} is complete ({state['last_completed_epoch']}/{state['max_total_epochs']} epochs, "
+                    f"{state.get('stop_reason') or 'done'}); to train longer: "
+                    f"supersmm enqueue {name} --max-total-epochs {state['max_total_epochs'] * 2}")
+        connection.delete(tasks.control_key(name))
+        if state["status"] != "queued":
+            held.guard()
+            state = run_state.write_state(name, status="queued", error="")
+    task_id = tasks.queue_next_chunk(connection, name)
+    if task_id is None:
+        return f"run {name} {_activity(connection, name) or 'is queued'}"
+    queue, _ = tasks.run_route(connection, name)
+    epochs = task_id.split(":")[1]
+    return f"queued run {name}: epochs {epochs} of {state['max_total_epochs']} on queue {queue}"
+
+
+def _activity(connection: redis.Redis, name: str) -> str:
+    """'is training on WORKER' / 'is queued (epochs a-b)' when a trainer or a chunk message is live, else ''."""
+    worker = lease_holder(connection, name)
+    if worker:
+        return f"is training on {worker}"
+    marker = tasks.pending_chunk(connection, name)
+    if marker:
+        epochs = marker["task_id"].split(":")[1]
+        return f"is queued (epochs {epochs} on queue {marker.get('queue')})"
+    return ""
+
+
+@contextmanager
+def _idle_run_lease(connection: redis.Redis, name: str):
+    """The run's lease for a CLI change, or None when a worker holds it."""
+    held = Lease.acquire(connection, name, worker=f"cli:{socket.gethostname()}:{os.getpid()}")
+    try:
+        yield held
+    finally:
+        if held is not None:
+            held.release()
+
+
+def train_foreground(name: str, dataset: str | None = None, priority: int | None = None, **overrides) -> int:
+    """Enqueue run NAME and train it with a worker of our own, showing progress until the run ends.
+
+    Ctrl-C pauses the run at the end of the current epoch and stops the worker; a later call
+    continues from there. Returns the exit code: 0 when the run ended, 130 when interrupted, 1 otherwise.
+    """
+    connection = broker.connect()
+    holder = lease_holder(connection, name)
+    if holder:
+        raise SupersmmError(f"run {name} is training on {holder}; watch it with `supersmm status {name}`")
+    queue = f"supersmm_train_{name}_{os.getpid()}"
+    route = _ForegroundRoute(connection, name, queue, priority)
+    route.start()
+    worker = None
+    try:
+        marker = tasks.pending_chunk(connection, name)
+        if marker and marker.get("queue") != queue:
+            tasks.withdraw_pending_chunk(connection, name)  # its message waits elsewhere; ours replaces it
+        print(_enqueue(connection, name, dataset, priority=priority, **overrides), file=sys.stderr)
+        state = run_state.read_state(name)
+        if state["status"] not in tasks.ACTIVE_STATUSES:
+            return 0 if state["status"] == "completed" else 1
+        worker, log_path = _start_foreground_worker(name, queue)
+        return _follow(connection, name, worker, log_path)
+    finally:
+        route.stop()
+        if worker is not None:
+            _stop_worker(worker)
+
+
+class _ForegroundRoute:
+    """Routes the run's chunks to this call's private queue for as long as this process lives."""
+
+    def __init__(self, connection: redis.Redis, name: str, queue: str, priority: int | None):
+        self.connection = connection
+        self.key = tasks.route_key(name)
+        self.fields = {"queue": queue, "priority": 0 if priority is None else priority}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, daemon=True)
+
+    def start(self) -> None:
+        self._write()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.connection.delete(self.key)
+        except redis.RedisError:
+            pass  # it expires by itself
+
+    def _write(self) -> None:
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.fields).expire(self.key, FOREGROUND_ROUTE_TTL_S).execute()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(FOREGROUND_ROUTE_TTL_S / 3):
+            try:
+                self._write()
+            except redis.RedisError:
+                pass  # Redis is restarting; the worker copes, and so do we next time round
+
+
+def _start_foreground_worker(name: str, queue: str) -> tuple[subprocess.Popen, Path]:
+    log_path = paths.private_state_dir() / "logs" / f"train_{name}_worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "celery", "-A", "supersmm_tasks", "worker", "-Q", queue,
+               "-n", f"train_{name}_{os.getpid()}@%h", "--loglevel", "INFO"]
+    with open(log_path, "ab") as log:
+        # Its own session: Ctrl-C reaches only us, and we decide how the worker stops.
+        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return worker, log_path
+
+
+def _follow(connection: redis.Redis, name: str, worker: subprocess.Popen, log_path: Path) -> int:
+    """Show a progress bar until the run leaves queued/running; Ctrl-C pauses it."""
+    from tqdm import tqdm
+
+    state = run_state.read_state(name)
+    bar = tqdm(total=state["max_total_epochs"], initial=state["last_completed_epoch"] or 0,
+               desc=name, unit="epoch", dynamic_ncols=True)
+    interrupted = False
+    try:
+        while True:
+            try:
+                time.sleep(0.5)
+                state = run_state.read_state(name)
+                _update_bar(bar, connection, name, state)
+                if state["status"] not in tasks.ACTIVE_STATUSES:
+                    break
+                if worker.poll() is not None:
+                    bar.close()
+                    print(f"the worker stopped unexpectedly (exit {worker.returncode}); see {log_path}", file=sys.stderr)
+                    return 1
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise
+                interrupted = True
+                connection.set(tasks.control_key(name), "paused")
+                bar.write("pausing at the end of this epoch (Ctrl-C again to stop at once; the run then resumes from its last epoch)")
+    except KeyboardInterrupt:
+        worker.kill()
+        bar.close()
+        return 130
+    bar.close()
+    print(_final_line(name, state), file=sys.stderr)
+    if interrupted:
+        return 130
+    return 0 if state["status"] == "completed" else 1
+
+
+def _update_bar(bar, connection: redis.Redis, name: str, state: dict) -> None:
+    bar.n = state["last_completed_epoch"] or 0
+    progress = json.loads(connection.get(tasks.progress_key(name)) or "{}")
+    postfix = {}
+    if "loss" in progress:
+        postfix["loss"] = f"{float(progress['loss']):.3f}"
+    if state.get("best_val_ser") is not None:
+        postfix["best val SER"] = f"{state['best_val_ser']:.2f}%"
+    bar.set_postfix(postfix, refresh=False)
+    bar.refresh()
+
+
+def _final_line(name: str, state: dict) -> str:
+    line = f"run {name} {state['status']} at epoch {state['last_completed_epoch']}/{state['max_total_epochs']}"
+    if state.get("stop_reason"):
+        line += f" ({state['stop_reason']})"
+    if state.get("error"):
+        line += f": {state['error']}"
+    return line
+
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    """Warm shutdown (the worker is idle by now); SIGKILL if it does not exit in time."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+# --- workers -------------------------------------------------------------------------------------
+
+def run_worker(celery_args: list[str]) -> int:
+    """Run a Celery worker with the project's configuration (celeryconfig.py); `celery worker` options pass through."""
+    from .celery_app import app
+
+    argv = ["worker", *celery_args]
+    if not any(arg in ("-l", "--loglevel") or arg.startswith("--loglevel=") for arg in celery_args):
+        argv += ["--loglevel", "INFO"]
+    app.worker_main(argv)
+    return 0
+
+
+# --- status --------------------------------------------------------------------------------------
+
+def status_rows(name: str | None = None) -> list[dict]:
+    """One row per run: the keys of training_state.txt plus best_val_ser, eta and worker."""
+    names = run_state.list_runs()
+    if name is not None:
+        if name not in names:
+            raise SupersmmError(f"no run named {name!r} in {paths.models_dir()}")
+        names = [name]
+    connection = _connection_if_broker_up()
+    return [_status_row(connection, run) for run in names]
+
+
+def _connection_if_broker_up() -> redis.Redis | None:
+    """The broker when it is configured (it must answer) or when the embedded one runs; None otherwise.
+
+    Without a running embedded broker no worker can hold a lease, so there is nothing to ask it.
+    """
+    if os.environ.get(broker.BROKER_URL_VARIABLE):
+        return broker.connect()
+    url = broker.embedded_url_if_running()
+    return broker.client(url) if url else None
+
+
+def _status_row(connection: redis.Redis | None, name: str) -> dict:
+    state = run_state.read_state(name)
+    row = {**state}
+    rows = training_log.read_rows(name)
+    if row.get("best_val_ser") is None and rows:
+        row["best_val_ser"] = min(float(r["val_ser"]) for r in rows)
+    active = state["status"] in tasks.ACTIVE_STATUSES
+    row["eta"] = rows[-1]["est_completion_time"] if active and rows else ""
+    holder = lease_holder(connection, name) if connection is not None else None
+    row["worker"] = holder or ("" if active else state.get("worker") or "")
+    request = tasks.read_control(connection, name) if connection is not None else None
+    if request and active:
+        row["requested"] = request
+    return row
+
+
+STATUS_COLUMNS = (
+    ("run", "run"), ("dataset", "dataset"), ("status", "status"), ("epoch", "epoch"),
+    ("best_val_ser", "best val SER"), ("eta", "ETA"), ("worker", "worker"),
+)
+
+
+def format_status_table(rows: list[dict]) -> str:
+    if not rows:
+        return f"no runs yet in {paths.models_dir()} (start one with `supersmm enqueue NAME`)"
+    table = [[title for _, title in STATUS_COLUMNS]]
+    for row in rows:
+        cells = {
+            **row,
+            "status": row["status"] + (f" ({row['requested']} requested)" if row.get("requested") else ""),
+            "epoch": f"{row['last_completed_epoch']}/{row['max_total_epochs']}",
+            "best_val_ser": "" if row.get("best_val_ser") is None else f"{float(row['best_val_ser']):.2f}%",
+        }
+        table.append(["" if cells.get(key) is None else str(cells[key]) for key, _ in STATUS_COLUMNS])
+    widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table)
+
+
+# --- pause, resume, cancel -----------------------------------------------------------------------
+
+def pause(name: str) -> str:
+    """Hold the run at its next epoch boundary (at once when no worker trains it)."""
+    return _request_stop(name, "paused")
+
+
+def cancel(name: str) -> str:
+    """Stop the run for good, at its next epoch boundary (at once when no worker trains it)."""
+    return _request_stop(name, "cancelled")
+
+
+def _request_stop(name: str, request: str) -> str:
+    _require_run(name)
+    connection = broker.connect()
+    state = run_state.read_state(name)
+    stoppable = tasks.ACTIVE_STATUSES + (("paused", "failed") if request == "cancelled" else ())
+    if state["status"] not in stoppable:
+        return f"run {name} is {state['status']}; nothing to do"
+    connection.set(tasks.control_key(name), request)
+    with _idle_run_lease(connection, name) as held:
+        if held is None:
+            return (f"run {name} will be {request} at the end of its current epoch "
+                    f"(training on {lease_holder(connection, name) or 'a worker'})")
+        tasks.withdraw_pending_chunk(connection, name)
+        held.guard()
+        run_state.write_state(name, status=request)
+    return f"run {name} {request} at epoch {state['last_completed_epoch']}/{state['max_total_epochs']}"
+
+
+def resume(name: str) -> str:
+    """Let a paused run go on: queue its next chunk (or withdraw a pause not yet applied)."""
+    _require_run(name)
+    connection = broker.connect()
+    state = run_state.read_state(name)
+    if state["status"] == "paused":
+        return _enqueue(connection, name, None)
+    if state["status"] in tasks.ACTIVE_STATUSES and tasks.read_control(connection, name) == "paused":
+        connection.delete(tasks.control_key(name))
+        return f"pause of run {name} withdrawn; it goes on"
+    return f"run {name} is {state['status']}, not paused; nothing to do"
+
+
+def _require_run(name: str) -> None:
+    if not run_state.config_path(name).is_file():
+        raise SupersmmError(f"no run named {name!r} in {paths.models_dir()}")

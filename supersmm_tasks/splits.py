@@ -1,0 +1,98 @@
+"""The frozen train / val / test split of a dataset.
+
+A dataset's split is drawn once, the first time `supersmm detect` finds it usable, and written to
+`datasets/<name>.split/{train,val,test}.txt` (one id per line) plus `split.json` (how it was drawn). After that it
+never moves: every run and every resume reads the same files, and detecting again never rewrites them.
+Samples that become valid later are not added (a run's epoch must not change under it); detect reports how many
+valid samples lie outside the split. Delete the `.split` folder to draw a new split for all of them.
+
+How it is drawn:
+- when every id belongs to the published PrIMuS fold (`vocabulary.published_split()`), test is the published test
+  ids and train the published training ids (Camera-PrIMuS uses the same ids);
+- otherwise a seeded 10% of the ids is the test split;
+- validation is a seeded 10% of the training ids; every split gets at least one sample.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+from . import paths
+from .vocabulary import published_split
+
+SPLITS = ("train", "val", "test")
+SPLIT_SEED = 0
+TEST_FRACTION = 0.1
+VAL_FRACTION = 0.1
+MIN_SAMPLES = len(SPLITS)
+
+
+def split_folder(name: str) -> Path:
+    return paths.datasets_dir() / f"{paths.validate_dataset_name(name)}.split"
+
+
+def split_files(name: str) -> dict[str, Path]:
+    return {split: split_folder(name) / f"{split}.txt" for split in SPLITS}
+
+
+def load_split(name: str) -> dict[str, list[str]] | None:
+    """The frozen split of dataset `name`, or None if none was drawn yet."""
+    folder = split_folder(name)
+    if not folder.is_dir():
+        return None
+    return {split: file.read_text("utf-8").split() for split, file in split_files(name).items()}
+
+
+def split_description(name: str) -> dict:
+    return json.loads((split_folder(name) / "split.json").read_text("utf-8"))
+
+
+def freeze_split(name: str, ids: list[str], seed: int = SPLIT_SEED) -> tuple[dict[str, list[str]], bool]:
+    """The dataset's split: the frozen one if it exists, else a new one drawn from `ids` and written.
+
+    Returns (split, created). Needs at least MIN_SAMPLES ids to draw a new one.
+    """
+    existing = load_split(name)
+    if existing is not None:
+        return existing, False
+    split, source = draw_split(ids, seed)
+    _write_split(name, split, {"source": source, "seed": seed, **{s: len(split[s]) for s in SPLITS}})
+    return split, True
+
+
+def draw_split(ids: list[str], seed: int) -> tuple[dict[str, list[str]], str]:
+    if len(ids) < MIN_SAMPLES:
+        raise ValueError(f"a split needs at least {MIN_SAMPLES} samples, got {len(ids)}")
+    published_train, published_test = published_split()
+    test = sorted(set(ids) & published_test)
+    training = sorted(set(ids) & published_train)
+    if len(test) + len(training) == len(ids) and test and len(training) >= 2:
+        source = "published PrIMuS fold"
+    else:
+        test, training = _seeded_part(ids, TEST_FRACTION, seed)
+        source = f"seeded {TEST_FRACTION:.0%} test"
+    val, train = _seeded_part(training, VAL_FRACTION, seed)
+    return {"train": train, "val": val, "test": test}, source
+
+
+def _seeded_part(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(part, rest): a seeded `fraction` of `ids` (at least one, leaving at least one), both sorted."""
+    shuffled = sorted(ids)
+    random.Random(seed).shuffle(shuffled)
+    size = min(max(1, round(len(ids) * fraction)), len(ids) - 1)
+    return sorted(shuffled[:size]), sorted(shuffled[size:])
+
+
+def _write_split(name: str, split: dict[str, list[str]], description: dict) -> None:
+    """Writes the split into a temporary folder and renames it into place, so it appears whole or not at all."""
+    final = split_folder(name)
+    temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    for split_name, ids in split.items():
+        (temporary / f"{split_name}.txt").write_text("".join(f"{i}\n" for i in ids), "utf-8")
+    (temporary / "split.json").write_text(json.dumps(description, indent=2) + "\n", "utf-8")
+    os.rename(temporary, final)

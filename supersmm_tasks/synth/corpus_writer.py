@@ -1,0 +1,149 @@
+"""Writes a synthetic corpus in the PrIMuS layout, one process per core.
+
+Sample `index` of corpus `seed` is drawn from its own random stream, derived from (seed, index)
+alone, so the corpus is the same bytes whatever the number of workers. A sample is kept only if
+Verovio's MEI converts back to exactly the drawn tokens: no image is written with a wrong label.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import SupersmmError
+from .agnostic import mei_to_agnostic
+from .camera import camera_jpeg
+from .engrave import FONTS, Engraver, EngravingFailed
+from .mei import mei_to_semantic
+from .music import random_incipit
+from .pae import semantic_to_pae
+
+ATTEMPTS_PER_SAMPLE = 20
+
+
+@dataclass(frozen=True)
+class SynthReport:
+    out: Path
+    count: int
+    seconds: float
+    with_agnostic: int
+    camera: bool
+    workers: int
+
+    @property
+    def rate(self) -> float:
+        """Incipits written per second."""
+        return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+
+def sample_id(seed: int, index: int) -> str:
+    return f"synth{seed}-{index:06d}"
+
+
+def generate_corpus(out: Path, samples: int, seed: int = 0, camera: bool = False,
+                    workers: int | None = None, progress: bool = True) -> SynthReport:
+    """Writes `samples` engraved incipits under `out` (`out/<id>/<id>.png`, `.semantic`, `.mei`, ...)."""
+    out = _usable_output_folder(Path(out))
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise SupersmmError(f"number of samples must be a whole number >= 1, got {samples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SupersmmError(f"seed must be a whole number >= 0, got {seed!r}")
+    workers = max(1, min(workers or os.cpu_count() or 1, samples))
+    started = time.perf_counter()
+    jobs = [(str(out), seed, index, camera) for index in range(samples)]
+    bar = tqdm(total=samples, disable=not progress, file=sys.stderr, unit="incipit", desc=f"synth {out.name}")
+    with bar:
+        if workers == 1:
+            _start_worker()
+            results = []
+            for job in jobs:
+                results.append(_write_sample(job))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker) as pool:
+                results = []
+                for result in pool.map(_write_sample, jobs, chunksize=4):
+                    results.append(result)
+                    bar.update()
+    return SynthReport(out=out, count=samples, seconds=time.perf_counter() - started,
+                       with_agnostic=sum(results), camera=camera, workers=workers)
+
+
+def _usable_output_folder(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise SupersmmError(f"cannot write the corpus to {out}: it exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SupersmmError(f"cannot write the corpus to {out}: {error.strerror or error}") from None
+    return out.resolve()
+
+
+_engraver: Engraver | None = None
+
+
+def _start_worker() -> None:
+    global _engraver
+    cv2.setNumThreads(1)  # the pool already uses every core
+    _engraver = _engraver or Engraver()
+
+
+def _write_sample(job: tuple[str, int, int, bool]) -> bool:
+    """Draws, engraves, checks and writes one sample; returns whether it got an `.agnostic` file."""
+    out, seed, index, camera = job
+    streams = np.random.SeedSequence([seed, index]).generate_state(4)
+    rng = random.Random(int(streams[0]) << 32 | int(streams[1]))
+    tokens, png, mei = _checked_engraving(rng, font=FONTS[index % len(FONTS)], xml_id_seed=int(streams[2]) >> 1)
+    agnostic = mei_to_agnostic(mei)
+    name = sample_id(seed, index)
+    folder = Path(out) / name
+    files = {
+        f"{name}.png": png,
+        f"{name}.semantic": _label_line(tokens),
+        f"{name}.mei": mei.encode("utf-8"),
+    }
+    if agnostic is not None:
+        files[f"{name}.agnostic"] = _label_line(agnostic)
+    if camera:
+        files[f"{name}_distorted.jpg"] = camera_jpeg(png, np.random.default_rng(int(streams[3])))
+    _write_atomically(folder, files)
+    if agnostic is None:
+        (folder / f"{name}.agnostic").unlink(missing_ok=True)  # never leave a stale label behind
+    return agnostic is not None
+
+
+def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple[list[str], bytes, str]:
+    for _ in range(ATTEMPTS_PER_SAMPLE):
+        tokens = random_incipit(rng)
+        try:
+            png, mei = _engraver.engrave(semantic_to_pae(tokens), font, xml_id_seed)
+        except EngravingFailed:
+            continue
+        if mei_to_semantic(mei) == tokens:
+            return tokens, png, mei
+    raise RuntimeError(f"no incipit survived the MEI round trip in {ATTEMPTS_PER_SAMPLE} attempts")
+
+
+def _label_line(tokens: list[str]) -> bytes:
+    """One line of TAB-separated tokens with a trailing TAB, as in PrIMuS."""
+    return ("\t".join(tokens) + "\t").encode("utf-8")
+
+
+def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
+    folder.mkdir(exist_ok=True)
+    for name, content in files.items():
+        partial = folder / f".{name}.partial"
+        partial.write_bytes(content)
+        os.replace(partial, folder / name)

@@ -1,0 +1,66 @@
+"""Plaine & Easie -> Verovio -> MEI and a grayscale PNG of one staff, like the PrIMuS images.
+
+One `Engraver` per process: creating a Verovio toolkit loads its fonts and costs far more than
+engraving an incipit.
+"""
+from __future__ import annotations
+
+import io
+import re
+
+import cairosvg
+import verovio
+from PIL import Image
+
+FONTS = ("Leipzig", "Bravura", "Gootville")
+
+# One long system, no header or footer, the page cropped to the music: a 1041x155-like strip.
+VEROVIO_OPTIONS = {
+    "inputFrom": "pae",
+    "breaks": "none",
+    "header": "none",
+    "footer": "none",
+    "adjustPageHeight": True,
+    "adjustPageWidth": True,
+    "pageMarginTop": 0,
+    "pageMarginBottom": 0,
+    "pageMarginLeft": 0,
+    "pageMarginRight": 0,
+    "scale": 100,
+}
+# Verovio stamps the MEI with the time of conversion; the corpus must be the same bytes every run.
+_CONVERSION_DATE = re.compile(r"\s*<date isodate=\"[^\"]*\"\s*/>")
+
+
+class EngravingFailed(RuntimeError):
+    """Verovio refused or warned about an incipit: its image could not be trusted to match its labels."""
+
+
+class Engraver:
+    def __init__(self):
+        self.toolkit = verovio.toolkit()
+        self.toolkit.setOptions(VEROVIO_OPTIONS)
+        self.font: str | None = None
+
+    def engrave(self, pae: str, font: str, xml_id_seed: int) -> tuple[bytes, str]:
+        """(PNG bytes, MEI text) of one incipit."""
+        if font != self.font:
+            self.toolkit.setOptions({"font": font})
+            self.font = font
+        self.toolkit.resetXmlIdSeed(xml_id_seed)
+        if not self.toolkit.loadData(pae):
+            raise EngravingFailed(f"Verovio could not load the incipit: {self.toolkit.getLog().strip()}")
+        warnings = self.toolkit.getLog().strip()
+        if warnings:
+            raise EngravingFailed(f"Verovio warned: {warnings}")
+        svg = self.toolkit.renderToSVG(1)
+        mei = _CONVERSION_DATE.sub("", self.toolkit.getMEI())
+        return _svg_to_grayscale_png(svg), mei
+
+
+def _svg_to_grayscale_png(svg: str) -> bytes:
+    rgb = cairosvg.svg2png(bytestring=svg.encode("utf-8"), background_color="white")
+    image = Image.open(io.BytesIO(rgb)).convert("L")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

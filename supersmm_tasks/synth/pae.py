@@ -1,0 +1,138 @@
+"""PrIMuS semantic tokens -> Plaine & Easie code, the input RISM incipits (and Verovio) use.
+
+Every note is written with its octave and duration spelled out, so nothing depends on Plaine &
+Easie's sticky values. Accidentals are printed the way an engraver would: when the sounding pitch
+differs from what the key signature and the earlier notes of the measure give. Notes of eighth
+length and shorter are beamed by beat.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .notation import (
+    DURATIONS, KEY_SIGNATURES, SHARP_ORDER, FLAT_ORDER, Note, Rest, beat_length, dotted_length, key_alterations,
+    parse_note, parse_rest,
+)
+
+PAE_ACCIDENTAL = {1: "x", -1: "b", 0: "n"}
+PAE_CLEF = {name: f"{name[0]}-{name[1]}" for name in ("G1", "G2", "C1", "C2", "C3", "C4", "C5", "F3", "F4", "F5")}
+PAE_METER = {"C": "c", "C/": "c/"}
+BEAMABLE = {"eighth", "sixteenth", "thirty_second", "sixty_fourth", "hundred_twenty_eighth"}
+
+
+class UnsupportedToken(ValueError):
+    """A semantic token that this converter does not know how to write in Plaine & Easie."""
+
+
+def semantic_to_pae(tokens: list[str]) -> str:
+    """The Plaine & Easie incipit (Verovio's `@clef:/@keysig:/@timesig:/@data:` form) of a token list."""
+    clef, key, meter, body = _split_header(tokens)
+    data = _MeasureWriter(key, meter).write(body)
+    return f"@clef:{PAE_CLEF[clef]}\n@keysig:{_pae_key(key)}\n@timesig:{PAE_METER.get(meter, meter)}\n@data:{data}\n"
+
+
+def _split_header(tokens: list[str]) -> tuple[str, str | None, str | None, list[str]]:
+    header = {}
+    index = 0
+    for family in ("clef", "keySignature", "timeSignature"):
+        if index < len(tokens) and tokens[index].startswith(family + "-"):
+            header[family] = tokens[index].split("-", 1)[1]
+            index += 1
+    if "clef" not in header:
+        raise UnsupportedToken(f"an incipit must start with a clef, not {tokens[:1]}")
+    return header["clef"], header.get("keySignature"), header.get("timeSignature"), tokens[index:]
+
+
+def _pae_key(key: str | None) -> str:
+    """No key signature token: no key signature; keySignature-CM: an explicit empty one ("n")."""
+    if key is None:
+        return ""
+    fifths = KEY_SIGNATURES[key]
+    if fifths > 0:
+        return "x" + SHARP_ORDER[:fifths]
+    return "b" + FLAT_ORDER[: -fifths] if fifths < 0 else "n"
+
+
+def _pae_octave(octave: int) -> str:
+    return "'" * (octave - 3) if octave >= 4 else "," * (4 - octave)
+
+
+class _MeasureWriter:
+    def __init__(self, key: str | None, meter: str | None):
+        self.in_key = key_alterations(key or "CM")
+        self.beat = beat_length(meter) if meter else Fraction(1, 4)
+        self._new_measure()
+
+    def _new_measure(self):
+        self.printed: dict[tuple[str, int], int] = {}  # accidentals printed so far in this measure
+        self.doubtful: set[tuple[str, int]] = set()  # pitches whose alteration only a tie carried in
+        self.onset = Fraction(0)
+        self.beam: list[str] = []
+        self.beam_beat: Fraction | None = None
+
+    def write(self, body: list[str]) -> str:
+        out: list[str] = []
+        tied_into = False
+        for token in body:
+            if token == "barline":
+                out += self._close_beam() + ["/"]
+                self._new_measure()
+            elif token == "tie":
+                (self.beam or out)[-1] += "+"
+                tied_into = True
+                continue
+            elif token.startswith("multirest-"):
+                out += self._close_beam() + ["=" + token.split("-", 1)[1]]
+            elif (rest := parse_rest(token)) is not None:
+                out += self._close_beam() + [_with_fermata(rest.fermata, self._rest(rest))]
+                self.onset += dotted_length(rest.duration, rest.dots)
+            elif (note := parse_note(token)) is not None:
+                out += self._note(note, tied_into)
+            else:
+                raise UnsupportedToken(f"no Plaine & Easie for semantic token {token!r}")
+            tied_into = False
+        return "".join(out + self._close_beam())
+
+    def _note(self, note: Note, tied_into: bool) -> list[str]:
+        written = _with_fermata(note.fermata, self._pitch(note, tied_into))
+        if note.grace:
+            return self._close_beam() + [("g" if note.duration == "eighth" else "q" + self._duration(note)) + written]
+        beat_index = self.onset // self.beat
+        self.onset += dotted_length(note.duration, note.dots)
+        written = self._duration(note) + written
+        if note.duration not in BEAMABLE:
+            return self._close_beam() + [written]
+        closed = self._close_beam() if beat_index != self.beam_beat else []
+        self.beam.append(written)
+        self.beam_beat = beat_index
+        return closed
+
+    def _close_beam(self) -> list[str]:
+        group, self.beam, self.beam_beat = self.beam, [], None
+        return ["{" + "".join(group) + "}"] if len(group) > 1 else group
+
+    def _duration(self, note: Note) -> str:
+        return DURATIONS[note.duration][2] + "." * note.dots
+
+    def _rest(self, rest: Rest) -> str:
+        return DURATIONS[rest.duration][2] + "." * rest.dots + "-"
+
+    def _pitch(self, note: Note, tied_into: bool) -> str:
+        """Octave, printed accidental (if one is needed) and note name."""
+        place = (note.step, note.octave)
+        expected = self.printed.get(place, self.in_key[note.step])
+        if tied_into:
+            if note.alter != expected:
+                self.doubtful.add(place)  # the tie carries the alteration; later notes need it printed
+            accidental = ""
+        elif note.alter != expected or place in self.doubtful:
+            accidental = PAE_ACCIDENTAL[note.alter]
+            self.printed[place] = note.alter
+            self.doubtful.discard(place)
+        else:
+            accidental = ""
+        return _pae_octave(note.octave) + accidental + note.step
+
+
+def _with_fermata(fermata: bool, written: str) -> str:
+    return f"({written})" if fermata else written

@@ -1,0 +1,109 @@
+"""The shared `logs/training_log.csv`: one row per (run, epoch), written by many processes at once.
+
+Every change happens under a file lock. A last line cut short by a crash is dropped before anything
+is appended, so the file stays parseable; `reconcile_run` makes a run's rows match its checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+from filelock import FileLock
+
+from . import paths
+from .checkpoint import write_atomically
+from .errors import SupersmmError
+
+COLUMNS = (
+    "timestamp", "run", "dataset", "epoch", "max_total_epochs", "loss",
+    "val_loss", "val_ser", "val_sequence_error", "epoch_time_sec", "cumulative_time_sec", "samples_per_sec",
+    "learning_rate", "batch_size", "dataset_size", "remaining_epochs", "est_completion_time", "worker", "chunk",
+    "checkpoint_path", "memory_mb",
+)
+HEADER = ",".join(COLUMNS) + "\n"
+
+
+def _lock() -> FileLock:
+    return FileLock(str(paths.training_log_csv()) + ".lock", timeout=120)
+
+
+def _format_row(row: dict) -> str:
+    missing = [c for c in COLUMNS if c not in row]
+    if missing:
+        raise ValueError(f"training log row lacks {', '.join(missing)}")
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+    return line.getvalue()
+
+
+def _read_text_repaired() -> str:
+    """The file's text without a partial last line (the caller holds the lock); header checked."""
+    path = paths.training_log_csv()
+    if not path.exists() or path.stat().st_size == 0:
+        return ""
+    text = path.read_text("utf-8", errors="replace")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        write_atomically(path, text.encode())
+    if text and not text.startswith(HEADER):
+        raise SupersmmError(
+            f"{path} does not start with the expected columns ({HEADER.strip()}): move it aside and retry"
+        )
+    return text
+
+
+def append_row(row: dict) -> None:
+    """Append one epoch's row (callers append each (run, epoch) once; see reconcile_run)."""
+    path = paths.training_log_csv()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = _format_row(row)
+    with _lock():
+        prefix = "" if _read_text_repaired() else HEADER
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(prefix + line)
+            log.flush()
+            os.fsync(log.fileno())
+
+
+def read_rows(run: str | None = None) -> list[dict]:
+    """All complete rows (of one run if given), as dicts of strings, in file order."""
+    with _lock():
+        text = _read_text_repaired()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return [r for r in rows if run is None or r["run"] == run]
+
+
+def reconcile_run(run: str, committed_epoch: int, row_for) -> list[str]:
+    """Make `run`'s rows exactly one per epoch 1..committed_epoch, keeping other runs' rows as they are.
+
+    Rows beyond the committed epoch and duplicates are dropped; a missing row is re-written from
+    row_for(epoch) (the row stored in that epoch's checkpoint, or None). Returns what changed.
+    """
+    path = paths.training_log_csv()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock():
+        text = _read_text_repaired()
+        lines = text.splitlines(keepends=True)[1:]
+        kept, seen, changes = [], set(), []
+        for line in lines:
+            row = next(csv.DictReader(io.StringIO(HEADER + line)), None)
+            if row is None or row.get("run") != run:
+                kept.append(line)
+                continue
+            epoch = int(row["epoch"])
+            if epoch > committed_epoch or epoch in seen:
+                changes.append(f"dropped row of epoch {epoch}")
+                continue
+            seen.add(epoch)
+            kept.append(line)
+        for epoch in sorted(set(range(1, committed_epoch + 1)) - seen):
+            row = row_for(epoch)
+            if row is None:
+                changes.append(f"row of epoch {epoch} is missing and its checkpoint is gone")
+            else:
+                kept.append(_format_row(row))
+                changes.append(f"restored row of epoch {epoch} from its checkpoint")
+        if len(kept) != len(lines) or any(c.startswith("dropped") for c in changes):
+            write_atomically(path, (HEADER + "".join(kept)).encode())
+        return changes

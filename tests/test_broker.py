@@ -1,0 +1,140 @@
+"""The embedded broker, the run lease with its fencing token, and one clear line when Redis is down."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from supersmm_tasks import broker
+from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.lease import Lease, LeaseLost, holder
+
+
+@pytest.fixture
+def embedded_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUPERSMM_HOME", str(tmp_path))
+    monkeypatch.delenv("SUPERSMM_BROKER_URL", raising=False)
+    monkeypatch.delenv("SUPERSMM_RESULT_BACKEND", raising=False)
+    yield tmp_path
+    broker.stop_embedded()
+
+
+def test_embedded_broker_is_private_persistent_and_reused(embedded_home):
+    url = broker.broker_url()
+    assert url.startswith("redis+socket://")
+    socket_path = url[len("redis+socket://"):]
+    assert socket_path.startswith(str(embedded_home / ".supersmm"))
+    assert stat.S_IMODE(os.stat(socket_path).st_mode) & 0o077 == 0
+    broker.client().set("survives", "a restart")
+
+    assert broker.ensure_embedded() == url
+    assert broker.stop_embedded() is True
+    assert broker.embedded_url_if_running() is None
+
+    assert broker.ensure_embedded() == url
+    assert broker.client().get("survives") == "a restart"
+
+
+def test_celery_and_a_second_process_reuse_the_embedded_broker(embedded_home):
+    url = broker.ensure_embedded()
+    seen = subprocess.run(
+        [sys.executable, "-c", "from supersmm_tasks import app; print(app.conf.broker_url); print(app.conf.result_backend)"],
+        capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.split() == [url, url]
+
+
+def test_embedded_broker_falls_back_to_loopback_with_a_password_when_the_socket_path_is_too_long(tmp_path, monkeypatch):
+    home = tmp_path / ("long_folder_name_" * 6)
+    monkeypatch.setenv("SUPERSMM_HOME", str(home))
+    monkeypatch.delenv("SUPERSMM_BROKER_URL", raising=False)
+    try:
+        url = broker.broker_url()
+        assert url.startswith("redis://:") and "@127.0.0.1:" in url
+        assert broker.connect(url).ping()
+        without_password = url.replace(url[len("redis://"):url.index("@") + 1], "")
+        with pytest.raises(SupersmmError, match="password|NOAUTH|Authentication"):
+            broker.connect(without_password)
+    finally:
+        broker.stop_embedded()
+
+
+def test_lease_is_exclusive_and_each_acquisition_gets_a_larger_fencing_token(redis_server):
+    client = redis_server.client()
+    first = Lease.acquire(client, "primus", worker="w1", ttl_s=5)
+    assert first is not None and holder(client, "primus") == "w1"
+    assert Lease.acquire(client, "primus", worker="w2", ttl_s=5) is None
+    first.release()
+    second = Lease.acquire(client, "primus", worker="w2", ttl_s=5)
+    assert second.token > first.token
+    with pytest.raises(LeaseLost):
+        first.guard()
+    second.guard()
+
+
+def test_a_holder_paused_past_its_ttl_is_fenced_off(redis_server):
+    client = redis_server.client()
+    stalled = Lease.acquire(client, "primus", worker="stalled", ttl_s=0.3)  # no heartbeat: as if SIGSTOPped
+    time.sleep(0.5)
+    successor = Lease.acquire(client, "primus", worker="successor", ttl_s=5)
+    assert successor is not None
+    with pytest.raises(LeaseLost):
+        stalled.guard()
+    assert holder(client, "primus") == "successor"
+    stalled.release()  # a stale release must not free the successor's lease
+    assert holder(client, "primus") == "successor"
+
+
+def test_heartbeat_keeps_the_lease_beyond_its_ttl(redis_server):
+    client = redis_server.client()
+    lease = Lease.acquire(client, "primus", worker="w1", ttl_s=0.6)
+    lease.start_heartbeat()
+    time.sleep(1.5)
+    assert Lease.acquire(client, "primus", worker="w2", ttl_s=0.6) is None
+    lease.guard()
+    lease.release()
+    assert holder(client, "primus") is None
+
+
+def test_lease_and_fencing_counter_survive_a_redis_restart(redis_server):
+    client = redis_server.client()
+    lease = Lease.acquire(client, "primus", worker="w1", ttl_s=30)
+    redis_server.restart()
+    lease.guard()  # the same client reconnects; the lease is still ours
+    lease.release()
+    again = Lease.acquire(redis_server.client(), "primus", worker="w1", ttl_s=30)
+    assert again.token > lease.token
+
+
+@pytest.mark.parametrize("command", [["status"], ["pause", "primus"], ["enqueue", "primus"]])
+def test_an_unreachable_broker_gives_one_clear_line(tmp_path, command):
+    closed_port = redis_server_port_that_is_closed()
+    env = {**os.environ, "SUPERSMM_HOME": str(tmp_path), "SUPERSMM_BROKER_URL": f"redis://127.0.0.1:{closed_port}/0"}
+    (tmp_path / "model" / "primus_model").mkdir(parents=True)
+    (tmp_path / "model" / "primus_model" / "config.json").write_text('{"dataset": "primus"}')
+    result = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", *command],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"127.0.0.1:{closed_port}" in lines[0] and "unreachable" in lines[0]
+
+
+def redis_server_port_that_is_closed() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_connect_names_the_broker_without_its_password():
+    with pytest.raises(SupersmmError) as error:
+        broker.connect(f"redis://:secret@127.0.0.1:{redis_server_port_that_is_closed()}/0")
+    assert "secret" not in str(error.value) and "unreachable" in str(error.value)
+    assert isinstance(broker.client("redis+socket:///tmp/nowhere.sock"), redis.Redis)

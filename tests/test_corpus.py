@@ -1,0 +1,162 @@
+"""Finding corpora and validating samples, on copies of the real PrIMuS sample (some corrupted on purpose)."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from supersmm_tasks.corpus import check_sample, find_corpora, read_label
+
+REAL = Path("/work/shared/primus-reference/example/000051652-1_2_1")
+
+
+def add_sample(corpus: Path, sample_id: str = REAL.name, distorted: bool = False) -> Path:
+    """A copy of the real sample under `corpus`, renamed to `sample_id`; `distorted` adds a real JPEG photo."""
+    folder = corpus / sample_id
+    folder.mkdir(parents=True)
+    for source in REAL.iterdir():
+        shutil.copyfile(source, folder / (sample_id + source.name[len(REAL.name):]))
+    if distorted:
+        Image.open(REAL / f"{REAL.name}.png").convert("RGB").save(folder / f"{sample_id}_distorted.jpg", quality=80)
+    return folder
+
+
+def only_corpus(data_root: Path):
+    corpora = find_corpora(data_root)
+    assert len(corpora) == 1, [c.name for c in corpora]
+    return corpora[0]
+
+
+def checked(folder: Path):
+    corpus = only_corpus(folder.parent.parent)
+    return check_sample(corpus, folder)
+
+
+def test_reads_the_real_sample_exactly(tmp_path):
+    folder = add_sample(tmp_path / "primus")
+    corpus = only_corpus(tmp_path)
+    sample = check_sample(corpus, folder)
+
+    assert (corpus.name, corpus.camera, corpus.sample_folders) == ("primus", False, [folder])
+    assert (sample.width, sample.height, sample.encodings, sample.problems) == (1041, 155, ("semantic", "agnostic"), [])
+    line = (REAL / f"{REAL.name}.semantic").read_text("utf-8")
+    assert line.endswith("\t")
+    assert read_label(folder / f"{REAL.name}.semantic", "semantic") == line[:-1].split("\t")
+
+
+def test_crlf_bom_and_missing_trailing_tab_are_accepted(tmp_path):
+    folder = add_sample(tmp_path / "primus")
+    label = folder / f"{REAL.name}.semantic"
+    tokens = label.read_text("utf-8").split("\t")[:-1]
+    label.write_bytes(b"\xef\xbb\xbf" + "\t".join(tokens).encode() + b"\r\n")
+
+    assert read_label(label, "semantic") == tokens
+    assert checked(folder).problems == []
+
+
+def truncate_png(folder):
+    png = folder / f"{folder.name}.png"
+    png.write_bytes(png.read_bytes()[:-200])
+
+
+def empty_semantic(folder):
+    (folder / f"{folder.name}.semantic").write_bytes(b"")
+
+
+def unknown_token(folder):
+    label = folder / f"{folder.name}.semantic"
+    label.write_text(label.read_text("utf-8").replace("barline", "note-H9_quarter", 1), "utf-8")
+
+
+def latin1_semantic(folder):
+    (folder / f"{folder.name}.semantic").write_bytes("clef-G2\tnote-C4_quarter\t\xe9".encode("latin-1"))
+
+
+def no_labels(folder):
+    for encoding in ("semantic", "agnostic"):
+        (folder / f"{folder.name}.{encoding}").unlink()
+
+
+def no_image(folder):
+    (folder / f"{folder.name}.png").unlink()
+
+
+@pytest.mark.parametrize("damage, reason, usable", [
+    (truncate_png, ".png: truncated PNG (no IEND chunk at the end)", ()),
+    (empty_semantic, ".semantic: empty label", ("agnostic",)),
+    (unknown_token, ".semantic: unknown semantic token 'note-H9_quarter' (token 5)", ("agnostic",)),
+    (latin1_semantic, ".semantic: not UTF-8 (byte 0xe9 at offset 24)", ("agnostic",)),
+    (no_labels, ".semantic and .agnostic: no label file", ()),
+    (no_image, ".png: image missing", ()),
+])
+def test_a_damaged_sample_is_reported_with_a_precise_reason(tmp_path, damage, reason, usable):
+    folder = add_sample(tmp_path / "primus", "s1")
+    damage(folder)
+    sample = checked(folder)
+
+    assert f"s1/s1{reason}" in sample.problems[0]
+    assert sample.encodings == usable
+    if usable:
+        assert sample.problems[-1] == "usable with --encoding agnostic only"
+
+
+def test_a_missing_label_of_one_encoding_is_no_defect(tmp_path):
+    folder = add_sample(tmp_path / "primus", "s1")
+    (folder / "s1.agnostic").unlink()
+    sample = checked(folder)
+    assert (sample.encodings, sample.problems) == (("semantic",), [])
+
+
+def test_truncated_jpeg_of_a_camera_corpus_is_detected(tmp_path):
+    folder = add_sample(tmp_path / "camera_primus", "s1", distorted=True)
+    jpeg = folder / "s1_distorted.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    corpus = only_corpus(tmp_path)
+
+    assert corpus.camera
+    assert check_sample(corpus, folder).problems[0] == "s1/s1_distorted.jpg: truncated JPEG (no end-of-image marker)"
+
+
+def test_official_archive_layouts_and_folder_names(tmp_path):
+    add_sample(tmp_path / "PrIMuS" / "package_aa", "a1")
+    add_sample(tmp_path / "PrIMuS" / "package_ab", "b1")
+    add_sample(tmp_path / "downloads" / "Corpus", "c1", distorted=True)
+    add_sample(tmp_path / "My Scans-2", "m1")
+    add_sample(tmp_path / "only_photos", "p1", distorted=True)
+    (tmp_path / "only_photos" / "p1" / "p1.png").unlink()
+    add_sample(tmp_path / "synthetic" / "primus", "s1", distorted=True)
+
+    found = {corpus.name: corpus for corpus in find_corpora(tmp_path)}
+
+    assert sorted(found) == ["camera_primus", "my_scans_2", "only_photos", "primus", "primus_2"]
+    assert (found["primus"].path, len(found["primus"].sample_folders)) == (tmp_path / "PrIMuS", 2)
+    assert (found["camera_primus"].path, found["camera_primus"].camera) == (tmp_path / "downloads", True)
+    assert found["only_photos"].camera
+    # a synthetic corpus written with --camera into a folder named primus trains on the clean PNGs
+    assert (found["primus_2"].path, found["primus_2"].camera) == (tmp_path / "synthetic" / "primus", False)
+    assert "taken by" in found["primus_2"].notes[0]
+
+
+def test_samples_straight_in_the_data_root_are_primus(tmp_path):
+    add_sample(tmp_path, "s1")
+    corpus = only_corpus(tmp_path)
+    assert (corpus.name, corpus.path) == ("primus", tmp_path)
+
+
+def test_an_empty_corpus_folder_is_found_with_no_samples(tmp_path):
+    (tmp_path / "primus" / "package_aa").mkdir(parents=True)
+    corpus = only_corpus(tmp_path)
+    assert (corpus.name, corpus.sample_folders) == ("primus", [])
+
+
+def test_symlink_loops_are_skipped_with_a_note(tmp_path):
+    add_sample(tmp_path / "primus" / "package_aa", "a1")
+    os.symlink("..", tmp_path / "primus" / "package_aa" / "up")
+    os.symlink("self", tmp_path / "primus" / "self")
+    corpus = only_corpus(tmp_path)
+
+    assert [folder.name for folder in corpus.sample_folders] == ["a1"]
+    assert any("symlink loop" in note and note.startswith(str(tmp_path / "primus" / "package_aa" / "up"))
+               for note in corpus.notes)
+    assert any(note == f"{tmp_path / 'primus' / 'self'}: broken or looping symlink, skipped" for note in corpus.notes)

@@ -1,0 +1,326 @@
+"""The live dashboard, served by a real `serve()` process and read by real headless Chromium.
+
+The run files are written with the project's own writers (`training_log.append_row`, the state format of
+`run_state`), exactly as a trainer leaves them.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from supersmm_tasks import paths, run_state, training_log
+from supersmm_tasks.dashboard.previews import token_diff, token_errors
+from supersmm_tasks.dashboard.server import STATIC_DIR, serve
+from supersmm_tasks.errors import SupersmmError
+
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1500",
+)
+# XML namespace names are identifiers that browsers never fetch.
+NAMESPACE_URLS = ("http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink")
+
+
+# ------------------------------------------------------------------ run files as a trainer writes them
+
+def epoch_row(run: str, epoch: int, max_epochs: int, chunk: int, worker: str = "celery@trainer", **changes) -> dict:
+    moment = datetime.now(timezone.utc) - timedelta(minutes=10 - epoch)
+    row = {
+        "timestamp": moment.isoformat(timespec="seconds"), "run": run, "dataset": "primus", "epoch": epoch,
+        "max_total_epochs": max_epochs, "loss": round(40 / epoch, 3), "val_loss": round(44 / epoch, 3),
+        "val_ser": round(90 / epoch, 2), "val_sequence_error": 100, "epoch_time_sec": 12.5,
+        "cumulative_time_sec": 12.5 * epoch, "samples_per_sec": 21.5, "learning_rate": 0.001, "batch_size": 4,
+        "dataset_size": 40, "remaining_epochs": max_epochs - epoch,
+        "est_completion_time": (moment + timedelta(minutes=5)).isoformat(timespec="seconds"), "worker": worker,
+        "chunk": chunk, "checkpoint_path": f"model/{run}_model/checkpoints/epoch_{epoch:06d}.npz", "memory_mb": 700,
+    }
+    return {**row, **changes}
+
+
+def write_state(run: str, status: str, epoch: int, max_epochs: int, updated_at: datetime | None = None) -> None:
+    state = {
+        "run": run, "dataset": "primus", "status": status, "last_completed_epoch": epoch,
+        "max_total_epochs": max_epochs, "max_epochs_per_run": 2, "checkpoint": "", "worker": "celery@trainer",
+        "updated_at": (updated_at or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+    }
+    path = run_state.state_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_state.format_state(state))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUPERSMM_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def two_epoch_run(home):
+    """Run `tiny` at epoch 2 of 3, still running, with a log that holds markup."""
+    for epoch in (1, 2):
+        training_log.append_row(epoch_row("tiny", epoch, 3, chunk=epoch))
+    write_state("tiny", "running", 2, 3)
+    run_state.append_log("tiny", "epoch 2 done <script>window.injected = 1</script> <b>bold?</b>")
+    return "tiny"
+
+
+# ------------------------------------------------------------------ a real server and a real browser
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str, credentials: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if credentials:
+        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def start_server(home: Path, *, username: str | None = None, password: str | None = None):
+    port = free_port()
+    code = f"from supersmm_tasks.dashboard import serve; serve(port={port}, username={username!r}, password={password!r})"
+    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "SUPERSMM_HOME": str(home)})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process, base
+        except OSError:
+            assert process.poll() is None, "the dashboard server exited"
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the dashboard server did not start listening")
+
+
+@pytest.fixture
+def server(home):
+    process, base = start_server(home)
+    yield base
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="supersmm-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def wait_for(driver, condition, timeout: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d))
+
+
+def run_row_text(driver, run: str) -> str:
+    rows = driver.find_elements("css selector", f'#runs tbody tr[data-run="{run}"]')
+    return rows[0].text if rows else ""
+
+
+def save_screenshot(driver, name: str) -> None:
+    folder = os.environ.get("SUPERSMM_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / name))
+
+
+# ------------------------------------------------------------------ the page
+
+def test_page_shows_the_run_and_updates_itself_without_reload(two_epoch_run, server, browser):
+    browser.get(server + "/")
+    wait_for(browser, lambda d: "2 / 3" in run_row_text(d, "tiny"))
+    assert "running" in run_row_text(browser, "tiny")
+    wait_for(browser, lambda d: len(d.find_elements("css selector", "#chart circle.point.loss")) == 2)
+    browser.execute_script("window.loadedOnce = 'yes'")
+
+    training_log.append_row(epoch_row("tiny", 3, 3, chunk=3, worker="celery@other"))
+    write_state("tiny", "completed", 3, 3)
+
+    wait_for(browser, lambda d: "3 / 3" in run_row_text(d, "tiny") and "completed" in run_row_text(d, "tiny"))
+    wait_for(browser, lambda d: len(d.find_elements("css selector", "#chart circle.point.loss")) == 3)
+    assert browser.execute_script("return window.loadedOnce") == "yes", "the page reloaded"
+    assert "30.00 %" in run_row_text(browser, "tiny")  # best val SER: 90 / 3
+    assert browser.find_elements("css selector", "#chart line.boundary.chunk")
+    assert browser.find_elements("css selector", "#chart line.boundary.resumed")  # another worker took over
+
+    log = browser.find_element("id", "log")
+    assert "<script>window.injected = 1</script>" in log.text
+    assert not log.find_elements("css selector", "script, b")
+    assert browser.execute_script("return window.injected") is None
+    save_screenshot(browser, "dashboard.png")
+
+
+def test_page_loads_nothing_from_outside_the_server(two_epoch_run, server, browser):
+    browser.get(server + "/")
+    wait_for(browser, lambda d: "2 / 3" in run_row_text(d, "tiny"))
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    loaded.append(browser.current_url)
+    assert len(loaded) >= 5  # the page, its CSS, two scripts, the API
+    assert all(url.startswith(server + "/") for url in loaded), loaded
+
+
+def test_shipped_assets_name_no_outside_host(server):
+    status, page = get(server + "/")
+    assert status == 200
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.decode())
+    assert {"/static/dashboard.js", "/static/chart.js", "/static/style.css"} <= set(assets)
+    texts = [page.decode()] + [get(server + asset)[1].decode() for asset in assets]
+    for text in texts:
+        for url in re.findall(r"https?://[^\s\"'`)<>]+", text):
+            assert url in NAMESPACE_URLS or re.match(r"https?://(127\.0\.0\.1|localhost)[:/]", url), url
+    assert {path.name for path in STATIC_DIR.iterdir()} >= {"index.html", "dashboard.js", "chart.js", "style.css"}
+
+
+# ------------------------------------------------------------------ the JSON API
+
+def test_half_written_csv_line_is_ignored_until_complete(two_epoch_run, server):
+    csv_path = paths.training_log_csv()
+    with open(csv_path, "a") as csv_file:
+        csv_file.write("2026-11-25T17:00:00+00:00,tiny,primus,3,3,0.5")  # a trainer is still writing this
+    status, body = get(server + "/api/runs")
+    assert status == 200
+    (run,) = json.loads(body)["runs"]
+    assert run["name"] == "tiny" and run["epoch"] == 2 and run["best_val_ser"] == 45.0
+    status, body = get(server + "/api/runs/tiny")
+    assert status == 200 and json.loads(body)["history"]["epoch"] == [1, 2]
+
+
+def test_missing_empty_and_foreign_csv(home, server):
+    status, body = get(server + "/api/runs")
+    assert status == 200 and json.loads(body)["runs"] == []
+
+    paths.training_log_csv().parent.mkdir(parents=True, exist_ok=True)
+    paths.training_log_csv().write_text("")
+    assert json.loads(get(server + "/api/runs")[1])["runs"] == []
+
+    paths.training_log_csv().write_text("this,is,not\nthe,training,log\n")
+    answer = json.loads(get(server + "/api/runs")[1])
+    assert answer["runs"] == [] and "training_log.csv" in answer["problem"]
+
+
+def test_run_with_csv_rows_only_is_listed(home, server):
+    training_log.append_row(epoch_row("orphan", 1, 10, chunk=1))
+    status, body = get(server + "/api/runs")
+    (run,) = json.loads(body)["runs"]
+    assert (run["name"], run["status"], run["epoch"], run["max_total_epochs"]) == ("orphan", "unknown", 1, 10)
+    status, body = get(server + "/api/runs/orphan/previews")
+    assert status == 200 and json.loads(body)["status"] == "no checkpoint"
+
+
+def test_running_run_without_news_is_flagged_stale(home, server):
+    long_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+    write_state("quiet", "running", 0, 5, updated_at=long_ago)
+    os.utime(run_state.state_path("quiet"), (long_ago.timestamp(), long_ago.timestamp()))
+    write_state("fresh", "running", 0, 5)
+    runs = {run["name"]: run for run in json.loads(get(server + "/api/runs")[1])["runs"]}
+    assert runs["quiet"]["stale"] is True
+    assert runs["fresh"]["stale"] is False
+
+
+@pytest.mark.parametrize("path", [
+    "/api/runs/Bad-Name", "/api/runs/..%2F..%2Fetc%2Fpasswd", "/api/runs/%2e%2e", "/api/runs/" + "a" * 41,
+    "/api/runs/Bad-Name/previews", "/api/runs/UPPER/previews/0/image",
+])
+def test_bad_run_name_in_url_is_refused(home, server, path):
+    status, body = get(server + path)
+    assert 400 <= status < 500
+    assert "root:" not in body.decode(errors="replace")
+
+
+def test_unknown_run_and_unknown_path_are_404(home, server):
+    assert get(server + "/api/runs/nobody")[0] == 404
+    assert get(server + "/api/runs/nobody/previews/0/image")[0] == 404
+    assert get(server + "/static/../server.py")[0] in (403, 404)
+    assert get(server + "/nothing/here")[0] == 404
+
+
+def test_basic_auth_when_a_password_is_set(home):
+    process, base = start_server(home, username="ops", password="s3cret")
+    try:
+        assert get(base + "/api/runs")[0] == 401
+        assert get(base + "/", "ops:wrong")[0] == 401
+        assert get(base + "/static/dashboard.js", "ops:wrong")[0] == 401
+        assert get(base + "/api/runs", "ops:s3cret")[0] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_refuses_non_loopback_address_without_password():
+    with pytest.raises(SupersmmError, match="password"):
+        serve(host="0.0.0.0", port=free_port())
+
+
+def test_token_diff_marks_what_was_misread():
+    truth = ["clef-G2", "note-C4_quarter", "note-D4_quarter", "barline"]
+    read = ["clef-G2", "note-C4_half", "note-D4_quarter", "barline", "barline"]
+    assert token_diff(truth, read) == [
+        {"op": "equal", "truth": ["clef-G2"], "prediction": ["clef-G2"]},
+        {"op": "replace", "truth": ["note-C4_quarter"], "prediction": ["note-C4_half"]},
+        {"op": "equal", "truth": ["note-D4_quarter", "barline"], "prediction": ["note-D4_quarter", "barline"]},
+        {"op": "insert", "truth": [], "prediction": ["barline"]},
+    ]
+    assert token_errors(truth, read) == 2
+    assert token_errors(truth, []) == 4
+
+
+# ------------------------------------------------------------------ the prediction engraved again
+
+# The label of PrIMuS incipit 000051652-1_2_1 (shared/primus-reference/example/).
+PRIMUS_EXAMPLE_TOKENS = (
+    "clef-C1 keySignature-EbM timeSignature-2/4 multirest-23 barline rest-quarter rest-eighth note-Bb4_eighth barline "
+    "note-Bb4_quarter. note-G4_eighth barline note-Eb5_quarter. note-D5_eighth barline note-C5_eighth note-C5_eighth "
+    "rest-quarter barline"
+).split()
+
+
+def test_render_svg_engraves_every_note_of_a_real_primus_incipit(tmp_path):
+    import xml.etree.ElementTree as ElementTree
+
+    from supersmm_tasks.render import render_svg, write_svg
+
+    tokens = PRIMUS_EXAMPLE_TOKENS
+    svg = ElementTree.fromstring(render_svg(tokens))
+    classes = [element.get("class", "").split() for element in svg.iter()]
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert sum("note" in c for c in classes) == sum(t.startswith("note-") for t in tokens) == 7
+    assert sum("rest" in c for c in classes) == sum(t.startswith("rest-") for t in tokens) == 3
+    assert sum("mRest" in c or "multiRest" in c for c in classes) == 1
+
+    written = write_svg(tokens, tmp_path / "prediction.svg")
+    assert ElementTree.parse(written).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    with pytest.raises(SupersmmError, match="cannot engrave"):
+        write_svg(["note-C4_quarter"], tmp_path / "headless.svg")  # no clef: nothing to engrave it on
+    assert not (tmp_path / "headless.svg").exists()

@@ -1,0 +1,143 @@
+"""The tf.data input pipeline on the real PrIMuS sample and on crops of it of many widths."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from supersmm_tasks.corpus import Example
+from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.pipeline import epoch_batches, load_image
+from supersmm_tasks.vocabulary import encode
+
+REAL_PNG = Path("/work/shared/primus-reference/example/000051652-1_2_1/000051652-1_2_1.png")
+REAL_TOKENS = REAL_PNG.with_suffix(".semantic").read_text("utf-8").split()
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory) -> list[Example]:
+    """40 examples: the real image cut to widths from 200 to 1041 pixels, each with a different label length."""
+    folder = tmp_path_factory.mktemp("crops")
+    rng = np.random.default_rng(7)
+    image = Image.open(REAL_PNG)
+    examples = []
+    for number in range(40):
+        width = int(rng.integers(200, 1042))
+        path = folder / f"crop{number}.png"
+        image.crop((0, 0, width, image.height)).save(path)
+        examples.append(Example(f"crop{number}", str(path), REAL_TOKENS[:1 + number % len(REAL_TOKENS)],
+                                width, image.height))
+    return examples
+
+
+def batches_of(examples, **options) -> list[dict]:
+    settings = dict(encoding="semantic", height=64, batch_size=4, seed=3, epoch=1, training=True) | options
+    return [{key: value.numpy() for key, value in batch.items()} for batch in epoch_batches(examples, **settings)]
+
+
+def order_of(batches) -> list[list[int]]:
+    return [batch["image_width"].tolist() + batch["label_length"].tolist() for batch in batches]
+
+
+def test_the_real_sample_comes_out_as_the_model_expects():
+    example = Example("real", str(REAL_PNG), REAL_TOKENS, 1041, 155)
+    [batch] = batches_of([example], height=128, training=False)
+    image = batch["image"][0, :, :, 0]
+
+    assert batch["image"].shape == (1, 128, 864, 1) and batch["image"].dtype == np.float32
+    assert batch["image_width"].tolist() == [860]  # 1041 * 128 / 155
+    assert batch["label_length"].tolist() == [19]
+    assert batch["label"].tolist() == [encode(REAL_TOKENS, "semantic") + [-1] * 5]
+    assert image[:, 860:].max() == 0 and image[0, 0] == 0  # padding and background: no ink
+    assert 0.5 < image.max() <= 1 and image.mean() < 0.2  # thin black staff lines and notes on white paper
+    assert np.array_equal(image[:, :860], load_image(str(REAL_PNG), 128)[:, :, 0])
+
+
+def test_batches_are_padded_to_multiples_and_keep_each_samples_lengths(crops):
+    batches = batches_of(crops)
+    lengths = [(w, n) for b in batches for w, n in zip(b["image_width"].tolist(), b["label_length"].tolist())]
+
+    assert sorted(lengths) == sorted((round(e.width * 64 / 155), len(e.tokens)) for e in crops)
+    for batch in batches:
+        width, length = batch["image"].shape[2], batch["label"].shape[1]
+        assert width % 32 == 0 and width - 32 < batch["image_width"].max() <= width
+        assert length % 8 == 0 and length - 8 < batch["label_length"].max() <= length
+        for row, label_length in zip(batch["label"], batch["label_length"]):
+            assert row[:label_length].tolist() == encode(REAL_TOKENS[:label_length], "semantic")
+            assert (row[label_length:] == -1).all()
+        assert all((batch["image"][i, :, w:] == 0).all() for i, w in enumerate(batch["image_width"]))
+
+
+def test_bucketing_by_width_cuts_padding(crops):
+    widths = np.array([w for b in batches_of(crops) for w in b["image_width"]])
+    padded = sum(b["image"].shape[0] * b["image"].shape[2] for b in batches_of(crops))
+    shuffled = np.random.default_rng(0).permutation(widths)
+    unbucketed = sum(len(chunk) * -(-chunk.max() // 32) * 32 for chunk in np.split(shuffled, len(shuffled) // 4))
+
+    assert padded < 0.8 * unbucketed
+
+
+def test_an_epoch_is_the_same_in_another_process_and_differs_between_epochs(crops, tmp_path):
+    examples_file = tmp_path / "examples.json"
+    examples_file.write_text(json.dumps([e.__dict__ for e in crops]))
+    program = (
+        "import json, sys\n"
+        "from supersmm_tasks.corpus import Example\n"
+        "from supersmm_tasks.pipeline import epoch_batches\n"
+        "examples = [Example(**e) for e in json.load(open(sys.argv[1]))]\n"
+        "batches = epoch_batches(examples, encoding='semantic', height=64, batch_size=4, seed=3, epoch=1,"
+        " training=True)\n"
+        "print(json.dumps([b['image_width'].numpy().tolist() + b['label_length'].numpy().tolist()"
+        " for b in batches]))\n"
+    )
+    other = subprocess.run([sys.executable, "-c", program, str(examples_file)], capture_output=True, text=True,
+                           timeout=120)
+
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout.splitlines()[-1]) == order_of(batches_of(crops))
+    assert order_of(batches_of(crops, epoch=2)) != order_of(batches_of(crops))
+    assert order_of(batches_of(crops, seed=4)) != order_of(batches_of(crops))
+
+
+def test_evaluation_order_is_fixed_and_by_width(crops):
+    first = batches_of(crops, training=False, epoch=1)
+    widths = [w for b in first for w in b["image_width"]]
+
+    assert widths == sorted(widths)
+    assert order_of(batches_of(crops, training=False, epoch=9, seed=1)) == order_of(first)
+
+
+def test_cached_and_uncached_batches_are_identical(crops):
+    cached, uncached = batches_of(crops, cache=True), batches_of(crops, cache=False)
+    assert len(cached) == len(uncached) == 10
+    for one, other in zip(cached, uncached):
+        for key in one:
+            assert np.array_equal(one[key], other[key]), key
+
+
+def test_load_image_takes_any_png_or_jpeg(tmp_path):
+    clean = load_image(str(REAL_PNG), 64)
+    original = Image.open(REAL_PNG)
+    original.convert("RGB").resize((2082, 310)).save(tmp_path / "big_colour.jpg", quality=90)
+    original.convert("L").save(tmp_path / "gray.png")
+    transparent = np.zeros((155, 1041, 4), np.uint8)
+    transparent[..., 3] = 255 - np.array(original.convert("L"))  # dark ink drawn on a transparent page
+    Image.fromarray(transparent).save(tmp_path / "transparent.png")
+
+    assert clean.shape == (64, 430, 1) and clean.dtype == np.float32
+    for name in ("big_colour.jpg", "gray.png", "transparent.png"):
+        image = load_image(str(tmp_path / name), 64)
+        assert image.shape == clean.shape
+        assert np.abs(image - clean).mean() < 0.02, name
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(SupersmmError, match="cannot read image .*notes.txt: Unknown image file format"):
+        load_image(str(tmp_path / "notes.txt"), 64)
+
+
+def test_no_examples_is_an_error():
+    with pytest.raises(SupersmmError, match="no examples"):
+        batches_of([])
