@@ -129,7 +129,19 @@ def ensure_embedded() -> str:
         if url:
             return url
         url = _start_redis_server()
+        _stopped_flag().unlink(missing_ok=True)
     return url
+
+
+def restart_embedded_if_crashed() -> None:
+    """Workers call this now and then: an embedded broker that died (not one stopped on purpose) comes back with its data."""
+    if os.environ.get(BROKER_URL_VARIABLE) or _stopped_flag().exists() or not _url_file().exists():
+        return
+    ensure_embedded()
+
+
+def _stopped_flag() -> Path:
+    return embedded_dir() / "stopped"
 
 
 def stop_embedded() -> bool:
@@ -137,6 +149,7 @@ def stop_embedded() -> bool:
     pid = _running_pid()
     if embedded_url_if_running() is None or pid is None:
         return False
+    _stopped_flag().touch()
     os.kill(pid, signal.SIGTERM)
     _wait_for_exit(pid)
     return True
@@ -147,11 +160,10 @@ def _start_redis_server() -> str:
     socket_path = directory / "redis.sock"
     if len(str(socket_path)) <= UNIX_SOCKET_PATH_LIMIT:
         url = f"redis+socket://{socket_path}"
-        listen = [f"port 0", f"unixsocket {socket_path}", "unixsocketperm 700"]
+        listen = ["port 0", f"unixsocket {socket_path}", "unixsocketperm 700"]
     else:
-        password = secrets.token_hex(16)
-        port = _free_loopback_port()
-        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        url = _previous_loopback_url() or f"redis://:{secrets.token_hex(16)}@127.0.0.1:{_free_loopback_port()}/0"
+        password, port = urlsplit(url).password, urlsplit(url).port
         listen = ["bind 127.0.0.1", f"port {port}", f"requirepass {password}"]
     config = directory / "redis.conf"
     config.write_text("\n".join([
@@ -175,6 +187,15 @@ def _start_redis_server() -> str:
     url_file.write_text(url + "\n")
     url_file.chmod(0o600)
     return url
+
+
+def _previous_loopback_url() -> str | None:
+    """The URL this home's broker had before, so workers still connected to it reconnect after a restart."""
+    try:
+        url = _url_file().read_text().strip()
+    except FileNotFoundError:
+        return None
+    return url if url.startswith("redis://") else None
 
 
 def _wait_until_answering(url: str, directory: Path) -> None:

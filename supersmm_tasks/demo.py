@@ -31,6 +31,7 @@ def run_demo(home: Path | None = None, samples: int = DEMO_SAMPLES, epochs: int 
     if samples < MIN_SAMPLES or epochs < 1 or chunk < 1:
         raise SupersmmError(f"the demo needs at least {MIN_SAMPLES} samples, 1 epoch and 1 epoch per chunk "
                             f"(got samples={samples}, epochs={epochs}, chunk={chunk})")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices would bury the demo's lines
     with _home(home):
         say(f"SuperSMM demo in {paths.home()}")
         corpus = engrave_corpus(samples, seed)

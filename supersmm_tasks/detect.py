@@ -27,8 +27,8 @@ class DatasetReport:
     name: str
     path: Path
     samples: int  # sample folders seen
-    valid: int  # samples usable with every encoding
-    invalid: list[dict]  # {"id", "reason"}: every other sample
+    valid: int  # good image, no broken label file, at least one good label
+    invalid: list[dict]  # {"id", "reason"} of every other sample; some are still usable with one encoding
     camera: bool = False
     split_counts: dict[str, int] | None = None  # None: nothing written, the dataset cannot be trained on
     notes: list[str] = field(default_factory=list)
@@ -46,7 +46,8 @@ def detect(data_root: Path | None = None) -> list[DatasetReport]:
     """Detects every dataset under the data root; raises SupersmmError only when none can be trained on."""
     root = Path(data_root).expanduser().resolve() if data_root else paths.data_root()
     if not root.is_dir():
-        raise SupersmmError(f"data root {root} does not exist: put corpora there or pass --data-root DIR")
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise SupersmmError(f"data root {root} {problem}: put corpora there or pass --data-root DIR")
     corpora = find_corpora(root)
     if not corpora:
         raise SupersmmError(f"no corpus under {root}: expected sample folders <id>/ holding <id>.png and "
@@ -65,23 +66,27 @@ def detect_corpus(corpus: Corpus) -> DatasetReport:
     report = DatasetReport(corpus.name, corpus.path, len(corpus.sample_folders), 0, [], corpus.camera,
                            notes=list(corpus.notes))
     usable = _check_samples(corpus, report)
-    if not corpus.sample_folders:
-        report.notes.append("no sample folders (<id>/<id>.png) found here")
-        return report
-
+    usable_ids = {sample.id for sample in usable}
     frozen = splits.load_split(corpus.name)
     if frozen is None and len(usable) < splits.MIN_SAMPLES:
-        report.notes.append(f"needs at least {splits.MIN_SAMPLES} usable samples for a train/val/test split, "
+        report.notes.append("no sample folders (<id>/<id>.png) found here" if not corpus.sample_folders else
+                            f"needs at least {splits.MIN_SAMPLES} usable samples for a train/val/test split, "
                             f"has {len(usable)}; nothing written")
         return report
-    split, created = splits.freeze_split(corpus.name, [sample.id for sample in usable])
-    report.split_counts = {name: len(ids) for name, ids in split.items()}
-    if not created:
-        _note_split_drift(report, split, {sample.id for sample in usable})
+    if frozen is not None and usable and not usable_ids & {i for ids in frozen.values() for i in ids}:
+        report.notes.append(f"the frozen split {splits.split_folder(corpus.name)} holds none of these samples "
+                            f"(it belongs to another corpus of this name); delete it to draw a new one")
+        return report
 
+    split, created = splits.freeze_split(corpus.name, sorted(usable_ids))
+    if not created:
+        _note_split_drift(report, split, usable_ids)
+    # Written even when nothing is usable any more, so that training sees the corpus as it is now.
     write_index(_index_path(corpus.name), usable)
     write_atomically(paths.dataset_config_path(corpus.name), json.dumps(_config(report, split), indent=2) + "\n")
     write_scripts(corpus.name)
+    if usable:
+        report.split_counts = {name: len(usable_ids.intersection(ids)) for name, ids in split.items()}
     return report
 
 
@@ -137,7 +142,7 @@ def _config(report: DatasetReport, split: dict[str, list[str]]) -> dict:
             "source": description["source"],
             "seed": description["seed"],
             "files": {name: file.relative_to(datasets).as_posix() for name, file in splits.split_files(report.name).items()},
-            "counts": {name: len(ids) for name, ids in split.items()},
+            "counts": {name: len(ids) for name, ids in split.items()},  # as frozen; some may be unusable now
         },
     }
 

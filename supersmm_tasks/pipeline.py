@@ -111,9 +111,9 @@ class ImageCache:
 
     def __init__(self, sets: int = 4):
         self.sets = sets
-        self.strips: OrderedDict[tuple, tuple[tf.Tensor, np.ndarray]] = OrderedDict()
+        self.strips: OrderedDict[tuple, tuple[tf.Variable, np.ndarray]] = OrderedDict()
 
-    def strip(self, image_paths: list[str], widths: np.ndarray, height: int) -> tuple[tf.Tensor, np.ndarray] | None:
+    def strip(self, image_paths: list[str], widths: np.ndarray, height: int) -> tuple[tf.Variable, np.ndarray] | None:
         """(strip, offset of each image in it), or None when the set does not fit in memory."""
         key = (height, tuple(image_paths), widths.tobytes())
         if key in self.strips:
@@ -136,15 +136,20 @@ class ImageCache:
         return int((psutil.virtual_memory().available + self._cached_bytes()) * CACHE_MEMORY_FRACTION)
 
 
-def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) -> tuple[tf.Tensor, np.ndarray]:
+def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) -> tuple[tf.Variable, np.ndarray]:
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
     strip = np.empty((height, int(widths.sum())), np.uint8)
+
+    def decode(path, width):
+        return ink_image(tf.io.read_file(path), height, width)
+
     decoded = tf.data.Dataset.from_tensor_slices((image_paths, widths.astype(np.int32))).map(
-        lambda path, width: ink_image(tf.io.read_file(path), height, width),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for offset, width, image in zip(offsets, widths, decoded.as_numpy_iterator()):
         strip[:, offset:offset + width] = image
-    return tf.convert_to_tensor(strip), offsets
+    # A variable, not a constant: tf.data copies every constant a dataset captures, each epoch.
+    with tf.device("/CPU:0"):
+        return tf.Variable(strip, trainable=False), offsets
 
 
 IMAGE_CACHE = ImageCache()
@@ -167,11 +172,15 @@ def epoch_batches(examples: list[Example], *, encoding: str, height: int = DEFAU
     strip = IMAGE_CACHE.strip(image_paths, widths, height) if cache else None
     if strip is None:
         sources = tf.data.Dataset.from_tensor_slices([image_paths[i] for i in order])
-        load = lambda path, width: ink_image(tf.io.read_file(path), height, width)  # noqa: E731
+
+        def load(path, width):
+            return ink_image(tf.io.read_file(path), height, width)
     else:
         pixels, offsets = strip
         sources = tf.data.Dataset.from_tensor_slices(offsets[order])
-        load = lambda offset, width: pixels[:, offset:offset + tf.cast(width, tf.int64)]  # noqa: E731
+
+        def load(offset, width):
+            return pixels[:, offset:offset + tf.cast(width, tf.int64)]
 
     def sample(source, width, label, label_length):
         image = load(source, width)

@@ -23,6 +23,8 @@ SVG_OPTIONS = {
 
 def render_svg(tokens: list[str]) -> str:
     """The SVG of the incipit that `tokens` (semantic encoding) describe."""
+    if not tokens:
+        raise SupersmmError("cannot engrave the prediction: the model read nothing")
     try:
         pae = semantic_to_pae(tokens)
     except UnsupportedToken as error:

@@ -89,10 +89,21 @@ redis.call('DEL', KEYS[1])
 return token
 """
 
+# The marker may already be claimed (deleted) by a fast worker: never recreate it.
+_MARK_SENT = """
+if redis.call('HGET', KEYS[1], 'task_id') == ARGV[1] then return redis.call('HSET', KEYS[1], 'sent', '1') end
+return 0
+"""
+
 _DELETE_MARKER_IF_MINE = """
 if redis.call('HGET', KEYS[1], 'task_id') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def worker_redis() -> redis.Redis:
+    """The Redis this process's Celery app uses as its broker (never starts an embedded one)."""
+    return broker.client(app.conf.broker_url)
 
 
 # --- where and what the next chunk is ----------------------------------------------------------
@@ -144,7 +155,7 @@ def queue_next_chunk(connection: redis.Redis, run: str, replacing: str = "") -> 
     train_chunk_task.apply_async(
         args=(run, first, last), task_id=task_id, queue=queue, priority=priority,
         shadow=f"{run}: epochs {first}-{last}")
-    connection.hset(pending_key(run), "sent", "1")
+    connection.register_script(_MARK_SENT)(keys=[pending_key(run)], args=[task_id])
     return task_id
 
 
@@ -172,7 +183,7 @@ def read_control(connection: redis.Redis, run: str) -> str | None:
 @app.task(bind=True, name="supersmm_tasks.train_chunk")
 def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int) -> dict:
     """Train epochs first_epoch..last_epoch of run (the run's state decides the exact range), then queue the next chunk."""
-    connection = broker.client()
+    connection = worker_redis()
     worker = self.request.hostname or socket.gethostname()
     lease = _claim(connection, run, self.request.id, worker)
     if lease is None:
@@ -233,7 +244,7 @@ def _train_holding_lease(task, connection: redis.Redis, lease: Lease, run: str, 
         run_state.write_state(run, status="completed", stop_reason="max_total_epochs")
         return "completed"
     first, last, chunk = span
-    report = _progress_reporter(task, connection, run, first, last)
+    report = _progress_reporter(task, connection, run, first, last, worker)
     report({"epoch": first, "batch": 0})
     # train_chunk records its own failures in the run's state (status failed, with the reason).
     training.train_chunk(
@@ -253,7 +264,7 @@ def _after_chunk(connection: redis.Redis, lease: Lease, run: str) -> str:
     return state["status"]
 
 
-def _progress_reporter(task, connection: redis.Redis, run: str, first: int, last: int):
+def _progress_reporter(task, connection: redis.Redis, run: str, first: int, last: int, worker: str):
     """on_progress for train_chunk: the task's PROGRESS state (Flower) and the run's progress key, at most once a second."""
     last_sent = 0.0
 
@@ -263,11 +274,11 @@ def _progress_reporter(task, connection: redis.Redis, run: str, first: int, last
         if not epoch_done and time.monotonic() - last_sent < PROGRESS_EVERY_S:
             return
         last_sent = time.monotonic()
-        meta = {"run": run, "first_epoch": first, "last_epoch": last, **progress}
+        meta = {"run": run, "worker": worker, "first_epoch": first, "last_epoch": last, **progress}
         try:
             task.update_state(state="PROGRESS", meta=meta)
             connection.set(progress_key(run), json.dumps(meta, default=float), ex=3600)
-        except (redis.RedisError, OSError) as error:
+        except Exception as error:  # a progress report is never worth stopping the training for
             logger.warning("run %s: progress report not sent (%s)", run, error)
 
     return report
@@ -318,7 +329,8 @@ def _reconcile_forever(stop: threading.Event, worker: str) -> None:
     interval = reconcile_interval()
     while True:
         try:
-            connection = broker.client()
+            broker.restart_embedded_if_crashed()
+            connection = worker_redis()
             if connection.set(RECONCILER_LOCK, worker, nx=True, px=int(interval * 900)):
                 for run in reconcile_once(connection):
                     logger.warning("run %s had no trainer and no queued chunk: queued its next chunk", run)

@@ -161,3 +161,81 @@ def workers(tmp_path, supersmm_env):
     yield Workers()
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A data root holding `primus/`: 20 real Verovio-engraved synthetic incipits (16 train, 2 val, 2 test)."""
+    from supersmm_tasks.synth import generate_corpus
+
+    data_root = tmp_path_factory.mktemp("data")
+    generate_corpus(data_root / "primus", 20, seed=0, progress=False)
+    return data_root
+
+
+class TrainingHome:
+    """A SUPERSMM_HOME with the tiny corpus detected: create runs, read what they wrote, wait for it."""
+
+    def __init__(self, env: dict):
+        self.env = env
+
+    def enqueue(self, name: str, epochs: int, chunk: int, **options) -> str:
+        """Create run NAME (tiny model) and queue its first chunk, as `supersmm enqueue` does."""
+        from supersmm_tasks import runs
+
+        return runs.enqueue(name, dataset="primus", model="tiny", batch_size=4,
+                            max_total_epochs=epochs, max_epochs_per_run=chunk, **options)
+
+    def create(self, name: str, epochs: int, chunk: int) -> None:
+        """Create run NAME with the same settings as enqueue() but queue nothing."""
+        from supersmm_tasks.run_config import create_or_update_run
+
+        create_or_update_run(name, "primus", model="tiny", batch_size=4,
+                             max_total_epochs=epochs, max_epochs_per_run=chunk)
+
+    def state(self, name: str) -> dict:
+        from supersmm_tasks import run_state
+
+        return run_state.read_state(name)
+
+    def csv_rows(self, name: str) -> list[dict]:
+        from supersmm_tasks import training_log
+
+        return training_log.read_rows(name)
+
+    def csv_epochs(self, name: str) -> list[int]:
+        return [int(row["epoch"]) for row in self.csv_rows(name)]
+
+    def progress(self, name: str) -> dict:
+        """The trainer's latest progress report of the run ({} before the first)."""
+        import json
+
+        from supersmm_tasks import broker, tasks
+
+        return json.loads(broker.client().get(tasks.progress_key(name)) or "{}")
+
+    def wait_for(self, condition, timeout_s: float, what: str, workers=()):
+        """Poll condition() until it returns something truthy; on timeout fail with the workers' logs."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = condition()
+            if result:
+                return result
+            time.sleep(0.2)
+        logs = "\n".join(f"--- {w.name}:\n{w.log()[-4000:]}" for w in workers)
+        pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{logs}")
+
+    def wait_until_finished(self, name: str, timeout_s: float, workers=()) -> dict:
+        self.wait_for(lambda: self.state(name)["status"] not in ("queued", "running"), timeout_s,
+                      f"run {name} to finish", workers)
+        return self.state(name)
+
+
+@pytest.fixture
+def training_home(supersmm_env, tiny_corpus, monkeypatch) -> TrainingHome:
+    from supersmm_tasks.detect import detect
+
+    monkeypatch.setenv("SUPERSMM_DATA_ROOT", str(tiny_corpus))
+    supersmm_env["SUPERSMM_DATA_ROOT"] = str(tiny_corpus)
+    detect()
+    return TrainingHome(supersmm_env)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -138,3 +139,19 @@ def test_connect_names_the_broker_without_its_password():
         broker.connect(f"redis://:secret@127.0.0.1:{redis_server_port_that_is_closed()}/0")
     assert "secret" not in str(error.value) and "unreachable" in str(error.value)
     assert isinstance(broker.client("redis+socket:///tmp/nowhere.sock"), redis.Redis)
+
+
+def test_workers_bring_back_an_embedded_broker_that_died_but_not_one_stopped_on_purpose(embedded_home):
+    url = broker.ensure_embedded()
+    broker.client(url).set("kept", "yes")
+    os.kill(int((embedded_home / ".supersmm" / "broker" / "redis.pid").read_text()), signal.SIGKILL)
+    time.sleep(0.5)
+    assert broker.embedded_url_if_running() is None
+
+    broker.restart_embedded_if_crashed()
+    assert broker.embedded_url_if_running() == url
+    assert broker.client(url).get("kept") == "yes"
+
+    broker.stop_embedded()
+    broker.restart_embedded_if_crashed()
+    assert broker.embedded_url_if_running() is None

@@ -1,6 +1,7 @@
 """What the dashboard shows, read from the run files only: `logs/training_log.csv` and each run's folder.
 
-The dashboard never talks to the broker, so it keeps working while Redis or every worker is down.
+The dashboard never talks to the broker, so it keeps working while Redis or every worker is down; a run
+whose files have not changed for a while although its status says running is flagged stale instead.
 Every reader here survives files that are missing, empty or being written at this very moment.
 """
 from __future__ import annotations
@@ -147,13 +148,11 @@ def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> d
         "epoch": epoch,
         "max_total_epochs": int(max_epochs) if max_epochs is not None else None,
         "best_val_ser": _number(rows["val_ser"].min()) if len(rows) else None,
-        "last_val_ser": _number(last["val_ser"]) if last is not None else None,
         "samples_per_sec": _number(last["samples_per_sec"]) if last is not None else None,
         "eta": (last["est_completion_time"] or None) if last is not None and status in ACTIVE_STATUSES else None,
         "worker": state.get("worker") or (last["worker"] if last is not None else None) or None,
         "last_update": last_activity.isoformat() if last_activity else None,
         "stale": status == "running" and quiet_seconds is not None and quiet_seconds > stale_after,
-        "quiet_seconds": round(quiet_seconds) if quiet_seconds is not None else None,
     }
 
 
@@ -185,7 +184,7 @@ def _looks_resumed(previous, row) -> bool:
 
 
 def _latest_activity(name: str, state: dict, last) -> datetime | None:
-    moments = [_parse_time(state.get(key)) for key in ("updated_at", "heartbeat_at")]
+    moments = [_parse_time(state.get("updated_at"))]
     if last is not None:
         moments.append(_parse_time(last["timestamp"]))
     try:

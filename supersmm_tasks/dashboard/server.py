@@ -49,8 +49,9 @@ class Dashboard:
     def runs(self) -> dict:
         table, problem = self.training_log.read()
         now = datetime.now(timezone.utc)
-        summaries = [run_summary(name, table[table["run"] == name], now) for name in run_names(table)]
-        return {"runs": summaries, "problem": problem, "generated_at": now.isoformat()}
+        rows_of = {run: rows for run, rows in table.groupby("run", sort=False)}
+        summaries = [run_summary(name, rows_of.get(name, table.iloc[0:0]), now) for name in run_names(table)]
+        return {"runs": summaries, "problem": problem}
 
     def run(self, name: str) -> dict | None:
         table, problem = self.training_log.read()
@@ -232,6 +233,9 @@ async def _serve_forever(host: str, port: int, username: str | None, password: s
         raise SupersmmError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     shown_host = f"[{host}]" if ":" in host else host
     print(f"SuperSMM dashboard of {paths.home()} on http://{shown_host}:{port}/ (Ctrl-C stops)", flush=True)
+    if not is_loopback(host):
+        print("warning: basic auth over plain HTTP sends the password readable to the network; "
+              "outside a trusted network put the dashboard behind a TLS reverse proxy", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

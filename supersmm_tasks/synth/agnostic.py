@@ -1,12 +1,15 @@
 """MEI -> PrIMuS agnostic tokens: what is drawn, and where on the staff, without its musical meaning.
 
 A position names a staff line (L1 bottom .. L5 top, L0 / L6 the first ledger lines) or a space
-(S0 below L1 .. S5 above L5). The conventions follow the real PrIMuS files and the converter of the
-PrIMuS authors: key signature accidentals where Verovio draws them, time signature numbers on L4 / L2,
-multi-rest counts digit by digit on S5, printed accidentals before their note, dots after it in a
-space, a tie as `slur.start` after its first note and `slur.end` before its second, a fermata as
-`fermata.above-S6` before its note. Where an incipit holds something whose agnostic form we have
-no evidence for, `mei_to_agnostic` returns None rather than a guess.
+(S0 below L1 .. S5 above L5). Token order and positions follow the converter that made PrIMuS
+(MEI2GraphicSymbols of the PrIMuS authors' im3 library): for a note, `fermata.above-S6`, then
+`slur.end` if a tie arrives, the printed accidental, the note (`beamedRight/Both/Left<n>` inside a
+beam, n = its own number of beams), its dots in a space, then `slur.start` if a tie leaves it; rests
+sit on L3 (a whole rest on L4) with their dots on S3; multi-measure rest counts are written digit by
+digit on S5; time signature numbers on L4 and L2. Two things are taken from what Verovio drew rather
+than recomputed: the key signature positions (`KEY_SIGNATURE_POSITIONS`) and which accidentals are
+printed (the MEI's written `accid`). An incipit that needs a token outside the agnostic vocabulary
+gets None instead of a guess.
 """
 from __future__ import annotations
 
@@ -34,8 +37,6 @@ KEY_SIGNATURE_POSITIONS = {
 ACCIDENTAL_NAMES = {"s": "sharp", "f": "flat", "n": "natural"}
 BEAMS = {"eighth": 1, "sixteenth": 2, "thirty_second": 3, "sixty_fourth": 4, "hundred_twenty_eighth": 5}
 METER_SIGNS = {"C": "C", "C/": "C/"}
-REST_POSITION = {"whole": 6}  # the whole rest hangs from L4; every other rest sits on L3
-MIDDLE_LINE = 4
 
 
 class NotDerivable(Exception):
@@ -112,35 +113,29 @@ class _EventWriter:
 
     def _note(self, note: ET.Element, beam_role: str | None) -> list[str]:
         position = STEPS.index(note.get("pname").upper()) + 7 * int(note.get("oct")) - self.bottom_line
+        where = position_name(position)
         duration = DURATION_BY_MEI[note.get("dur")]
-        dots = int(note.get("dots", 0))
         accid = note.find(f"{NS}accid")
         printed = note.get("accid") or (accid.get("accid") if accid is not None else None)
-        tokens = []
+        tokens = ["fermata.above-S6"] if note.get(XML_ID) in self.fermatas else []
         if self.tie_open_at is not None:
-            if self.tie_open_at != position or printed:
-                raise NotDerivable("a tie into a different or re-accidentalled note")
-            tokens.append(f"slur.end-{position_name(position)}")
+            if self.tie_open_at != position:
+                raise NotDerivable("a tie between notes at different staff positions")
+            tokens.append(f"slur.end-{where}")
             self.tie_open_at = None
-        if note.get(XML_ID) in self.fermatas:
-            if printed:
-                raise NotDerivable("a fermata over a note with a printed accidental")
-            tokens.append("fermata.above-S6")
         if printed:
-            tokens.append(f"accidental.{ACCIDENTAL_NAMES[printed]}-{position_name(position)}")
+            tokens.append(f"accidental.{ACCIDENTAL_NAMES[printed]}-{where}")
         kind = "gracenote" if note.get("grace") else "note"
         shape = f"beamed{beam_role}{BEAMS[duration]}" if beam_role else duration
-        tokens.append(f"{kind}.{shape}-{position_name(position)}")
-        tokens += [f"dot-{position_name(position | 1)}"] * dots
+        tokens.append(f"{kind}.{shape}-{where}")
+        tokens += [f"dot-{position_name(position | 1)}"] * int(note.get("dots", 0))  # a dot sits in a space
         if note.get(XML_ID) in self.tie_starts:
-            if dots:
-                raise NotDerivable("a tie from a dotted note")
-            tokens.append(f"slur.start-{position_name(position)}")
+            tokens.append(f"slur.start-{where}")
             self.tie_open_at = position
         return tokens
 
     def _rest(self, rest: ET.Element) -> list[str]:
         duration = DURATION_BY_MEI[rest.get("dur")]
-        position = REST_POSITION.get(duration, MIDDLE_LINE)
         fermata = ["fermata.above-S6"] if rest.get(XML_ID) in self.fermatas else []
-        return fermata + [f"rest.{duration}-{position_name(position)}"] + [f"dot-{position_name(position | 1)}"] * int(rest.get("dots", 0))
+        rest_token = f"rest.{duration}-{'L4' if duration == 'whole' else 'L3'}"
+        return fermata + [rest_token] + ["dot-S3"] * int(rest.get("dots", 0))

@@ -12,8 +12,8 @@ import numpy as np
 PAPER_MARGIN = 0.12  # white border added around the strip before warping, as a fraction of its height
 
 
-def camera_jpeg(clean_png: bytes, rng: np.random.Generator) -> bytes:
-    gray = cv2.imdecode(np.frombuffer(clean_png, np.uint8), cv2.IMREAD_GRAYSCALE)
+def camera_jpeg(gray: np.ndarray, rng: np.random.Generator) -> bytes:
+    """JPEG bytes of a photographed copy of a clean grayscale engraving (uint8, white paper)."""
     photo = _photographed(gray, rng)
     ok, jpeg = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 70))])
     if not ok:
@@ -26,9 +26,11 @@ def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     page = cv2.copyMakeBorder(gray, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=255)
     page = _perspective_and_rotation(page, rng)
     page = cv2.GaussianBlur(page, (0, 0), sigmaX=float(rng.uniform(0.5, 1.6)))
-    color = _uneven_light(page.astype(np.float32) / 255.0, rng)
-    color += rng.normal(0.0, rng.uniform(0.01, 0.04), size=color.shape).astype(np.float32)
-    return np.clip(color * 255.0, 0, 255).astype(np.uint8)
+    ink = np.float32(rng.uniform(0.05, 0.25))  # printed black is never quite black in a photo
+    tone = (ink + (1 - ink) / 255 * page.astype(np.float32)) * _uneven_light(page.shape, rng)
+    tone += _sensor_noise(page.shape, sigma=float(rng.uniform(0.01, 0.04)), seed=int(rng.integers(2**31)))
+    paper_tint = rng.uniform(0.85, 1.0, size=3).astype(np.float32)
+    return np.clip(tone[:, :, None] * (255 * paper_tint), 0, 255).astype(np.uint8)
 
 
 def _perspective_and_rotation(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -44,14 +46,19 @@ def _perspective_and_rotation(page: np.ndarray, rng: np.random.Generator) -> np.
                                borderMode=cv2.BORDER_CONSTANT, borderValue=255)
 
 
-def _uneven_light(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Grayscale page (0..1) -> BGR photo lit by a soft gradient on tinted paper."""
-    height, width = page.shape
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    direction = rng.uniform(-1, 1, size=2)
-    gradient = (xs / width - 0.5) * direction[0] + (ys / height - 0.5) * direction[1]
-    light = 1.0 - rng.uniform(0.1, 0.35) * (gradient - gradient.min()) / (np.ptp(gradient) + 1e-6)
-    paper_tint = np.float32(rng.uniform(0.85, 1.0, size=3))
-    ink_level = np.float32(rng.uniform(0.05, 0.25))
-    tone = ink_level + (1.0 - ink_level) * page
-    return (tone * light)[:, :, None] * paper_tint[None, None, :]
+def _uneven_light(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A soft light gradient across the page: 1 where it is fully lit, down to 0.65 in the shadow."""
+    height, width = shape
+    slope_x, slope_y = rng.uniform(-1, 1, size=2)
+    across = slope_x * np.linspace(-0.5, 0.5, width, dtype=np.float32)
+    down = slope_y * np.linspace(-0.5, 0.5, height, dtype=np.float32)
+    gradient = down[:, None] + across[None, :]
+    shadow = np.float32(rng.uniform(0.1, 0.35)) / (np.float32(abs(slope_x) + abs(slope_y)) + np.float32(1e-6))
+    return 1.0 - shadow * (gradient - gradient.min())
+
+
+def _sensor_noise(shape: tuple[int, int], sigma: float, seed: int) -> np.ndarray:
+    noise = np.empty(shape, np.float32)
+    cv2.setRNGSeed(seed)
+    cv2.randn(noise, 0.0, sigma)
+    return noise

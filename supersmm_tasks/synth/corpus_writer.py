@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..errors import SupersmmError
 from .agnostic import mei_to_agnostic
 from .camera import camera_jpeg
-from .engrave import FONTS, Engraver, EngravingFailed
+from .engrave import FONTS, Engraver, EngravingFailed, png_bytes
 from .mei import mei_to_semantic
 from .music import random_incipit
 from .pae import semantic_to_pae
@@ -52,11 +52,11 @@ def sample_id(seed: int, index: int) -> str:
 def generate_corpus(out: Path, samples: int, seed: int = 0, camera: bool = False,
                     workers: int | None = None, progress: bool = True) -> SynthReport:
     """Writes `samples` engraved incipits under `out` (`out/<id>/<id>.png`, `.semantic`, `.mei`, ...)."""
-    out = _usable_output_folder(Path(out))
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise SupersmmError(f"number of samples must be a whole number >= 1, got {samples!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SupersmmError(f"seed must be a whole number >= 0, got {seed!r}")
+    out = _usable_output_folder(Path(out))
     workers = max(1, min(workers or os.cpu_count() or 1, samples))
     started = time.perf_counter()
     jobs = [(str(out), seed, index, camera) for index in range(samples)]
@@ -105,34 +105,34 @@ def _write_sample(job: tuple[str, int, int, bool]) -> bool:
     out, seed, index, camera = job
     streams = np.random.SeedSequence([seed, index]).generate_state(4)
     rng = random.Random(int(streams[0]) << 32 | int(streams[1]))
-    tokens, png, mei = _checked_engraving(rng, font=FONTS[index % len(FONTS)], xml_id_seed=int(streams[2]) >> 1)
+    tokens, gray, mei = _checked_engraving(rng, font=FONTS[index % len(FONTS)], xml_id_seed=int(streams[2]) >> 1)
     agnostic = mei_to_agnostic(mei)
     name = sample_id(seed, index)
     folder = Path(out) / name
     files = {
-        f"{name}.png": png,
+        f"{name}.png": png_bytes(gray),
         f"{name}.semantic": _label_line(tokens),
         f"{name}.mei": mei.encode("utf-8"),
     }
     if agnostic is not None:
         files[f"{name}.agnostic"] = _label_line(agnostic)
     if camera:
-        files[f"{name}_distorted.jpg"] = camera_jpeg(png, np.random.default_rng(int(streams[3])))
+        files[f"{name}_distorted.jpg"] = camera_jpeg(gray, np.random.default_rng(int(streams[3])))
     _write_atomically(folder, files)
     if agnostic is None:
         (folder / f"{name}.agnostic").unlink(missing_ok=True)  # never leave a stale label behind
     return agnostic is not None
 
 
-def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple[list[str], bytes, str]:
+def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple[list[str], np.ndarray, str]:
     for _ in range(ATTEMPTS_PER_SAMPLE):
         tokens = random_incipit(rng)
         try:
-            png, mei = _engraver.engrave(semantic_to_pae(tokens), font, xml_id_seed)
+            gray, mei = _engraver.engrave(semantic_to_pae(tokens), font, xml_id_seed)
         except EngravingFailed:
             continue
         if mei_to_semantic(mei) == tokens:
-            return tokens, png, mei
+            return tokens, gray, mei
     raise RuntimeError(f"no incipit survived the MEI round trip in {ATTEMPTS_PER_SAMPLE} attempts")
 
 

@@ -5,12 +5,13 @@ engraving an incipit.
 """
 from __future__ import annotations
 
-import io
 import re
 
-import cairosvg
+import cv2
+import numpy as np
 import verovio
-from PIL import Image
+
+from .rasterize import svg_to_gray
 
 FONTS = ("Leipzig", "Bravura", "Gootville")
 
@@ -42,25 +43,27 @@ class Engraver:
         self.toolkit.setOptions(VEROVIO_OPTIONS)
         self.font: str | None = None
 
-    def engrave(self, pae: str, font: str, xml_id_seed: int) -> tuple[bytes, str]:
-        """(PNG bytes, MEI text) of one incipit."""
+    def engrave(self, pae: str, font: str, xml_id_seed: int) -> tuple[np.ndarray, str]:
+        """(grayscale image, MEI text) of one incipit."""
         if font != self.font:
             self.toolkit.setOptions({"font": font})
             self.font = font
+        mei = self.load(pae, xml_id_seed)
+        return svg_to_gray(self.toolkit.renderToSVG(1)), mei
+
+    def load(self, pae: str, xml_id_seed: int = 0) -> str:
+        """Loads an incipit without drawing it; returns Verovio's MEI of it."""
         self.toolkit.resetXmlIdSeed(xml_id_seed)
         if not self.toolkit.loadData(pae):
             raise EngravingFailed(f"Verovio could not load the incipit: {self.toolkit.getLog().strip()}")
         warnings = self.toolkit.getLog().strip()
         if warnings:
             raise EngravingFailed(f"Verovio warned: {warnings}")
-        svg = self.toolkit.renderToSVG(1)
-        mei = _CONVERSION_DATE.sub("", self.toolkit.getMEI())
-        return _svg_to_grayscale_png(svg), mei
+        return _CONVERSION_DATE.sub("", self.toolkit.getMEI())
 
 
-def _svg_to_grayscale_png(svg: str) -> bytes:
-    rgb = cairosvg.svg2png(bytestring=svg.encode("utf-8"), background_color="white")
-    image = Image.open(io.BytesIO(rgb)).convert("L")
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+def png_bytes(gray: np.ndarray) -> bytes:
+    ok, png = cv2.imencode(".png", gray)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the engraving as PNG")
+    return png.tobytes()

@@ -20,11 +20,12 @@ METER_WEIGHTS = {
     "C": 12, "C/": 8, "2/4": 10, "3/4": 12, "4/4": 6, "6/8": 8, "3/8": 6, "2/2": 5, "3/2": 5, "6/4": 3,
     "9/8": 3, "12/8": 3, "2/1": 3, "4/2": 2, "3/1": 2, "5/4": 1, "2/8": 1, "6/16": 1, "9/16": 1,
 }
-TARGET_TOKENS = (12, 38)
+TARGET_TOKENS = (12, 38)  # an incipit is planned to about this many tokens: a few measures, as in PrIMuS
 SHORTEST = Fraction(1, 64)
 MULTIREST_COUNTS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 19, 23, 24, 32)
 LOWEST_POSITION, HIGHEST_POSITION = -6, 14  # staff positions: 0 is the bottom line, 8 the top line
 
+# Where the melody's next pitch is missing from the vocabulary for its duration: the nearest one that is not.
 _DRIFTS = [0] + [sign * distance for distance in range(1, 30) for sign in (1, -1)]
 _MELODIC_STEPS = (-5, -4, -3, -2, -2, -1, -1, -1, -1, 0, 1, 1, 1, 1, 2, 2, 3, 4, 5)
 
@@ -97,13 +98,15 @@ class IncipitWriter:
         return lengths
 
     def _split_beat(self, length: Fraction, depth: int) -> list[Fraction]:
+        """A beat (or a part of one) as note lengths: split less and less often the deeper it goes."""
         keep = 0.45 + 0.17 * depth + (0.25 if length <= Fraction(1, 16) else 0)
-        if length <= SHORTEST or self.rng.random() < keep:
-            return [length] if _expressible(length) else self._split_beat_in(length, 3, depth)
-        if length.numerator == 3:  # a dotted beat: three equal parts, or long-short
-            if self.rng.random() < 0.6:
-                return self._split_beat_in(length, 3, depth)
-            return [length * 2 / 3, length / 3] if _expressible(length * 2 / 3) else self._split_beat_in(length, 3, depth)
+        if _expressible(length) and (length / 2 < SHORTEST or self.rng.random() < keep):
+            return [length]
+        if length.numerator == 3:  # a dotted value: long-short, or three equal parts
+            long_short = [length * 2 / 3, length / 3]
+            if self.rng.random() < 0.4 and all(map(_expressible, long_short)):
+                return long_short
+            return self._split_beat_in(length, 3, depth)
         shape = self.rng.random()
         double_dotted, dotted = [length * 7 / 8, length / 8], [length * 3 / 4, length / 4]
         if shape < 0.15 and all(map(_expressible, double_dotted)):

@@ -41,11 +41,14 @@ def svg_to_gray(svg_text: str) -> np.ndarray:
     return 255 - ink
 
 
+# Glyph outline (an SVG path's `d`) -> its cairo path: a font has a few hundred glyphs, drawn thousands of times.
+_OUTLINES: dict[str, list] = {}
+
+
 class _Painter:
     def __init__(self, context: cairo.Context, glyphs: dict[str, ET.Element]):
         self.context = context
         self.glyphs = glyphs
-        self.glyph_paths: dict[str, list] = {}
 
     def children(self, element: ET.Element) -> None:
         for child in element:
@@ -80,11 +83,11 @@ class _Painter:
             self._paint(element)
         elif tag == "ellipse":
             cx, cy, rx, ry = (float(element.get(name)) for name in ("cx", "cy", "rx", "ry"))
+            context.save()  # the path keeps the ellipse's shape; the stroke must not be squashed with it
             context.translate(cx, cy)
             context.scale(rx, ry)
             context.arc(0, 0, 1, 0, 2 * np.pi)
             context.restore()
-            context.save()
             self._paint(element)
         elif tag == "rect":
             context.rectangle(*(float(element.get(name)) for name in ("x", "y", "width", "height")))
@@ -94,32 +97,27 @@ class _Painter:
         context.restore()
 
     def _use(self, use: ET.Element) -> None:
-        glyph_id = use.get(XLINK_HREF, use.get("href", "")).lstrip("#")
-        if glyph_id not in self.glyph_paths:
-            self.glyph_paths[glyph_id] = self._glyph_outline(self.glyphs[glyph_id])
-        for transform, path in self.glyph_paths[glyph_id]:
-            self.context.save()
-            _apply_transform(self.context, transform)
-            self.context.new_path()
-            self.context.append_path(path)
-            self.context.fill_preserve()
-            self.context.set_line_width(DEFAULT_STROKE_WIDTH)
-            self.context.stroke()
-            self.context.restore()
-
-    def _glyph_outline(self, glyph: ET.Element) -> list:
-        outline = []
+        glyph = self.glyphs[use.get(XLINK_HREF, use.get("href", "")).lstrip("#")]
         for path in glyph:
             if path.tag != f"{SVG}path":
                 raise UnsupportedSvg(f"<{path.tag.removeprefix(SVG)}> in a glyph definition")
             self.context.save()
+            _apply_transform(self.context, path.get("transform"))
+            self.context.new_path()
+            self.context.append_path(self._outline(path.get("d")))
+            self._paint(path)
+            self.context.restore()
+
+    def _outline(self, d: str) -> list:
+        if d not in _OUTLINES:
+            self.context.save()
             self.context.identity_matrix()
             self.context.new_path()
-            _trace_path(self.context, path.get("d"))
-            outline.append((path.get("transform"), self.context.copy_path()))
+            _trace_path(self.context, d)
+            _OUTLINES[d] = self.context.copy_path()
             self.context.new_path()
             self.context.restore()
-        return outline
+        return _OUTLINES[d]
 
     def _paint(self, element: ET.Element) -> None:
         context = self.context

@@ -25,8 +25,7 @@ function niceTicks(low, high, count) {
 }
 
 function formatTick(value) {
-  if (value === 0) return "0";
-  if (Math.abs(value) >= 1000) return value.toExponential(0);
+  if (Math.abs(value) >= 10000) return `${+(value / 1000).toPrecision(3)}k`;
   return String(+value.toPrecision(3));
 }
 

@@ -106,7 +106,7 @@ function renderRuns(data) {
 function renderConfig(detail) {
   const list = document.getElementById("run-config");
   const entries = { ...detail.config, ...detail.state };
-  const shown = Object.entries(entries).filter(([, value]) => value === null || typeof value !== "object");
+  const shown = Object.entries(entries).filter(([, value]) => value !== null && value !== "" && typeof value !== "object");
   list.replaceChildren(...shown.flatMap(([key, value]) => [element("dt", null, key), element("dd", null, String(value))]));
 }
 
@@ -136,6 +136,7 @@ function tokenLine(label, diff, side) {
       line.appendChild(element("span", `token ${kind}`, token));
     });
   });
+  if (line.childElementCount === 1) line.appendChild(element("span", "muted", "(nothing)"));
   return line;
 }
 
@@ -152,12 +153,14 @@ function previewCard(image) {
   card.appendChild(caption);
   card.appendChild(tokenLine("truth", image.diff, "truth"));
   card.appendChild(tokenLine("read", image.diff, "prediction"));
+  card.appendChild(element("div", "label", "what the model read, engraved again"));
   if (image.engraving_url) {
     const engraving = element("img", "engraving");
     engraving.src = image.engraving_url;
     engraving.alt = "the prediction engraved again by Verovio";
-    card.appendChild(element("div", "label", "what the model read, engraved again:"));
     card.appendChild(engraving);
+  } else {
+    card.appendChild(element("div", "muted not-engraved", image.engraving_problem));
   }
   return card;
 }

@@ -1,0 +1,149 @@
+"""Data benchmarks: how fast `supersmm detect` validates samples, and how much our input pipeline speeds up training.
+
+- `detect_rate`: sample folders validated per second by `detect()`, on copies of engraved synthetic samples.
+- `pipeline_speedup`: time of one training epoch of the `tiny` CRNN fed the way the reference trainer fed it
+  (images loaded with PIL inside the loop, every batch padded to the widest image of the whole set, one sequence
+  length for the whole batch, no prefetch) divided by the time of the same epoch fed by `epoch_batches`.
+  Both run side by side in this process on the same engraved samples and the same model.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from supersmm_tasks.corpus import load_dataset
+from supersmm_tasks.detect import detect
+from supersmm_tasks.model import PRESETS, build_model, ctc_loss
+from supersmm_tasks.pipeline import epoch_batches, resized_width
+from supersmm_tasks.synth import generate_corpus
+from supersmm_tasks.vocabulary import blank_index, encode, load_vocabulary
+
+DETECT_RATE_GOAL = 1000
+SPEEDUP_GOAL = 2.0
+ENCODING = "semantic"
+
+
+def run(quick: bool) -> list[dict]:
+    engraved_count, folder_count = (32, 1000) if quick else (96, 2000)
+    with tempfile.TemporaryDirectory(prefix="supersmm-bench-data-") as scratch:
+        scratch = Path(scratch)
+        previous_home = os.environ.get("SUPERSMM_HOME")
+        os.environ["SUPERSMM_HOME"] = str(scratch / "home")
+        try:
+            engraved = scratch / "corpora" / "engraved"
+            generate_corpus(engraved, engraved_count, seed=11, progress=False)
+            rate = detect_rate(engraved, scratch / "copies", folder_count)
+            speedup, ours, naive = pipeline_speedup(engraved)
+        finally:
+            if previous_home is None:
+                os.environ.pop("SUPERSMM_HOME")
+            else:
+                os.environ["SUPERSMM_HOME"] = previous_home
+    return [
+        {"name": "detect_rate", "value": round(rate), "unit": "samples/s", "goal": f">= {DETECT_RATE_GOAL}",
+         "ok": rate >= DETECT_RATE_GOAL, "samples": folder_count},
+        {"name": "pipeline_speedup", "value": round(speedup, 2), "unit": "x", "goal": f">= {SPEEDUP_GOAL}",
+         "ok": speedup >= SPEEDUP_GOAL, "epoch_seconds_ours": round(ours, 2), "epoch_seconds_naive": round(naive, 2),
+         "samples": engraved_count},
+    ]
+
+
+# ---------------------------------------------------------------- detect
+
+
+def detect_rate(engraved: Path, copies: Path, folder_count: int) -> float:
+    """Samples per second of a full `detect()` over `folder_count` copies of the engraved samples."""
+    samples = sorted(engraved.iterdir())
+    for number in range(folder_count):
+        source = samples[number % len(samples)]
+        copy_id = f"copy{number:06d}"
+        (copies / "primus" / copy_id).mkdir(parents=True)
+        for file in source.iterdir():
+            shutil.copyfile(file, copies / "primus" / copy_id / file.name.replace(source.name, copy_id))
+    started = time.perf_counter()
+    [report] = detect(copies)
+    seconds = time.perf_counter() - started
+    assert report.samples == folder_count
+    return folder_count / seconds
+
+
+# ---------------------------------------------------------------- the input pipeline against a naive one
+
+
+def pipeline_speedup(engraved: Path) -> tuple[float, float, float]:
+    """(naive epoch time / our epoch time, our time, naive time), each the best of two epochs."""
+    detect(engraved.parent)  # the dataset `engraved`
+    examples = [e for split in ("train", "val", "test") for e in load_dataset("engraved").examples(split, ENCODING)]
+    preset = PRESETS["tiny"]
+    train_step = training_step(preset)
+
+    def ours(epoch: int):
+        for batch in epoch_batches(examples, encoding=ENCODING, height=preset.height, batch_size=preset.batch_size,
+                                   seed=0, epoch=epoch, training=True):
+            train_step(batch["image"], batch["image_width"] // preset.width_reduction, batch["label"],
+                       batch["label_length"])
+
+    def naive(epoch: int):
+        for image, logit_length, label, label_length in naive_batches(examples, preset.height, preset.batch_size,
+                                                                      seed=epoch):
+            train_step(image, logit_length // preset.width_reduction, label, label_length)
+
+    ours(0), naive(0)  # warm-up: traces the step, fills the image cache, loads the files into the page cache
+    ours_times, naive_times = [], []
+    for epoch in (1, 2):  # interleaved, so both see the same load on a shared machine
+        ours_times.append(timed(ours, epoch))
+        naive_times.append(timed(naive, epoch))
+    return min(naive_times) / min(ours_times), min(ours_times), min(naive_times)
+
+
+def timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def training_step(preset):
+    vocabulary_size = len(load_vocabulary(ENCODING))
+    model = build_model(preset, vocabulary_size, seed=0)
+    optimizer = keras.optimizers.Adam(preset.learning_rate)
+    signature = [tf.TensorSpec([None, preset.height, None, 1], tf.float32), tf.TensorSpec([None], tf.int32),
+                 tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+
+    @tf.function(input_signature=signature)
+    def step(image, logit_length, label, label_length):
+        with tf.GradientTape() as tape:
+            logits = model(image, training=True)
+            loss = tf.reduce_mean(ctc_loss(logits, label, label_length, logit_length, vocabulary_size))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    assert blank_index(ENCODING) == vocabulary_size
+    return step
+
+
+def naive_batches(examples, height: int, batch_size: int, seed: int):
+    """Batches the way the reference trainer made them: decoded in the loop, padded to the widest of the set."""
+    widest = max(resized_width(e.width, e.height, height) for e in examples)
+    order = np.random.default_rng(seed).permutation(len(examples))
+    for start in range(0, len(order), batch_size):
+        chosen = [examples[i] for i in order[start:start + batch_size]]
+        images = np.zeros((len(chosen), height, widest, 1), np.float32)
+        for row, example in enumerate(chosen):
+            image = Image.open(example.image_path).convert("L")
+            image = image.resize((resized_width(image.width, image.height, height), height), Image.BILINEAR)
+            images[row, :, :image.width, 0] = 1.0 - np.asarray(image, np.float32) / 255.0
+        longest = max(len(e.tokens) for e in chosen)
+        labels = np.full((len(chosen), longest), -1, np.int32)
+        for row, example in enumerate(chosen):
+            labels[row, :len(example.tokens)] = encode(example.tokens, ENCODING)
+        yield (tf.constant(images), tf.fill([len(chosen)], widest), tf.constant(labels),
+               tf.constant([len(e.tokens) for e in chosen], tf.int32))

@@ -1,0 +1,94 @@
+"""The CRNN presets, the per-sample CTC loss and CTC decoding."""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from supersmm_tasks.model import PRESETS, beam_decode, build_model, ctc_loss, greedy_decode
+from supersmm_tasks.pipeline import load_image
+from supersmm_tasks.vocabulary import load_vocabulary
+
+REAL_PNG = "/work/shared/primus-reference/example/000051652-1_2_1/000051652-1_2_1.png"
+SEMANTIC = len(load_vocabulary("semantic"))
+
+
+def real_image(height: int, width: int = 256) -> tf.Tensor:
+    """The start of the real PrIMuS incipit as a batch of one (narrow, so eager calls stay fast)."""
+    return tf.constant(load_image(REAL_PNG, height)[np.newaxis, :, :width])
+
+
+def layers_of(model, kind):
+    return [layer for layer in model._flatten_layers() if type(layer) is kind]
+
+
+def test_paper_model_is_the_published_architecture():
+    model = build_model(PRESETS["paper"], SEMANTIC, seed=0)
+    image = real_image(128)
+
+    logits = model(image, training=False)
+
+    assert [c.filters for c in layers_of(model, keras.layers.Conv2D)] == [32, 64, 128, 256]
+    assert all(c.kernel_size == (3, 3) for c in layers_of(model, keras.layers.Conv2D))
+    assert len(layers_of(model, keras.layers.BatchNormalization)) == 4
+    assert [a.negative_slope for a in layers_of(model, keras.layers.LeakyReLU)] == [0.2] * 4
+    assert [p.pool_size for p in layers_of(model, keras.layers.MaxPooling2D)] == [(2, 2)] * 4
+    lstms = layers_of(model, keras.layers.LSTM)
+    assert len(lstms) == 4 and all(lstm.units == 512 for lstm in lstms)  # 2 layers x 2 directions
+    assert [d.rate for d in layers_of(model, keras.layers.Dropout)] == [0.5, 0.5]
+    assert logits.shape == (1, image.shape[2] // 16, SEMANTIC + 1)
+
+
+def test_lstms_keep_the_settings_that_let_keras_use_cudnn():
+    for preset in PRESETS.values():
+        for lstm in layers_of(build_model(preset, SEMANTIC, seed=0), keras.layers.LSTM):
+            config = lstm.get_config()
+            assert config["activation"] == "tanh" and config["recurrent_activation"] == "sigmoid"
+            assert config["recurrent_dropout"] == 0 and config["dropout"] == 0
+            assert not config["unroll"] and config["use_bias"]
+
+
+def test_tiny_model_keeps_enough_frames_for_long_labels():
+    tiny = PRESETS["tiny"]
+    model = build_model(tiny, SEMANTIC, seed=0)
+    image = real_image(tiny.height)
+
+    assert model(image).shape[1] == image.shape[2] // tiny.width_reduction
+    assert tiny.width_reduction < PRESETS["paper"].width_reduction
+    assert model.count_params() < build_model(PRESETS["paper"], SEMANTIC, seed=0).count_params() / 10
+
+
+def test_ctc_loss_reads_each_samples_own_lengths():
+    rng = np.random.default_rng(0)
+    short = rng.normal(size=(6, 5)).astype(np.float32)
+    long = rng.normal(size=(10, 5)).astype(np.float32)
+    padded = np.stack([np.pad(short, [(0, 4), (0, 0)], constant_values=9.0), long])  # garbage after frame 6
+    labels = np.array([[1, 2, -1, -1], [0, 1, 2, 3]], np.int32)
+
+    together = ctc_loss(padded, labels, [2, 4], [6, 10], blank=4).numpy()
+    alone = ctc_loss(short[np.newaxis], labels[:1, :2], [2], [6], blank=4).numpy()
+
+    np.testing.assert_allclose(together[0], alone[0], rtol=1e-6)
+    assert together[0] != ctc_loss(padded, labels, [2, 4], [10, 10], blank=4).numpy()[0]
+
+
+def test_greedy_and_beam_decoding_collapse_repeats_and_drop_blanks():
+    blank = 3
+    frames = [[0, 0, 3, 0, 1, 1, 3, 2, 2, 2], [2, 3, 3, 1, 0, 0, 0, 0, 0, 0]]
+    logits = np.log(np.full((2, 10, 4), 0.02, np.float32))
+    for row, path in enumerate(frames):
+        logits[row, np.arange(10), path] = np.log(0.94)
+
+    expected = [[0, 0, 1, 2], [2, 1]]
+    assert greedy_decode(logits, np.array([10, 4]), blank) == expected
+    assert beam_decode(logits, np.array([10, 4]), beam_width=8) == expected
+
+
+def test_batch_norm_learns_in_training_mode_and_only_then():
+    model = build_model(PRESETS["tiny"], SEMANTIC, seed=0)
+    image = real_image(64)
+    moving_mean = model.get_layer("batch_norm1").moving_mean
+
+    model(image, training=False)
+    assert np.all(moving_mean.numpy() == 0)
+
+    model(image, training=True)
+    assert np.abs(moving_mean.numpy()).max() > 0

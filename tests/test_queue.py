@@ -1,0 +1,136 @@
+"""The chunk queue with real workers: chunk by chunk, one trainer per run, runs taking turns, control requests."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from supersmm_tasks import broker, lease, runs, tasks
+from supersmm_tasks.celery_app import app
+from supersmm_tasks.errors import SupersmmError
+
+RECEIVED = re.compile(r"^\[(?P<time>[^\]]+?): INFO/MainProcess\] Task (?P<run>\w+): epochs (?P<epochs>\d+-\d+)\[.*\] received",
+                      re.MULTILINE)
+
+
+def received_chunks(*workers) -> list[tuple[str, str]]:
+    """(run, epochs) of every chunk the workers received, in time order (from their logs)."""
+    found = [(m["time"], m["run"], m["epochs"]) for worker in workers for m in RECEIVED.finditer(worker.log())]
+    return [(run, epochs) for _, run, epochs in sorted(found)]
+
+
+def chunk_results(run: str) -> dict[str, dict]:
+    """The stored result of every chunk task of the run, by task id."""
+    client = broker.client()
+    found = {}
+    for key in client.scan_iter(f"celery-task-meta-{run}:*"):
+        task_id = key[len("celery-task-meta-"):]
+        found[task_id] = app.AsyncResult(task_id).result
+    return found
+
+
+def test_a_run_trains_chunk_by_chunk_and_reports_its_status(training_home, workers):
+    assert training_home.enqueue("chunks", epochs=4, chunk=2) == "queued run chunks: epochs 1-2 of 4 on queue supersmm"
+    with pytest.raises(SupersmmError, match="pause it"):
+        training_home.enqueue("chunks", epochs=8, chunk=2)
+    assert runs.enqueue("chunks").startswith("run chunks is queued (epochs 1-2")
+    worker = workers.start("worker")
+
+    training_home.wait_for(lambda: lease.holder(broker.client(), "chunks"), 120, "a trainer", [worker])
+    row = runs.status_rows("chunks")[0]
+    assert {"run", "dataset", "status", "last_completed_epoch", "max_total_epochs", "best_val_ser", "eta",
+            "worker"} <= set(row)
+    assert row["worker"] == worker.hostname
+
+    state = training_home.wait_until_finished("chunks", 240, [worker])
+    assert state["status"] == "completed"
+    assert training_home.csv_epochs("chunks") == [1, 2, 3, 4]
+    assert sorted(task_id.rsplit(":", 1)[0] for task_id in chunk_results("chunks")) == ["chunks:1-2", "chunks:3-4"]
+    assert received_chunks(worker) == [("chunks", "1-2"), ("chunks", "3-4")]
+    assert "is complete (4/4 epochs" in runs.enqueue("chunks")
+    assert "chunks    primus   completed  4/4" in runs.format_status_table(runs.status_rows())
+
+
+def test_duplicate_chunk_messages_start_no_second_trainer(training_home, workers):
+    training_home.enqueue("dup", epochs=2, chunk=1)
+    pending = tasks.pending_chunk(broker.client(), "dup")["task_id"]
+    # The same message delivered twice, and a second chunk enqueued by hand for the same epochs.
+    tasks.train_chunk_task.apply_async(args=("dup", 1, 1), task_id=pending)
+    tasks.train_chunk_task.apply_async(args=("dup", 1, 1), task_id="dup:1-1:byhand")
+    first, second = workers.start("first"), workers.start("second")
+
+    state = training_home.wait_until_finished("dup", 240, [first, second])
+    assert state["status"] == "completed"
+    assert training_home.csv_epochs("dup") == [1, 2]
+    training_home.wait_for(lambda: app.AsyncResult("dup:1-1:byhand").ready(), 60, "the hand-made chunk to run")
+    assert app.AsyncResult("dup:1-1:byhand").result == {"run": "dup", "outcome": "stale"}
+    # Fencing tokens: one for the CLI creating the run, one per chunk that trained: nobody else took the run.
+    assert int(broker.client().get(lease.fence_key("dup"))) == 3
+
+
+def test_three_runs_on_two_workers_take_turns_chunk_by_chunk(training_home, workers):
+    for name in ("run_a", "run_b", "run_c"):
+        training_home.enqueue(name, epochs=2, chunk=1)
+    first, second = workers.start("first"), workers.start("second")
+    for name in ("run_a", "run_b", "run_c"):
+        assert training_home.wait_until_finished(name, 300, [first, second])["status"] == "completed"
+        assert training_home.csv_epochs(name) == [1, 2]
+
+    order = received_chunks(first, second)
+    assert sorted(order[:3]) == [("run_a", "1-1"), ("run_b", "1-1"), ("run_c", "1-1")]
+    assert sorted(order[3:]) == [("run_a", "2-2"), ("run_b", "2-2"), ("run_c", "2-2")]
+
+
+def test_a_run_with_a_higher_priority_goes_first(training_home, workers):
+    training_home.enqueue("later", epochs=1, chunk=1, priority=9)
+    training_home.enqueue("sooner", epochs=1, chunk=1, priority=0)
+    worker = workers.start("worker")
+    for name in ("later", "sooner"):
+        training_home.wait_until_finished(name, 240, [worker])
+    assert received_chunks(worker) == [("sooner", "1-1"), ("later", "1-1")]
+
+
+def test_pause_resume_and_cancel(training_home, workers):
+    training_home.enqueue("dropped", epochs=2, chunk=2)
+    assert runs.cancel("dropped") == "run dropped cancelled at epoch 0/2"
+    with pytest.raises(SupersmmError, match="cancelled"):
+        runs.enqueue("dropped")
+    training_home.enqueue("held", epochs=3, chunk=3)
+    worker = workers.start("worker")
+
+    training_home.wait_for(lambda: training_home.progress("held").get("batch", 0) >= 1, 240, "training", [worker])
+    assert runs.pause("held").startswith("run held will be paused at the end of its current epoch")
+    paused = training_home.wait_until_finished("held", 120, [worker])
+    assert paused["status"] == "paused" and paused["last_completed_epoch"] < 3
+    assert lease.holder(broker.client(), "held") is None
+
+    assert runs.resume("held").startswith("queued run held")
+    assert training_home.wait_until_finished("held", 240, [worker])["status"] == "completed"
+    assert training_home.csv_epochs("held") == [1, 2, 3]
+    assert training_home.state("dropped")["status"] == "cancelled" and training_home.csv_epochs("dropped") == []
+
+
+def test_train_in_the_foreground_stops_on_ctrl_c_and_continues_later(training_home):
+    command = [sys.executable, "-m", "supersmm_tasks.cli", "train", "fg", "--dataset", "primus", "--model", "tiny",
+               "--batch-size", "4", "--max-total-epochs", "3", "--max-epochs-per-run", "3"]
+    first = subprocess.Popen(command, env=training_home.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        training_home.wait_for(lambda: training_home.progress("fg").get("batch", 0) >= 1 or first.poll() is not None,
+                               240, "foreground training")
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 130, stderr
+    assert training_home.state("fg")["status"] == "paused"
+
+    second = subprocess.run(command[:5], env=training_home.env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "run fg completed at epoch 3/3" in second.stderr
+    assert training_home.csv_epochs("fg") == [1, 2, 3]

@@ -1,0 +1,214 @@
+"""`supersmm synth`: the musical model, the label converters against real PrIMuS files and Verovio,
+and whole corpora written to disk (layout, determinism, camera damage, bad output folders)."""
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.synth import generate_corpus, sample_id
+from supersmm_tasks.synth.agnostic import KEY_SIGNATURE_POSITIONS, mei_to_agnostic
+from supersmm_tasks.synth.engrave import Engraver
+from supersmm_tasks.synth.mei import mei_to_semantic
+from supersmm_tasks.synth.music import random_incipit
+from supersmm_tasks.synth.pae import UnsupportedToken, semantic_to_pae
+from supersmm_tasks.synth.roundtrip import round_trip_fraction
+from supersmm_tasks.vocabulary import load_vocabulary
+
+REAL_SAMPLE = Path(__file__).resolve().parents[2] / "shared/primus-reference/example/000051652-1_2_1/000051652-1_2_1"
+ALL_CLEFS = {"G1", "G2", "C1", "C2", "C3", "C4", "C5", "F3", "F4", "F5"}
+DURATIONS = ("double_whole", "whole", "half", "quarter", "eighth", "sixteenth", "thirty_second", "sixty_fourth")
+
+
+def read_labels(path: Path) -> list[str]:
+    text = path.read_text("utf-8")
+    assert "\n" not in text.rstrip("\n") and text.endswith("\t"), f"{path.name} is not one TAB-terminated line"
+    return text.rstrip("\t").split("\t")
+
+
+@pytest.fixture(scope="module")
+def incipits() -> list[list[str]]:
+    rng = random.Random(2024)
+    return [random_incipit(rng) for _ in range(300)]
+
+
+# --- the musical model -------------------------------------------------------------------------
+
+def test_every_generated_token_is_in_the_real_semantic_vocabulary(incipits):
+    vocabulary = set(load_vocabulary("semantic"))
+    assert len(vocabulary) == 1781
+    assert {token for incipit in incipits for token in incipit} <= vocabulary
+
+
+def test_incipits_cover_clefs_keys_meters_durations_and_ornaments(incipits):
+    tokens = Counter(token for incipit in incipits for token in incipit)
+    families = lambda prefix: {t.split("-", 1)[1] for t in tokens if t.startswith(prefix)}  # noqa: E731
+    assert families("clef-") == ALL_CLEFS
+    assert len(families("keySignature-")) == 14
+    meters = families("timeSignature-")
+    assert len(meters) >= 12 and {"C", "C/"} <= meters
+    for duration in DURATIONS:
+        assert any(re.fullmatch(rf"note-\w+?\d_{duration}\.?\.?(_fermata)?", t) for t in tokens), duration
+    assert any(t.startswith("note-") and ".." in t for t in tokens)
+    assert any(t.startswith("gracenote-") for t in tokens)
+    assert any(t.endswith("_fermata") for t in tokens)
+    assert any(t.startswith("multirest-") for t in tokens)
+    assert any(t.startswith("rest-") for t in tokens)
+    assert tokens["tie"] > 0 and tokens["barline"] > 0
+    assert any("#" in t for t in tokens) and any(re.match(r"note-[A-G]b", t) for t in tokens)
+
+
+def test_incipits_have_primus_like_length_and_fill_their_measures(incipits):
+    lengths = sorted(len(incipit) for incipit in incipits)
+    assert lengths[len(lengths) // 2] in range(15, 35)
+    assert lengths[0] >= 6 and lengths[-1] <= 60
+    for incipit in incipits:
+        assert incipit[0].startswith("clef-")
+        assert any(t.startswith("timeSignature-") for t in incipit[1:3])
+
+
+def test_same_seed_same_incipit_and_different_seeds_differ():
+    assert random_incipit(random.Random(5)) == random_incipit(random.Random(5))
+    assert random_incipit(random.Random(5)) != random_incipit(random.Random(6))
+
+
+# --- the labels, checked against real PrIMuS files and Verovio -----------------------------------
+
+def test_real_primus_mei_converts_to_its_own_semantic_file():
+    assert mei_to_semantic((REAL_SAMPLE.with_suffix(".mei")).read_text("utf-8")) == \
+        read_labels(REAL_SAMPLE.with_suffix(".semantic"))
+
+
+def test_real_primus_agnostic_file_is_reproduced_from_its_mei():
+    assert mei_to_agnostic((REAL_SAMPLE.with_suffix(".mei")).read_text("utf-8")) == \
+        read_labels(REAL_SAMPLE.with_suffix(".agnostic"))
+
+
+def test_real_primus_semantic_goes_through_verovio_and_back_unchanged():
+    tokens = read_labels(REAL_SAMPLE.with_suffix(".semantic"))
+    mei = Engraver().load(semantic_to_pae(tokens))
+    assert mei_to_semantic(mei) == tokens
+    # Our Plaine & Easie beams the two eighths of the last measure, which this incipit's source did not.
+    flags = {"1": "eighth", "2": "sixteenth"}
+    unbeamed = [re.sub(r"beamed(?:Right|Both|Left)(\d)", lambda m: flags[m[1]], t) for t in mei_to_agnostic(mei)]
+    assert unbeamed == read_labels(REAL_SAMPLE.with_suffix(".agnostic"))
+
+
+def test_500_incipits_come_back_unchanged_from_verovio():
+    assert round_trip_fraction(500, seed=11) >= 0.99
+
+
+def test_a_changed_label_no_longer_matches_verovio():
+    tokens = random_incipit(random.Random(3))
+    mei = Engraver().load(semantic_to_pae(tokens))
+    index = next(i for i, t in enumerate(tokens) if t.startswith("note-"))
+    changed = tokens[:index] + [tokens[index].replace("_", "_x", 1)] + tokens[index + 1:]
+    assert mei_to_semantic(mei) == tokens != changed
+
+
+def test_plaine_easie_refuses_tokens_it_cannot_write():
+    with pytest.raises(UnsupportedToken):
+        semantic_to_pae(["clef-G2", "timeSignature-C", "note-C4_trill"])
+
+
+def test_key_signature_positions_are_where_verovio_draws_them():
+    toolkit = Engraver().toolkit
+    for clef, (sharps, flats) in KEY_SIGNATURE_POSITIONS.items():
+        for signature, expected in (("xFCGDAEB", sharps), ("bBEADGCF", flats)):
+            toolkit.loadData(f"@clef:{clef[0]}-{clef[1]}\n@keysig:{signature}\n@timesig:4/4\n@data:4C/\n")
+            svg = toolkit.renderToSVG(1)
+            lines = [int(y) for y in re.findall(r'<path d="M0 (\d+) L', svg)[:5]]
+            drawn = svg[svg.index('class="keySig"'):svg.index('class="meterSig"')]
+            half_space = (max(lines) - min(lines)) / 8
+            positions = [round((max(lines) - int(y)) / half_space) for y in re.findall(r"translate\(\d+, (\d+)\)", drawn)]
+            assert tuple(positions) == expected, (clef, signature)
+
+
+def test_own_rasterizer_draws_what_cairosvg_draws():
+    import io
+
+    import cairosvg
+    from PIL import Image
+
+    from supersmm_tasks.synth.rasterize import svg_to_gray
+
+    engraver = Engraver()
+    rng = random.Random(8)
+    for font in ("Leipzig", "Bravura", "Gootville"):
+        engraver.engrave(semantic_to_pae(random_incipit(rng)), font, 0)
+        svg = engraver.toolkit.renderToSVG(1)
+        ours = svg_to_gray(svg).astype(int)
+        reference = np.array(Image.open(io.BytesIO(cairosvg.svg2png(bytestring=svg.encode(), background_color="white"))).convert("L"))
+        assert ours.shape == reference.shape
+        assert (ours < 128).sum() > 0.02 * ours.size  # there is music on it
+        assert np.abs(ours - reference).mean() < 0.5
+        assert (np.abs(ours - reference) > 96).mean() < 0.001
+
+
+# --- whole corpora ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "corpus"
+    report = generate_corpus(out, samples=9, seed=4, camera=True, workers=2, progress=False)
+    assert report.count == 9 and report.out == out.resolve() and report.camera
+    return out
+
+
+def test_corpus_has_the_primus_layout_with_checked_labels(corpus):
+    ids = sorted(p.name for p in corpus.iterdir())
+    assert ids == [sample_id(4, i) for i in range(9)]
+    with_agnostic = 0
+    for name in ids:
+        folder = corpus / name
+        mei = (folder / f"{name}.mei").read_text("utf-8")
+        assert mei_to_semantic(mei) == read_labels(folder / f"{name}.semantic")
+        if (folder / f"{name}.agnostic").exists():
+            with_agnostic += 1
+            assert read_labels(folder / f"{name}.agnostic") == mei_to_agnostic(mei)
+            assert set(read_labels(folder / f"{name}.agnostic")) <= set(load_vocabulary("agnostic"))
+        clean = cv2.imread(str(folder / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert clean.ndim == 2 and 120 <= clean.shape[0] <= 320 and clean.shape[1] > 300
+        assert (clean < 128).mean() > 0.02
+        photo = cv2.imread(str(folder / f"{name}_distorted.jpg"))
+        assert photo.ndim == 3 and photo.shape[0] > clean.shape[0]
+        resized = cv2.resize(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY), clean.shape[::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(resized.astype(int) - clean).mean() > 10
+    assert with_agnostic >= 3
+
+
+def test_corpus_is_the_same_bytes_whatever_the_number_of_workers(corpus, tmp_path):
+    again = tmp_path / "again"
+    generate_corpus(again, samples=9, seed=4, camera=True, workers=1, progress=False)
+    files = sorted(p.relative_to(corpus) for p in corpus.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for relative in files:
+        assert (corpus / relative).read_bytes() == (again / relative).read_bytes(), relative
+
+
+def test_another_seed_gives_another_corpus(corpus, tmp_path):
+    generate_corpus(tmp_path, samples=1, seed=5, camera=False, workers=1, progress=False)
+    other = tmp_path / sample_id(5, 0) / f"{sample_id(5, 0)}.semantic"
+    assert other.read_text() != (corpus / sample_id(4, 0) / f"{sample_id(4, 0)}.semantic").read_text()
+    assert not (tmp_path / sample_id(5, 0) / f"{sample_id(5, 0)}_distorted.jpg").exists()
+
+
+def test_unusable_output_or_sample_count_is_one_clear_error(tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    with pytest.raises(SupersmmError, match="taken"):
+        generate_corpus(a_file, samples=1, progress=False)
+    with pytest.raises(SupersmmError, match="taken"):
+        generate_corpus(a_file / "inside", samples=1, progress=False)
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(SupersmmError, match="samples"):
+            generate_corpus(tmp_path / "out", samples=bad, progress=False)
+    with pytest.raises(SupersmmError, match="seed"):
+        generate_corpus(tmp_path / "out", samples=1, seed=-1, progress=False)
+    assert a_file.read_text() == "not a folder"

@@ -1,0 +1,92 @@
+"""The shared logs/training_log.csv: exact columns, repair of a cut-off line, many writers, reconciliation."""
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from supersmm_tasks import paths
+from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.training_log import COLUMNS, append_row, read_rows, reconcile_run
+
+CONTRACT_COLUMNS = (
+    "timestamp, run, dataset, epoch, max_total_epochs, loss, val_loss, val_ser, val_sequence_error, epoch_time_sec, "
+    "cumulative_time_sec, samples_per_sec, learning_rate, batch_size, dataset_size, remaining_epochs, "
+    "est_completion_time, worker, chunk, checkpoint_path, memory_mb"
+).split(", ")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUPERSMM_HOME", str(tmp_path))
+    return tmp_path
+
+
+def row(run: str, epoch: int, **values) -> dict:
+    return {column: "" for column in COLUMNS} | {"run": run, "dataset": "primus", "epoch": epoch,
+                                                   "loss": 1.0 / epoch, "worker": "w, with comma"} | values
+
+
+def epochs_of(run: str) -> list[int]:
+    return [int(r["epoch"]) for r in read_rows(run)]
+
+
+def test_the_file_has_exactly_the_contract_columns_in_order(home):
+    append_row(row("a", 1))
+
+    with open(paths.training_log_csv(), newline="") as log:
+        header, first = list(csv.reader(log))
+    assert header == CONTRACT_COLUMNS
+    assert dict(zip(header, first))["worker"] == "w, with comma"
+
+
+def test_a_partial_last_line_is_dropped_before_the_next_row(home):
+    append_row(row("a", 1))
+    append_row(row("a", 2))
+    path = paths.training_log_csv()
+    path.write_bytes(path.read_bytes()[:-17])  # a crash in the middle of writing epoch 2
+
+    assert epochs_of("a") == [1]
+    append_row(row("a", 2))
+
+    assert epochs_of("a") == [1, 2]
+    assert all(len(r) == len(COLUMNS) for r in csv.reader(path.open(newline="")))
+
+
+def test_rows_of_two_processes_writing_at_once_all_arrive_whole(home):
+    writer = (
+        "import sys\n"
+        "from supersmm_tasks.training_log import COLUMNS, append_row\n"
+        "run = sys.argv[1]\n"
+        "for epoch in range(1, 151):\n"
+        "    append_row({c: 'x' * 200 for c in COLUMNS} | {'run': run, 'epoch': epoch})\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", writer, run]) for run in ("left", "right")]
+    assert [p.wait(timeout=120) for p in processes] == [0, 0]
+
+    assert epochs_of("left") == list(range(1, 151))
+    assert epochs_of("right") == list(range(1, 151))
+    assert len(read_rows()) == 300
+
+
+def test_reconcile_keeps_one_row_per_committed_epoch_and_leaves_other_runs_alone(home):
+    for epoch in (1, 2, 2, 4, 5):  # a duplicate of 2, no 3, and 4-5 beyond the committed epoch
+        append_row(row("a", epoch))
+    append_row(row("b", 7))
+    stored = {3: row("a", 3, loss=0.25)}
+
+    changes = reconcile_run("a", committed_epoch=3, row_for=stored.get)
+
+    assert epochs_of("a") == [1, 2, 3]
+    assert read_rows("a")[2]["loss"] == "0.25"
+    assert epochs_of("b") == [7]
+    assert len(changes) == 4  # one duplicate and two rows beyond 3 dropped, one row restored
+    assert reconcile_run("a", committed_epoch=3, row_for=stored.get) == []
+
+
+def test_a_file_with_other_columns_is_refused_with_a_clear_message(home):
+    paths.training_log_csv().parent.mkdir(parents=True)
+    paths.training_log_csv().write_text("time,run,epoch\n1,a,1\n")
+
+    with pytest.raises(SupersmmError, match="expected columns"):
+        append_row(row("a", 2))
