@@ -18,7 +18,7 @@ from .errors import SupersmmError
 
 RUN_NAME = "demo"
 CORPUS_FOLDER = "demo"
-DEMO_SAMPLES = 100
+DEMO_SAMPLES = 80
 DEMO_EPOCHS = 4
 DEMO_CHUNK = 2
 DEMO_SEED = 0

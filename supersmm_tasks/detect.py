@@ -141,7 +141,8 @@ def _config(report: DatasetReport, split: dict[str, list[str]]) -> dict:
         "split": {
             "source": description["source"],
             "seed": description["seed"],
-            "files": {name: file.relative_to(datasets).as_posix() for name, file in splits.split_files(report.name).items()},
+            "files": {split_name: file.relative_to(datasets).as_posix()
+                      for split_name, file in splits.split_files(report.name).items()},
             "counts": {name: len(ids) for name, ids in split.items()},  # as frozen; some may be unusable now
         },
     }

@@ -25,6 +25,10 @@ from .corpus import Example
 from .errors import SupersmmError
 from .vocabulary import encode
 
+# The dataset functions below need no AutoGraph (no Python control flow on tensors); without it, tracing never
+# re-reads their source, which may have changed on disk since the module was imported.
+not_converted = tf.autograph.experimental.do_not_convert
+
 DEFAULT_HEIGHT = 128
 WIDTH_MULTIPLE = 32  # the `paper` model downsamples width by 16
 LABEL_MULTIPLE = 8
@@ -76,9 +80,13 @@ def load_image(path: str, height: int = DEFAULT_HEIGHT) -> np.ndarray:
         gray = decode_grayscale(tf.io.read_file(str(path)))
         ink = _ink(gray, height, resized_width(int(gray.shape[1]), int(gray.shape[0]), height))
     except tf.errors.OpError as error:
-        reason = re.sub(r"\{\{.*?\}\}\s*", "", error.message).split(" [Op:")[0]
-        raise SupersmmError(f"cannot read image {path}: {reason}") from None
+        raise SupersmmError(f"cannot read image {path}: {_short(error)}") from None
     return (ink.numpy().astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def _short(error: tf.errors.OpError) -> str:
+    """TensorFlow's error message without the op and function names around it."""
+    return re.sub(r"\{\{.*?\}\}\s*", "", error.message).split(" [Op:")[0].split("\n")[0]
 
 
 # ---------------------------------------------------------------- the order of an epoch
@@ -140,13 +148,19 @@ def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) -> tu
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
     strip = np.empty((height, int(widths.sum())), np.uint8)
 
+    @not_converted
     def decode(path, width):
         return ink_image(tf.io.read_file(path), height, width)
 
     decoded = tf.data.Dataset.from_tensor_slices((image_paths, widths.astype(np.int32))).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    for offset, width, image in zip(offsets, widths, decoded.as_numpy_iterator()):
-        strip[:, offset:offset + width] = image
+    images = decoded.as_numpy_iterator()
+    for index, (offset, width) in enumerate(zip(offsets, widths)):
+        try:
+            strip[:, offset:offset + width] = next(images)
+        except tf.errors.OpError as error:
+            raise SupersmmError(f"cannot decode image {image_paths[index]} ({_short(error)}): it changed since "
+                                f"detection; run `supersmm detect`") from None
     # A variable, not a constant: tf.data copies every constant a dataset captures, each epoch.
     with tf.device("/CPU:0"):
         return tf.Variable(strip, trainable=False), offsets
@@ -182,6 +196,7 @@ def epoch_batches(examples: list[Example], *, encoding: str, height: int = DEFAU
         def load(offset, width):
             return pixels[:, offset:offset + tf.cast(width, tf.int64)]
 
+    @not_converted
     def sample(source, width, label, label_length):
         image = load(source, width)
         padded_width = _round_up(width, WIDTH_MULTIPLE)
@@ -199,6 +214,7 @@ def epoch_batches(examples: list[Example], *, encoding: str, height: int = DEFAU
     return batches.with_options(options)
 
 
+@not_converted
 def _as_model_input(image, width, label, label_length) -> dict[str, tf.Tensor]:
     return {"image": tf.cast(image, tf.float32)[..., tf.newaxis] / 255.0, "image_width": width, "label": label,
             "label_length": label_length}

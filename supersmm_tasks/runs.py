@@ -83,6 +83,8 @@ def _activity(connection: redis.Redis, name: str) -> str:
 def _idle_run_lease(connection: redis.Redis, name: str):
     """The run's lease for a CLI change, or None when a worker holds it."""
     held = Lease.acquire(connection, name, worker=f"cli:{socket.gethostname()}:{os.getpid()}")
+    if held is not None:
+        held.start_heartbeat()  # creating a run on a large corpus may take longer than one TTL
     try:
         yield held
     finally:

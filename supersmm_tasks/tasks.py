@@ -152,9 +152,13 @@ def queue_next_chunk(connection: redis.Redis, run: str, replacing: str = "") -> 
         keys=[pending_key(run), lease_key(run)], args=[task_id, queue, time.time(), replacing])
     if not marked:
         return None
-    train_chunk_task.apply_async(
-        args=(run, first, last), task_id=task_id, queue=queue, priority=priority,
-        shadow=f"{run}: epochs {first}-{last}")
+    # Sent through the broker of this moment's environment, not the app's cached pool, and without
+    # waiting on the result backend: one process may serve several homes (tests, benchmarks).
+    # Progress reaches the backend through update_state(); outcomes reach Flower through events.
+    with app.connection_for_write(broker.broker_url()) as sender:
+        train_chunk_task.apply_async(
+            args=(run, first, last), task_id=task_id, queue=queue, priority=priority,
+            shadow=f"{run}: epochs {first}-{last}", connection=sender, ignore_result=True)
     connection.register_script(_MARK_SENT)(keys=[pending_key(run)], args=[task_id])
     return task_id
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from supersmm_tasks import paths, run_state, training_log
-from supersmm_tasks.dashboard.previews import token_diff, token_errors
+from supersmm_tasks.dashboard.previews import token_diff
 from supersmm_tasks.dashboard.server import STATIC_DIR, serve
 from supersmm_tasks.errors import SupersmmError
 
@@ -292,8 +292,6 @@ def test_token_diff_marks_what_was_misread():
         {"op": "equal", "truth": ["note-D4_quarter", "barline"], "prediction": ["note-D4_quarter", "barline"]},
         {"op": "insert", "truth": [], "prediction": ["barline"]},
     ]
-    assert token_errors(truth, read) == 2
-    assert token_errors(truth, []) == 4
 
 
 # ------------------------------------------------------------------ the prediction engraved again

@@ -186,3 +186,17 @@ def test_detect_json_command_prints_the_contract_object(home):
         "name": "primus", "path": str(home / "corpora" / "primus"), "samples": 3, "valid": 2,
         "invalid": [{"id": "s1", "reason": "s1/s1.semantic: unknown semantic token 'not-a-token' (token 2); "
                                            "usable with --encoding agnostic only"}]}]
+
+
+def test_a_split_frozen_for_another_corpus_of_the_same_name_is_never_reused(home):
+    for number in range(4):
+        add_sample(home / "data" / "primus", f"old{number}")
+    detection.detect()
+    frozen = load_dataset("primus").split_ids("train")
+    shutil.rmtree(home / "data" / "primus")
+    for number in range(4):
+        add_sample(home / "data" / "primus", f"new{number}")
+
+    with pytest.raises(SupersmmError, match="primus: 4 of 4 samples valid"):
+        detection.detect()
+    assert load_dataset("primus").split_ids("train") == frozen

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from supersmm_tasks.corpus import Example
+from supersmm_tasks.corpus import Example, load_dataset, read_label
+from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.pipeline import epoch_batches, load_image
+from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.vocabulary import encode
 
 REAL_PNG = Path("/work/shared/primus-reference/example/000051652-1_2_1/000051652-1_2_1.png")
@@ -141,3 +143,31 @@ def test_load_image_takes_any_png_or_jpeg(tmp_path):
 def test_no_examples_is_an_error():
     with pytest.raises(SupersmmError, match="no examples"):
         batches_of([])
+
+
+def test_an_engraved_camera_corpus_flows_from_detect_to_batches(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUPERSMM_HOME", str(tmp_path))
+    generate_corpus(tmp_path / "data" / "camera_primus", 6, seed=5, camera=True, workers=1, progress=False)
+    [report] = detect()
+    dataset = load_dataset("camera_primus")
+    examples = [e for split in ("train", "val", "test") for e in dataset.examples(split, "semantic")]
+
+    assert (report.valid, len(examples)) == (6, 6)
+    batches = batches_of(examples, height=128, batch_size=3, training=False)
+    rows = [row[:n].tolist() for b in batches for row, n in zip(b["label"], b["label_length"])]
+    truth = [read_label(Path(e.image_path).with_name(f"{e.id}.semantic"), "semantic") for e in examples]
+    assert sorted(rows) == sorted(encode(tokens, "semantic") for tokens in truth)
+    for batch in batches:
+        for image, width in zip(batch["image"], batch["image_width"]):
+            inked = (image[:, :width] > 0.5).mean()
+            assert 0.01 < inked < 0.5  # a photographed staff: some ink, mostly paper
+
+
+def test_an_image_broken_after_detection_is_named(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(REAL_PNG.read_bytes()[:-300])
+    examples = [Example("real", str(REAL_PNG), REAL_TOKENS, 1041, 155),
+                Example("broken", str(broken), REAL_TOKENS, 1041, 155)]
+
+    with pytest.raises(SupersmmError, match=f"cannot decode image {broken} .*run `supersmm detect`"):
+        batches_of(examples)

@@ -112,9 +112,15 @@ def test_a_changed_label_no_longer_matches_verovio():
     assert mei_to_semantic(mei) == tokens != changed
 
 
-def test_plaine_easie_refuses_tokens_it_cannot_write():
+@pytest.mark.parametrize("tokens", [
+    ["clef-G2", "timeSignature-C", "note-C4_trill"],
+    ["timeSignature-C", "note-C4_quarter"],
+    ["clef-G2", "tie", "note-C4_quarter"],
+    ["clef-G2", "rest-quarter", "tie", "note-C4_quarter"],
+])
+def test_plaine_easie_refuses_what_it_cannot_write(tokens):
     with pytest.raises(UnsupportedToken):
-        semantic_to_pae(["clef-G2", "timeSignature-C", "note-C4_trill"])
+        semantic_to_pae(tokens)
 
 
 def test_key_signature_positions_are_where_verovio_draws_them():
@@ -126,7 +132,8 @@ def test_key_signature_positions_are_where_verovio_draws_them():
             lines = [int(y) for y in re.findall(r'<path d="M0 (\d+) L', svg)[:5]]
             drawn = svg[svg.index('class="keySig"'):svg.index('class="meterSig"')]
             half_space = (max(lines) - min(lines)) / 8
-            positions = [round((max(lines) - int(y)) / half_space) for y in re.findall(r"translate\(\d+, (\d+)\)", drawn)]
+            heights = re.findall(r"translate\(\d+, (\d+)\)", drawn)
+            positions = [round((max(lines) - int(y)) / half_space) for y in heights]
             assert tuple(positions) == expected, (clef, signature)
 
 
@@ -144,7 +151,8 @@ def test_own_rasterizer_draws_what_cairosvg_draws():
         engraver.engrave(semantic_to_pae(random_incipit(rng)), font, 0)
         svg = engraver.toolkit.renderToSVG(1)
         ours = svg_to_gray(svg).astype(int)
-        reference = np.array(Image.open(io.BytesIO(cairosvg.svg2png(bytestring=svg.encode(), background_color="white"))).convert("L"))
+        reference_png = cairosvg.svg2png(bytestring=svg.encode(), background_color="white")
+        reference = np.array(Image.open(io.BytesIO(reference_png)).convert("L"))
         assert ours.shape == reference.shape
         assert (ours < 128).sum() > 0.02 * ours.size  # there is music on it
         assert np.abs(ours - reference).mean() < 0.5
@@ -197,6 +205,12 @@ def test_another_seed_gives_another_corpus(corpus, tmp_path):
     other = tmp_path / sample_id(5, 0) / f"{sample_id(5, 0)}.semantic"
     assert other.read_text() != (corpus / sample_id(4, 0) / f"{sample_id(4, 0)}.semantic").read_text()
     assert not (tmp_path / sample_id(5, 0) / f"{sample_id(5, 0)}_distorted.jpg").exists()
+
+
+def test_progress_bar_goes_to_stderr(tmp_path, capsys):
+    generate_corpus(tmp_path, samples=1, seed=6, workers=1, progress=True)
+    captured = capsys.readouterr()
+    assert "1/1" in captured.err and captured.out == ""
 
 
 def test_unusable_output_or_sample_count_is_one_clear_error(tmp_path):

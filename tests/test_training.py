@@ -22,19 +22,26 @@ class LeaseLost(Exception):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """40 clean engraved incipits (32 train, 4 val, 4 test), made once for this module."""
-    data_root = tmp_path_factory.mktemp("data")
-    generate_corpus(data_root / "primus", 40, seed=0, workers=2, progress=False)
-    return data_root
+def home(tmp_path_factory):
+    """A SUPERSMM_HOME with 24 clean engraved incipits detected as `primus`; each test uses its own run name."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("SUPERSMM_HOME", str(home))
+        environment.setenv("SUPERSMM_DATA_ROOT", str(home / "data"))
+        generate_corpus(home / "data" / "primus", 24, seed=0, workers=2, progress=False)
+        detect()
+        yield home
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch, corpus):
-    monkeypatch.setenv("SUPERSMM_HOME", str(tmp_path))
-    monkeypatch.setenv("SUPERSMM_DATA_ROOT", str(corpus))
-    detect()
-    return tmp_path
+@pytest.fixture(scope="module")
+def shared(home):
+    """Run `shared` (5 epochs): a first chunk of epochs 1-3, the same chunk redelivered, then 4-5."""
+    new_run("shared", max_total_epochs=5)
+    updates = []
+    first = train_chunk("shared", 1, 3, on_progress=updates.append, worker="w1", chunk=1)
+    redelivered = train_chunk("shared", 1, 3, worker="w2", chunk=1)
+    last = train_chunk("shared", 4, 5, worker="w1", chunk=2)
+    return {"first": first, "redelivered": redelivered, "last": last, "updates": updates}
 
 
 def new_run(name="run", **settings):

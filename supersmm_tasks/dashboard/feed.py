@@ -27,7 +27,7 @@ NUMBER_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 # epochs when those are slower.
 STALE_AFTER_SECONDS = 600
 LOG_TAIL_BYTES = 32 * 1024
-ACTIVE_STATUSES = ("queued", "running", "paused")
+TRAINING_STATUSES = ("queued", "running")  # the only ones with an ETA
 
 
 class TrainingLog:
@@ -149,7 +149,7 @@ def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> d
         "max_total_epochs": int(max_epochs) if max_epochs is not None else None,
         "best_val_ser": _number(rows["val_ser"].min()) if len(rows) else None,
         "samples_per_sec": _number(last["samples_per_sec"]) if last is not None else None,
-        "eta": (last["est_completion_time"] or None) if last is not None and status in ACTIVE_STATUSES else None,
+        "eta": (last["est_completion_time"] or None) if last is not None and status in TRAINING_STATUSES else None,
         "worker": state.get("worker") or (last["worker"] if last is not None else None) or None,
         "last_update": last_activity.isoformat() if last_activity else None,
         "stale": status == "running" and quiet_seconds is not None and quiet_seconds > stale_after,

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoint import checkpoint_epochs, checkpoint_path
+from ..errors import SupersmmError
 from ..run_state import checkpoints_dir
-from .feed import read_config, read_state_file
+from .feed import read_state_file
 
 PREVIEW_COUNT = 4
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -26,6 +27,7 @@ class PreviewImage:
     prediction: list[str]
     image: bytes
     image_type: str
+    errors: int  # token edit distance between truth and prediction
     engraving: str | None  # SVG of the prediction, None when it could not be engraved
     engraving_problem: str | None
 
@@ -36,7 +38,7 @@ class PreviewImage:
             "engraving_url": f"{url_prefix}/{index}/engraving.svg" if self.engraving else None,
             "engraving_problem": self.engraving_problem,
             "diff": token_diff(self.truth, self.prediction),
-            "errors": token_errors(self.truth, self.prediction),
+            "errors": self.errors,
             "truth_length": len(self.truth),
         }
 
@@ -55,17 +57,6 @@ def token_diff(truth: list[str], prediction: list[str]) -> list[dict]:
         {"op": op, "truth": truth[a0:a1], "prediction": prediction[b0:b1]}
         for op, a0, a1, b0, b1 in matcher.get_opcodes()
     ]
-
-
-def token_errors(truth: list[str], prediction: list[str]) -> int:
-    """Edit distance in tokens (what the symbol error rate counts)."""
-    previous = list(range(len(prediction) + 1))
-    for i, expected in enumerate(truth, start=1):
-        current = [i]
-        for j, predicted in enumerate(prediction, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (expected != predicted)))
-        previous = current
-    return previous[-1]
 
 
 def checkpoint_key(name: str) -> str | None:
@@ -119,6 +110,8 @@ class PreviewCache:
     def _compute(self, name: str, key: str) -> None:
         try:
             previews = Previews(key, compute_previews(name, self.count))
+        except SupersmmError as error:
+            previews = Previews(key, error=str(error))
         except Exception as error:  # shown on the page; the dashboard must outlive a broken run
             previews = Previews(key, error=f"{type(error).__name__}: {error}")
         with self._lock:
@@ -130,17 +123,16 @@ class PreviewCache:
 def compute_previews(name: str, count: int) -> list[PreviewImage]:
     """Predict the first `count` validation images of the run with its best checkpoint."""
     from ..corpus import load_dataset
-    from ..evaluate import predict
+    from ..evaluate import edit_distance, predict
+    from ..run_config import load_run_config
 
-    config = read_config(name)
-    dataset = load_dataset(config.get("dataset") or name)
-    encoding = config.get("encoding", "semantic")
-    examples = dataset.examples("val", encoding)[:count]
+    config = load_run_config(name)
+    examples = load_dataset(config.dataset).examples("val", config.encoding)[:count]
     predictions = predict(name, [example.image_path for example in examples])
     images = []
     for example, prediction in zip(examples, predictions):
         image_path = Path(example.image_path)
-        if encoding == "semantic":
+        if config.encoding == "semantic":
             engraving, problem = _engrave(prediction)
         else:
             engraving, problem = None, "only semantic predictions can be engraved"
@@ -148,6 +140,7 @@ def compute_previews(name: str, count: int) -> list[PreviewImage]:
             id=example.id,
             truth=list(example.tokens),
             prediction=list(prediction),
+            errors=edit_distance(prediction, example.tokens),
             image=image_path.read_bytes(),
             image_type=IMAGE_TYPES.get(image_path.suffix.lower(), "application/octet-stream"),
             engraving=engraving,

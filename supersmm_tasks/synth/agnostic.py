@@ -36,7 +36,6 @@ KEY_SIGNATURE_POSITIONS = {
 }
 ACCIDENTAL_NAMES = {"s": "sharp", "f": "flat", "n": "natural"}
 BEAMS = {"eighth": 1, "sixteenth": 2, "thirty_second": 3, "sixty_fourth": 4, "hundred_twenty_eighth": 5}
-METER_SIGNS = {"C": "C", "C/": "C/"}
 
 
 class NotDerivable(Exception):
@@ -60,6 +59,8 @@ def mei_to_agnostic(mei_text: str) -> list[str] | None:
 def _agnostic_tokens(root: ET.Element) -> list[str]:
     score = root.find(f".//{NS}score")
     clef, key, meter = score_header(score.find(f"{NS}scoreDef"))
+    if clef not in KEY_SIGNATURE_POSITIONS:
+        raise NotDerivable(f"clef {clef}")
     tokens = [f"clef.{clef[0]}-L{clef[1]}"] + _key_signature(clef, key) + _meter(meter)
     tie_starts, fermatas = control_targets(score)
     writer = _EventWriter(CLEF_BOTTOM_LINE[clef], tie_starts, fermatas)
@@ -82,8 +83,8 @@ def _key_signature(clef: str, key: str | None) -> list[str]:
 def _meter(meter: str | None) -> list[str]:
     if meter is None:
         return []
-    if meter in METER_SIGNS:
-        return [f"metersign.{METER_SIGNS[meter]}-L3"]
+    if meter in ("C", "C/"):
+        return [f"metersign.{meter}-L3"]
     count, unit = meter.split("/")
     return [f"digit.{count}-L4", f"digit.{unit}-L2"]
 

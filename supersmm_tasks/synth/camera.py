@@ -26,11 +26,15 @@ def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     page = cv2.copyMakeBorder(gray, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=255)
     page = _perspective_and_rotation(page, rng)
     page = cv2.GaussianBlur(page, (0, 0), sigmaX=float(rng.uniform(0.5, 1.6)))
-    ink = np.float32(rng.uniform(0.05, 0.25))  # printed black is never quite black in a photo
-    tone = (ink + (1 - ink) / 255 * page.astype(np.float32)) * _uneven_light(page.shape, rng)
-    tone += _sensor_noise(page.shape, sigma=float(rng.uniform(0.01, 0.04)), seed=int(rng.integers(2**31)))
-    paper_tint = rng.uniform(0.85, 1.0, size=3).astype(np.float32)
-    return np.clip(tone[:, :, None] * (255 * paper_tint), 0, 255).astype(np.uint8)
+    ink = rng.uniform(0.05, 0.25)  # printed black is never quite black in a photo
+    tone = page.astype(np.float32)
+    tone *= 1 - ink
+    tone += 255 * ink
+    tone *= _uneven_light(page.shape, rng)
+    tone += _sensor_noise(page.shape, sigma=255 * rng.uniform(0.01, 0.04), seed=int(rng.integers(2**31)))
+    gray = np.clip(tone, 0, 255, out=tone).astype(np.uint8)
+    paper_tint = rng.uniform(0.85, 1.0, size=3)
+    return cv2.merge([cv2.convertScaleAbs(gray, alpha=float(channel)) for channel in paper_tint])
 
 
 def _perspective_and_rotation(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:

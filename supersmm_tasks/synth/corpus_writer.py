@@ -46,6 +46,7 @@ class SynthReport:
 
 
 def sample_id(seed: int, index: int) -> str:
+    """The folder and file name stem of sample `index` of the corpus drawn with `seed`."""
     return f"synth{seed}-{index:06d}"
 
 
@@ -57,23 +58,27 @@ def generate_corpus(out: Path, samples: int, seed: int = 0, camera: bool = False
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SupersmmError(f"seed must be a whole number >= 0, got {seed!r}")
     out = _usable_output_folder(Path(out))
-    workers = max(1, min(workers or os.cpu_count() or 1, samples))
+    workers = max(1, min(workers or len(os.sched_getaffinity(0)), samples))
     started = time.perf_counter()
     jobs = [(str(out), seed, index, camera) for index in range(samples)]
     bar = tqdm(total=samples, disable=not progress, file=sys.stderr, unit="incipit", desc=f"synth {out.name}")
-    with bar:
-        if workers == 1:
-            _start_worker()
-            results = []
-            for job in jobs:
-                results.append(_write_sample(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker) as pool:
-                results = []
-                for result in pool.map(_write_sample, jobs, chunksize=4):
-                    results.append(result)
+    results = []
+    try:
+        with bar:
+            if workers == 1:
+                _load_engraver()
+                for job in jobs:
+                    results.append(_write_sample(job))
                     bar.update()
+            else:
+                # spawn, not fork: the caller may hold threads (TensorFlow, Celery) that fork would copy mid-lock
+                spawn = get_context("spawn")
+                with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_start_pool_worker) as pool:
+                    for result in pool.map(_write_sample, jobs, chunksize=4):
+                        results.append(result)
+                        bar.update()
+    except OSError as error:  # a full disk, a folder removed or made read-only while writing
+        raise SupersmmError(f"could not write the corpus to {out}: {error.strerror or error}") from None
     return SynthReport(out=out, count=samples, seconds=time.perf_counter() - started,
                        with_agnostic=sum(results), camera=camera, workers=workers)
 
@@ -94,9 +99,13 @@ def _usable_output_folder(out: Path) -> Path:
 _engraver: Engraver | None = None
 
 
-def _start_worker() -> None:
-    global _engraver
+def _start_pool_worker() -> None:
     cv2.setNumThreads(1)  # the pool already uses every core
+    _load_engraver()
+
+
+def _load_engraver() -> None:
+    global _engraver
     _engraver = _engraver or Engraver()
 
 

@@ -111,7 +111,8 @@ def _note(note: ET.Element, fermata: bool, in_key: dict[str, int], printed: dict
         alter = MEI_ALTER[gestural]
     else:
         alter = printed.get(place, in_key[step])
-    return Note(step, alter, octave, _duration(note), int(note.get("dots", 0)), fermata, grace=note.get("grace") is not None)
+    dots = int(note.get("dots", 0))
+    return Note(step, alter, octave, _duration(note), dots, fermata, grace=note.get("grace") is not None)
 
 
 def _duration(event: ET.Element) -> str:

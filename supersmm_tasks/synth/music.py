@@ -55,7 +55,8 @@ class IncipitWriter:
             if next_measure is not None or not ends_mid_measure:
                 tokens.append("barline")
         unknown = [token for token in tokens if token not in self.vocabulary]
-        assert not unknown, f"generated tokens outside the semantic vocabulary: {unknown}"
+        if unknown:  # a bug in this model, never a user error: stop before writing a wrong label
+            raise AssertionError(f"generated tokens outside the semantic vocabulary: {unknown}")
         return tokens
 
     # rhythm -------------------------------------------------------------------------------------

@@ -71,10 +71,6 @@ class Note:
     fermata: bool = False
     grace: bool = False
 
-    @property
-    def diatonic(self) -> int:
-        return self.octave * 7 + STEPS.index(self.step)
-
     def token(self) -> str:
         kind = "gracenote" if self.grace else "note"
         fermata = "_fermata" if self.fermata else ""
@@ -124,9 +120,7 @@ def dotted_length(duration: str, dots: int) -> Fraction:
 
 def meter_length(time_signature: str) -> Fraction:
     """Length of one measure in whole notes for a timeSignature token value ("3/4", "C", "C/")."""
-    if time_signature == "C":
-        return Fraction(1)
-    if time_signature == "C/":
+    if time_signature in ("C", "C/"):  # common time (4/4) and cut time (2/2)
         return Fraction(1)
     count, unit = time_signature.split("/")
     return Fraction(int(count), int(unit))

@@ -38,8 +38,10 @@ def _split_header(tokens: list[str]) -> tuple[str, str | None, str | None, list[
         if index < len(tokens) and tokens[index].startswith(family + "-"):
             header[family] = tokens[index].split("-", 1)[1]
             index += 1
-    if "clef" not in header:
-        raise UnsupportedToken(f"an incipit must start with a clef, not {tokens[:1]}")
+    if header.get("clef") not in PAE_CLEF:
+        raise UnsupportedToken(f"an incipit must start with one of the ten PrIMuS clefs, not {tokens[:1]}")
+    if header.get("keySignature", "CM") not in KEY_SIGNATURES:
+        raise UnsupportedToken(f"unknown key signature {header['keySignature']!r}")
     return header["clef"], header.get("keySignature"), header.get("timeSignature"), tokens[index:]
 
 
@@ -65,36 +67,40 @@ class _MeasureWriter:
 
     def _new_measure(self):
         self.printed: dict[tuple[str, int], int] = {}  # accidentals printed so far in this measure
-        self.doubtful: set[tuple[str, int]] = set()  # pitches whose alteration only a tie carried in
         self.onset = Fraction(0)
         self.beam: list[str] = []
         self.beam_beat: Fraction | None = None
 
     def write(self, body: list[str]) -> str:
         out: list[str] = []
-        tied_into = False
+        last_was_note = False
         for token in body:
+            note = parse_note(token)
+            rest = parse_rest(token)
             if token == "barline":
                 out += self._close_beam() + ["/"]
                 self._new_measure()
-            elif token == "tie":
-                (self.beam or out)[-1] += "+"
-                tied_into = True
                 continue
-            elif token.startswith("multirest-"):
+            if token == "tie":
+                if not last_was_note:
+                    raise UnsupportedToken("a tie must follow a note")
+                (self.beam or out)[-1] += "+"
+                last_was_note = False
+                continue
+            if token.startswith("multirest-"):
                 out += self._close_beam() + ["=" + token.split("-", 1)[1]]
-            elif (rest := parse_rest(token)) is not None:
+            elif rest is not None:
                 out += self._close_beam() + [_with_fermata(rest.fermata, self._rest(rest))]
                 self.onset += dotted_length(rest.duration, rest.dots)
-            elif (note := parse_note(token)) is not None:
-                out += self._note(note, tied_into)
+            elif note is not None:
+                out += self._note(note)
             else:
                 raise UnsupportedToken(f"no Plaine & Easie for semantic token {token!r}")
-            tied_into = False
+            last_was_note = note is not None and not note.grace
         return "".join(out + self._close_beam())
 
-    def _note(self, note: Note, tied_into: bool) -> list[str]:
-        written = _with_fermata(note.fermata, self._pitch(note, tied_into))
+    def _note(self, note: Note) -> list[str]:
+        written = _with_fermata(note.fermata, self._pitch(note))
         if note.grace:
             return self._close_beam() + [("g" if note.duration == "eighth" else "q" + self._duration(note)) + written]
         beat_index = self.onset // self.beat
@@ -117,20 +123,17 @@ class _MeasureWriter:
     def _rest(self, rest: Rest) -> str:
         return DURATIONS[rest.duration][2] + "." * rest.dots + "-"
 
-    def _pitch(self, note: Note, tied_into: bool) -> str:
-        """Octave, printed accidental (if one is needed) and note name."""
+    def _pitch(self, note: Note) -> str:
+        """Octave, printed accidental (if one is needed) and note name.
+
+        A note tied over a barline gets its accidental printed again: Verovio does not always carry
+        an accidental through a tie, and the label must not depend on it.
+        """
         place = (note.step, note.octave)
-        expected = self.printed.get(place, self.in_key[note.step])
-        if tied_into:
-            if note.alter != expected:
-                self.doubtful.add(place)  # the tie carries the alteration; later notes need it printed
-            accidental = ""
-        elif note.alter != expected or place in self.doubtful:
+        accidental = ""
+        if note.alter != self.printed.get(place, self.in_key[note.step]):
             accidental = PAE_ACCIDENTAL[note.alter]
             self.printed[place] = note.alter
-            self.doubtful.discard(place)
-        else:
-            accidental = ""
         return _pae_octave(note.octave) + accidental + note.step
 
 

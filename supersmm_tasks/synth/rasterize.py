@@ -123,8 +123,9 @@ class _Painter:
         context = self.context
         context.fill_preserve()
         context.set_line_width(float(element.get("stroke-width", DEFAULT_STROKE_WIDTH)))
-        context.set_line_cap(cairo.LINE_CAP_ROUND if element.get("stroke-linecap") == "round" else cairo.LINE_CAP_BUTT)
-        context.set_line_join(cairo.LINE_JOIN_ROUND if element.get("stroke-linejoin") == "round" else cairo.LINE_JOIN_MITER)
+        round_cap, round_join = element.get("stroke-linecap") == "round", element.get("stroke-linejoin") == "round"
+        context.set_line_cap(cairo.LINE_CAP_ROUND if round_cap else cairo.LINE_CAP_BUTT)
+        context.set_line_join(cairo.LINE_JOIN_ROUND if round_join else cairo.LINE_JOIN_MITER)
         context.stroke()
 
 

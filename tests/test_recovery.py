@@ -1,0 +1,193 @@
+"""Crashes and damage: SIGKILL at a random moment, damaged checkpoints, a full disk, lost state and CSV lines.
+
+After each, the run continues from its last complete epoch and ends exactly where an undisturbed run ends.
+"""
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from supersmm_tasks import checkpoint, paths, run_state
+from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.detect import detect
+from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.run_config import create_or_update_run
+from supersmm_tasks.synth import generate_corpus
+from supersmm_tasks.training import train_chunk
+from supersmm_tasks.training_log import read_rows
+
+EPOCHS = 4
+# Columns that depend on the training only (not on clocks, processes or file names).
+RESULT_COLUMNS = ("epoch", "max_total_epochs", "loss", "val_loss", "val_ser", "val_sequence_error",
+                  "learning_rate", "batch_size", "dataset_size", "remaining_epochs")
+TRAINER_SCRIPT = """
+import sys
+from supersmm_tasks.training import train_chunk
+
+def report(update):
+    print(update["epoch"], update.get("batch", "end"), flush=True)
+
+train_chunk(sys.argv[1], 1, int(sys.argv[2]), on_progress=report)
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    data_root = tmp_path_factory.mktemp("data")
+    generate_corpus(data_root / "primus", 40, seed=0, workers=2, progress=False)
+    return data_root
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, corpus):
+    monkeypatch.setenv("SUPERSMM_HOME", str(tmp_path))
+    monkeypatch.setenv("SUPERSMM_DATA_ROOT", str(corpus))
+    detect()
+    return tmp_path
+
+
+def new_run(name: str):
+    return create_or_update_run(name, "primus", model="tiny", batch_size=4, max_total_epochs=EPOCHS)
+
+
+def results(name: str) -> list[tuple]:
+    return [tuple(row[c] for c in RESULT_COLUMNS) for row in read_rows(name)]
+
+
+def final_arrays(name: str) -> list[np.ndarray]:
+    stored = load_checkpoint(run_state.read_state(name)["checkpoint"])
+    return stored.model_arrays + stored.optimizer_arrays
+
+
+def max_difference(left: list[np.ndarray], right: list[np.ndarray]) -> float:
+    assert len(left) == len(right)
+    return max(float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0 for a, b in zip(left, right))
+
+
+def undisturbed_run(name="straight") -> None:
+    new_run(name)
+    assert train_chunk(name, 1, EPOCHS).last_completed_epoch == EPOCHS
+
+
+def test_a_run_killed_at_a_random_moment_resumes_bit_for_bit(home):
+    undisturbed_run()
+    new_run("killed")
+    lines_per_epoch = 8 + 1  # 32 samples in batches of 4, then the end-of-epoch report
+    kill_after = random.randrange(1, EPOCHS * lines_per_epoch - 1)
+    delay = random.uniform(0, 0.3)
+    moment = f"killed after progress line {kill_after} + {delay:.3f} s"
+
+    trainer = subprocess.Popen([sys.executable, "-c", TRAINER_SCRIPT, "killed", str(EPOCHS)],
+                               stdout=subprocess.PIPE, text=True)
+    for _ in range(kill_after):
+        assert trainer.stdout.readline(), f"trainer ended early ({moment})"
+    threading_free_sleep(delay)
+    os.kill(trainer.pid, signal.SIGKILL)
+    trainer.wait()
+
+    result = train_chunk("killed", 1, EPOCHS)
+
+    assert result.last_completed_epoch == EPOCHS, moment
+    assert results("killed") == results("straight"), moment
+    assert max_difference(final_arrays("killed"), final_arrays("straight")) == 0.0, moment
+
+
+def threading_free_sleep(seconds: float) -> None:
+    """Sleep without reading the child's output, so it runs on into the middle of whatever comes next."""
+    os.system(f"sleep {seconds:.3f}")
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(home):
+    undisturbed_run()
+    new_run("damaged")
+    train_chunk("damaged", 1, 3)
+    newest = paths.run_dir("damaged") / "checkpoints" / "epoch_000003.npz"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+
+    paused = train_chunk("damaged", 1, EPOCHS, should_stop=lambda: "paused")
+
+    assert paused.last_completed_epoch == 2
+    assert run_state.read_state("damaged")["checkpoint"].endswith("epoch_000002.npz")
+    assert [r[0] for r in results("damaged")] == ["1", "2"]
+    assert "epoch_000003.npz is damaged" in (paths.run_dir("damaged") / "logs" / "training_output.log").read_text()
+
+    train_chunk("damaged", 1, EPOCHS)
+    assert results("damaged") == results("straight")
+    assert max_difference(final_arrays("damaged"), final_arrays("straight")) == 0.0
+
+
+def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, monkeypatch):
+    undisturbed_run()
+    new_run("full")
+    train_chunk("full", 1, 1)
+    write = checkpoint._write_fully
+
+    def disk_fills_during_big_writes(fd, data):
+        if len(data) < 100_000:  # state and log files still fit
+            return write(fd, data)
+        write(fd, data[: len(data) // 3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_fully", disk_fills_during_big_writes)
+    with pytest.raises(SupersmmError, match="disk full"):
+        train_chunk("full", 1, EPOCHS)
+
+    folder = paths.run_dir("full") / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".npz") == ["epoch_000001.npz"]
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    state = run_state.read_state("full")
+    assert (state["last_completed_epoch"], state["status"]) == (1, "failed") and "disk full" in state["error"]
+    assert load_checkpoint(state["checkpoint"]).epoch == 1
+    assert [r[0] for r in results("full")] == ["1"]
+
+    monkeypatch.setattr(checkpoint, "_write_fully", write)  # space freed
+    assert train_chunk("full", 1, EPOCHS).last_completed_epoch == EPOCHS
+    assert results("full") == results("straight")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing", "empty"])
+def test_a_lost_state_file_is_rebuilt_from_the_checkpoints(home, damage):
+    new_run("lost")
+    train_chunk("lost", 1, 2)
+    state_file = paths.run_dir("lost") / "training_state.txt"
+    if damage == "missing":
+        state_file.unlink()
+    else:
+        state_file.write_bytes(b"\x00\xffnot a state" if damage == "garbage" else b"")
+
+    state = run_state.read_state("lost")
+
+    assert (state["last_completed_epoch"], state["dataset"], state["max_total_epochs"]) == (2, "primus", EPOCHS)
+    assert state["checkpoint"].endswith("epoch_000002.npz")
+    assert train_chunk("lost", 1, 3).epochs_trained == 1
+    assert [r[0] for r in results("lost")] == ["1", "2", "3"]
+
+
+def test_a_csv_row_lost_in_a_crash_is_restored_from_its_checkpoint(home):
+    new_run("rows")
+    train_chunk("rows", 1, 2)
+    before = results("rows")
+    csv_file = paths.training_log_csv()
+    text = csv_file.read_text()
+    csv_file.write_text(text[: text.rstrip("\n").rfind("\n") + 1] + "2026-01-01T00:00:00+00:00,rows,pri")
+
+    train_chunk("rows", 1, 2)
+
+    assert results("rows") == before
+    assert csv_file.read_text().endswith("\n")
+
+
+def test_backups_rotate_and_stay_bounded(home):
+    new_run("backed")
+    for last in range(1, EPOCHS + 1):
+        train_chunk("backed", 1, last)
+
+    backups = sorted(p.name for p in (paths.run_dir("backed") / "backups").iterdir())
+    assert backups == [f"training_output.{n}.log" for n in (1, 2, 3)] + \
+        [f"training_state.{n}.txt" for n in range(1, run_state.STATE_BACKUPS_KEPT + 1)]
+    assert run_state.parse_state((paths.run_dir("backed") / "backups" / "training_state.1.txt").read_text())
