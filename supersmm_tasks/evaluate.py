@@ -18,8 +18,6 @@ from .run_config import RunConfig, load_run_config
 from .corpus import load_dataset
 from .vocabulary import blank_index, decode, load_vocabulary
 
-EVALUATION_BATCH_SIZE = 16
-
 
 def edit_distance(predicted: list, truth: list) -> int:
     """Levenshtein distance between two token sequences."""
@@ -67,8 +65,9 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None) -
     if not examples:
         raise SupersmmError(f"dataset {config.dataset!r} has no {split} samples for encoding {config.encoding}")
     preset, blank, forward = PRESETS[config.model], blank_index(config.encoding), inference_step(model)
+    # The training batch size pads the validation batches as training did, so val SER matches the CSV.
     batches = pipeline.epoch_batches(
-        examples, encoding=config.encoding, height=config.height, batch_size=EVALUATION_BATCH_SIZE,
+        examples, encoding=config.encoding, height=config.height, batch_size=config.batch_size,
         seed=config.seed, epoch=0, training=False,
     )
     predictions, truths = [], []

@@ -366,7 +366,8 @@ class ChunkRun:
             "dataset_size": len(train_examples),
         })
         self.guard()
-        path = save_checkpoint(folder, epoch, *trainer.state_arrays(), meta={**progress.as_meta(), "row": row})
+        meta = {**progress.as_meta(), "row": row, "model_variables": [v.path for v in trainer.model.variables]}
+        path = save_checkpoint(folder, epoch, *trainer.state_arrays(), meta=meta)
         if improved:
             self.export_best_model()
         self.guard()

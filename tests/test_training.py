@@ -44,11 +44,11 @@ def shared(home):
     return {"first": first, "redelivered": redelivered, "last": last, "updates": updates}
 
 
-def new_run(name="run", **settings):
+def new_run(name: str, **settings):
     return create_or_update_run(name, "primus", **({"model": "tiny", "batch_size": 4} | settings))
 
 
-def epochs_logged(name="run") -> list[int]:
+def epochs_logged(name: str) -> list[int]:
     return [int(row["epoch"]) for row in read_rows(name)]
 
 
@@ -64,24 +64,25 @@ def test_a_new_run_gets_a_full_config_and_a_queued_state(home):
     config = create_or_update_run("fresh", "primus", model="tiny")
 
     stored = json.loads((paths.run_dir("fresh") / "config.json").read_text())
-    assert stored["dataset_path"] == str(home.parent / "data0" / "primus") or stored["dataset_path"].endswith("primus")
+    train_ids = (home / "datasets" / "primus.split" / "train.txt").read_text().split()
+    assert stored["dataset_path"] == str(home / "data" / "primus")
     assert set(stored["split_files"]) == {"train", "val", "test"}
-    assert (stored["train_samples"], stored["model"], stored["batch_size"]) == (32, "tiny", 16)
-    assert (config.max_total_epochs, config.max_epochs_per_run) == epoch_budget(32)
+    assert (stored["train_samples"], stored["model"], stored["batch_size"]) == (len(train_ids), "tiny", 16)
+    assert (config.max_total_epochs, config.max_epochs_per_run) == epoch_budget(len(train_ids)) == (10_000, 500)
     state = run_state.read_state("fresh")
     assert (state["status"], state["last_completed_epoch"], state["max_total_epochs"]) == ("queued", 0, 10_000)
 
 
 def test_an_existing_run_takes_new_budgets_but_refuses_a_new_model(home):
-    new_run()
+    new_run("changed")
 
-    create_or_update_run("run", max_total_epochs=7, max_epochs_per_run=3, patience=2)
-    assert run_state.read_state("run")["max_total_epochs"] == 7
-    assert load_run_config("run").patience == 2
+    create_or_update_run("changed", max_total_epochs=7, max_epochs_per_run=3, patience=2)
+    assert run_state.read_state("changed")["max_total_epochs"] == 7
+    assert load_run_config("changed").patience == 2
     with pytest.raises(SupersmmError, match="cannot change"):
-        create_or_update_run("run", model="paper")
+        create_or_update_run("changed", model="paper")
     with pytest.raises(SupersmmError, match="dataset"):
-        create_or_update_run("run", dataset="camera_primus")
+        create_or_update_run("changed", dataset="camera_primus")
 
 
 @pytest.mark.parametrize("name", ["Bad-Name", "../escape", "x" * 41, ""])
@@ -92,135 +93,120 @@ def test_bad_run_names_are_refused_in_one_line(home, name):
 
 def test_a_missing_dataset_or_run_is_a_clear_error(home):
     with pytest.raises(SupersmmError, match="not detected"):
-        create_or_update_run("run", "no_such_data")
+        create_or_update_run("orphan", "no_such_data")
     with pytest.raises(SupersmmError, match="does not exist"):
         train_chunk("never_made", 1, 1)
 
 
-def test_a_chunk_writes_every_run_file(home):
-    new_run(max_total_epochs=5)
-    updates = []
-
-    result = train_chunk("run", 1, 2, on_progress=updates.append, worker="w1", chunk=1)
-
-    assert (result.status, result.last_completed_epoch, result.epochs_trained) == ("running", 2, 2)
-    state = run_state.read_state("run")
-    assert (state["status"], state["last_completed_epoch"], state["worker"]) == ("running", 2, "w1")
-    assert load_checkpoint(state["checkpoint"]).epoch == 2
+def test_a_chunk_writes_every_run_file(shared):
+    assert (shared["first"].status, shared["first"].last_completed_epoch) == ("running", 3)
+    rows = read_rows("shared")
     with open(paths.training_log_csv(), newline="") as log:
         assert tuple(next(csv.reader(log))) == COLUMNS
-    rows = read_rows("run")
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    train_size = int(rows[0]["dataset_size"])
     for row in rows:
         assert datetime.fromisoformat(row["timestamp"]).utcoffset() is not None
         assert datetime.fromisoformat(row["est_completion_time"]).utcoffset() is not None
         assert 0 <= float(row["val_ser"]) <= 100 and 0 <= float(row["val_sequence_error"]) <= 100
-        assert (row["worker"], row["chunk"], row["dataset_size"], row["batch_size"]) == ("w1", "1", "32", "4")
+        assert (row["batch_size"], row["max_total_epochs"]) == ("4", "5")
         assert float(row["memory_mb"]) > 100 and float(row["loss"]) > 0
-    assert rows[1]["remaining_epochs"] == "3"
-    batches = [u for u in updates if "batch" in u]
-    assert [u["batch"] for u in batches[:8]] == list(range(1, 9)) and batches[0]["batches"] == 8
-    assert [u["epoch"] for u in updates if "val_ser" in u] == [1, 2]
-    log = (paths.run_dir("run") / "logs" / "training_output.log").read_text()
-    assert "epoch 1/5" in log and "epoch 2/5" in log
-    assert (paths.run_dir("run") / "checkpoints" / "best.keras").is_file()
+        assert row["checkpoint_path"].endswith(f"epoch_{int(row['epoch']):06d}.npz")
+    assert [(r["worker"], r["chunk"], r["remaining_epochs"]) for r in rows] == [
+        ("w1", "1", "4"), ("w1", "1", "3"), ("w1", "1", "2"), ("w1", "2", "1"), ("w1", "2", "0")]
+
+    batches = [u for u in shared["updates"] if "batch" in u]
+    per_epoch = -(-train_size // 4)
+    assert [u["batch"] for u in batches] == list(range(1, per_epoch + 1)) * 3
+    assert {u["batches"] for u in batches} == {per_epoch}
+    assert [u["epoch"] for u in shared["updates"] if "val_ser" in u] == [1, 2, 3]
+
+    log = (paths.run_dir("shared") / "logs" / "training_output.log").read_text()
+    assert all(f"epoch {e}/5" in log for e in range(1, 6))
+    assert (paths.run_dir("shared") / "checkpoints" / "best.keras").is_file()
 
 
-def test_tensorboard_gets_loss_val_ser_and_learning_rate(home):
-    new_run(max_total_epochs=1)
-    train_chunk("run", 1, 1)
-
+def test_tensorboard_gets_loss_val_ser_and_learning_rate(shared):
     tags = set()
-    for events in (paths.run_dir("run") / "tensorboard").glob("events.out.tfevents.*"):
+    for events in (paths.run_dir("shared") / "tensorboard").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
             tags |= {value.tag for value in event.summary.value}
     assert {"loss", "val_ser", "val_loss", "learning_rate"} <= tags
 
 
-def test_checkpoints_keep_the_last_three_plus_the_best(home):
-    new_run(max_total_epochs=6)
-    train_chunk("run", 1, 6)
-
-    best = run_state.read_state("run")["best_epoch"]
-    kept = sorted(p.name for p in (paths.run_dir("run") / "checkpoints").glob("epoch_*.npz"))
-    assert kept == sorted({f"epoch_{e:06d}.npz" for e in (4, 5, 6, best)})
+def test_checkpoints_keep_the_last_three_plus_the_best(shared):
+    best = run_state.read_state("shared")["best_epoch"]
+    kept = sorted(p.name for p in (paths.run_dir("shared") / "checkpoints").glob("epoch_*.npz"))
+    assert kept == sorted({f"epoch_{e:06d}.npz" for e in (3, 4, 5, best)})
 
 
-def test_a_redelivered_chunk_trains_only_what_is_missing(home):
-    new_run(max_total_epochs=4)
-    train_chunk("run", 1, 2)
-
-    assert train_chunk("run", 1, 2).epochs_trained == 0
-    result = train_chunk("run", 1, 3)
-
-    assert (result.epochs_trained, result.last_completed_epoch) == (1, 3)
-    assert epochs_logged() == [1, 2, 3]
+def test_a_redelivered_chunk_trains_only_what_is_missing(shared):
+    assert (shared["redelivered"].epochs_trained, shared["redelivered"].last_completed_epoch) == (0, 3)
+    assert (shared["last"].epochs_trained, shared["last"].last_completed_epoch) == (2, 5)
 
 
-def test_the_run_completes_at_its_epoch_budget(home):
-    new_run(max_total_epochs=2)
+def test_the_run_completes_at_its_epoch_budget(shared):
+    assert (shared["last"].status, shared["last"].stop_reason) == ("completed", "max_total_epochs")
+    state = run_state.read_state("shared")
+    assert (state["status"], state["last_completed_epoch"]) == ("completed", 5)
+    assert train_chunk("shared", 6, 8).epochs_trained == 0
 
-    result = train_chunk("run", 1, 50)
 
-    assert (result.status, result.stop_reason, result.last_completed_epoch) == ("completed", "max_total_epochs", 2)
-    assert run_state.read_state("run")["status"] == "completed"
-    assert train_chunk("run", 3, 4).epochs_trained == 0
+def test_batch_norm_statistics_are_learned_and_saved(shared):
+    stored = load_checkpoint(run_state.read_state("shared")["checkpoint"])
+
+    named = zip(stored.meta["model_variables"], stored.model_arrays, strict=True)
+    moving = {name: array for name, array in named if "moving_" in name}
+    assert len(moving) == 8  # mean and variance of 4 batch norms
+    assert all(np.abs(a).max() > 0 for n, a in moving.items() if n.endswith("moving_mean"))
+    assert all(np.abs(a - 1).max() > 0 for n, a in moving.items() if n.endswith("moving_variance"))
 
 
 def test_patience_stops_the_run_when_val_ser_stops_improving(home):
-    new_run(max_total_epochs=12, patience=2)
+    new_run("patient", max_total_epochs=12, patience=2)
 
-    result = train_chunk("run", 1, 12)
+    result = train_chunk("patient", 1, 12)
 
-    ser = [float(row["val_ser"]) for row in read_rows("run")]
-    stopped = len(ser) < 12
-    assert stopped, "val SER improved at every one of 12 epochs: this data cannot show patience"
+    ser = [float(row["val_ser"]) for row in read_rows("patient")]
+    assert len(ser) < 12, f"val SER improved at every one of 12 epochs, so patience was never tested: {ser}"
     assert (result.status, result.best_epoch) == ("completed", int(np.argmin(ser)) + 1)
     assert "early stop" in result.stop_reason
     assert min(ser[-2:]) >= min(ser[:-2]) and len(ser) == result.best_epoch + 2
-    state = run_state.read_state("run")
+    state = run_state.read_state("patient")
     assert (state["status"], state["best_epoch"]) == ("completed", result.best_epoch)
 
 
 def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(home):
-    new_run(max_total_epochs=5)
+    new_run("controlled", max_total_epochs=5)
     answers = iter([None, "paused"])
 
-    paused = train_chunk("run", 1, 5, should_stop=lambda: next(answers))
+    paused = train_chunk("controlled", 1, 5, should_stop=lambda: next(answers))
 
     assert (paused.status, paused.last_completed_epoch) == ("paused", 1)
-    assert run_state.read_state("run")["status"] == "paused"
-    cancelled = train_chunk("run", 2, 5, should_stop=lambda: "cancelled")
+    assert run_state.read_state("controlled")["status"] == "paused"
+    cancelled = train_chunk("controlled", 2, 5, should_stop=lambda: "cancelled")
     assert (cancelled.status, cancelled.last_completed_epoch) == ("cancelled", 1)
-    assert train_chunk("run", 2, 5).epochs_trained == 0  # a cancelled run stays cancelled
-    assert epochs_logged() == [1]
+    assert train_chunk("controlled", 2, 5).epochs_trained == 0  # a cancelled run stays cancelled
+    assert epochs_logged("controlled") == [1]
 
 
 def test_a_guard_that_fails_stops_every_further_write(home):
-    new_run(max_total_epochs=3)
-    train_chunk("run", 1, 1)
+    new_run("guarded", max_total_epochs=3)
+    train_chunk("guarded", 1, 1)
     calls = []
 
     def guard():
         calls.append(snapshot(home))
-        if len(calls) == 6:  # somewhere among the writes of epoch 2
+        if len(calls) == 6:  # among the writes that end epoch 2
             raise LeaseLost("another worker owns the run")
 
     with pytest.raises(LeaseLost):
-        train_chunk("run", 2, 3, guard=guard)
+        train_chunk("guarded", 2, 3, guard=guard)
 
     assert snapshot(home) == calls[-1]
-    assert run_state.read_state("run")["status"] != "failed"
+    assert run_state.read_state("guarded")["status"] != "failed"
 
 
 def snapshot(home) -> dict:
-    return {str(p): p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file() and "datasets" not in p.parts}
-
-
-def test_the_tiny_model_learns(home):
-    new_run(max_total_epochs=15, batch_size=4)
-
-    train_chunk("run", 1, 15)
-
-    ser = [float(row["val_ser"]) for row in read_rows("run")]
-    assert min(ser) < 0.8 * ser[0], f"val SER per epoch: {ser}"
+    return {str(p): p.read_bytes() for p in sorted((home / "model").rglob("*")) + [home / "logs" / "training_log.csv"]
+            if p.is_file()}

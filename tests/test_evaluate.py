@@ -1,0 +1,98 @@
+"""SER, sequence error rate and prediction with a run's best checkpoint, on real engraved incipits."""
+import pytest
+from PIL import Image
+
+from supersmm_tasks import paths, run_state
+from supersmm_tasks.detect import detect
+from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.evaluate import edit_distance, error_rates, evaluate_run, predict
+from supersmm_tasks.run_config import create_or_update_run
+from supersmm_tasks.synth import generate_corpus
+from supersmm_tasks.training import train_chunk
+from supersmm_tasks.training_log import read_rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Run `run`: the tiny model after 3 epochs on 24 engraved incipits."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("SUPERSMM_HOME", str(home))
+        environment.setenv("SUPERSMM_DATA_ROOT", str(home / "data"))
+        generate_corpus(home / "data" / "primus", 24, seed=0, workers=2, progress=False)
+        detect()
+        create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=3)
+        train_chunk("run", 1, 3)
+        yield home
+
+
+@pytest.mark.parametrize("predicted, truth, distance", [
+    ([], [], 0), (["a"], [], 1), ([], ["a", "b"], 2), (["a", "b", "c"], ["a", "c"], 1),
+    (["a", "x", "c"], ["a", "b", "c"], 1), (["b", "a"], ["a", "b"], 2), (["k", "i", "t", "t", "e", "n"],
+                                                                         ["s", "i", "t", "t", "i", "n", "g"], 3),
+])
+def test_edit_distance(predicted, truth, distance):
+    assert edit_distance(predicted, truth) == distance
+
+
+def test_error_rates_are_percentages_over_all_symbols_and_sequences():
+    ser, sequence_error = error_rates([["a", "b"], ["c"], []], [["a", "b"], ["d"], ["e", "f"]])
+
+    assert ser == pytest.approx(100 * 3 / 5)
+    assert sequence_error == pytest.approx(100 * 2 / 3)
+
+
+def test_evaluating_the_best_checkpoint_reproduces_its_val_ser(trained):
+    state = run_state.read_state("run")
+    best_row = next(r for r in read_rows("run") if int(r["epoch"]) == state["best_epoch"])
+
+    result = evaluate_run("run", split="val")
+
+    val_ids = (trained / "datasets" / "primus.split" / "val.txt").read_text().split()
+    assert (result["epoch"], result["samples"]) == (state["best_epoch"], len(val_ids))
+    assert result["ser"] == pytest.approx(float(best_row["val_ser"]))
+    assert result["sequence_error"] == pytest.approx(float(best_row["val_sequence_error"]))
+
+
+def test_test_split_and_beam_search(trained):
+    greedy = evaluate_run("run", split="test")
+    beam = evaluate_run("run", split="test", beam_width=4)
+
+    test_ids = (trained / "datasets" / "primus.split" / "test.txt").read_text().split()
+    assert greedy["samples"] == beam["samples"] == len(test_ids)
+    assert 0 <= beam["ser"] <= 100 and beam["decoder"] == "beam 4"
+    with pytest.raises(SupersmmError, match="unknown split"):
+        evaluate_run("run", split="train")
+
+
+def test_predict_reads_png_and_jpeg_of_any_size_and_colour(trained, tmp_path):
+    sample = sorted((trained / "data" / "primus").iterdir())[0]
+    png = sample / f"{sample.name}.png"
+    colour_jpeg = tmp_path / "photo.jpg"
+    with Image.open(png) as image:
+        image.convert("RGB").resize((image.width * 2, image.height * 2)).save(colour_jpeg, quality=95)
+
+    predictions = predict("run", [str(png), str(colour_jpeg)])
+
+    assert len(predictions) == 2
+    assert all(isinstance(token, str) for tokens in predictions for token in tokens)
+
+
+def test_bad_images_and_missing_runs_are_clear_errors(trained, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+
+    with pytest.raises(SupersmmError, match="broken.png"):
+        predict("run", [str(broken)])
+    with pytest.raises(SupersmmError, match="does not exist"):
+        predict("run", [str(tmp_path / "missing.png")])
+    with pytest.raises(SupersmmError, match="does not exist"):
+        evaluate_run("no_such_run")
+
+
+def test_a_run_without_checkpoints_cannot_be_evaluated(trained):
+    create_or_update_run("untrained", "primus", model="tiny")
+
+    with pytest.raises(SupersmmError, match="no checkpoint"):
+        evaluate_run("untrained")
+    assert paths.run_dir("untrained").is_dir()
