@@ -83,11 +83,18 @@ def logit_lengths(image_width: tf.Tensor, preset: ModelPreset) -> tf.Tensor:
 
 
 def ctc_loss(logits, labels, label_length, logit_length, blank: int) -> tf.Tensor:
-    """Per-sample CTC loss [B]; labels are padded with -1 beyond each sample's label_length."""
+    """Per-sample CTC loss [B]; labels are padded with -1 beyond each sample's label_length.
+
+    The labels go in as a SparseTensor: that selects TensorFlow's native CTC kernel, many times
+    faster on a CPU than the pure-TensorFlow path it takes for dense labels.
+    """
+    labels = tf.cast(labels, tf.int32)
+    present = tf.where(tf.sequence_mask(label_length, tf.shape(labels)[1]))
+    sparse_labels = tf.SparseTensor(present, tf.gather_nd(labels, present), tf.shape(labels, out_type=tf.int64))
     return tf.nn.ctc_loss(
-        labels=tf.cast(labels, tf.int32),
+        labels=sparse_labels,
         logits=tf.cast(logits, tf.float32),
-        label_length=tf.cast(label_length, tf.int32),
+        label_length=None,
         logit_length=tf.cast(logit_length, tf.int32),
         logits_time_major=False,
         blank_index=blank,

@@ -59,7 +59,7 @@ def test_flower_lists_workers_and_every_chunk_behind_basic_auth(training_home, w
     worker = workers.start("worker")
     assert training_home.wait_until_finished("watched", 240, [worker])["status"] == "completed"
 
-    listed_workers = training_home.wait_for(lambda: get_json(f"{base}/api/workers"), 60, "Flower's worker list")
+    listed_workers = training_home.wait_for(lambda: get_json(f"{base}/api/workers?refresh=1"), 60, "Flower's worker list")
     assert worker.hostname in listed_workers
 
     def chunks_seen():

@@ -130,7 +130,7 @@ def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> d
     now = now or datetime.now(timezone.utc)
     state = read_state_file(name)
     last = rows.iloc[-1] if len(rows) else None
-    status = state.get("status") or ("unknown" if last is not None else "no files")
+    status = state.get("status") or "unknown"
     epoch = _integer(state.get("last_completed_epoch"))
     if epoch is None and last is not None:
         epoch = int(last["epoch"])
