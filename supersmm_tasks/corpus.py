@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,12 +234,16 @@ def check_image(path: Path, where: str = "") -> tuple[int, int]:
     """
     shown = f"{where}/{path.name}" if where else str(path)
     try:
-        with Image.open(path) as image:
-            kind, size = image.format, image.size
         with open(path, "rb") as file:
+            head = file.read(24)
             file.seek(0, os.SEEK_END)
             file.seek(max(0, file.tell() - JPEG_TAIL_SEARCH_BYTES))
             tail = file.read()
+        if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
+            kind, size = "PNG", struct.unpack(">II", head[16:24])
+        else:
+            with Image.open(path) as image:  # reads the header only
+                kind, size = image.format, image.size
     except FileNotFoundError:
         raise SampleProblem(f"{shown}: image missing") from None
     except UnidentifiedImageError:

@@ -9,8 +9,10 @@ For each usable dataset NAME it writes (never inside the corpus):
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from filelock import FileLock
@@ -20,6 +22,7 @@ from .corpus import Corpus, IndexedSample, check_sample, find_corpora, write_ato
 from .errors import SupersmmError
 
 INVALID_SHOWN_PER_DATASET = 10
+CHECKING_THREADS = 8
 
 
 @dataclass
@@ -94,8 +97,9 @@ def _check_samples(corpus: Corpus, report: DatasetReport) -> list[IndexedSample]
     """Validates every sample; fills the report's counts and returns the usable samples (first of duplicates)."""
     first_seen: dict[str, str] = {}
     usable = []
-    for folder in corpus.sample_folders:
-        sample = check_sample(corpus, folder)
+    with ThreadPoolExecutor(CHECKING_THREADS) as pool:  # most of the time is spent waiting for the disk
+        checked = list(pool.map(partial(check_sample, corpus), corpus.sample_folders))
+    for sample in checked:
         if sample.id in first_seen:
             report.invalid.append({"id": sample.id, "reason": f"{sample.folder}: duplicate id, already found in "
                                                               f"{first_seen[sample.id]}; this copy is left out"})
