@@ -198,7 +198,7 @@ def format_table(reports: list[DatasetReport]) -> str:
     header = ("dataset", "images", "samples", "valid", "invalid", "train/val/test", "path")
     rows = [header] + [(
         r.name,
-        "jpg" if r.camera else "png",
+        ("jpg" if r.camera else "png") if r.samples else "-",
         str(r.samples),
         str(r.valid),
         str(len(r.invalid)),

@@ -15,7 +15,7 @@ import redis
 
 from .errors import SupersmmError
 
-DEFAULT_TTL_S = 15.0
+DEFAULT_TTL_S = 10.0
 LEASE_TTL_VARIABLE = "SUPERSMM_LEASE_TTL"
 
 # Take the lease only when nobody holds it: returns the new fencing token, or 0.

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from . import paths
+from .errors import SupersmmError
 from .vocabulary import published_split
 
 SPLITS = ("train", "val", "test")
@@ -43,7 +44,11 @@ def load_split(name: str) -> dict[str, list[str]] | None:
     folder = split_folder(name)
     if not folder.is_dir():
         return None
-    return {split: file.read_text("utf-8").split() for split, file in split_files(name).items()}
+    try:
+        return {split: file.read_text("utf-8").split() for split, file in split_files(name).items()}
+    except OSError as error:
+        raise SupersmmError(f"frozen split {folder} is incomplete ({error.strerror}: {error.filename}); "
+                            f"restore it, or delete it to draw a new split") from None
 
 
 def split_description(name: str) -> dict:

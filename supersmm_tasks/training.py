@@ -11,6 +11,7 @@ brought back in line with it (rows beyond it dropped, its own row restored if mi
 """
 from __future__ import annotations
 
+import errno
 import math
 import socket
 import time
@@ -24,7 +25,8 @@ from tensorflow.core.framework import summary_pb2
 
 from . import pipeline, run_state, training_log
 from .checkpoint import (
-    CorruptCheckpoint, latest_valid_checkpoint, load_checkpoint, checkpoint_path, prune_checkpoints, restore_variables, save_checkpoint,
+    CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints,
+    restore_variables, save_checkpoint,
 )
 from .corpus import load_dataset
 from .errors import SupersmmError
@@ -188,6 +190,14 @@ def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, sho
         return chunk_run.run(first_epoch, last_epoch)
     except chunk_run.GuardFailure as lost:
         raise lost.error from None  # another process owns the run now: write nothing more
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            chunk_run.record_failure(error)
+            raise
+        full = SupersmmError(f"disk full while training run {name!r} ({error.filename or 'a run file'}): "
+                             "free some space, then continue the run")
+        chunk_run.record_failure(full)
+        raise full from None
     except Exception as error:
         chunk_run.record_failure(error)
         raise

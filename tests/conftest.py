@@ -214,13 +214,16 @@ class TrainingHome:
 
         return json.loads(broker.client().get(tasks.progress_key(name)) or "{}")
 
-    def wait_for(self, condition, timeout_s: float, what: str, workers=()):
-        """Poll condition() until it returns something truthy; on timeout fail with the workers' logs."""
+    def wait_for(self, condition, timeout_s: float, what: str, workers=(), run: str | None = None):
+        """Poll condition() until it returns something truthy; fail with the workers' logs on timeout,
+        or at once when `run` has failed."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             result = condition()
             if result:
                 return result
+            if run is not None and self.state(run)["status"] == "failed":
+                pytest.fail(f"run {run} failed while waiting for {what}: {self.state(run)['error']}")
             time.sleep(0.2)
         logs = "\n".join(f"--- {w.name}:\n{w.log()[-4000:]}" for w in workers)
         pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{logs}")

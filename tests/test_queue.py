@@ -100,7 +100,8 @@ def test_pause_resume_and_cancel(training_home, workers):
     training_home.enqueue("held", epochs=3, chunk=3)
     worker = workers.start("worker")
 
-    training_home.wait_for(lambda: training_home.progress("held").get("batch", 0) >= 1, 240, "training", [worker])
+    training_home.wait_for(lambda: training_home.progress("held").get("batch", 0) >= 1, 240, "training", [worker],
+                           run="held")
     assert runs.pause("held").startswith("run held will be paused at the end of its current epoch")
     paused = training_home.wait_until_finished("held", 120, [worker])
     assert paused["status"] == "paused" and paused["last_completed_epoch"] < 3

@@ -39,7 +39,7 @@ def test_killed_three_times_mid_epoch_the_run_ends_with_the_weights_of_an_uninte
     worker = workers.start("first")
     for kill in range(3):
         training_home.wait_for(lambda: training_epoch(training_home, "healed", worker, at_least=kill + 1),
-                               240, f"kill {kill + 1}: a trainer mid-epoch (seed {seed})", [worker])
+                               240, f"kill {kill + 1}: a trainer mid-epoch (seed {seed})", [worker], run="healed")
         time.sleep(moments.uniform(0, 2))
         worker.kill()
         worker = workers.start(f"after_kill_{kill + 1}")
@@ -60,7 +60,7 @@ def test_when_the_holder_dies_the_other_worker_takes_over(training_home, workers
     first, second = workers.start("first"), workers.start("second")
     holder = training_home.wait_for(
         lambda: next((w for w in (first, second) if training_epoch(training_home, "takeover", w, at_least=2)), None),
-        240, "a trainer in epoch 2", [first, second])
+        240, "a trainer in epoch 2", [first, second], run="takeover")
     survivor = second if holder is first else first
     holder.kill()
 
@@ -87,7 +87,7 @@ def test_a_stalled_trainer_writes_nothing_once_another_holds_the_run(training_ho
     training_home.enqueue("stalled", epochs=4, chunk=4)
     stalled = workers.start("stalled")
     training_home.wait_for(lambda: training_epoch(training_home, "stalled", stalled, at_least=2), 240,
-                           "a trainer in epoch 2", [stalled])
+                           "a trainer in epoch 2", [stalled], run="stalled")
     os.killpg(stalled.process.pid, signal.SIGSTOP)
     try:
         successor = workers.start("successor")
@@ -107,7 +107,7 @@ def test_a_redis_restart_mid_run_does_not_stop_the_run(training_home, workers, r
     training_home.enqueue("restart", epochs=4, chunk=2)
     worker = workers.start("worker")
     training_home.wait_for(lambda: training_epoch(training_home, "restart", worker, at_least=2), 240,
-                           "a trainer in epoch 2", [worker])
+                           "a trainer in epoch 2", [worker], run="restart")
     redis_server.restart(down_for_s=2)
 
     state = training_home.wait_until_finished("restart", 300, [worker])

@@ -67,7 +67,7 @@ def test_a_new_run_gets_a_full_config_and_a_queued_state(home):
     train_ids = (home / "datasets" / "primus.split" / "train.txt").read_text().split()
     assert stored["dataset_path"] == str(home / "data" / "primus")
     assert set(stored["split_files"]) == {"train", "val", "test"}
-    assert (stored["train_samples"], stored["model"], stored["batch_size"]) == (len(train_ids), "tiny", 16)
+    assert (stored["train_samples"], stored["model"], stored["batch_size"]) == (len(train_ids), "tiny", 8)
     assert (config.max_total_epochs, config.max_epochs_per_run) == epoch_budget(len(train_ids)) == (10_000, 500)
     state = run_state.read_state("fresh")
     assert (state["status"], state["last_completed_epoch"], state["max_total_epochs"]) == ("queued", 0, 10_000)
@@ -210,3 +210,14 @@ def test_a_guard_that_fails_stops_every_further_write(home):
 def snapshot(home) -> dict:
     return {str(p): p.read_bytes() for p in sorted((home / "model").rglob("*")) + [home / "logs" / "training_log.csv"]
             if p.is_file()}
+
+
+def test_the_tiny_model_learns(shared):
+    """Cheap evidence that training works: CTC loss on training and validation data falls fast.
+    Val SER itself needs a few hundred steps to leave 100%; bench/bench_training.py measures it."""
+    rows = read_rows("shared")
+    loss = [float(r["loss"]) for r in rows]
+    val_loss = [float(r["val_loss"]) for r in rows]
+
+    assert loss[-1] < 0.6 * loss[0], f"training loss per epoch: {loss}"
+    assert val_loss[-1] < 0.7 * val_loss[0], f"validation loss per epoch: {val_loss}"
