@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +45,14 @@ def checkpoint_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:06d}.npz"
 
 
-def _write_fully(fd: int, data: bytes) -> None:
+def _write_fully(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes | memoryview) -> None:
     """Replace `path` with `data` so that a crash at any instant leaves the old or the new file.
 
     A full disk raises SupersmmError and leaves the old file untouched.
@@ -106,7 +105,7 @@ def save_checkpoint(folder: Path, epoch: int, model_arrays, optimizer_arrays, me
     np.savez(buffer, **arrays)
     folder.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(folder, epoch)
-    write_atomically(path, buffer.getbuffer().tobytes())
+    write_atomically(path, buffer.getbuffer())
     return path
 
 
@@ -115,8 +114,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
-        raise CorruptCheckpoint(f"{path}: {error}") from None
+    except Exception as error:  # a damaged zip fails in many ways (BadZipFile, EOFError, ValueError, ...)
+        raise CorruptCheckpoint(f"{path}: {type(error).__name__}: {error}") from None
     expected = arrays.pop("sha256", np.zeros(0, np.uint8)).tobytes().decode(errors="replace")
     if "meta" not in arrays or _checksum(arrays) != expected:
         raise CorruptCheckpoint(f"{path}: checksum mismatch")

@@ -377,16 +377,15 @@ def load_dataset(name: str) -> Dataset:
         raise SupersmmError(f"{config_path} is unreadable ({error}): run `supersmm detect` again") from None
     folder = config_path.parent
     try:
-        samples = read_index(folder / config["index"])
-    except (OSError, ValueError) as error:
-        raise SupersmmError(f"sample index of dataset {name!r} is unreadable ({error}): run `supersmm detect`") \
-            from None
-    return Dataset(
-        name=config["name"],
-        path=Path(config["path"]),
-        camera=config["camera"],
-        config_path=config_path,
-        split_files={split: folder / file for split, file in config["split"]["files"].items()},
-        split_seed=config["split"]["seed"],
-        samples=samples,
-    )
+        return Dataset(
+            name=config["name"],
+            path=Path(config["path"]),
+            camera=config["camera"],
+            config_path=config_path,
+            split_files={split: folder / file for split, file in config["split"]["files"].items()},
+            split_seed=config["split"]["seed"],
+            samples=read_index(folder / config["index"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SupersmmError(f"dataset {name!r} ({config_path}) is incomplete or damaged ({error!r}): "
+                            f"run `supersmm detect` again") from None

@@ -200,3 +200,15 @@ def test_a_split_frozen_for_another_corpus_of_the_same_name_is_never_reused(home
     with pytest.raises(SupersmmError, match="primus: 4 of 4 samples valid"):
         detection.detect()
     assert load_dataset("primus").split_ids("train") == frozen
+
+
+def test_a_damaged_dataset_config_is_one_clear_error(home):
+    for number in range(3):
+        add_sample(home / "data" / "primus", f"s{number}")
+    detection.detect()
+    (home / "datasets" / "primus.index.tsv").write_text("id\tfolder\nbroken")
+
+    with pytest.raises(SupersmmError, match=r"dataset 'primus' .* is incomplete or damaged .*run `supersmm detect`"):
+        load_dataset("primus")
+    detection.detect()
+    assert len(load_dataset("primus").samples) == 3
