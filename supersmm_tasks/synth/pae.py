@@ -28,7 +28,8 @@ def semantic_to_pae(tokens: list[str]) -> str:
     """The Plaine & Easie incipit (Verovio's `@clef:/@keysig:/@timesig:/@data:` form) of a token list."""
     clef, key, meter, body = _split_header(tokens)
     data = _MeasureWriter(key, meter).write(body)
-    return f"@clef:{PAE_CLEF[clef]}\n@keysig:{_pae_key(key)}\n@timesig:{PAE_METER.get(meter, meter)}\n@data:{data}\n"
+    timesig = PAE_METER.get(meter, meter) if meter else ""
+    return f"@clef:{PAE_CLEF[clef]}\n@keysig:{_pae_key(key)}\n@timesig:{timesig}\n@data:{data}\n"
 
 
 def _split_header(tokens: list[str]) -> tuple[str, str | None, str | None, list[str]]:
