@@ -97,13 +97,17 @@ def reconcile_run(run: str, committed_epoch: int, row_for) -> list[str]:
                 continue
             seen.add(epoch)
             kept.append(line)
+        lost = []
         for epoch in sorted(set(range(1, committed_epoch + 1)) - seen):
             row = row_for(epoch)
             if row is None:
-                changes.append(f"row of epoch {epoch} is missing and its checkpoint is gone")
+                lost.append(epoch)
             else:
                 kept.append(_format_row(row))
                 changes.append(f"restored row of epoch {epoch} from its checkpoint")
+        if lost:
+            changes.append(f"rows of {len(lost)} epochs (first {lost[0]}, last {lost[-1]}) are missing "
+                           "and their checkpoints are gone")
         if len(kept) != len(lines) or any(c.startswith("dropped") for c in changes):
             write_atomically(path, (HEADER + "".join(kept)).encode())
         return changes
