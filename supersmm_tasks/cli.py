@@ -7,6 +7,7 @@ inside the commands that need them, so `supersmm --help` and `supersmm status` s
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -224,6 +225,7 @@ def _broker_unreachable(error: Exception) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
     try:
         cli.main(args=argv, prog_name="supersmm", standalone_mode=False)
     except click.exceptions.Abort:
