@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-import tensorflow as tf
-
 from . import paths, run_state
 from .checkpoint import write_atomically
 from .corpus import load_dataset
 from .errors import SupersmmError
-from .model import PRESETS
 from .vocabulary import ENCODINGS
 
 MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "patience", "queue", "priority")
@@ -99,8 +96,11 @@ def _valid_name(name: str) -> str:
 
 
 def _check_values(given: dict) -> None:
-    if "model" in given and given["model"] not in PRESETS:
-        raise SupersmmError(f"unknown model {given['model']!r}: use one of {', '.join(PRESETS)}")
+    if "model" in given:
+        from .model import PRESETS  # TensorFlow loads only when a model is named, not for every `enqueue`
+
+        if given["model"] not in PRESETS:
+            raise SupersmmError(f"unknown model {given['model']!r}: use one of {', '.join(PRESETS)}")
     if "encoding" in given and given["encoding"] not in ENCODINGS:
         raise SupersmmError(f"unknown encoding {given['encoding']!r}: use one of {', '.join(ENCODINGS)}")
     for key, low in (("max_total_epochs", 1), ("max_epochs_per_run", 1), ("batch_size", 1), ("patience", 0)):
@@ -109,6 +109,8 @@ def _check_values(given: dict) -> None:
 
 
 def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
+    from .model import PRESETS
+
     dataset = load_dataset(dataset_name)
     settings = {**DEFAULTS, **given}
     preset = PRESETS[settings["model"]]
@@ -182,4 +184,6 @@ def _write_config(config: RunConfig) -> None:
 
 
 def _gpu_present() -> bool:
+    import tensorflow as tf
+
     return bool(tf.config.list_physical_devices("GPU"))
