@@ -207,6 +207,19 @@ def dashboard(host, port, user, password):
     serve(host=host, port=port, username=user if password else None, password=password)
 
 
+@cli.command("broker")
+@click.option("--stop", is_flag=True, help="Stop the embedded Redis of this SUPERSMM_HOME (stop workers first).")
+def broker_command(stop):
+    """Print the broker URL in use (starting the embedded Redis if none is configured), or stop it."""
+    from . import broker
+
+    if stop:
+        stopped = broker.stop_embedded()
+        click.echo("embedded broker stopped" if stopped else "no embedded broker was running")
+    else:
+        click.echo(broker.redact(broker.broker_url()))
+
+
 @cli.command()
 def demo():
     """Engrave a small corpus, train a tiny model on the embedded broker, show the result."""
