@@ -4,6 +4,8 @@
     supersmm_env   SUPERSMM_HOME in a temporary folder, SUPERSMM_BROKER_URL on redis_server, short lease
                    and reconciler intervals; returns the environment for subprocesses
     workers        workers.start(name) starts `celery -A supersmm_tasks worker`; Worker.kill() is SIGKILL
+    engraved_primus / tiny_corpus   data roots of real engraved incipits, made once per session
+    detected_home  a context in which SUPERSMM_HOME is a fresh folder with a data root detected
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -171,6 +174,28 @@ def tiny_corpus(tmp_path_factory) -> Path:
     data_root = tmp_path_factory.mktemp("data")
     generate_corpus(data_root / "primus", 20, seed=0, progress=False)
     return data_root
+
+
+@pytest.fixture(scope="session")
+def engraved_primus(tmp_path_factory) -> Path:
+    """A data root holding `primus/`: 24 clean engraved incipits, made once per session (tests only read it)."""
+    from supersmm_tasks.synth import generate_corpus
+
+    data_root = tmp_path_factory.mktemp("engraved")
+    generate_corpus(data_root / "primus", 24, seed=0, workers=2, progress=False)
+    return data_root
+
+
+@contextmanager
+def detected_home(home: Path, data_root: Path):
+    """SUPERSMM_HOME=home with `data_root` detected, for as long as the context lasts."""
+    from supersmm_tasks.detect import detect
+
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("SUPERSMM_HOME", str(home))
+        environment.setenv("SUPERSMM_DATA_ROOT", str(data_root))
+        detect()
+        yield home
 
 
 class TrainingHome:

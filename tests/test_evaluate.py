@@ -2,25 +2,19 @@
 import pytest
 from PIL import Image
 
+from conftest import detected_home
 from supersmm_tasks import paths, run_state
-from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.evaluate import edit_distance, error_rates, evaluate_run, predict
 from supersmm_tasks.run_config import create_or_update_run
-from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import read_rows
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, engraved_primus):
     """Run `run`: the tiny model after 3 epochs on 24 engraved incipits."""
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("SUPERSMM_HOME", str(home))
-        environment.setenv("SUPERSMM_DATA_ROOT", str(home / "data"))
-        generate_corpus(home / "data" / "primus", 24, seed=0, workers=2, progress=False)
-        detect()
+    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
         create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=3)
         train_chunk("run", 1, 3)
         yield home
@@ -66,7 +60,7 @@ def test_test_split_and_beam_search(trained):
 
 
 def test_predict_reads_png_and_jpeg_of_any_size_and_colour(trained, tmp_path):
-    sample = sorted((trained / "data" / "primus").iterdir())[0]
+    sample = sorted((paths.data_root() / "primus").iterdir())[0]
     png = sample / f"{sample.name}.png"
     colour_jpeg = tmp_path / "photo.jpg"
     with Image.open(png) as image:

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import detected_home
 from supersmm_tasks import paths, run_state
 from supersmm_tasks.checkpoint import load_checkpoint
-from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run, epoch_budget, load_run_config
-from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import COLUMNS, read_rows
 
@@ -22,14 +21,9 @@ class LeaseLost(Exception):
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A SUPERSMM_HOME with 24 clean engraved incipits detected as `primus`; each test uses its own run name."""
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("SUPERSMM_HOME", str(home))
-        environment.setenv("SUPERSMM_DATA_ROOT", str(home / "data"))
-        generate_corpus(home / "data" / "primus", 24, seed=0, workers=2, progress=False)
-        detect()
+def home(tmp_path_factory, engraved_primus):
+    """A SUPERSMM_HOME with the 24 engraved incipits detected as `primus`; each test uses its own run name."""
+    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
         yield home
 
 
