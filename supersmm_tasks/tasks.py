@@ -270,14 +270,16 @@ def _after_chunk(connection: redis.Redis, lease: Lease, run: str) -> str:
 
 def _progress_reporter(task, connection: redis.Redis, run: str, first: int, last: int, worker: str):
     """on_progress for train_chunk: the task's PROGRESS state (Flower) and the run's progress key, at most once a second."""
-    last_sent = 0.0
+    last_sent, last_epoch = 0.0, None
 
     def report(progress: dict) -> None:
-        nonlocal last_sent
+        nonlocal last_sent, last_epoch
+        _fault_point("slow_batches")
         epoch_done = "val_ser" in progress or "val_loss" in progress
-        if not epoch_done and time.monotonic() - last_sent < PROGRESS_EVERY_S:
+        epoch_started = progress.get("epoch") != last_epoch
+        if not (epoch_done or epoch_started) and time.monotonic() - last_sent < PROGRESS_EVERY_S:
             return
-        last_sent = time.monotonic()
+        last_sent, last_epoch = time.monotonic(), progress.get("epoch")
         meta = {"run": run, "worker": worker, "first_epoch": first, "last_epoch": last, **progress}
         try:
             task.update_state(state="PROGRESS", meta=meta)
@@ -289,8 +291,14 @@ def _progress_reporter(task, connection: redis.Redis, run: str, first: int, last
 
 
 def _fault_point(name: str) -> None:
-    """Tests kill the worker here (SUPERSMM_FAULT=after_checkpoint) to prove that the run heals."""
-    if os.environ.get(FAULT_VARIABLE) == name:
+    """Faults that tests inject with SUPERSMM_FAULT (comma-separated): `after_checkpoint` kills the worker
+    between a checkpoint and the queueing of the next chunk, to prove that the run heals; `slow_batches`
+    makes every batch 0.2 s longer, so that a test can catch a trainer mid-epoch on any machine."""
+    if name not in os.environ.get(FAULT_VARIABLE, "").split(","):
+        return
+    if name == "slow_batches":
+        time.sleep(0.2)
+    else:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -96,6 +96,7 @@ def supersmm_env(tmp_path, redis_server, monkeypatch) -> dict:
         "SUPERSMM_BROKER_URL": redis_server.url,
         "SUPERSMM_LEASE_TTL": TEST_LEASE_TTL_S,
         "SUPERSMM_RECONCILE_INTERVAL": TEST_RECONCILE_INTERVAL_S,
+        "SUPERSMM_FAULT": "slow_batches",  # epochs long enough to be caught mid-way, however fast the machine
     }
     for key, value in settings.items():
         monkeypatch.setenv(key, value)

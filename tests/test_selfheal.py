@@ -72,7 +72,7 @@ def test_when_the_holder_dies_the_other_worker_takes_over(training_home, workers
 
 def test_a_kill_between_checkpoint_and_the_next_chunk_heals(training_home, workers):
     training_home.enqueue("fault", epochs=4, chunk=2)
-    doomed = workers.start("doomed", SUPERSMM_FAULT="after_checkpoint")
+    doomed = workers.start("doomed", SUPERSMM_FAULT="after_checkpoint,slow_batches")
     training_home.wait_for(lambda: doomed.process.poll() is not None, 240, "the fault to kill the worker", [doomed])
     assert doomed.process.returncode == -signal.SIGKILL
     assert training_home.state("fault")["last_completed_epoch"] == 2
