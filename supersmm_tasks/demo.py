@@ -18,9 +18,9 @@ from .errors import SupersmmError
 
 RUN_NAME = "demo"
 CORPUS_FOLDER = "demo"
-DEMO_SAMPLES = 80
-DEMO_EPOCHS = 4
-DEMO_CHUNK = 2
+DEMO_SAMPLES = 120
+DEMO_EPOCHS = 20
+DEMO_CHUNK = 5
 DEMO_SEED = 0
 MIN_SAMPLES = 10  # a train, a validation and a test sample at the very least, and a few to learn from
 

@@ -59,9 +59,9 @@ def test_a_new_run_gets_a_full_config_and_a_queued_state(home):
 
     stored = json.loads((paths.run_dir("fresh") / "config.json").read_text())
     train_ids = (home / "datasets" / "primus.split" / "train.txt").read_text().split()
-    assert stored["dataset_path"] == str(home / "data" / "primus")
+    assert stored["dataset_path"] == str(paths.data_root() / "primus")
     assert set(stored["split_files"]) == {"train", "val", "test"}
-    assert (stored["train_samples"], stored["model"], stored["batch_size"]) == (len(train_ids), "tiny", 8)
+    assert (stored["train_samples"], stored["model"], stored["batch_size"]) == (len(train_ids), "tiny", 4)
     assert (config.max_total_epochs, config.max_epochs_per_run) == epoch_budget(len(train_ids)) == (10_000, 500)
     state = run_state.read_state("fresh")
     assert (state["status"], state["last_completed_epoch"], state["max_total_epochs"]) == ("queued", 0, 10_000)
