@@ -95,7 +95,8 @@ def flops_fraction(trainer, quick: bool) -> dict:
     import tensorflow as tf
 
     peak = matmul_flops_per_second(tf)
-    batch, width = (4, 512) if quick else (16, 1024)
+    batch = trainer.config.batch_size  # the paper's 16: at 4 the per-step cost of the LSTMs' weight gradients dominates
+    width = 512 if quick else 1024
     image = tf.random.uniform([batch, trainer.preset.height, width, 1], seed=1)
     image_width = tf.fill([batch], width)
     label = tf.tile(tf.range(20, dtype=tf.int32)[tf.newaxis], [batch, 1])

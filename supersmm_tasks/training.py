@@ -15,6 +15,7 @@ import errno
 import math
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -98,8 +99,14 @@ class Trainer:
         self.preset = PRESETS[config.model]
         self.blank = len(load_vocabulary(config.encoding))
         keras.utils.set_random_seed(config.seed)  # the initial weights depend on the run's seed only
-        self.model = build_model(self.preset, self.blank, config.seed)
-        self.optimizer = keras.optimizers.Adam(config.learning_rate)
+        on_gpu = bool(tf.config.list_physical_devices("GPU"))
+        with dtype_policy("mixed_float16" if on_gpu else "float32"):
+            self.model = build_model(self.preset, self.blank, config.seed)
+        self.adam = keras.optimizers.Adam(config.learning_rate)
+        # In float16 small gradients vanish: the loss is scaled up before differentiation and the
+        # gradients scaled back before Adam sees them. Checkpoints hold Adam's variables and the loss
+        # scale goes in their metadata, so a run moves freely between GPU and CPU workers.
+        self.optimizer = keras.optimizers.LossScaleOptimizer(self.adam) if on_gpu else self.adam
         self.optimizer.build(self.model.trainable_variables)  # its variables must exist before a restore
         batch_signature = [
             tf.TensorSpec([None, self.preset.height, None, 1], tf.float32),  # image
@@ -114,9 +121,10 @@ class Trainer:
         with tf.GradientTape() as tape:
             logits = self.model(image, training=True)  # batch norm learns its statistics here
             losses = ctc_loss(logits, label, label_length, logit_lengths(image_width, self.preset), self.blank)
-            loss = tf.reduce_mean(losses)
+            loss = tf.reduce_mean(losses)  # float32: ctc_loss casts the logits
+            scaled_loss = self.optimizer.scale_loss(loss)  # the loss itself unless mixed precision is on
         variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
         return loss
 
     def _eval_step(self, image, image_width, label, label_length):
@@ -126,14 +134,32 @@ class Trainer:
 
     def restore(self, checkpoint) -> None:
         restore_variables(self.model.variables, checkpoint.model_arrays, checkpoint.path)
-        restore_variables(self.optimizer.variables, checkpoint.optimizer_arrays, checkpoint.path)
+        restore_variables(self.adam.variables, checkpoint.optimizer_arrays, checkpoint.path)
+        if self.optimizer is not self.adam and checkpoint.meta.get("loss_scale"):
+            self.optimizer.dynamic_scale.assign(checkpoint.meta["loss_scale"])
 
     def state_arrays(self):
-        return [v.numpy() for v in self.model.variables], [v.numpy() for v in self.optimizer.variables]
+        return [v.numpy() for v in self.model.variables], [v.numpy() for v in self.adam.variables]
 
     @property
     def learning_rate(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        return float(keras.ops.convert_to_numpy(self.adam.learning_rate))
+
+    @property
+    def loss_scale(self) -> float | None:
+        """The mixed-precision loss scale, None in float32."""
+        return None if self.optimizer is self.adam else float(self.optimizer.dynamic_scale.numpy())
+
+
+@contextmanager
+def dtype_policy(name: str):
+    """Layers built inside take this dtype policy; the process-wide default is left as it was."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 _cached_trainer: Trainer | None = None
@@ -268,6 +294,7 @@ class ChunkRun:
         if stop:
             return self.finish(progress, *stop, epochs_trained=0)
         train_examples, val_examples = self.load_examples("train"), self.load_examples("val")
+        val_batches = self.batches(val_examples, epoch=0, training=False)  # the same every epoch: built once
         self.log(f"chunk {self.chunk} on {self.worker}: epochs {progress.epoch + 1}-{last_epoch} "
                  f"of {config.max_total_epochs} ({len(train_examples)} training samples)")
         run_state.backup_log(self.name)
@@ -279,7 +306,7 @@ class ChunkRun:
                 requested = self.should_stop()
                 if requested in ("paused", "cancelled"):
                     return self.finish(progress, requested, f"{requested} by request", epochs_trained)
-                self.train_epoch(epoch, train_examples, val_examples, progress, summaries)
+                self.train_epoch(epoch, train_examples, val_batches, progress, summaries)
                 epochs_trained += 1
                 stop = self.finished(progress)
                 if stop:
@@ -349,13 +376,15 @@ class ChunkRun:
             best_epoch=state.get("best_epoch"), epochs_trained=epochs_trained,
         )
 
-    def train_epoch(self, epoch: int, train_examples, val_examples, progress: Progress, summaries) -> None:
+    def batches(self, examples, epoch: int, training: bool):
+        config = self.config
+        return pipeline.epoch_batches(examples, encoding=config.encoding, height=config.height,
+                                      batch_size=config.batch_size, seed=config.seed, epoch=epoch, training=training)
+
+    def train_epoch(self, epoch: int, train_examples, val_batches, progress: Progress, summaries) -> None:
         config, trainer = self.config, self.trainer
         started = time.monotonic()
-        batches = pipeline.epoch_batches(
-            train_examples, encoding=config.encoding, height=config.height, batch_size=config.batch_size,
-            seed=config.seed, epoch=epoch, training=True,
-        )
+        batches = self.batches(train_examples, epoch, training=True)
         batch_count = math.ceil(len(train_examples) / config.batch_size)
         loss_sum = 0.0
         for number, batch in enumerate(batches, start=1):
@@ -364,7 +393,7 @@ class ChunkRun:
             loss_sum += loss * int(batch["image"].shape[0])
             self.on_progress({"epoch": epoch, "batch": number, "batches": batch_count, "loss": loss})
         train_time = time.monotonic() - started
-        val_loss, val_ser, val_sequence_error = self.validate(val_examples)
+        val_loss, val_ser, val_sequence_error = self.validate(val_batches)
         epoch_time = time.monotonic() - started
         improved = progress.record(epoch, val_ser, epoch_time)
 
@@ -376,7 +405,8 @@ class ChunkRun:
             "dataset_size": len(train_examples),
         })
         self.guard()
-        meta = {**progress.as_meta(), "row": row, "model_variables": [v.path for v in trainer.model.variables]}
+        meta = {**progress.as_meta(), "row": row, "model_variables": [v.path for v in trainer.model.variables],
+                "loss_scale": trainer.loss_scale}
         path = save_checkpoint(folder, epoch, *trainer.state_arrays(), meta=meta)
         if improved:
             self.export_best_model()
@@ -395,18 +425,14 @@ class ChunkRun:
         summaries.flush()
         self.on_progress({**row, "best_val_ser": progress.best_val_ser, "best_epoch": progress.best_epoch})
 
-    def validate(self, val_examples) -> tuple[float, float, float]:
+    def validate(self, val_batches) -> tuple[float, float, float]:
         """(mean CTC loss, SER %, sequence error %) on the validation split, batch norm in inference mode."""
-        config, trainer = self.config, self.trainer
-        batches = pipeline.epoch_batches(
-            val_examples, encoding=config.encoding, height=config.height, batch_size=config.batch_size,
-            seed=config.seed, epoch=0, training=False,
-        )
+        trainer = self.trainer
         loss_sum, predictions, truths = 0.0, [], []
-        for batch in batches:
+        for batch in val_batches:
             logits, losses = trainer.eval_step(batch["image"], batch["image_width"], batch["label"],
                                                batch["label_length"])
-            loss_sum += float(tf.reduce_sum(losses))
+            loss_sum += float(losses.numpy().sum())
             predictions += decode_logits(logits, batch["image_width"], trainer.preset, trainer.blank, None)
             truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
         ser, sequence_error = error_rates(predictions, truths)

@@ -53,13 +53,25 @@ def _read_text_repaired() -> str:
     return text
 
 
+def _has_header_and_whole_lines(path) -> bool:
+    """Whether the file starts with the header and ends a line, read from its two ends only: a long
+    run appends every epoch and must not re-read the whole file each time (the caller holds the lock)."""
+    try:
+        with open(path, "rb") as log:
+            head = log.read(len(HEADER))
+            log.seek(-1, os.SEEK_END)
+            return head == HEADER.encode() and log.read(1) == b"\n"
+    except OSError:  # missing, or too short to seek back from its end
+        return False
+
+
 def append_row(row: dict) -> None:
     """Append one epoch's row (callers append each (run, epoch) once; see reconcile_run)."""
     path = paths.training_log_csv()
     path.parent.mkdir(parents=True, exist_ok=True)
     line = _format_row(row)
     with _lock():
-        prefix = "" if _read_text_repaired() else HEADER
+        prefix = "" if _has_header_and_whole_lines(path) or _read_text_repaired() else HEADER
         with open(path, "a", encoding="utf-8") as log:
             log.write(prefix + line)
             log.flush()
