@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 import redis
 
+# One real PrIMuS incipit, shipped with the tests (tests/data/primus/README.md).
+REAL_SAMPLE = Path(__file__).resolve().parent / "data" / "primus" / "000051652-1_2_1"
+
 TEST_LEASE_TTL_S = "3"
 TEST_RECONCILE_INTERVAL_S = "1"
 
@@ -175,6 +178,20 @@ def tiny_corpus(tmp_path_factory) -> Path:
     data_root = tmp_path_factory.mktemp("data")
     generate_corpus(data_root / "primus", 20, seed=0, progress=False)
     return data_root
+
+
+def add_sample(corpus: Path, sample_id: str = REAL_SAMPLE.name, distorted: bool = False) -> Path:
+    """A copy of the real sample under `corpus`, renamed to `sample_id`; `distorted` adds a real JPEG photo."""
+    from PIL import Image
+
+    folder = corpus / sample_id
+    folder.mkdir(parents=True)
+    for source in REAL_SAMPLE.iterdir():
+        shutil.copyfile(source, folder / (sample_id + source.name[len(REAL_SAMPLE.name):]))
+    if distorted:
+        Image.open(REAL_SAMPLE / f"{REAL_SAMPLE.name}.png").convert("RGB").save(
+            folder / f"{sample_id}_distorted.jpg", quality=80)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,11 @@
 """Finding corpora and validating samples, on copies of the real PrIMuS sample (some corrupted on purpose)."""
 import os
-import shutil
 from pathlib import Path
 
+from conftest import REAL_SAMPLE, add_sample
 import pytest
-from PIL import Image
 
 from supersmm_tasks.corpus import check_sample, find_corpora, read_label
-
-REAL = Path("/work/shared/primus-reference/example/000051652-1_2_1")
-
-
-def add_sample(corpus: Path, sample_id: str = REAL.name, distorted: bool = False) -> Path:
-    """A copy of the real sample under `corpus`, renamed to `sample_id`; `distorted` adds a real JPEG photo."""
-    folder = corpus / sample_id
-    folder.mkdir(parents=True)
-    for source in REAL.iterdir():
-        shutil.copyfile(source, folder / (sample_id + source.name[len(REAL.name):]))
-    if distorted:
-        Image.open(REAL / f"{REAL.name}.png").convert("RGB").save(folder / f"{sample_id}_distorted.jpg", quality=80)
-    return folder
 
 
 def only_corpus(data_root: Path):
@@ -40,14 +26,14 @@ def test_reads_the_real_sample_exactly(tmp_path):
 
     assert (corpus.name, corpus.camera, corpus.sample_folders) == ("primus", False, [folder])
     assert (sample.width, sample.height, sample.encodings, sample.problems) == (1041, 155, ("semantic", "agnostic"), [])
-    line = (REAL / f"{REAL.name}.semantic").read_text("utf-8")
+    line = (REAL_SAMPLE / f"{REAL_SAMPLE.name}.semantic").read_text("utf-8")
     assert line.endswith("\t")
-    assert read_label(folder / f"{REAL.name}.semantic", "semantic") == line[:-1].split("\t")
+    assert read_label(folder / f"{REAL_SAMPLE.name}.semantic", "semantic") == line[:-1].split("\t")
 
 
 def test_crlf_bom_and_missing_trailing_tab_are_accepted(tmp_path):
     folder = add_sample(tmp_path / "primus")
-    label = folder / f"{REAL.name}.semantic"
+    label = folder / f"{REAL_SAMPLE.name}.semantic"
     tokens = label.read_text("utf-8").split("\t")[:-1]
     label.write_bytes(b"\xef\xbb\xbf" + "\t".join(tokens).encode() + b"\r\n")
 

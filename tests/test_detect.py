@@ -5,27 +5,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from conftest import REAL_SAMPLE, add_sample
 import pytest
-from PIL import Image
 
 from supersmm_tasks import detect as detection
 from supersmm_tasks.corpus import load_dataset
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.vocabulary import published_split
 
-REAL = Path("/work/shared/primus-reference/example/000051652-1_2_1")
 REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-def add_sample(corpus: Path, sample_id: str, distorted: bool = False) -> Path:
-    """A copy of the real sample under `corpus`, renamed to `sample_id`; `distorted` adds a real JPEG photo."""
-    folder = corpus / sample_id
-    folder.mkdir(parents=True)
-    for source in REAL.iterdir():
-        shutil.copyfile(source, folder / (sample_id + source.name[len(REAL.name):]))
-    if distorted:
-        Image.open(REAL / f"{REAL.name}.png").convert("RGB").save(folder / f"{sample_id}_distorted.jpg", quality=80)
-    return folder
 
 
 @pytest.fixture
@@ -55,7 +43,7 @@ def test_detect_writes_config_split_and_scripts_but_never_inside_the_corpus(home
     assert sorted(sum(ids.values(), [])) == [f"s{number:02d}" for number in range(20)]
     example = dataset.examples("train", "agnostic")[0]
     assert example.image_path == str(corpus / example.id / f"{example.id}.png")
-    assert example.tokens == (REAL / f"{REAL.name}.agnostic").read_text("utf-8").split()
+    assert example.tokens == (REAL_SAMPLE / f"{REAL_SAMPLE.name}.agnostic").read_text("utf-8").split()
     assert (home / "scripts" / "train_primus.sh").read_text() == detection.train_script("primus")
     assert os.access(home / "scripts" / "continue_primus_training.sh", os.X_OK)
 

@@ -3,11 +3,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from conftest import REAL_SAMPLE
 from supersmm_tasks.model import PRESETS, beam_decode, build_model, ctc_loss, greedy_decode
 from supersmm_tasks.pipeline import load_image
 from supersmm_tasks.vocabulary import load_vocabulary
 
-REAL_PNG = "/work/shared/primus-reference/example/000051652-1_2_1/000051652-1_2_1.png"
+REAL_PNG = str(REAL_SAMPLE / f"{REAL_SAMPLE.name}.png")
 SEMANTIC = len(load_vocabulary("semantic"))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REAL_SAMPLE
 from supersmm_tasks.corpus import Example, load_dataset, read_label
 from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
@@ -15,7 +16,7 @@ from supersmm_tasks.pipeline import epoch_batches, load_image
 from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.vocabulary import encode
 
-REAL_PNG = Path("/work/shared/primus-reference/example/000051652-1_2_1/000051652-1_2_1.png")
+REAL_PNG = REAL_SAMPLE / f"{REAL_SAMPLE.name}.png"
 REAL_TOKENS = REAL_PNG.with_suffix(".semantic").read_text("utf-8").split()
 
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import REAL_SAMPLE as REAL_FOLDER
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.synth import generate_corpus, sample_id
 from supersmm_tasks.synth.agnostic import KEY_SIGNATURE_POSITIONS, mei_to_agnostic
@@ -21,7 +22,7 @@ from supersmm_tasks.synth.pae import UnsupportedToken, semantic_to_pae
 from supersmm_tasks.synth.roundtrip import round_trip_fraction
 from supersmm_tasks.vocabulary import load_vocabulary
 
-REAL_SAMPLE = Path(__file__).resolve().parents[2] / "shared/primus-reference/example/000051652-1_2_1/000051652-1_2_1"
+REAL_SAMPLE = REAL_FOLDER / REAL_FOLDER.name  # the path of its files without their extension
 ALL_CLEFS = {"G1", "G2", "C1", "C2", "C3", "C4", "C5", "F3", "F4", "F5"}
 DURATIONS = ("double_whole", "whole", "half", "quarter", "eighth", "sixteenth", "thirty_second", "sixty_fourth")
 
