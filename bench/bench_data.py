@@ -4,7 +4,7 @@
 - `pipeline_speedup`: time of one training epoch of the CRNN fed the way the reference trainer (tf-end-to-end)
   fed it - each image read and resized with OpenCV inside the loop, batches of 16 in random order padded with 0
   to their widest image, the padded width as every sample's sequence length for CTC, nothing prefetched -
-  divided by the time of the same epoch fed by `epoch_batches`. Both run side by side (interleaved) in this
+  divided by the time of the same epoch fed by `EpochBatches`. Both run side by side (interleaved) in this
   process on the same engraved samples, model and batch size. On a CPU the step's cost grows with the padded
   width, so most of the gain comes from bucketing by width; caching and prefetch remove the loading.
 """
@@ -24,7 +24,7 @@ import tensorflow as tf
 from supersmm_tasks.corpus import load_dataset
 from supersmm_tasks.detect import detect
 from supersmm_tasks.model import PRESETS, build_model, ctc_loss
-from supersmm_tasks.pipeline import epoch_batches
+from supersmm_tasks.pipeline import EpochBatches
 from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.vocabulary import blank_index, encode, load_vocabulary
 
@@ -91,10 +91,10 @@ def pipeline_speedup(engraved: Path, warm_up_epochs: int) -> tuple[float, float,
     detect(engraved.parent)  # the dataset `engraved`
     examples = [e for split in ("train", "val", "test") for e in load_dataset("engraved").examples(split, ENCODING)]
     train_step = training_step()
+    our_batches = EpochBatches(examples, encoding=ENCODING, height=HEIGHT, batch_size=BATCH_SIZE, seed=0, training=True)
 
     def ours(epoch: int):
-        for batch in epoch_batches(examples, encoding=ENCODING, height=HEIGHT, batch_size=BATCH_SIZE, seed=0,
-                                   epoch=epoch, training=True):
+        for batch in our_batches.epoch(epoch):  # as train_chunk feeds its epochs
             train_step(batch["image"], batch["image_width"] // WIDTH_REDUCTION, batch["label"], batch["label_length"])
 
     def naive(epoch: int):

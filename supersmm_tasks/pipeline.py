@@ -9,6 +9,8 @@ each group is sorted by width and cut into batches, and the batches are shuffled
 (seed, epoch), so an epoch has the same batches in the same order in any process. Evaluation batches are in order
 of width (stable), the same every time.
 
+The pipeline of an example set is built once (`EpochBatches`); an epoch only sets the order it reads in.
+
 Decoded images are cached in memory (one uint8 strip per example set) when they fit; see `ImageCache`.
 """
 from __future__ import annotations
@@ -172,46 +174,65 @@ IMAGE_CACHE = ImageCache()
 # ---------------------------------------------------------------- the batches of an epoch
 
 
+class EpochBatches:
+    """The batches of one example set, epoch after epoch: dict(image=[B,H,W,1] float32, image_width=[B] int32,
+    label=[B,L] int32 padded with -1, label_length=[B] int32).
+
+    The tf.data pipeline is built, and its functions traced, once; each epoch only sets the order in which it
+    reads the examples. `cache=False` decodes every image from its file every epoch.
+    """
+
+    def __init__(self, examples: list[Example], *, encoding: str, height: int = DEFAULT_HEIGHT, batch_size: int,
+                 seed: int, training: bool, cache: bool = True):
+        if not examples:
+            raise SupersmmError("no examples to make batches of (is the split empty for this encoding?)")
+        self.widths = np.array([resized_width(*_stored_size(example), height) for example in examples], np.int64)
+        self.batch_size, self.seed, self.training = batch_size, seed, training
+        labels, label_lengths = _label_matrix(examples, encoding)
+        image_paths = [example.image_path for example in examples]
+        strip = IMAGE_CACHE.strip(image_paths, self.widths, height) if cache else None
+
+        # Variables, not constants: tf.data copies every constant a dataset captures, for every iterator.
+        with tf.device("/CPU:0"):
+            self.order = tf.Variable(np.arange(len(examples), dtype=np.int32), trainable=False)
+            widths = tf.Variable(self.widths.astype(np.int32), trainable=False)
+            labels = tf.Variable(labels, trainable=False)
+            label_lengths = tf.Variable(label_lengths, trainable=False)
+            sources = tf.Variable(image_paths if strip is None else strip[1], trainable=False)
+
+        def load(index, width):
+            if strip is None:
+                return ink_image(tf.io.read_file(sources[index]), height, width)
+            offset = sources[index]
+            return strip[0][:, offset:offset + tf.cast(width, tf.int64)]
+
+        @not_converted
+        def sample(position):
+            index = self.order[position]
+            width, label_length = widths[index], label_lengths[index]
+            image = tf.pad(load(index, width), [[0, 0], [0, _round_up(width, WIDTH_MULTIPLE) - width]])
+            return image, width, labels[index, :_round_up(label_length, LABEL_MULTIPLE)], label_length
+
+        batches = (tf.data.Dataset.range(len(examples))
+                   .map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                   .padded_batch(batch_size, padding_values=(np.uint8(0), 0, -1, 0))
+                   .map(_as_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                   .prefetch(tf.data.AUTOTUNE))
+        options = tf.data.Options()
+        options.deterministic = True
+        self.dataset = batches.with_options(options)
+
+    def epoch(self, epoch: int) -> tf.data.Dataset:
+        """The batches of this epoch; iterate over them before asking for the next epoch's."""
+        self.order.assign(batch_order(self.widths, self.batch_size, self.seed, epoch, self.training).astype(np.int32))
+        return self.dataset
+
+
 def epoch_batches(examples: list[Example], *, encoding: str, height: int = DEFAULT_HEIGHT, batch_size: int, seed: int,
                   epoch: int, training: bool, cache: bool = True) -> tf.data.Dataset:
-    """One epoch of batches: dict(image=[B,H,W,1] float32, image_width=[B] int32, label=[B,L] int32 padded with -1,
-    label_length=[B] int32). `cache=False` decodes every image from its file every epoch."""
-    if not examples:
-        raise SupersmmError("no examples to make batches of (is the split empty for this encoding?)")
-    widths = np.array([resized_width(*_stored_size(example), height) for example in examples], np.int64)
-    labels, label_lengths = _label_matrix(examples, encoding)
-    order = batch_order(widths, batch_size, seed, epoch, training)
-    image_paths = [example.image_path for example in examples]
-
-    strip = IMAGE_CACHE.strip(image_paths, widths, height) if cache else None
-    if strip is None:
-        sources = tf.data.Dataset.from_tensor_slices([image_paths[i] for i in order])
-
-        def load(path, width):
-            return ink_image(tf.io.read_file(path), height, width)
-    else:
-        pixels, offsets = strip
-        sources = tf.data.Dataset.from_tensor_slices(offsets[order])
-
-        def load(offset, width):
-            return pixels[:, offset:offset + tf.cast(width, tf.int64)]
-
-    @not_converted
-    def sample(source, width, label, label_length):
-        image = load(source, width)
-        padded_width = _round_up(width, WIDTH_MULTIPLE)
-        image = tf.pad(image, [[0, 0], [0, padded_width - width]])
-        return image, width, label[:_round_up(label_length, LABEL_MULTIPLE)], label_length
-
-    columns = (widths[order].astype(np.int32), labels[order], label_lengths[order])
-    samples = tf.data.Dataset.zip(sources, *map(tf.data.Dataset.from_tensor_slices, columns))
-    batches = (samples.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .padded_batch(batch_size, padding_values=(np.uint8(0), 0, -1, 0))
-               .map(_as_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .prefetch(tf.data.AUTOTUNE))
-    options = tf.data.Options()
-    options.deterministic = True
-    return batches.with_options(options)
+    """One epoch of batches (see EpochBatches)."""
+    return EpochBatches(examples, encoding=encoding, height=height, batch_size=batch_size, seed=seed,
+                        training=training, cache=cache).epoch(epoch)
 
 
 @not_converted

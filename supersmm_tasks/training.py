@@ -294,7 +294,8 @@ class ChunkRun:
         if stop:
             return self.finish(progress, *stop, epochs_trained=0)
         train_examples, val_examples = self.load_examples("train"), self.load_examples("val")
-        val_batches = self.batches(val_examples, epoch=0, training=False)  # the same every epoch: built once
+        train_batches = self.batches(train_examples, training=True)
+        val_batches = self.batches(val_examples, training=False).epoch(0)  # the same every epoch
         self.log(f"chunk {self.chunk} on {self.worker}: epochs {progress.epoch + 1}-{last_epoch} "
                  f"of {config.max_total_epochs} ({len(train_examples)} training samples)")
         run_state.backup_log(self.name)
@@ -306,7 +307,7 @@ class ChunkRun:
                 requested = self.should_stop()
                 if requested in ("paused", "cancelled"):
                     return self.finish(progress, requested, f"{requested} by request", epochs_trained)
-                self.train_epoch(epoch, train_examples, val_batches, progress, summaries)
+                self.train_epoch(epoch, train_batches, val_batches, progress, summaries)
                 epochs_trained += 1
                 stop = self.finished(progress)
                 if stop:
@@ -376,18 +377,19 @@ class ChunkRun:
             best_epoch=state.get("best_epoch"), epochs_trained=epochs_trained,
         )
 
-    def batches(self, examples, epoch: int, training: bool):
+    def batches(self, examples, training: bool) -> pipeline.EpochBatches:
         config = self.config
-        return pipeline.epoch_batches(examples, encoding=config.encoding, height=config.height,
-                                      batch_size=config.batch_size, seed=config.seed, epoch=epoch, training=training)
+        return pipeline.EpochBatches(examples, encoding=config.encoding, height=config.height,
+                                     batch_size=config.batch_size, seed=config.seed, training=training)
 
-    def train_epoch(self, epoch: int, train_examples, val_batches, progress: Progress, summaries) -> None:
+    def train_epoch(self, epoch: int, train_batches: pipeline.EpochBatches, val_batches, progress: Progress,
+                    summaries) -> None:
         config, trainer = self.config, self.trainer
         started = time.monotonic()
-        batches = self.batches(train_examples, epoch, training=True)
-        batch_count = math.ceil(len(train_examples) / config.batch_size)
+        sample_count = len(train_batches.widths)
+        batch_count = math.ceil(sample_count / config.batch_size)
         loss_sum = 0.0
-        for number, batch in enumerate(batches, start=1):
+        for number, batch in enumerate(train_batches.epoch(epoch), start=1):
             loss = float(trainer.train_step(batch["image"], batch["image_width"], batch["label"],
                                             batch["label_length"]))
             loss_sum += loss * int(batch["image"].shape[0])
@@ -399,10 +401,10 @@ class ChunkRun:
 
         folder = run_state.checkpoints_dir(self.name)
         row = self.csv_row(epoch, progress, checkpoint_path(folder, epoch), {
-            "loss": loss_sum / len(train_examples), "val_loss": val_loss, "val_ser": val_ser,
+            "loss": loss_sum / sample_count, "val_loss": val_loss, "val_ser": val_ser,
             "val_sequence_error": val_sequence_error, "epoch_time_sec": round(epoch_time, 3),
-            "samples_per_sec": round(len(train_examples) / train_time, 3),
-            "dataset_size": len(train_examples),
+            "samples_per_sec": round(sample_count / train_time, 3),
+            "dataset_size": sample_count,
         })
         self.guard()
         meta = {**progress.as_meta(), "row": row, "model_variables": [v.path for v in trainer.model.variables],
