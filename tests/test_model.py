@@ -1,10 +1,11 @@
 """The CRNN presets, the per-sample CTC loss and CTC decoding."""
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import REAL_SAMPLE
-from supersmm_tasks.model import PRESETS, beam_decode, build_model, ctc_loss, greedy_decode
+from supersmm_tasks.model import PRESETS, ProjectedLSTM, beam_decode, build_model, ctc_loss, greedy_decode
 from supersmm_tasks.pipeline import load_image
 from supersmm_tasks.vocabulary import load_vocabulary
 
@@ -32,7 +33,7 @@ def test_paper_model_is_the_published_architecture():
     assert len(layers_of(model, keras.layers.BatchNormalization)) == 4
     assert [a.negative_slope for a in layers_of(model, keras.layers.LeakyReLU)] == [0.2] * 4
     assert [p.pool_size for p in layers_of(model, keras.layers.MaxPooling2D)] == [(2, 2)] * 4
-    lstms = layers_of(model, keras.layers.LSTM)
+    lstms = layers_of(model, ProjectedLSTM)
     assert len(lstms) == 4 and all(lstm.units == 512 for lstm in lstms)  # 2 layers x 2 directions
     assert [d.rate for d in layers_of(model, keras.layers.Dropout)] == [0.5, 0.5]
     assert logits.shape == (1, image.shape[2] // 16, SEMANTIC + 1)
@@ -40,11 +41,50 @@ def test_paper_model_is_the_published_architecture():
 
 def test_lstms_keep_the_settings_that_let_keras_use_cudnn():
     for preset in PRESETS.values():
-        for lstm in layers_of(build_model(preset, SEMANTIC, seed=0), keras.layers.LSTM):
+        lstms = layers_of(build_model(preset, SEMANTIC, seed=0), ProjectedLSTM)
+        assert lstms
+        for lstm in lstms:
             config = lstm.get_config()
             assert config["activation"] == "tanh" and config["recurrent_activation"] == "sigmoid"
             assert config["recurrent_dropout"] == 0 and config["dropout"] == 0
             assert not config["unroll"] and config["use_bias"]
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda lstm: lstm,
+    lambda lstm: type(lstm).from_config({**lstm.get_config(), "go_backwards": True}),
+    keras.layers.Bidirectional,
+], ids=["forward", "go_backwards", "bidirectional"])
+def test_projected_lstm_computes_what_keras_lstm_does(wrap):
+    sequences = tf.random.stateless_normal([3, 11, 6], seed=[1, 2])
+    keras_lstm = wrap(keras.layers.LSTM(5, return_sequences=True))
+    projected = wrap(ProjectedLSTM(5, return_sequences=True))
+    keras_lstm(sequences), projected(sequences)
+    assert [(v.name, v.shape) for v in projected.weights] == [(v.name, v.shape) for v in keras_lstm.weights]
+    projected.set_weights([np.random.default_rng(i).normal(size=v.shape) for i, v in enumerate(keras_lstm.weights)])
+    keras_lstm.set_weights(projected.get_weights())
+
+    results = []
+    for layer in (keras_lstm, projected):
+        with tf.GradientTape() as tape:
+            tape.watch(sequences)
+            outputs = layer(sequences, training=True)
+            loss = tf.reduce_sum(outputs * tf.range(outputs.shape[-1], dtype=tf.float32))
+        results.append([outputs, *tape.gradient(loss, [sequences, *layer.trainable_weights])])
+
+    for expected, actual in zip(*results, strict=True):  # float32 round-off, relative to each array's scale
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_a_saved_model_loads_back_and_predicts_the_same(tmp_path):
+    model = build_model(PRESETS["tiny"], SEMANTIC, seed=0)
+    image = real_image(64)
+    model.save(tmp_path / "crnn.keras")
+
+    loaded = keras.models.load_model(tmp_path / "crnn.keras")
+
+    assert len(layers_of(loaded, ProjectedLSTM)) == 2
+    np.testing.assert_array_equal(loaded(image, training=False), model(image, training=False))
 
 
 def test_tiny_model_keeps_enough_frames_for_long_labels():
