@@ -90,6 +90,34 @@ class ProjectedLSTM(keras.layers.LSTM):
         )
 
 
+@keras.saving.register_keras_serializable(package="supersmm")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` of image features [B, H, W, C] by TensorFlow's fused kernel.
+
+    Keras normalises with a chain of element-wise ops, each a pass over the largest activations of the
+    network (and as many again backwards); the fused kernel makes one pass each way. Same weights, the
+    same moving statistics (Keras keeps the batch's own variance, the kernel returns the unbiased one).
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None or self.renorm or not (self.scale and self.center) or len(inputs.shape) != 4 \
+                or self.axis not in (3, -1, [3], [-1]):
+            return super().call(inputs, training=training, mask=mask)
+        images = tf.cast(inputs, tf.float32)  # as Keras does: float16 would overflow
+        if training and self.trainable:
+            outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+                images, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+            count = tf.cast(tf.size(images) // tf.shape(images)[-1], tf.float32)
+            variance = unbiased_variance * (count - 1.0) / count
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                images, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
+                epsilon=self.epsilon, is_training=False)
+        return tf.cast(outputs, self.compute_dtype)
+
+
 def build_model(preset: ModelPreset, vocabulary_size: int, seed: int) -> keras.Model:
     """Images [B, height, W, 1] -> logits [B, W // width_reduction, vocabulary_size + 1].
 
@@ -100,7 +128,7 @@ def build_model(preset: ModelPreset, vocabulary_size: int, seed: int) -> keras.M
     x = images
     for block, (filters, pool) in enumerate(zip(preset.conv_filters, preset.pool_sizes), start=1):
         x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{block}")(x)
-        x = keras.layers.BatchNormalization(momentum=preset.batch_norm_momentum, name=f"batch_norm{block}")(x)
+        x = FusedBatchNormalization(momentum=preset.batch_norm_momentum, name=f"batch_norm{block}")(x)
         x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"leaky_relu{block}")(x)
         x = keras.layers.MaxPooling2D(pool_size=pool, strides=pool, name=f"max_pool{block}")(x)
 

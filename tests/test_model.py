@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REAL_SAMPLE
-from supersmm_tasks.model import PRESETS, ProjectedLSTM, beam_decode, build_model, ctc_loss, greedy_decode
+from supersmm_tasks.model import PRESETS, FusedBatchNormalization, ProjectedLSTM, beam_decode, build_model, ctc_loss, greedy_decode
 from supersmm_tasks.pipeline import load_image
 from supersmm_tasks.vocabulary import load_vocabulary
 
@@ -30,7 +30,7 @@ def test_paper_model_is_the_published_architecture():
 
     assert [c.filters for c in layers_of(model, keras.layers.Conv2D)] == [32, 64, 128, 256]
     assert all(c.kernel_size == (3, 3) for c in layers_of(model, keras.layers.Conv2D))
-    assert len(layers_of(model, keras.layers.BatchNormalization)) == 4
+    assert len(layers_of(model, FusedBatchNormalization)) == 4
     assert [a.negative_slope for a in layers_of(model, keras.layers.LeakyReLU)] == [0.2] * 4
     assert [p.pool_size for p in layers_of(model, keras.layers.MaxPooling2D)] == [(2, 2)] * 4
     lstms = layers_of(model, ProjectedLSTM)
@@ -76,6 +76,32 @@ def test_projected_lstm_computes_what_keras_lstm_does(wrap):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_fused_batch_norm_computes_what_keras_batch_norm_does(training):
+    images = tf.random.stateless_normal([4, 8, 10, 6], seed=[1, 2]) * 3.0 + 1.0
+    keras_norm = keras.layers.BatchNormalization(momentum=0.9)
+    fused = FusedBatchNormalization(momentum=0.9)
+    keras_norm.build(images.shape), fused.build(images.shape)
+    assert [(v.name, v.shape) for v in fused.weights] == [(v.name, v.shape) for v in keras_norm.weights]
+    rng = np.random.default_rng(0)
+    gamma, beta, mean, variance = (rng.normal(size=6), rng.normal(size=6), rng.normal(size=6), rng.uniform(0.5, 2, 6))
+    for layer in (keras_norm, fused):
+        layer.set_weights([gamma, beta, mean, variance])
+
+    results = []
+    for layer in (keras_norm, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images, training=training)
+            loss = tf.reduce_sum(outputs * tf.sin(outputs))
+        results.append([outputs, *tape.gradient(loss, [images, *layer.trainable_weights]),
+                        *layer.non_trainable_weights])  # the moving mean and variance after the call
+
+    for expected, actual in zip(*results, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    assert training == (not np.allclose(fused.moving_mean.numpy(), mean))
+
+
 def test_a_saved_model_loads_back_and_predicts_the_same(tmp_path):
     model = build_model(PRESETS["tiny"], SEMANTIC, seed=0)
     image = real_image(64)
@@ -83,7 +109,7 @@ def test_a_saved_model_loads_back_and_predicts_the_same(tmp_path):
 
     loaded = keras.models.load_model(tmp_path / "crnn.keras")
 
-    assert len(layers_of(loaded, ProjectedLSTM)) == 2
+    assert len(layers_of(loaded, ProjectedLSTM)) == 2 and len(layers_of(loaded, FusedBatchNormalization)) == 4
     np.testing.assert_array_equal(loaded(image, training=False), model(image, training=False))
 
 
