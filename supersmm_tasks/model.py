@@ -118,17 +118,19 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
-def build_model(preset: ModelPreset, vocabulary_size: int, seed: int) -> keras.Model:
+def build_model(preset: ModelPreset, vocabulary_size: int, seed: int, batch_norm=FusedBatchNormalization,
+                lstm=ProjectedLSTM) -> keras.Model:
     """Images [B, height, W, 1] -> logits [B, W // width_reduction, vocabulary_size + 1].
 
     Every layer is named, so variable paths are the same in every process. The LSTMs keep Keras'
     defaults, which makes them eligible for cuDNN on a GPU; dropout sits between them as its own layer.
+    `batch_norm` and `lstm` may be Keras' stock layers instead: the same model, slower on a CPU.
     """
     images = keras.Input(shape=(preset.height, None, 1), name="image")
     x = images
     for block, (filters, pool) in enumerate(zip(preset.conv_filters, preset.pool_sizes), start=1):
         x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{block}")(x)
-        x = FusedBatchNormalization(momentum=preset.batch_norm_momentum, name=f"batch_norm{block}")(x)
+        x = batch_norm(momentum=preset.batch_norm_momentum, name=f"batch_norm{block}")(x)
         x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"leaky_relu{block}")(x)
         x = keras.layers.MaxPooling2D(pool_size=pool, strides=pool, name=f"max_pool{block}")(x)
 
@@ -138,7 +140,7 @@ def build_model(preset: ModelPreset, vocabulary_size: int, seed: int) -> keras.M
 
     for layer in range(1, preset.lstm_layers + 1):
         x = keras.layers.Bidirectional(
-            ProjectedLSTM(preset.lstm_units, return_sequences=True, name="lstm"), name=f"bilstm{layer}"
+            lstm(preset.lstm_units, return_sequences=True, name="lstm"), name=f"bilstm{layer}"
         )(x)
         x = keras.layers.Dropout(preset.dropout, seed=seed + layer, name=f"dropout{layer}")(x)
 
