@@ -23,6 +23,7 @@ import keras
 import psutil
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
+from tensorflow.python.framework import config as tf_config
 
 from . import pipeline, run_state, training_log
 from .checkpoint import (
@@ -197,10 +198,12 @@ def _model_key(config: RunConfig) -> tuple:
 
 
 def _configure_determinism(config: RunConfig) -> None:
+    """Op determinism is process-wide: set it for every chunk, since one worker trains many runs.
+    (TensorFlow 2.21 exports only the switch on; the switch off lives beside it, unexported.)"""
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        tf_config.enable_op_determinism()
     else:
-        tf.config.experimental.disable_op_determinism()
+        tf_config.disable_op_determinism()
 
 
 def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, should_stop=None, on_progress=None,

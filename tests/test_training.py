@@ -170,6 +170,22 @@ def test_patience_stops_the_run_when_val_ser_stops_improving(home):
     assert (state["status"], state["best_epoch"]) == ("completed", result.best_epoch)
 
 
+def test_each_chunk_sets_op_determinism_as_its_run_asks(home):
+    from tensorflow.python.framework import config as tf_config
+
+    new_run("loose", max_total_epochs=2, deterministic=False)
+    new_run("strict", max_total_epochs=1, deterministic=True)
+
+    assert train_chunk("loose", 1, 1).last_completed_epoch == 1
+    assert not tf_config.is_op_determinism_enabled()
+    train_chunk("strict", 1, 1)
+    assert tf_config.is_op_determinism_enabled()
+    assert train_chunk("loose", 2, 2).status == "completed"
+    assert not tf_config.is_op_determinism_enabled()
+    assert epochs_logged("loose") == [1, 2]
+    tf_config.enable_op_determinism()  # as the other tests expect
+
+
 def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(home):
     new_run("controlled", max_total_epochs=5)
     answers = iter([None, "paused"])
