@@ -154,8 +154,8 @@ def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) -> tu
     def decode(path, width):
         return ink_image(tf.io.read_file(path), height, width)
 
-    decoded = tf.data.Dataset.from_tensor_slices((image_paths, widths.astype(np.int32))).map(
-        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    decoded = _untuned(tf.data.Dataset.from_tensor_slices((image_paths, widths.astype(np.int32))).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
     images = decoded.as_numpy_iterator()
     for index, (offset, width) in enumerate(zip(offsets, widths)):
         try:
@@ -218,9 +218,7 @@ class EpochBatches:
                    .padded_batch(batch_size, padding_values=(np.uint8(0), 0, -1, 0))
                    .map(_as_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                    .prefetch(tf.data.AUTOTUNE))
-        options = tf.data.Options()
-        options.deterministic = True
-        self.dataset = batches.with_options(options)
+        self.dataset = _untuned(batches)
 
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """The batches of this epoch; iterate over them before asking for the next epoch's."""
@@ -233,6 +231,15 @@ def epoch_batches(examples: list[Example], *, encoding: str, height: int = DEFAU
     """One epoch of batches (see EpochBatches)."""
     return EpochBatches(examples, encoding=encoding, height=height, batch_size=batch_size, seed=seed,
                         training=training, cache=cache).epoch(epoch)
+
+
+def _untuned(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The dataset, deterministic and without autotuning, where AUTOTUNE means one call per core. The tuning
+    thread sleeps for up to seconds between rounds, and the end of an iterator (every epoch) waits for it."""
+    options = tf.data.Options()
+    options.deterministic = True
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 @not_converted
