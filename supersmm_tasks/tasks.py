@@ -9,7 +9,9 @@ next chunk at the back of the run's queue, so runs sharing a pool take turns.
 A worker that dies leaves a run whose status says queued/running, with no lease (it expires)
 and no pending marker. Every worker runs a reconciler thread that finds such runs and queues
 their next chunk; a Redis lock lets one worker act per interval, and the marker makes a double
-enqueue impossible anyway.
+enqueue impossible anyway. A worker that dies after taking a chunk's message but before claiming
+the run leaves a marker whose message sits unacknowledged; the reconciler replaces that marker
+once the message has gone a lease TTL unclaimed.
 
 Redis keys of run R:
     supersmm:run:R:lease     who trains R now and with which fencing token (lease.py)
@@ -49,6 +51,8 @@ FAULT_VARIABLE = "SUPERSMM_FAULT"
 UNSENT_MARKER_GRACE_S = 10.0  # a marker whose message was not sent by then belongs to a dead sender
 PROGRESS_EVERY_S = 1.0
 RECONCILER_LOCK = "supersmm:reconciler:lock"
+# Where kombu's Redis transport keeps the messages that workers took and have not acknowledged yet.
+KOMBU_UNACKED, KOMBU_UNACKED_INDEX = "unacked", "unacked_index"
 
 
 def pending_key(run: str) -> str:
@@ -189,6 +193,7 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int) -> dict:
     """Train epochs first_epoch..last_epoch of run (the run's state decides the exact range), then queue the next chunk."""
     connection = worker_redis()
     worker = self.request.hostname or socket.gethostname()
+    _fault_point("before_claim")
     lease = _claim(connection, run, self.request.id, worker)
     if lease is None:
         logger.info("chunk %s is not the run's pending chunk (a duplicate or stale copy): nothing to do", self.request.id)
@@ -292,8 +297,9 @@ def _progress_reporter(task, connection: redis.Redis, run: str, first: int, last
 
 def _fault_point(name: str) -> None:
     """Faults that tests inject with SUPERSMM_FAULT (comma-separated): `after_checkpoint` kills the worker
-    between a checkpoint and the queueing of the next chunk, to prove that the run heals; `slow_batches`
-    makes every batch 0.2 s longer, so that a test can catch a trainer mid-epoch on any machine."""
+    between a checkpoint and the queueing of the next chunk, `before_claim` between taking a chunk's
+    message and claiming its run, to prove that the run heals; `slow_batches` makes every batch 0.2 s
+    longer, so that a test can catch a trainer mid-epoch on any machine."""
     if name not in os.environ.get(FAULT_VARIABLE, "").split(","):
         return
     if name == "slow_batches":
@@ -328,13 +334,31 @@ def reconcile_once(connection: redis.Redis) -> list[str]:
 
 
 def _stale_marker(connection: redis.Redis, run: str) -> str | None:
-    """The task id of a pending marker that no live message answers ('' when there is no marker); None when it is live."""
+    """The task id of a pending marker that no live message answers ('' when there is no marker); None when it is live.
+
+    Called for runs that nobody holds: a message taken by a worker but unclaimed for a lease TTL was
+    taken by a worker that died (a live one claims the run within milliseconds).
+    """
     marker = pending_chunk(connection, run)
     if not marker:
         return ""
     never_sent = marker.get("sent") != "1" and time.time() - float(marker["queued_at"]) > UNSENT_MARKER_GRACE_S
     rerouted = marker.get("queue") != run_route(connection, run)[0]
-    return marker["task_id"] if never_sent or rerouted else None
+    taken_at = _taken_at(connection, marker["task_id"]) if marker.get("sent") == "1" else None
+    taken_by_the_dead = taken_at is not None and time.time() - taken_at > ttl_seconds()
+    return marker["task_id"] if never_sent or rerouted or taken_by_the_dead else None
+
+
+def _taken_at(connection: redis.Redis, task_id: str) -> float | None:
+    """When a worker took the message of chunk task_id from its queue, if it has not acknowledged it yet."""
+    for delivery_tag, stored in connection.hscan_iter(KOMBU_UNACKED):
+        try:
+            message = json.loads(stored)[0]
+        except (ValueError, LookupError, TypeError):
+            continue  # not a message of ours
+        if isinstance(message, dict) and message.get("headers", {}).get("id") == task_id:
+            return connection.zscore(KOMBU_UNACKED_INDEX, delivery_tag)
+    return None
 
 
 def _reconcile_forever(stop: threading.Event, worker: str) -> None:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from supersmm_tasks import broker, lease, run_state
+from supersmm_tasks import broker, lease, run_state, tasks
 from supersmm_tasks.checkpoint import latest_valid_checkpoint
 
 
@@ -81,6 +81,22 @@ def test_a_kill_between_checkpoint_and_the_next_chunk_heals(training_home, worke
     state = training_home.wait_until_finished("fault", 240, [healer])
     assert state["status"] == "completed"
     assert training_home.csv_epochs("fault") == [1, 2, 3, 4]
+
+
+def test_a_kill_between_taking_a_chunk_and_claiming_its_run_heals(training_home, workers):
+    training_home.enqueue("untaken", epochs=2, chunk=2)
+    doomed = workers.start("doomed", SUPERSMM_FAULT="before_claim")
+    training_home.wait_for(lambda: doomed.process.poll() is not None, 240, "the fault to kill the worker", [doomed])
+    assert doomed.process.returncode == -signal.SIGKILL
+    # The dead worker took the chunk's message (unacknowledged until visibility_timeout, 30 days) and the
+    # run's marker still names that message.
+    assert training_home.state("untaken")["status"] == "queued"
+    assert tasks.pending_chunk(broker.client(), "untaken")
+
+    healer = workers.start("healer")
+    state = training_home.wait_until_finished("untaken", 240, [healer])
+    assert state["status"] == "completed"
+    assert training_home.csv_epochs("untaken") == [1, 2]
 
 
 def test_a_stalled_trainer_writes_nothing_once_another_holds_the_run(training_home, workers):
