@@ -3,7 +3,7 @@
     checkpoint_save_seconds  one full checkpoint of the paper model (weights, Adam state, seeds), written durably
     worker_rss_growth        RSS of one process after its last chunk / after its 2nd chunk (1 epoch per chunk)
     tiny_val_ser             best val SER / first epoch's val SER of `tiny` on 300 clean synthetic incipits in 20 epochs,
-                             agnostic encoding; `tiny_val_ser_semantic` the same with semantic labels
+                             agnostic encoding; (full run only) `tiny_val_ser_semantic`, the same with semantic labels
     tiny_1000_val_ser        (full run only) the best val SER of `tiny` on 1,000 incipits in 20 epochs, and how long
     flops_fraction           FLOP/s of the paper model's training step / this machine's float32 matmul FLOP/s
 """
@@ -60,14 +60,14 @@ def run(quick: bool) -> list[dict]:
                     "goal": "<= 1.05", "ok": growth <= 1.05})
     figures.append(tiny_learning("tiny_val_ser", "agnostic"))
     if not quick:
-        figures.append(tiny_learning("tiny_val_ser_semantic", "semantic"))
+        figures.append(tiny_learning("tiny_val_ser_semantic", "semantic", graded=False))
         figures.append(tiny_learning("tiny_1000_val_ser", "agnostic", samples=1000))
     return figures
 
 
-def tiny_learning(name: str, encoding: str, samples: int = 300, epochs: int = 20) -> dict:
+def tiny_learning(name: str, encoding: str, samples: int = 300, epochs: int = 20, graded: bool = True) -> dict:
     """How far `tiny` gets in `epochs` epochs on `samples` clean incipits: best / first val SER (300 incipits),
-    or the best val SER itself and the time it took (any other size)."""
+    or the best val SER itself and the time it took (any other size). Ungraded figures are only reported."""
     learning = train_in_subprocess(samples=samples, epochs=epochs, epochs_per_chunk=epochs, encoding=encoding)
     ser, minutes = learning["val_ser"], learning["seconds"] / 60
     unit = (f"{encoding}, {samples} incipits, {epochs} epochs in {minutes:.1f} min: first val SER {ser[0]:.1f}%, "
@@ -76,8 +76,8 @@ def tiny_learning(name: str, encoding: str, samples: int = 300, epochs: int = 20
         return {"name": name, "value": round(min(ser), 1), "unit": f"% best val SER ({unit})", "goal": "report",
                 "ok": True, "minutes": round(minutes, 1)}
     ratio = min(ser) / ser[0]
-    return {"name": name, "value": round(ratio, 3), "unit": f"best / first val SER ({unit})", "goal": "< 0.5",
-            "ok": ratio < 0.5}
+    return {"name": name, "value": round(ratio, 3), "unit": f"best / first val SER ({unit})",
+            "goal": "< 0.5" if graded else "report", "ok": ratio < 0.5 or not graded}
 
 
 def train_in_subprocess(samples: int, epochs: int, epochs_per_chunk: int, encoding: str = "semantic") -> dict:
