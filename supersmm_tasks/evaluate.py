@@ -102,7 +102,7 @@ def predict(name: str, image_paths: list[str]) -> list[list[str]]:
 def _best_model(config: RunConfig):
     """The run's model with the weights of its best checkpoint (by val SER), and that epoch."""
     folder = run_state.checkpoints_dir(config.run)
-    best_epoch = run_state.read_state(config.run).get("best_epoch")
+    best_epoch = run_state.peek_state(config.run).get("best_epoch")
     checkpoint = None
     if best_epoch:
         try:

@@ -119,6 +119,15 @@ def read_state(name: str) -> dict:
     return state
 
 
+def peek_state(name: str) -> dict:
+    """The state as it is on disk, {} while it is missing or unreadable: for readers that must not write
+    (the dashboard, evaluation), since a rebuild belongs to whoever holds the run."""
+    try:
+        return parse_state(state_path(name).read_text("utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError, UnreadableState):
+        return {}
+
+
 def write_state(name: str, **fields) -> dict:
     """Merge `fields` into the state, stamp updated_at and write it atomically, keeping a backup."""
     if "status" in fields and fields["status"] not in STATUSES:

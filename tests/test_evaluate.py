@@ -90,3 +90,15 @@ def test_a_run_without_checkpoints_cannot_be_evaluated(trained):
     with pytest.raises(SupersmmError, match="no checkpoint"):
         evaluate_run("untrained")
     assert paths.run_dir("untrained").is_dir()
+
+
+def test_evaluating_never_writes_the_runs_state(trained):
+    state_file = run_state.state_path("run")
+    saved = state_file.read_bytes()
+    state_file.unlink()
+    try:
+        assert predict("run", [str(next((paths.data_root() / "primus").rglob("*.png")))])
+        assert evaluate_run("run", split="val")["epoch"] == 3  # no state to name the best: the newest checkpoint
+        assert not state_file.exists()  # a missing state is rebuilt by whoever trains the run, not by a reader
+    finally:
+        state_file.write_bytes(saved)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths
-from ..run_state import UnreadableState, config_path, log_path, parse_state, state_path
+from ..run_state import config_path, log_path, peek_state
 from ..training_log import COLUMNS
 
 TEXT_COLUMNS = ("timestamp", "run", "dataset", "est_completion_time", "worker", "checkpoint_path")
@@ -81,14 +81,6 @@ def _parse_training_log(path: Path) -> tuple[pd.DataFrame, str | None]:
     return table.reset_index(drop=True), None
 
 
-def read_state_file(name: str) -> dict:
-    """`training_state.txt` as a dict; empty while the run has none (the dashboard never rebuilds it)."""
-    try:
-        return parse_state(state_path(name).read_text("utf-8"))
-    except (FileNotFoundError, UnicodeDecodeError, UnreadableState):
-        return {}
-
-
 def read_config(name: str) -> dict:
     try:
         config = json.loads(config_path(name).read_text("utf-8"))
@@ -128,7 +120,7 @@ def run_names(table: pd.DataFrame) -> list[str]:
 def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> dict:
     """One line of the runs table: from the state file where it exists, from the CSV where it does not."""
     now = now or datetime.now(timezone.utc)
-    state = read_state_file(name)
+    state = peek_state(name)
     last = rows.iloc[-1] if len(rows) else None
     status = state.get("status") or "unknown"
     epoch = _integer(state.get("last_completed_epoch"))

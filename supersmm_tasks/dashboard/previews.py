@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ..checkpoint import checkpoint_epochs, checkpoint_path
 from ..errors import SupersmmError
-from ..run_state import checkpoints_dir
-from .feed import read_state_file
+from ..run_state import checkpoints_dir, peek_state
 
 PREVIEW_COUNT = 4
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -62,7 +61,7 @@ def token_diff(truth: list[str], prediction: list[str]) -> list[dict]:
 def checkpoint_key(name: str) -> str | None:
     """Names the checkpoint that predictions come from (the best one, else the newest); None while there is none."""
     folder = checkpoints_dir(name)
-    best_epoch = read_state_file(name).get("best_epoch")
+    best_epoch = peek_state(name).get("best_epoch")
     candidates = [checkpoint_path(folder, best_epoch)] if best_epoch else []
     candidates += [checkpoint_path(folder, epoch) for epoch in reversed(checkpoint_epochs(folder))]
     for path in candidates:

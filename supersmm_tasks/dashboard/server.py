@@ -24,7 +24,8 @@ import tornado.web
 
 from .. import paths
 from ..errors import SupersmmError
-from .feed import TrainingLog, log_tail, read_config, read_state_file, run_history, run_names, run_summary
+from ..run_state import peek_state
+from .feed import TrainingLog, log_tail, read_config, run_history, run_names, run_summary
 from .previews import PreviewCache
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -61,7 +62,7 @@ class Dashboard:
         return {
             "summary": run_summary(name, rows),
             "history": run_history(rows),
-            "state": read_state_file(name),
+            "state": peek_state(name),
             "config": read_config(name),
             "log_tail": log_tail(name),
             "problem": problem,
