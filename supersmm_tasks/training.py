@@ -95,19 +95,21 @@ class Progress:
 class Trainer:
     """A run's model, optimizer and compiled steps; kept between chunks so nothing is rebuilt or retraced."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, mixed_precision: bool | None = None):
+        """`mixed_precision` (float16 compute, float32 weights) defaults to on where a GPU is present."""
         self.config = config
         self.preset = PRESETS[config.model]
         self.blank = len(load_vocabulary(config.encoding))
         keras.utils.set_random_seed(config.seed)  # the initial weights depend on the run's seed only
-        on_gpu = bool(tf.config.list_physical_devices("GPU"))
-        with dtype_policy("mixed_float16" if on_gpu else "float32"):
+        if mixed_precision is None:
+            mixed_precision = bool(tf.config.list_physical_devices("GPU"))
+        with dtype_policy("mixed_float16" if mixed_precision else "float32"):
             self.model = build_model(self.preset, self.blank, config.seed)
         self.adam = keras.optimizers.Adam(config.learning_rate)
         # In float16 small gradients vanish: the loss is scaled up before differentiation and the
         # gradients scaled back before Adam sees them. Checkpoints hold Adam's variables and the loss
         # scale goes in their metadata, so a run moves freely between GPU and CPU workers.
-        self.optimizer = keras.optimizers.LossScaleOptimizer(self.adam) if on_gpu else self.adam
+        self.optimizer = keras.optimizers.LossScaleOptimizer(self.adam) if mixed_precision else self.adam
         self.optimizer.build(self.model.trainable_variables)  # its variables must exist before a restore
         batch_signature = [
             tf.TensorSpec([None, self.preset.height, None, 1], tf.float32),  # image

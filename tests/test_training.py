@@ -231,3 +231,44 @@ def test_the_tiny_model_learns(shared):
 
     assert loss[-1] < 0.6 * loss[0], f"training loss per epoch: {loss}"
     assert min(val_loss) < 0.9 * val_loss[0], f"validation loss per epoch: {val_loss}"
+
+
+def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32(tmp_path):
+    """The GPU's path, run on the CPU: float16 layers, float32 weights and CTC loss, a scaled loss; a checkpoint
+    carries the weights, Adam's state and the loss scale to a float32 trainer and back."""
+    from conftest import REAL_SAMPLE
+    from supersmm_tasks.checkpoint import save_checkpoint
+    from supersmm_tasks.pipeline import load_image
+    from supersmm_tasks.run_config import RunConfig
+    from supersmm_tasks.training import Trainer
+    from supersmm_tasks.vocabulary import encode
+
+    config = RunConfig(
+        run="mixed", dataset="none", dataset_path="", dataset_config="", split_files={}, split_seed=None,
+        camera=False, encoding="semantic", model="tiny", height=64, batch_size=1, learning_rate=3e-3, seed=0,
+        deterministic=True, train_samples=0, max_total_epochs=1, max_epochs_per_run=1, patience=0, queue=None,
+        priority=None, created_at="")
+    image = load_image(REAL_SAMPLE / f"{REAL_SAMPLE.name}.png", 64)[np.newaxis]
+    tokens = (REAL_SAMPLE / f"{REAL_SAMPLE.name}.semantic").read_text("utf-8").split()
+    batch = (tf.constant(image), tf.constant([image.shape[2]]), tf.constant([encode(tokens, "semantic")]),
+             tf.constant([len(tokens)]))
+
+    mixed = Trainer(config, mixed_precision=True)
+    initial_scale, initial = mixed.loss_scale, [v.numpy() for v in mixed.model.trainable_variables]
+    losses = [mixed.train_step(*batch) for _ in range(8)]  # steps whose scaled gradients overflow are skipped
+
+    assert mixed.model.get_layer("conv1").compute_dtype == "float16"
+    assert {v.dtype for v in mixed.model.trainable_variables} == {"float32"}
+    assert all(loss.dtype == tf.float32 and np.isfinite(loss.numpy()) and loss.numpy() > 0 for loss in losses)
+    assert 1 < mixed.loss_scale < initial_scale  # lowered until float16 gradients fit
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(initial, mixed.model.trainable_variables))
+
+    path = save_checkpoint(tmp_path, 1, *mixed.state_arrays(), meta={"loss_scale": mixed.loss_scale})
+    on_cpu = Trainer(config, mixed_precision=False)
+    on_cpu.restore(load_checkpoint(path))
+    assert on_cpu.loss_scale is None and np.isfinite(float(on_cpu.train_step(*batch)))
+    back_on_gpu = Trainer(config, mixed_precision=True)
+    back_on_gpu.restore(load_checkpoint(path))
+    assert back_on_gpu.loss_scale == mixed.loss_scale
+    for restored, saved in zip(back_on_gpu.state_arrays(), mixed.state_arrays(), strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(restored, saved, strict=True))
