@@ -61,18 +61,19 @@ def run(quick: bool) -> list[dict]:
     figures.append(tiny_learning("tiny_val_ser", "agnostic"))
     if not quick:
         figures.append(tiny_learning("tiny_val_ser_semantic", "semantic", graded=False))
-        figures.append(tiny_learning("tiny_1000_val_ser", "agnostic", samples=1000))
+        figures.append(tiny_learning("tiny_1000_val_ser", "agnostic", samples=1000, report_best=True))
     return figures
 
 
-def tiny_learning(name: str, encoding: str, samples: int = 300, epochs: int = 20, graded: bool = True) -> dict:
-    """How far `tiny` gets in `epochs` epochs on `samples` clean incipits: best / first val SER (300 incipits),
-    or the best val SER itself and the time it took (any other size). Ungraded figures are only reported."""
+def tiny_learning(name: str, encoding: str, samples: int = 300, epochs: int = 20, graded: bool = True,
+                  report_best: bool = False) -> dict:
+    """How far `tiny` gets in `epochs` epochs on `samples` clean incipits: best / first val SER, graded against
+    the issue's < 0.5 unless `graded` is off, or with `report_best` the best val SER itself and its time."""
     learning = train_in_subprocess(samples=samples, epochs=epochs, epochs_per_chunk=epochs, encoding=encoding)
     ser, minutes = learning["val_ser"], learning["seconds"] / 60
     unit = (f"{encoding}, {samples} incipits, {epochs} epochs in {minutes:.1f} min: first val SER {ser[0]:.1f}%, "
             f"best {min(ser):.1f}% at epoch {ser.index(min(ser)) + 1}")
-    if samples != 300:
+    if report_best:
         return {"name": name, "value": round(min(ser), 1), "unit": f"% best val SER ({unit})", "goal": "report",
                 "ok": True, "minutes": round(minutes, 1)}
     ratio = min(ser) / ser[0]

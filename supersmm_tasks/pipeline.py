@@ -220,6 +220,10 @@ class EpochBatches:
                    .prefetch(tf.data.AUTOTUNE))
         self.dataset = _untuned(batches)
 
+    def __len__(self) -> int:
+        """The number of examples in an epoch."""
+        return len(self.widths)
+
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """The batches of this epoch; iterate over them before asking for the next epoch's."""
         self.order.assign(batch_order(self.widths, self.batch_size, self.seed, epoch, self.training).astype(np.int32))

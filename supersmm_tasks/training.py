@@ -391,7 +391,7 @@ class ChunkRun:
                     summaries) -> None:
         config, trainer = self.config, self.trainer
         started = time.monotonic()
-        sample_count = len(train_batches.widths)
+        sample_count = len(train_batches)
         batch_count = math.ceil(sample_count / config.batch_size)
         loss_sum = 0.0
         for number, batch in enumerate(train_batches.epoch(epoch), start=1):
