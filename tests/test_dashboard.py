@@ -145,8 +145,13 @@ def wait_for(driver, condition, timeout: float = 30):
 
 
 def run_row_text(driver, run: str) -> str:
-    rows = driver.find_elements("css selector", f'#runs tbody tr[data-run="{run}"]')
-    return rows[0].text if rows else ""
+    # Read in one script: the page replaces its rows on every refresh, so a row found by one
+    # WebDriver call may be gone (stale) by the next.
+    return driver.execute_script(
+        "const row = document.querySelector(`#runs tbody tr[data-run=\"${arguments[0]}\"]`);"
+        "return row ? row.innerText : '';",
+        run,
+    )
 
 
 def save_screenshot(driver, name: str) -> None:
