@@ -93,10 +93,10 @@ def test_a_holder_paused_past_its_ttl_is_fenced_off(redis_server):
 
 def test_heartbeat_keeps_the_lease_beyond_its_ttl(redis_server):
     client = redis_server.client()
-    lease = Lease.acquire(client, "primus", worker="w1", ttl_s=0.6)
+    lease = Lease.acquire(client, "primus", worker="w1", ttl_s=1.2)  # renewed every 0.4 s
     lease.start_heartbeat()
-    time.sleep(1.5)
-    assert Lease.acquire(client, "primus", worker="w2", ttl_s=0.6) is None
+    time.sleep(3)
+    assert Lease.acquire(client, "primus", worker="w2", ttl_s=1.2) is None
     lease.guard()
     lease.release()
     assert holder(client, "primus") is None

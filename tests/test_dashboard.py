@@ -145,7 +145,7 @@ def wait_for(driver, condition, timeout: float = 30):
 
 
 def run_row_text(driver, run: str) -> str:
-    # Read in one script: the page replaces its rows on every refresh, so a row found by one
+    # Read in one script: the page swaps a row's cells when they change, so a cell found by one
     # WebDriver call may be gone (stale) by the next.
     return driver.execute_script(
         "const row = document.querySelector(`#runs tbody tr[data-run=\"${arguments[0]}\"]`);"
@@ -185,6 +185,26 @@ def test_page_shows_the_run_and_updates_itself_without_reload(two_epoch_run, ser
     assert not log.find_elements("css selector", "script, b")
     assert browser.execute_script("return window.injected") is None
     save_screenshot(browser, "dashboard.png")
+
+
+def test_rows_stay_in_place_across_refreshes_and_a_click_selects_a_run(two_epoch_run, server, browser):
+    training_log.append_row(epoch_row("other", 1, 5, chunk=1))
+    write_state("other", "running", 1, 5)
+    browser.get(server + "/")
+    wait_for(browser, lambda d: "1 / 5" in run_row_text(d, "other"))
+    row_of = "return document.querySelector(`#runs tbody tr[data-run='${arguments[0]}']`)"
+    browser.execute_script(row_of + ".kept = 'yes'", "other")
+
+    training_log.append_row(epoch_row("other", 2, 5, chunk=1))
+    write_state("other", "running", 2, 5)
+    wait_for(browser, lambda d: "2 / 5" in run_row_text(d, "other"))
+    assert browser.execute_script(row_of + ".kept", "other") == "yes", "the row was replaced, not updated"
+
+    browser.execute_script(row_of + ".cells[0].click()", "other")
+    wait_for(browser, lambda d: d.find_element("id", "run-name").text == "other")
+    assert browser.current_url.endswith("#run=other")
+    assert browser.execute_script(row_of + ".classList.contains('selected')", "other")
+    assert not browser.execute_script(row_of + ".classList.contains('selected')", "tiny")
 
 
 def test_page_loads_nothing_from_outside_the_server(two_epoch_run, server, browser):

@@ -83,8 +83,20 @@ function runRow(run) {
   const updated = element("td", null, formatAge(run.last_update));
   updated.title = run.last_update ?? "";
   row.appendChild(updated);
-  row.addEventListener("click", () => selectRun(run.name));
   return row;
+}
+
+// Rows stay in place across refreshes and only changed cells are swapped, so a click that lands
+// while the table refreshes still reaches its row.
+function updateRow(row, fresh) {
+  row.className = fresh.className;
+  const cells = Array.from(fresh.children);
+  cells.forEach((cell, i) => {
+    const current = row.children[i];
+    if (!current) row.appendChild(cell);
+    else if (!current.isEqualNode(cell)) current.replaceWith(cell);
+  });
+  while (row.children.length > cells.length) row.lastElementChild.remove();
 }
 
 function showProblem(text) {
@@ -95,7 +107,16 @@ function showProblem(text) {
 
 function renderRuns(data) {
   const body = document.querySelector("#runs tbody");
-  body.replaceChildren(...data.runs.map(runRow));
+  const existing = new Map(Array.from(body.rows, (row) => [row.dataset.run, row]));
+  data.runs.forEach((run, position) => {
+    const fresh = runRow(run);
+    const row = existing.get(run.name);
+    if (row) updateRow(row, fresh);
+    const shown = row ?? fresh;
+    if (body.rows[position] !== shown) body.insertBefore(shown, body.rows[position] ?? null);
+    existing.delete(run.name);
+  });
+  existing.forEach((row) => row.remove());
   document.getElementById("no-runs").hidden = data.runs.length > 0;
   document.getElementById("runs").hidden = data.runs.length === 0;
   showProblem(data.problem);
@@ -230,6 +251,10 @@ function renderLinks(links) {
 }
 
 async function start() {
+  document.querySelector("#runs tbody").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-run]");
+    if (row) selectRun(row.dataset.run);
+  });
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("run");
   if (fromHash) selectedRun = fromHash;
   try {
