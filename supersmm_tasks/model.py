@@ -52,6 +52,11 @@ PRESETS = {
 }
 
 
+def gpu_present() -> bool:
+    """Whether TensorFlow will place work on a GPU (devices hidden from it do not count)."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 @keras.saving.register_keras_serializable(package="supersmm")
 class ProjectedLSTM(keras.layers.LSTM):
     """`keras.layers.LSTM` that multiplies the whole sequence by the input kernel in one matmul, then loops.
@@ -63,7 +68,7 @@ class ProjectedLSTM(keras.layers.LSTM):
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         cell = self.cell
-        if tf.config.list_logical_devices("GPU") or cell.dropout or cell.recurrent_dropout:
+        if gpu_present() or cell.dropout or cell.recurrent_dropout:
             return super().inner_loop(sequences, initial_state, mask, training=training)
 
         inputs = keras.ops.matmul(sequences, cell.kernel)

@@ -33,7 +33,7 @@ from .checkpoint import (
 from .corpus import load_dataset
 from .errors import SupersmmError
 from .evaluate import decode_logits, error_rates
-from .model import PRESETS, build_model, ctc_loss, logit_lengths
+from .model import PRESETS, build_model, ctc_loss, gpu_present, logit_lengths
 from .run_config import RunConfig, load_run_config
 from .vocabulary import load_vocabulary
 
@@ -102,7 +102,7 @@ class Trainer:
         self.blank = len(load_vocabulary(config.encoding))
         keras.utils.set_random_seed(config.seed)  # the initial weights depend on the run's seed only
         if mixed_precision is None:
-            mixed_precision = bool(tf.config.list_physical_devices("GPU"))
+            mixed_precision = gpu_present()
         with dtype_policy("mixed_float16" if mixed_precision else "float32"):
             self.model = build_model(self.preset, self.blank, config.seed)
         self.adam = keras.optimizers.Adam(config.learning_rate)
