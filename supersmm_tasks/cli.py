@@ -37,7 +37,7 @@ def run_options(command):
         click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch (default: 16)."),
         click.option("--seed", type=int, help="Seed of the run (shuffles, initial weights, dropout)."),
         click.option("--patience", type=click.IntRange(min=0), help="Early stop after N epochs without a better val SER; 0 = off."),
-        click.option("--deterministic/--no-deterministic", default=None, help="Bit-for-bit reproducible training and resume (default: on, on CPU)."),
+        click.option("--deterministic/--no-deterministic", default=None, help="Bit-for-bit reproducible training and resume (default: on where a chunk trains on a CPU, off on a GPU)."),
         click.option("--queue", help="Celery queue of the run's chunks (a GPU worker runs `-Q gpu`)."),
         click.option("--priority", type=click.IntRange(0, 9), help="Priority of the run's chunks, 0 (first) to 9."),
     ]

@@ -35,7 +35,7 @@ class RunConfig:
     batch_size: int
     learning_rate: float
     seed: int
-    deterministic: bool
+    deterministic: bool | None  # None: on where a chunk trains on a CPU, off on a GPU
     train_samples: int
     max_total_epochs: int
     max_epochs_per_run: int
@@ -134,7 +134,7 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         batch_size=settings.get("batch_size", preset.batch_size),
         learning_rate=preset.learning_rate,
         seed=settings["seed"],
-        deterministic=settings.get("deterministic", not _gpu_present()),
+        deterministic=settings.get("deterministic"),
         train_samples=train_samples,
         max_total_epochs=settings.get("max_total_epochs", max_total),
         max_epochs_per_run=settings.get("max_epochs_per_run", per_run),
@@ -181,9 +181,3 @@ def _write_config(config: RunConfig) -> None:
     path = run_state.config_path(config.run)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, (json.dumps(asdict(config), indent=2) + "\n").encode())
-
-
-def _gpu_present() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))

@@ -199,10 +199,17 @@ def _model_key(config: RunConfig) -> tuple:
     return config.run, config.model, config.encoding, config.seed, config.learning_rate, config.height
 
 
+def deterministic(config: RunConfig) -> bool:
+    """Whether this process trains the run bit for bit reproducibly: as the run asks, or, where it left the
+    choice open, on a CPU but not on a GPU (deterministic GPU kernels are slower). The machine that
+    trains decides, not the one that created the run: runs are often queued from a machine without a GPU."""
+    return config.deterministic if config.deterministic is not None else not gpu_present()
+
+
 def _configure_determinism(config: RunConfig) -> None:
     """Op determinism is process-wide: set it for every chunk, since one worker trains many runs.
     (TensorFlow 2.21 exports only the switch on; the switch off lives beside it, unexported.)"""
-    if config.deterministic:
+    if deterministic(config):
         tf_config.enable_op_determinism()
     else:
         tf_config.disable_op_determinism()
@@ -302,7 +309,8 @@ class ChunkRun:
         train_batches = self.batches(train_examples, training=True)
         val_batches = self.batches(val_examples, training=False).epoch(0)  # the same every epoch
         self.log(f"chunk {self.chunk} on {self.worker}: epochs {progress.epoch + 1}-{last_epoch} "
-                 f"of {config.max_total_epochs} ({len(train_examples)} training samples)")
+                 f"of {config.max_total_epochs} ({len(train_examples)} training samples, "
+                 f"{'deterministic' if deterministic(config) else 'not deterministic'})")
         run_state.backup_log(self.name)
 
         summaries = tf.summary.create_file_writer(str(run_state.tensorboard_dir(self.name)))

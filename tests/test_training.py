@@ -186,6 +186,22 @@ def test_each_chunk_sets_op_determinism_as_its_run_asks(home):
     tf_config.enable_op_determinism()  # as the other tests expect
 
 
+def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains(home, monkeypatch):
+    from tensorflow.python.framework import config as tf_config
+    from supersmm_tasks import training
+
+    config = new_run("open", max_total_epochs=1)
+    assert config.deterministic is None and load_run_config("open").deterministic is None
+    tf_config.disable_op_determinism()
+    train_chunk("open", 1, 1)  # this machine has no GPU
+    assert tf_config.is_op_determinism_enabled()
+    assert "deterministic)" in run_state.log_path("open").read_text()
+
+    monkeypatch.setattr(training, "gpu_present", lambda: True)
+    assert not training.deterministic(config)
+    assert training.deterministic(new_run("strict_on_gpu", deterministic=True))
+
+
 def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(home):
     new_run("controlled", max_total_epochs=5)
     answers = iter([None, "paused"])
