@@ -178,8 +178,11 @@ class EpochBatches:
     """The batches of one example set, epoch after epoch: dict(image=[B,H,W,1] float32, image_width=[B] int32,
     label=[B,L] int32 padded with -1, label_length=[B] int32).
 
-    The tf.data pipeline is built, and its functions traced, once; each epoch only sets the order in which it
-    reads the examples. `cache=False` decodes every image from its file every epoch.
+    Cached images: the tf.data pipeline is built, and its functions traced, once; each epoch only sets the order
+    in which it reads the strip. Images decoded from their files (`cache=False`, or a set too big for the cache):
+    each epoch builds its pipeline from plain tensors, because under op determinism TensorFlow runs any pipeline
+    with a stateful function (a variable read) one element at a time, without prefetch: cheap for slices of a
+    strip, costly for decoding.
     """
 
     def __init__(self, examples: list[Example], *, encoding: str, height: int = DEFAULT_HEIGHT, batch_size: int,
@@ -187,10 +190,14 @@ class EpochBatches:
         if not examples:
             raise SupersmmError("no examples to make batches of (is the split empty for this encoding?)")
         self.widths = np.array([resized_width(*_stored_size(example), height) for example in examples], np.int64)
-        self.batch_size, self.seed, self.training = batch_size, seed, training
+        self.height, self.batch_size, self.seed, self.training = height, batch_size, seed, training
         labels, label_lengths = _label_matrix(examples, encoding)
         image_paths = [example.image_path for example in examples]
         strip = IMAGE_CACHE.strip(image_paths, self.widths, height) if cache else None
+        if strip is None:
+            self.files = (np.array(image_paths), self.widths.astype(np.int32), labels, label_lengths)
+            return
+        self.files = None
 
         # Variables, not constants: tf.data copies every constant a dataset captures, for every iterator.
         with tf.device("/CPU:0"):
@@ -198,27 +205,16 @@ class EpochBatches:
             widths = tf.Variable(self.widths.astype(np.int32), trainable=False)
             labels = tf.Variable(labels, trainable=False)
             label_lengths = tf.Variable(label_lengths, trainable=False)
-            sources = tf.Variable(image_paths if strip is None else strip[1], trainable=False)
-
-        def load(index, width):
-            if strip is None:
-                return ink_image(tf.io.read_file(sources[index]), height, width)
-            offset = sources[index]
-            return strip[0][:, offset:offset + tf.cast(width, tf.int64)]
+            offsets = tf.Variable(strip[1], trainable=False)
 
         @not_converted
         def sample(position):
             index = self.order[position]
-            width, label_length = widths[index], label_lengths[index]
-            image = tf.pad(load(index, width), [[0, 0], [0, _round_up(width, WIDTH_MULTIPLE) - width]])
-            return image, width, labels[index, :_round_up(label_length, LABEL_MULTIPLE)], label_length
+            width, offset = widths[index], offsets[index]
+            image = strip[0][:, offset:offset + tf.cast(width, tf.int64)]
+            return _padded_sample(image, width, labels[index], label_lengths[index])
 
-        batches = (tf.data.Dataset.range(len(examples))
-                   .map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                   .padded_batch(batch_size, padding_values=(np.uint8(0), 0, -1, 0))
-                   .map(_as_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                   .prefetch(tf.data.AUTOTUNE))
-        self.dataset = _untuned(batches)
+        self.dataset = _batched(tf.data.Dataset.range(len(examples)).map(sample), batch_size)
 
     def __len__(self) -> int:
         """The number of examples in an epoch."""
@@ -226,8 +222,33 @@ class EpochBatches:
 
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """The batches of this epoch; iterate over them before asking for the next epoch's."""
-        self.order.assign(batch_order(self.widths, self.batch_size, self.seed, epoch, self.training).astype(np.int32))
-        return self.dataset
+        order = batch_order(self.widths, self.batch_size, self.seed, epoch, self.training)
+        if self.files is None:
+            self.order.assign(order.astype(np.int32))
+            return self.dataset
+        height = self.height
+
+        @not_converted
+        def sample(path, width, label, label_length):
+            return _padded_sample(ink_image(tf.io.read_file(path), height, width), width, label, label_length)
+
+        in_order = tf.data.Dataset.from_tensor_slices(tuple(column[order] for column in self.files))
+        return _batched(in_order.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+                        self.batch_size)
+
+
+def _padded_sample(image, width, label, label_length):
+    """One sample as the batches want it: the image padded to a multiple of WIDTH_MULTIPLE columns, the label
+    (padded with -1) cut to a multiple of LABEL_MULTIPLE tokens."""
+    image = tf.pad(image, [[0, 0], [0, _round_up(width, WIDTH_MULTIPLE) - width]])
+    return image, width, label[:_round_up(label_length, LABEL_MULTIPLE)], label_length
+
+
+def _batched(samples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    batches = (samples.padded_batch(batch_size, padding_values=(np.uint8(0), 0, -1, 0))
+               .map(_as_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .prefetch(tf.data.AUTOTUNE))
+    return _untuned(batches)
 
 
 def epoch_batches(examples: list[Example], *, encoding: str, height: int = DEFAULT_HEIGHT, batch_size: int, seed: int,

@@ -121,6 +121,25 @@ def test_cached_and_uncached_batches_are_identical(crops):
             assert np.array_equal(one[key], other[key]), key
 
 
+def stateful_ops_in(dataset) -> set[str]:
+    """The stateful ops in a dataset's functions: under op determinism, TensorFlow runs a pipeline that has
+    any (but for a few it knows) one element at a time and without prefetch."""
+    import tensorflow as tf
+    from tensorflow.python.framework import op_def_registry
+
+    graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
+    ops = {node.op for function in graph.library.function for node in function.node_def}
+    return {op for op in ops if (definition := op_def_registry.get(op)) is not None and definition.is_stateful}
+
+
+def test_images_decoded_from_files_keep_their_pipeline_parallel_under_op_determinism(crops):
+    uncached = epoch_batches(crops, encoding="semantic", height=64, batch_size=4, seed=3, epoch=1, training=True,
+                             cache=False)
+    cached = epoch_batches(crops, encoding="semantic", height=64, batch_size=4, seed=3, epoch=1, training=True)
+    assert stateful_ops_in(uncached) == set()
+    assert "ReadVariableOp" in stateful_ops_in(cached)  # slices of the strip: cheap one at a time
+
+
 def test_load_image_takes_any_png_or_jpeg(tmp_path):
     clean = load_image(str(REAL_PNG), 64)
     original = Image.open(REAL_PNG)
