@@ -9,7 +9,7 @@ each group is sorted by width and cut into batches, and the batches are shuffled
 (seed, epoch), so an epoch has the same batches in the same order in any process. Evaluation batches are in order
 of width (stable), the same every time.
 
-The pipeline of an example set is built once (`EpochBatches`); an epoch only sets the order it reads in.
+The pipeline of a cached example set is built once (`EpochBatches`); an epoch only sets the order it reads in.
 
 Decoded images are cached in memory (one uint8 strip per example set) when they fit; see `ImageCache`.
 """
