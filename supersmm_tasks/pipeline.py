@@ -190,12 +190,18 @@ class EpochBatches:
         if not examples:
             raise SupersmmError("no examples to make batches of (is the split empty for this encoding?)")
         self.widths = np.array([resized_width(*_stored_size(example), height) for example in examples], np.int64)
-        self.height, self.batch_size, self.seed, self.training = height, batch_size, seed, training
+        self.batch_size, self.seed, self.training = batch_size, seed, training
         labels, label_lengths = _label_matrix(examples, encoding)
         image_paths = [example.image_path for example in examples]
         strip = IMAGE_CACHE.strip(image_paths, self.widths, height) if cache else None
         if strip is None:
             self.files = (np.array(image_paths), self.widths.astype(np.int32), labels, label_lengths)
+
+            @not_converted
+            def decoded_sample(path, width, label, label_length):
+                return _padded_sample(ink_image(tf.io.read_file(path), height, width), width, label, label_length)
+
+            self.decoded_sample = decoded_sample
             return
         self.files = None
 
@@ -226,14 +232,8 @@ class EpochBatches:
         if self.files is None:
             self.order.assign(order.astype(np.int32))
             return self.dataset
-        height = self.height
-
-        @not_converted
-        def sample(path, width, label, label_length):
-            return _padded_sample(ink_image(tf.io.read_file(path), height, width), width, label, label_length)
-
         in_order = tf.data.Dataset.from_tensor_slices(tuple(column[order] for column in self.files))
-        return _batched(in_order.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+        return _batched(in_order.map(self.decoded_sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
                         self.batch_size)
 
 
