@@ -22,8 +22,34 @@ from pathlib import Path
 import pytest
 import redis
 
-# One real PrIMuS incipit, shipped with the tests (tests/data/primus/README.md).
-REAL_SAMPLE = Path(__file__).resolve().parent / "data" / "primus" / "000051652-1_2_1"
+# The real PrIMuS incipits of the development set, read in place (the corpus is its authors': never copied
+# into the project). `.ci/run` sets the variable to ../shared/primus-real-dev; where it is unset, the tests
+# that need real incipits skip and say so.
+REAL_DEV_VARIABLE = "SUPERSMM_REAL_DEV"
+REAL_DEV = Path(os.environ[REAL_DEV_VARIABLE]).resolve() if os.environ.get(REAL_DEV_VARIABLE) else None
+REAL_SAMPLE_ID = "000051652-1_1_1"
+REAL_SAMPLE = REAL_DEV / REAL_SAMPLE_ID if REAL_DEV else None
+
+
+def require_real_dev() -> Path:
+    """The real development set's folder, or a skip that says how to get it."""
+    if REAL_DEV is None:
+        pytest.skip(f"{REAL_DEV_VARIABLE} is unset: point it at shared/primus-real-dev (as .ci/run does)")
+    if not REAL_DEV.is_dir():
+        pytest.fail(f"{REAL_DEV_VARIABLE}={REAL_DEV} is not a folder")
+    return REAL_DEV
+
+
+@pytest.fixture
+def real_dev() -> Path:
+    """The folder of the real PrIMuS development set (one `<id>/` folder per incipit)."""
+    return require_real_dev()
+
+
+@pytest.fixture
+def real_sample() -> Path:
+    """The folder of one real PrIMuS incipit of the development set."""
+    return require_real_dev() / REAL_SAMPLE_ID
 
 TEST_LEASE_TTL_S = "3"
 TEST_RECONCILE_INTERVAL_S = "1"
@@ -180,16 +206,18 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return data_root
 
 
-def add_sample(corpus: Path, sample_id: str = REAL_SAMPLE.name, distorted: bool = False) -> Path:
-    """A copy of the real sample under `corpus`, renamed to `sample_id`; `distorted` adds a real JPEG photo."""
+def add_sample(corpus: Path, sample_id: str = REAL_SAMPLE_ID, distorted: bool = False) -> Path:
+    """A copy of the real sample's corpus files under `corpus` (a test's scratch folder), renamed to
+    `sample_id`; `distorted` adds a JPEG photo of its image."""
     from PIL import Image
 
+    sample = require_real_dev() / REAL_SAMPLE_ID
     folder = corpus / sample_id
     folder.mkdir(parents=True)
-    for source in REAL_SAMPLE.iterdir():
-        shutil.copyfile(source, folder / (sample_id + source.name[len(REAL_SAMPLE.name):]))
+    for extension in (".png", ".semantic", ".agnostic", ".mei"):
+        shutil.copyfile(sample / f"{REAL_SAMPLE_ID}{extension}", folder / f"{sample_id}{extension}")
     if distorted:
-        Image.open(REAL_SAMPLE / f"{REAL_SAMPLE.name}.png").convert("RGB").save(
+        Image.open(sample / f"{REAL_SAMPLE_ID}.png").convert("RGB").save(
             folder / f"{sample_id}_distorted.jpg", quality=80)
     return folder
 

@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from conftest import REAL_SAMPLE, add_sample
+from conftest import REAL_SAMPLE_ID, add_sample, require_real_dev
 import pytest
 
 from supersmm_tasks.corpus import check_sample, find_corpora, read_label
@@ -25,15 +25,15 @@ def test_reads_the_real_sample_exactly(tmp_path):
     sample = check_sample(corpus, folder)
 
     assert (corpus.name, corpus.camera, corpus.sample_folders) == ("primus", False, [folder])
-    assert (sample.width, sample.height, sample.encodings, sample.problems) == (1041, 155, ("semantic", "agnostic"), [])
-    line = (REAL_SAMPLE / f"{REAL_SAMPLE.name}.semantic").read_text("utf-8")
+    assert (sample.width, sample.height, sample.encodings, sample.problems) == (1226, 155, ("semantic", "agnostic"), [])
+    line = (require_real_dev() / REAL_SAMPLE_ID / f"{REAL_SAMPLE_ID}.semantic").read_text("utf-8")
     assert line.endswith("\t")
-    assert read_label(folder / f"{REAL_SAMPLE.name}.semantic", "semantic") == line[:-1].split("\t")
+    assert read_label(folder / f"{REAL_SAMPLE_ID}.semantic", "semantic") == line[:-1].split("\t")
 
 
 def test_crlf_bom_and_missing_trailing_tab_are_accepted(tmp_path):
     folder = add_sample(tmp_path / "primus")
-    label = folder / f"{REAL_SAMPLE.name}.semantic"
+    label = folder / f"{REAL_SAMPLE_ID}.semantic"
     tokens = label.read_text("utf-8").split("\t")[:-1]
     label.write_bytes(b"\xef\xbb\xbf" + "\t".join(tokens).encode() + b"\r\n")
 

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import REAL_SAMPLE, add_sample
+from conftest import REAL_SAMPLE_ID, add_sample, require_real_dev
 import pytest
 
 from supersmm_tasks import detect as detection
@@ -43,7 +43,7 @@ def test_detect_writes_config_split_and_scripts_but_never_inside_the_corpus(home
     assert sorted(sum(ids.values(), [])) == [f"s{number:02d}" for number in range(20)]
     example = dataset.examples("train", "agnostic")[0]
     assert example.image_path == str(corpus / example.id / f"{example.id}.png")
-    assert example.tokens == (REAL_SAMPLE / f"{REAL_SAMPLE.name}.agnostic").read_text("utf-8").split()
+    assert example.tokens == (require_real_dev() / REAL_SAMPLE_ID / f"{REAL_SAMPLE_ID}.agnostic").read_text("utf-8").split()
     assert (home / "scripts" / "train_primus.sh").read_text() == detection.train_script("primus")
     assert os.access(home / "scripts" / "continue_primus_training.sh", os.X_OK)
 

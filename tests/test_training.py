@@ -252,7 +252,7 @@ def test_the_tiny_model_learns(shared):
 def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32(tmp_path):
     """The GPU's path, run on the CPU: float16 layers, float32 weights and CTC loss, a scaled loss; a checkpoint
     carries the weights, Adam's state and the loss scale to a float32 trainer and back."""
-    from conftest import REAL_SAMPLE
+    from conftest import REAL_SAMPLE_ID, require_real_dev
     from supersmm_tasks.checkpoint import save_checkpoint
     from supersmm_tasks.pipeline import load_image
     from supersmm_tasks.run_config import RunConfig
@@ -264,8 +264,9 @@ def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32
         camera=False, encoding="semantic", model="tiny", height=64, batch_size=1, learning_rate=3e-3, seed=0,
         deterministic=True, train_samples=0, max_total_epochs=1, max_epochs_per_run=1, patience=0, queue=None,
         priority=None, created_at="")
-    image = load_image(REAL_SAMPLE / f"{REAL_SAMPLE.name}.png", 64)[np.newaxis]
-    tokens = (REAL_SAMPLE / f"{REAL_SAMPLE.name}.semantic").read_text("utf-8").split()
+    sample = require_real_dev() / REAL_SAMPLE_ID
+    image = load_image(sample / f"{REAL_SAMPLE_ID}.png", 64)[np.newaxis]
+    tokens = (sample / f"{REAL_SAMPLE_ID}.semantic").read_text("utf-8").split()
     batch = (tf.constant(image), tf.constant([image.shape[2]]), tf.constant([encode(tokens, "semantic")]),
              tf.constant([len(tokens)]))
 
