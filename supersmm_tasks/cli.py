@@ -57,16 +57,29 @@ def cli():
 
 @cli.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--samples", type=click.IntRange(min=1), required=True, help="Number of incipits to engrave.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--samples", type=click.IntRange(min=1), help="Number of random incipits to engrave.")
+@click.option("--from-pae", "pae_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Engrave the given incipits instead: one ID<TAB>PAE line each.")
+@click.option("--seed", type=int, help="Same seed, same bytes (random incipits; default 0).")
 @click.option("--camera", is_flag=True, help="Also write <id>_distorted.jpg with camera-like damage.")
 @click.option("--workers", type=click.IntRange(min=1), help="Processes to use (default: all cores).")
-def synth(out, samples, seed, camera, workers):
-    """Write a PrIMuS-layout corpus of engraved synthetic incipits into OUT."""
-    from .synth import generate_corpus
+def synth(out, samples, pae_file, seed, camera, workers):
+    """Write a PrIMuS-layout corpus of engraved incipits (random, or given with --from-pae) into OUT."""
+    from .synth import generate_corpus, generate_from_pae
 
-    report = generate_corpus(out, samples, seed=seed, camera=camera, workers=workers, progress=True)
-    click.echo(f"wrote {report.count} incipits to {out}")
+    if (samples is None) == (pae_file is None):
+        raise SupersmmError("give either --samples N (random incipits) or --from-pae FILE (given ones)")
+    if pae_file is None:
+        report = generate_corpus(out, samples, seed=seed or 0, camera=camera, workers=workers, progress=True)
+        click.echo(f"wrote {report.count} incipits to {out}")
+        return
+    if seed is not None:
+        raise SupersmmError("--seed draws random incipits; --from-pae engraves the given ones")
+    report = generate_from_pae(out, pae_file, camera=camera, workers=workers, progress=True)
+    for sample, reason in report.failed:
+        click.echo(f"{sample}: {reason}", err=True)
+    left_out = f" ({len(report.failed)} left out, listed above)" if report.failed else ""
+    click.echo(f"wrote {report.count} incipits to {out}{left_out}")
 
 
 @cli.command()

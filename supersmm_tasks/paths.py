@@ -1,6 +1,7 @@
 """Where everything lives: one place that turns SUPERSMM_HOME and a run's name into paths.
 
-No user string becomes a path without passing `validate_run_name` or `validate_dataset_name`.
+No user string becomes a path without passing `validate_run_name`, `validate_dataset_name` or
+`validate_sample_id`.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from pathlib import Path
 
 RUN_NAME_PATTERN = re.compile(r"[a-z0-9_]{1,40}")
+SAMPLE_ID_PATTERN = re.compile(r"[a-z0-9_-]{1,40}")  # also PrIMuS's own ids, `000051650-1_1_1`
 
 
 class InvalidName(ValueError):
@@ -25,6 +27,13 @@ def validate_dataset_name(name: str) -> str:
     if not isinstance(name, str) or not RUN_NAME_PATTERN.fullmatch(name):
         raise InvalidName(f"invalid dataset name {name!r}: use 1-40 characters of a-z, 0-9 and _")
     return name
+
+
+def validate_sample_id(sample: str) -> str:
+    """The id of a given incipit, which names its folder and files in a corpus."""
+    if not isinstance(sample, str) or not SAMPLE_ID_PATTERN.fullmatch(sample):
+        raise InvalidName(f"invalid incipit id {sample!r}: use 1-40 characters of a-z, 0-9, _ and -")
+    return sample
 
 
 def home() -> Path:

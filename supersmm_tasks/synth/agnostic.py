@@ -2,22 +2,25 @@
 
 A position names a staff line (L1 bottom .. L5 top, L0 / L6 the first ledger lines) or a space
 (S0 below L1 .. S5 above L5). Token order and positions follow the converter that made PrIMuS
-(MEI2GraphicSymbols of the PrIMuS authors' im3 library): for a note, `fermata.above-S6`, then
-`slur.end` if a tie arrives, the printed accidental, the note (`beamedRight/Both/Left<n>` inside a
-beam, n = its own number of beams), its dots in a space, then `slur.start` if a tie leaves it; rests
-sit on L3 (a whole rest on L4) with their dots on S3; multi-measure rest counts are written digit by
-digit on S5; time signature numbers on L4 and L2. Two things are taken from what Verovio drew rather
-than recomputed: the key signature positions (`KEY_SIGNATURE_POSITIONS`) and which accidentals are
-printed (the MEI's written `accid`). An incipit that needs a token outside the agnostic vocabulary
-gets None instead of a guess.
+(MEI2GraphicSymbols of the PrIMuS authors' im3 library), checked on real PrIMuS files
+(tests/test_real_labels.py): for a note, `fermata.above-S6`, then `slur.end` if a tie arrives, the
+accidental, the note (`beamedRight/Both/Left<n>` inside a beam, n = its own number of beams), its
+dots in a space, then `slur.start` if a tie leaves it; rests sit on L3 (a whole rest on L4) with
+their dots on S3; multi-measure rest counts are written digit by digit on S5; time signature
+numbers on L4 and L2, also where the meter changes after a barline.
+
+Which accidentals are drawn is decided the way an engraver does, from the semantic pitches (see
+mei.py), not from what Verovio printed: a note gets one when its alteration differs from the one in
+force at its staff place (the key signature, or the last note at that place in the measure). So a
+B flat after a printed natural in E flat major gets `accidental.flat`, as in PrIMuS. The key
+signature positions are those Verovio draws (`KEY_SIGNATURE_POSITIONS`). An incipit that needs a
+token outside the agnostic vocabulary gets None instead of a guess.
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 from ..vocabulary import load_vocabulary
-from .mei import NS, XML_ID, control_targets, score_header
-from .notation import CLEF_BOTTOM_LINE, DURATION_BY_MEI, KEY_SIGNATURES, STEPS
+from .mei import Event, MeterChange, MultiRest, read_incipit
+from .notation import CLEF_BOTTOM_LINE, KEY_SIGNATURES, STEPS, Note, Rest, key_alterations
 
 # Staff positions (0 = bottom line, 1 = first space ...) of the key signature accidentals, in drawing
 # order, as Verovio 6.4.1 places them for each clef: (sharps, flats). tests/test_synth.py checks
@@ -34,12 +37,8 @@ KEY_SIGNATURE_POSITIONS = {
     "F4": ((6, 3, 7, 4, 1, 5, 2), (2, 5, 1, 4, 0, 3, -1)),
     "F5": ((8, 5, 9, 6, 3, 7, 4), (4, 7, 3, 6, 9, 5, 8)),
 }
-ACCIDENTAL_NAMES = {"s": "sharp", "f": "flat", "n": "natural"}
+ACCIDENTAL_NAMES = {1: "sharp", -1: "flat", 0: "natural"}
 BEAMS = {"eighth": 1, "sixteenth": 2, "thirty_second": 3, "sixty_fourth": 4, "hundred_twenty_eighth": 5}
-
-
-class NotDerivable(Exception):
-    """The incipit holds a construct whose agnostic form is not known exactly."""
 
 
 def position_name(position: int) -> str:
@@ -47,30 +46,28 @@ def position_name(position: int) -> str:
 
 
 def mei_to_agnostic(mei_text: str) -> list[str] | None:
-    """The agnostic tokens of an incipit, or None where some construct cannot be derived exactly."""
-    try:
-        tokens = _agnostic_tokens(ET.fromstring(mei_text.encode("utf-8")))
-    except NotDerivable:
+    """The agnostic tokens of an incipit, or None for a clef whose key signature places are not known."""
+    incipit = read_incipit(mei_text)
+    if incipit.clef not in KEY_SIGNATURE_POSITIONS:
         return None
-    vocabulary = frozenset(load_vocabulary("agnostic"))
-    return tokens if all(token in vocabulary for token in tokens) else None
-
-
-def _agnostic_tokens(root: ET.Element) -> list[str]:
-    score = root.find(f".//{NS}score")
-    clef, key, meter = score_header(score.find(f"{NS}scoreDef"))
-    if clef not in KEY_SIGNATURE_POSITIONS:
-        raise NotDerivable(f"clef {clef}")
-    tokens = [f"clef.{clef[0]}-L{clef[1]}"] + _key_signature(clef, key) + _meter(meter)
-    tie_starts, fermatas = control_targets(score)
-    writer = _EventWriter(CLEF_BOTTOM_LINE[clef], tie_starts, fermatas)
-    for measure in score.iter(f"{NS}measure"):
-        for layer in measure.iter(f"{NS}layer"):
-            for child in layer:
-                tokens += writer.element(child)
-        if measure.get("right") != "invis":
-            tokens.append("barline-L1")
+    tokens = [f"clef.{incipit.clef[0]}-L{incipit.clef[1]}"] + _key_signature(incipit.clef, incipit.key)
+    tokens += _meter(incipit.meter)
+    writer = _EventWriter(CLEF_BOTTOM_LINE[incipit.clef], key_alterations(incipit.key or "CM"))
+    for events, barline in zip(incipit.measures, incipit.barlines):
+        writer.new_measure()
+        for event in events:
+            tokens += writer.event(event)
+        tokens += ["barline-L1"] if barline else []
     return tokens
+
+
+def in_vocabulary(tokens: list[str]) -> bool:
+    """Whether every token is in the 758-token agnostic vocabulary that models are trained on.
+
+    Real PrIMuS has a few labels outside it (`note.beamedRight0` for half notes that old Verovio
+    beamed); a synthetic corpus writes no `.agnostic` file for such an incipit.
+    """
+    return set(tokens) <= frozenset(load_vocabulary("agnostic"))
 
 
 def _key_signature(clef: str, key: str | None) -> list[str]:
@@ -90,53 +87,41 @@ def _meter(meter: str | None) -> list[str]:
 
 
 class _EventWriter:
-    def __init__(self, bottom_line: int, tie_starts: set[str], fermatas: set[str]):
+    def __init__(self, bottom_line: int, in_key: dict[str, int]):
         self.bottom_line = bottom_line
-        self.tie_starts = tie_starts
-        self.fermatas = fermatas
-        self.tie_open_at: int | None = None  # staff position of a tie waiting for its second note
+        self.in_key = in_key
+        self.in_force: dict[tuple[str, int], int] = {}  # alteration at each staff place, this measure
 
-    def element(self, element: ET.Element, beam_role: str | None = None) -> list[str]:
-        tag = element.tag.removeprefix(NS)
-        if tag == "beam":
-            notes = list(element)
-            if any(note.tag != f"{NS}note" for note in notes):
-                raise NotDerivable("a beam over something other than notes")
-            roles = ["Right"] + ["Both"] * (len(notes) - 2) + ["Left"]
-            return [token for note, role in zip(notes, roles) for token in self.element(note, role)]
-        if tag == "note":
-            return self._note(element, beam_role)
-        if tag == "rest":
-            return self._rest(element)
-        if tag == "multiRest":
-            return [f"digit.{digit}-S5" for digit in element.get("num")] + ["multirest-L3"]
-        raise NotDerivable(f"<{tag}>")
+    def new_measure(self) -> None:
+        self.in_force = {}
 
-    def _note(self, note: ET.Element, beam_role: str | None) -> list[str]:
-        position = STEPS.index(note.get("pname").upper()) + 7 * int(note.get("oct")) - self.bottom_line
+    def event(self, event: Event) -> list[str]:
+        symbol = event.symbol
+        if isinstance(symbol, Note):
+            return self._note(symbol, event)
+        if isinstance(symbol, Rest):
+            rest_token = f"rest.{symbol.duration}-{'L4' if symbol.duration == 'whole' else 'L3'}"
+            return (["fermata.above-S6"] if symbol.fermata else []) + [rest_token] + ["dot-S3"] * symbol.dots
+        if isinstance(symbol, MultiRest):
+            return [f"digit.{digit}-S5" for digit in str(symbol.count)] + ["multirest-L3"]
+        if isinstance(symbol, MeterChange):
+            return _meter(symbol.meter)
+        raise TypeError(f"no agnostic form for {symbol!r}")
+
+    def _note(self, note: Note, event: Event) -> list[str]:
+        position = STEPS.index(note.step) + 7 * note.octave - self.bottom_line
         where = position_name(position)
-        duration = DURATION_BY_MEI[note.get("dur")]
-        accid = note.find(f"{NS}accid")
-        printed = note.get("accid") or (accid.get("accid") if accid is not None else None)
-        tokens = ["fermata.above-S6"] if note.get(XML_ID) in self.fermatas else []
-        if self.tie_open_at is not None:
-            if self.tie_open_at != position:
-                raise NotDerivable("a tie between notes at different staff positions")
+        tokens = ["fermata.above-S6"] if note.fermata else []
+        if event.tie_ends:
             tokens.append(f"slur.end-{where}")
-            self.tie_open_at = None
-        if printed:
-            tokens.append(f"accidental.{ACCIDENTAL_NAMES[printed]}-{where}")
-        kind = "gracenote" if note.get("grace") else "note"
-        shape = f"beamed{beam_role}{BEAMS[duration]}" if beam_role else duration
+        place = (note.step, note.octave)
+        if event.accidental_printed or note.alter != self.in_force.get(place, self.in_key[note.step]):
+            tokens.append(f"accidental.{ACCIDENTAL_NAMES[note.alter]}-{where}")
+        self.in_force[place] = note.alter
+        kind = "gracenote" if note.grace else "note"
+        shape = f"beamed{event.beam_role}{BEAMS.get(note.duration, 0)}" if event.beam_role else note.duration
         tokens.append(f"{kind}.{shape}-{where}")
-        tokens += [f"dot-{position_name(position | 1)}"] * int(note.get("dots", 0))  # a dot sits in a space
-        if note.get(XML_ID) in self.tie_starts:
+        tokens += [f"dot-{position_name(position | 1)}"] * note.dots  # a dot sits in a space
+        if event.tie_starts:
             tokens.append(f"slur.start-{where}")
-            self.tie_open_at = position
         return tokens
-
-    def _rest(self, rest: ET.Element) -> list[str]:
-        duration = DURATION_BY_MEI[rest.get("dur")]
-        fermata = ["fermata.above-S6"] if rest.get(XML_ID) in self.fermatas else []
-        rest_token = f"rest.{duration}-{'L4' if duration == 'whole' else 'L3'}"
-        return fermata + [rest_token] + ["dot-S3"] * int(rest.get("dots", 0))

@@ -1,8 +1,10 @@
-"""Writes a synthetic corpus in the PrIMuS layout, one process per core.
+"""Writes a corpus in the PrIMuS layout, one process per core: random incipits, or given ones.
 
 Sample `index` of corpus `seed` is drawn from its own random stream, derived from (seed, index)
-alone, so the corpus is the same bytes whatever the number of workers. A sample is kept only if
-Verovio's MEI converts back to exactly the drawn tokens: no image is written with a wrong label.
+alone, so the corpus is the same bytes whatever the number of workers. A random sample is kept only
+if Verovio's MEI converts back to exactly the drawn tokens: no image is written with a wrong label.
+A given incipit (`generate_from_pae`) is labelled from Verovio's MEI as PrIMuS labels it; its ids
+and random streams come from its own line, so the same file gives the same bytes.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import random
 import sys
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -20,12 +23,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SupersmmError
-from .agnostic import mei_to_agnostic
+from ..paths import InvalidName, validate_sample_id
+from .agnostic import in_vocabulary, mei_to_agnostic
 from .camera import camera_jpeg
 from .engrave import FONTS, Engraver, EngravingFailed, png_bytes
-from .mei import mei_to_semantic
+from .mei import UnsupportedMei, mei_to_semantic
 from .music import random_incipit
 from .pae import semantic_to_pae
+from .pae_source import MalformedPae, verovio_input
 
 ATTEMPTS_PER_SAMPLE = 20
 
@@ -38,6 +43,7 @@ class SynthReport:
     with_agnostic: int
     camera: bool
     workers: int
+    failed: tuple[tuple[str, str], ...] = ()  # (id, reason) of given incipits that could not be written
 
     @property
     def rate(self) -> float:
@@ -61,26 +67,78 @@ def generate_corpus(out: Path, samples: int, seed: int = 0, camera: bool = False
     workers = max(1, min(workers or len(os.sched_getaffinity(0)), samples))
     started = time.perf_counter()
     jobs = [(str(out), seed, index, camera) for index in range(samples)]
-    bar = tqdm(total=samples, disable=not progress, file=sys.stderr, unit="incipit", desc=f"synth {out.name}")
+    results = _run(_write_sample, jobs, workers, progress, f"synth {out.name}", out)
+    return SynthReport(out=out, count=samples, seconds=time.perf_counter() - started,
+                       with_agnostic=sum(results), camera=camera, workers=workers)
+
+
+def generate_from_pae(out: Path, pae_file: Path, camera: bool = False, workers: int | None = None,
+                      progress: bool = True) -> SynthReport:
+    """Engraves the incipits of `pae_file` (`ID<TAB>PAE` lines) into `out/<ID>/`, as PrIMuS would.
+
+    A malformed line stops everything before anything is written; an incipit that Verovio cannot
+    engrave or that has no semantic label is left out and listed in the report with its reason.
+    """
+    incipits = read_pae_file(Path(pae_file))
+    out = _usable_output_folder(Path(out))
+    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(incipits)))
+    started = time.perf_counter()
+    jobs = [(str(out), sample, pae, camera) for sample, pae in incipits]
+    results = _run(_write_given_sample, jobs, workers, progress, f"synth {out.name}", out)
+    failed = tuple((sample, reason) for (sample, _), (reason, _) in zip(incipits, results) if reason)
+    return SynthReport(out=out, count=len(incipits) - len(failed), seconds=time.perf_counter() - started,
+                       with_agnostic=sum(agnostic for _, agnostic in results), camera=camera, workers=workers,
+                       failed=failed)
+
+
+def read_pae_file(path: Path) -> list[tuple[str, str]]:
+    """(id, PAE) of every `ID<TAB>PAE` line; blank lines are skipped; a bad line is one clear error."""
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SupersmmError(f"cannot read the incipits file {path}: {getattr(error, 'strerror', None) or error}") from None
+    incipits, seen = [], set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        sample, tab, pae = line.partition("\t")
+        if not tab or not pae.strip():
+            raise SupersmmError(f"{where}: expected ID<TAB>PAE, got {line[:60]!r}")
+        try:
+            validate_sample_id(sample)
+            verovio_input(pae)
+        except (InvalidName, MalformedPae) as error:
+            raise SupersmmError(f"{where}: {error}") from None
+        if sample in seen:
+            raise SupersmmError(f"{where}: the id {sample!r} is given twice")
+        seen.add(sample)
+        incipits.append((sample, pae.strip()))
+    if not incipits:
+        raise SupersmmError(f"{path} holds no incipit (one ID<TAB>PAE line per incipit)")
+    return incipits
+
+
+def _run(write, jobs: list, workers: int, progress: bool, description: str, out: Path) -> list:
+    bar = tqdm(total=len(jobs), disable=not progress, file=sys.stderr, unit="incipit", desc=description)
     results = []
     try:
         with bar:
             if workers == 1:
                 _load_engraver()
                 for job in jobs:
-                    results.append(_write_sample(job))
+                    results.append(write(job))
                     bar.update()
             else:
                 # spawn, not fork: the caller may hold threads (TensorFlow, Celery) that fork would copy mid-lock
                 spawn = get_context("spawn")
                 with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_start_pool_worker) as pool:
-                    for result in pool.map(_write_sample, jobs, chunksize=4):
+                    for result in pool.map(write, jobs, chunksize=4):
                         results.append(result)
                         bar.update()
     except OSError as error:  # a full disk, a folder removed or made read-only while writing
         raise SupersmmError(f"could not write the corpus to {out}: {error.strerror or error}") from None
-    return SynthReport(out=out, count=samples, seconds=time.perf_counter() - started,
-                       with_agnostic=sum(results), camera=camera, workers=workers)
+    return results
 
 
 def _usable_output_folder(out: Path) -> Path:
@@ -115,18 +173,40 @@ def _write_sample(job: tuple[str, int, int, bool]) -> bool:
     streams = np.random.SeedSequence([seed, index]).generate_state(4)
     rng = random.Random(int(streams[0]) << 32 | int(streams[1]))
     tokens, gray, mei = _checked_engraving(rng, font=FONTS[index % len(FONTS)], xml_id_seed=int(streams[2]) >> 1)
-    agnostic = mei_to_agnostic(mei)
     name = sample_id(seed, index)
-    folder = Path(out) / name
+    return _write_files(Path(out) / name, gray, mei, tokens, camera_seed=int(streams[3]) if camera else None)
+
+
+def _write_given_sample(job: tuple[str, str, str, bool]) -> tuple[str | None, bool]:
+    """Engraves, labels and writes one given incipit: (why it was left out or None, has `.agnostic`)."""
+    out, sample, pae, camera = job
+    stream = zlib.crc32(sample.encode("utf-8"))  # this incipit's own ids and camera damage
+    try:
+        gray, mei = _engraver.engrave(verovio_input(pae), FONTS[0], xml_id_seed=stream >> 1)
+        semantic = mei_to_semantic(mei)
+    except (EngravingFailed, UnsupportedMei) as error:
+        return f"cannot be engraved or labelled: {error}", False
+    folder = Path(out) / sample
+    extra = {"regular_pae.pae": (pae + "\n").encode("utf-8")}
+    return None, _write_files(folder, gray, mei, semantic, stream if camera else None, extra)
+
+
+def _write_files(folder: Path, gray: np.ndarray, mei: str, semantic: list[str], camera_seed: int | None,
+                 extra: dict[str, bytes] | None = None) -> bool:
+    """Writes one sample's files; returns whether it got an `.agnostic` file."""
+    name = folder.name
+    agnostic = mei_to_agnostic(mei)
+    agnostic = agnostic if agnostic is not None and in_vocabulary(agnostic) else None
     files = {
         f"{name}.png": png_bytes(gray),
-        f"{name}.semantic": _label_line(tokens),
+        f"{name}.semantic": _label_line(semantic),
         f"{name}.mei": mei.encode("utf-8"),
+        **(extra or {}),
     }
     if agnostic is not None:
         files[f"{name}.agnostic"] = _label_line(agnostic)
-    if camera:
-        files[f"{name}_distorted.jpg"] = camera_jpeg(gray, np.random.default_rng(int(streams[3])))
+    if camera_seed is not None:
+        files[f"{name}_distorted.jpg"] = camera_jpeg(gray, np.random.default_rng(camera_seed))
     _write_atomically(folder, files)
     if agnostic is None:
         (folder / f"{name}.agnostic").unlink(missing_ok=True)  # never leave a stale label behind

@@ -1,40 +1,118 @@
-"""MEI (as written by Verovio, old and new) -> PrIMuS semantic tokens.
+"""MEI (as written by Verovio, old and new) -> the incipit as PrIMuS's converter reads it -> semantic tokens.
 
-This is the independent check of the labels: the generator's tokens go to Plaine & Easie, Verovio
-engraves them, and the MEI that Verovio reports must convert back to the very same tokens.
-A note's pitch is its sounding pitch: printed accidental, else Verovio's gestural one, else the
-accidental printed earlier in the measure, else the key signature (old MEI has no gestural ones).
+The semantic tokens are the independent check of the labels: the generator's tokens go to Plaine &
+Easie, Verovio engraves them, and the MEI that Verovio reports must convert back to the very same
+tokens. The rules are those of the converter that made PrIMuS, fitted on real PrIMuS incipits
+(tests/test_real_labels.py checks them on the development set):
+
+- a note's pitch is its printed accidental, else the key signature: a printed accidental does not
+  carry to later notes of the measure (real `note-B4_eighth note-Bb4_eighth` after one printed
+  natural in E flat major), and Verovio's gestural accidentals are ignored;
+- C major has no key signature token;
+- `tie` follows a note only when its tie reaches a later note of the same pitch (old Verovio marked
+  runs of notes `tie="i"`, `"m"`, `"t"`; a mark that meets no note of its pitch gives no token);
+- a whole-measure rest (`mRest`) is `multirest-1`;
+- a meter change inside the incipit is a `timeSignature` token after the barline;
+- every measure ends with a barline except the last, which has one only when it fills its meter
+  exactly (PrIMuS ignores whether the source ended with `/`).
 """
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from fractions import Fraction
 
-from .notation import DURATION_BY_MEI, KEY_BY_FIFTHS, Note, Rest, key_alterations
+from .notation import DURATION_BY_MEI, KEY_BY_FIFTHS, Note, Rest, dotted_length, key_alterations, meter_length
 
 NS = "{http://www.music-encoding.org/ns/mei}"
 XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 MEI_ALTER = {"s": 1, "f": -1, "n": 0}
 METER_SYMBOL = {"common": "C", "cut": "C/"}
+UNSUPPORTED = ("chord", "space", "tuplet", "beatRpt", "mRpt", "clef", "keySig")
 
 
 class UnsupportedMei(ValueError):
     """MEI that uses something the semantic encoding (or this converter) has no token for."""
 
 
+@dataclass(frozen=True)
+class MultiRest:
+    count: int
+
+    def token(self) -> str:
+        return f"multirest-{self.count}"
+
+
+@dataclass(frozen=True)
+class MeterChange:
+    meter: str
+
+    def token(self) -> str:
+        return f"timeSignature-{self.meter}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One symbol of a measure, with what the agnostic encoding also needs to know about it."""
+    symbol: Note | Rest | MultiRest | MeterChange
+    beam_role: str | None = None  # "Right", "Both" or "Left" for a note inside a beam
+    accidental_printed: bool = False  # the MEI prints one, even where the key signature already gives it
+    tie_starts: bool = False
+    tie_ends: bool = False
+
+
+@dataclass
+class Incipit:
+    clef: str
+    key: str | None  # None for C major: PrIMuS writes no key token for it
+    meter: str | None
+    measures: list[list[Event]] = field(default_factory=list)
+    barlines: list[bool] = field(default_factory=list)  # whether measure i ends with a barline
+
+
 def mei_to_semantic(mei_text: str) -> list[str]:
-    root = ET.fromstring(mei_text.encode("utf-8"))
-    score = root.find(f".//{NS}score")
+    incipit = read_incipit(mei_text)
+    tokens = [f"clef-{incipit.clef}"] + ([f"keySignature-{incipit.key}"] if incipit.key else [])
+    tokens += [f"timeSignature-{incipit.meter}"] if incipit.meter else []
+    for events, barline in zip(incipit.measures, incipit.barlines):
+        for event in events:
+            tokens.append(event.symbol.token())
+            if event.tie_starts:
+                tokens.append("tie")
+        if barline:
+            tokens.append("barline")
+    return tokens
+
+
+def read_incipit(mei_text: str) -> Incipit:
+    score = ET.fromstring(mei_text.encode("utf-8")).find(f".//{NS}score")
     if score is None:
         raise UnsupportedMei("no <score> in the MEI")
     clef, key, meter = score_header(score.find(f"{NS}scoreDef"))
-    tokens = [f"clef-{clef}"] + ([f"keySignature-{key}"] if key else []) + ([f"timeSignature-{meter}"] if meter else [])
-    in_key = key_alterations(key or "CM")
-    tie_starts, fermatas = control_targets(score)
-    for measure in score.iter(f"{NS}measure"):
-        tokens += _measure_tokens(measure, in_key, tie_starts, fermatas)
-        if measure.get("right") != "invis":
-            tokens.append("barline")
-    return tokens
+    incipit = Incipit(clef, None if key == "CM" else key, meter)
+    tie_starts, tie_ends = _ties(score)
+    fermatas = _fermata_targets(score)
+    reader = _MeasureReader(key_alterations(key or "CM"), tie_starts, tie_ends, fermatas)
+    lengths, meters = [], []
+    pending_meter = None
+    for element in score.iter():
+        tag = element.tag.removeprefix(NS)
+        if tag == "scoreDef" and incipit.measures:
+            if _changes_clef_or_key(element):
+                raise UnsupportedMei("a clef or key change inside the incipit")
+            pending_meter = _meter_name(_meter_attributes(element)) or pending_meter
+        elif tag == "measure":
+            events = [Event(MeterChange(pending_meter))] if pending_meter else []
+            meter = pending_meter or (meters[-1] if meters else meter)
+            pending_meter = None
+            events += reader.events(element, meter)
+            incipit.measures.append(events)
+            lengths.append(sum((_length(event.symbol, meter) for event in events), Fraction(0)))
+            meters.append(meter)
+    last = len(incipit.measures) - 1
+    incipit.barlines = [index < last or (meters[index] is not None and lengths[index] == meter_length(meters[index]))
+                        for index in range(len(incipit.measures))]
+    return incipit
 
 
 def score_header(score_def: ET.Element) -> tuple[str, str | None, str | None]:
@@ -43,21 +121,27 @@ def score_header(score_def: ET.Element) -> tuple[str, str | None, str | None]:
     clef_element = staff_def.find(f"{NS}clef")
     shape, line = (clef_element.get("shape"), clef_element.get("line")) if clef_element is not None else (
         staff_def.get("clef.shape"), staff_def.get("clef.line"))
-    key_element = score_def.find(f"{NS}keySig")
-    signature = key_element.get("sig") if key_element is not None else score_def.get("key.sig")
-    meter_element = score_def.find(f"{NS}meterSig")
-    meter_source = meter_element.attrib if meter_element is not None else {
-        name.split(".", 1)[1]: value for name, value in score_def.attrib.items() if name.startswith("meter.")}
-    return f"{shape}{line}", _key_name(signature), _meter_name(meter_source)
+    key_element = score_def.find(f".//{NS}keySig")
+    if key_element is not None:
+        if key_element.get("sig") is None and len(key_element):
+            raise UnsupportedMei("a key signature given accidental by accidental")
+        signature = key_element.get("sig")
+    else:
+        signature = score_def.get("key.sig")
+    return f"{shape}{line}", _key_name(signature), _meter_name(_meter_attributes(score_def))
 
 
-def control_targets(score: ET.Element) -> tuple[set[str], set[str]]:
-    """xml:ids of the notes that start a tie, and of the notes and rests under a fermata."""
-    tie_starts = {tie.get("startid", "").lstrip("#") for tie in score.iter(f"{NS}tie")}
-    tie_starts |= {note.get(XML_ID) for note in score.iter(f"{NS}note") if note.get("tie") in ("i", "m")}
-    fermatas = {fermata.get("startid", "").lstrip("#") for fermata in score.iter(f"{NS}fermata")}
-    fermatas |= {event.get(XML_ID) for event in score.iter() if event.get("fermata") is not None}
-    return tie_starts, fermatas
+def _changes_clef_or_key(score_def: ET.Element) -> bool:
+    names = {name.removeprefix(NS) for name in (element.tag for element in score_def.iter())}
+    attributes = {name for element in score_def.iter() for name in element.attrib}
+    return bool(names & {"clef", "keySig", "staffDef"} or attributes & {"key.sig", "clef.shape"})
+
+
+def _meter_attributes(score_def: ET.Element) -> dict:
+    meter_element = score_def.find(f".//{NS}meterSig")
+    if meter_element is not None:
+        return meter_element.attrib
+    return {name.split(".", 1)[1]: value for name, value in score_def.attrib.items() if name.startswith("meter.")}
 
 
 def _key_name(signature: str | None) -> str | None:
@@ -77,43 +161,106 @@ def _meter_name(meter: dict) -> str | None:
     return None
 
 
-def _measure_tokens(measure: ET.Element, in_key: dict[str, int], tie_starts: set, fermatas: set) -> list[str]:
-    printed: dict[tuple[str, int], int] = {}
-    tokens = []
-    for layer in measure.iter(f"{NS}layer"):
-        for event in layer.iter():
-            tag = event.tag.removeprefix(NS)
-            event_id = event.get(XML_ID)
-            fermata = event_id in fermatas
-            if tag == "note":
-                tokens.append(_note(event, fermata, in_key, printed).token())
-                if event_id in tie_starts:
-                    tokens.append("tie")
-            elif tag == "rest":
-                tokens.append(Rest(_duration(event), int(event.get("dots", 0)), fermata).token())
-            elif tag == "multiRest":
-                tokens.append(f"multirest-{event.get('num')}")
-            elif tag in ("chord", "mRest", "space", "tuplet", "beatRpt", "mRpt"):
-                raise UnsupportedMei(f"<{tag}> in measure {measure.get('n') or measure.get(XML_ID)}")
-    return tokens
+def _pitch(note: ET.Element) -> tuple[str, int]:
+    return note.get("pname"), int(note.get("oct"))
 
 
-def _note(note: ET.Element, fermata: bool, in_key: dict[str, int], printed: dict) -> Note:
-    step, octave = note.get("pname").upper(), int(note.get("oct"))
+def _ties(score: ET.Element) -> tuple[set[str], set[str]]:
+    """xml:ids of the notes a tie leaves and of those it reaches, only between notes of the same pitch.
+
+    New Verovio writes `<tie startid endid>`. Old Verovio (the one that made PrIMuS) marks notes with
+    `tie="i"` (starts), `"m"` (ends and starts) and `"t"` (ends), often on notes of other pitches. As
+    in PrIMuS, a note marked "m" or "t" ends the tie of the latest note marked to start one at its
+    pitch; an "m" that ends none starts none, and a start that nothing ends gives no tie at all.
+    """
+    notes = {note.get(XML_ID): note for note in score.iter(f"{NS}note")}
+    starts, ends = set(), set()
+    for tie in score.iter(f"{NS}tie"):
+        start, end = notes.get(tie.get("startid", "").lstrip("#")), notes.get(tie.get("endid", "").lstrip("#"))
+        if start is not None and end is not None and _pitch(start) == _pitch(end):
+            starts.add(start.get(XML_ID))
+            ends.add(end.get(XML_ID))
+    open_ties: dict[tuple[str, int], ET.Element] = {}  # pitch -> the latest note marked to start a tie there
+    for note in notes.values():
+        mark, pitch = note.get("tie"), _pitch(note)
+        if mark in ("m", "t") and pitch in open_ties:
+            starts.add(open_ties.pop(pitch).get(XML_ID))
+            ends.add(note.get(XML_ID))
+            if mark == "m":
+                open_ties[pitch] = note
+        elif mark == "i":
+            open_ties[pitch] = note
+    return starts, ends
+
+
+def _fermata_targets(score: ET.Element) -> set[str]:
+    """xml:ids of the notes and rests under a fermata."""
+    fermatas = {fermata.get("startid", "").lstrip("#") for fermata in score.iter(f"{NS}fermata")}
+    return fermatas | {event.get(XML_ID) for event in score.iter() if event.get("fermata") is not None}
+
+
+class _MeasureReader:
+    def __init__(self, in_key: dict[str, int], tie_starts: set[str], tie_ends: set[str], fermatas: set[str]):
+        self.in_key = in_key
+        self.tie_starts = tie_starts
+        self.tie_ends = tie_ends
+        self.fermatas = fermatas
+
+    def events(self, measure: ET.Element, meter: str | None) -> list[Event]:
+        events = []
+        for layer in measure.iter(f"{NS}layer"):
+            for child in layer:
+                events += self._element(child, measure, meter)
+        return events
+
+    def _element(self, element: ET.Element, measure: ET.Element, meter: str | None,
+                 beam_role: str | None = None) -> list[Event]:
+        tag = element.tag.removeprefix(NS)
+        if tag == "beam":
+            children = list(element)
+            roles = ["Right"] + ["Both"] * (len(children) - 2) + ["Left"]  # by place: a rest in the beam takes one
+            return [event for child, role in zip(children, roles) for event in self._element(child, measure, meter, role)]
+        if tag == "graceGrp":
+            return [event for child in element for event in self._element(child, measure, meter)]
+        if tag == "note":
+            return [self._note(element, beam_role)]
+        if tag == "rest":
+            fermata = element.get(XML_ID) in self.fermatas
+            return [Event(Rest(_duration(element), int(element.get("dots", 0)), fermata))]
+        if tag == "multiRest":
+            return [Event(MultiRest(int(element.get("num"))))]
+        if tag == "mRest":
+            return [Event(MultiRest(1))]
+        if tag in UNSUPPORTED:
+            raise UnsupportedMei(f"<{tag}> in measure {measure.get('n') or measure.get(XML_ID)}")
+        return []  # not a symbol on the staff (an annotation, say)
+
+    def _note(self, note: ET.Element, beam_role: str | None) -> Event:
+        step, octave = note.get("pname").upper(), int(note.get("oct"))
+        written = printed_accidental(note)
+        alter = MEI_ALTER[written] if written else self.in_key[step]
+        note_id = note.get(XML_ID)
+        symbol = Note(step, alter, octave, _duration(note), int(note.get("dots", 0)), note_id in self.fermatas,
+                      grace=note.get("grace") is not None)
+        return Event(symbol, beam_role, written is not None, tie_starts=note_id in self.tie_starts, tie_ends=note_id in self.tie_ends)
+
+
+def printed_accidental(note: ET.Element) -> str | None:
+    """The MEI value ("s", "f", "n") of the accidental printed next to a note, if any."""
     accid = note.find(f"{NS}accid")
-    written = note.get("accid") or (accid.get("accid") if accid is not None else None)
-    gestural = note.get("accid.ges") or (accid.get("accid.ges") if accid is not None else None)
-    place = (step, octave)
-    if written is not None:
-        printed[place] = MEI_ALTER[written]
-        alter = MEI_ALTER[written]
-    elif gestural is not None:
-        alter = MEI_ALTER[gestural]
-    else:
-        alter = printed.get(place, in_key[step])
-    dots = int(note.get("dots", 0))
-    return Note(step, alter, octave, _duration(note), dots, fermata, grace=note.get("grace") is not None)
+    return note.get("accid") or (accid.get("accid") if accid is not None else None)
+
+
+def _length(symbol, meter: str | None) -> Fraction:
+    if isinstance(symbol, Note) and not symbol.grace or isinstance(symbol, Rest):
+        return dotted_length(symbol.duration, symbol.dots)
+    if isinstance(symbol, MultiRest) and meter is not None:
+        return symbol.count * meter_length(meter)
+    return Fraction(0)
 
 
 def _duration(event: ET.Element) -> str:
-    return DURATION_BY_MEI[event.get("dur")]
+    duration = event.get("dur")
+    if duration not in DURATION_BY_MEI:
+        raise UnsupportedMei(f"a duration of {duration!r}")
+    return DURATION_BY_MEI[duration]

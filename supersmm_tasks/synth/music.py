@@ -44,16 +44,15 @@ class IncipitWriter:
         self.tied_from: Note | None = None  # the note that the next one continues
 
     def tokens(self) -> list[str]:
-        # C major is written both ways in PrIMuS: with no key signature, or an explicit empty one.
-        key = [] if self.key == "CM" and self.rng.random() < 0.5 else [f"keySignature-{self.key}"]
+        key = [] if self.key == "CM" else [f"keySignature-{self.key}"]  # PrIMuS writes no key token for C major
         tokens = [f"clef-{self.clef}"] + key + [f"timeSignature-{self.meter}"]
         measures = self._measure_rhythms(target=self.rng.randint(*TARGET_TOKENS) - len(tokens))
         ends_mid_measure = self._cut_like_an_incipit(measures)
         for index, measure in enumerate(measures):
             next_measure = measures[index + 1] if index + 1 < len(measures) else None
             tokens += self._realise_measure(measure, next_measure)
-            if next_measure is not None or not ends_mid_measure:
-                tokens.append("barline")
+            if next_measure is not None or not (ends_mid_measure or _is_multirest(measure)):
+                tokens.append("barline")  # as in PrIMuS: the last measure has one only when its meter is filled
         unknown = [token for token in tokens if token not in self.vocabulary]
         if unknown:  # a bug in this model, never a user error: stop before writing a wrong label
             raise AssertionError(f"generated tokens outside the semantic vocabulary: {unknown}")
@@ -203,6 +202,10 @@ def _clamped_walk(position: int) -> int:
     if position > HIGHEST_POSITION:
         return HIGHEST_POSITION - (position - HIGHEST_POSITION)
     return position
+
+
+def _is_multirest(measure) -> bool:
+    return isinstance(measure, int) and measure > 1
 
 
 def _first_length(measure) -> Fraction | None:

@@ -1,8 +1,8 @@
 """PrIMuS semantic tokens -> Plaine & Easie code, the input RISM incipits (and Verovio) use.
 
 Every note is written with its octave and duration spelled out, so nothing depends on Plaine &
-Easie's sticky values. Accidentals are printed the way an engraver would: when the sounding pitch
-differs from what the key signature and the earlier notes of the measure give. Notes of eighth
+Easie's sticky values (nor on how the Verovio that made PrIMuS misplaced ties after them).
+Accidentals are printed as PrIMuS's labels read them: see `_MeasureWriter._pitch`. Notes of eighth
 length and shorter are beamed by beat.
 """
 from __future__ import annotations
@@ -47,13 +47,13 @@ def _split_header(tokens: list[str]) -> tuple[str, str | None, str | None, list[
 
 
 def _pae_key(key: str | None) -> str:
-    """No key signature token: no key signature; keySignature-CM: an explicit empty one ("n")."""
+    """No key signature token or keySignature-CM: no key signature."""
     if key is None:
         return ""
     fifths = KEY_SIGNATURES[key]
     if fifths > 0:
         return "x" + SHARP_ORDER[:fifths]
-    return "b" + FLAT_ORDER[: -fifths] if fifths < 0 else "n"
+    return "b" + FLAT_ORDER[: -fifths] if fifths < 0 else ""
 
 
 def _pae_octave(octave: int) -> str:
@@ -67,7 +67,7 @@ class _MeasureWriter:
         self._new_measure()
 
     def _new_measure(self):
-        self.printed: dict[tuple[str, int], int] = {}  # accidentals printed so far in this measure
+        self.in_force: dict[tuple[str, int], int] = {}  # alteration of each staff place so far in this measure
         self.onset = Fraction(0)
         self.beam: list[str] = []
         self.beam_beat: Fraction | None = None
@@ -127,14 +127,16 @@ class _MeasureWriter:
     def _pitch(self, note: Note) -> str:
         """Octave, printed accidental (if one is needed) and note name.
 
-        A note tied over a barline gets its accidental printed again: Verovio does not always carry
-        an accidental through a tie, and the label must not depend on it.
+        PrIMuS labels a note without a printed accidental with the key signature's pitch, so every
+        note off the key gets its accidental, also after the same one earlier in the measure; and a
+        note of the key gets one where an earlier note of the measure changed its place, so that the
+        image shows what the agnostic label says.
         """
         place = (note.step, note.octave)
         accidental = ""
-        if note.alter != self.printed.get(place, self.in_key[note.step]):
+        if note.alter != self.in_key[note.step] or note.alter != self.in_force.get(place, note.alter):
             accidental = PAE_ACCIDENTAL[note.alter]
-            self.printed[place] = note.alter
+        self.in_force[place] = note.alter
         return _pae_octave(note.octave) + accidental + note.step
 
 

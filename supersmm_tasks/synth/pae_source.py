@@ -1,0 +1,112 @@
+"""Given Plaine & Easie incipits -> the input Verovio reads, for `supersmm synth --from-pae`.
+
+Two spellings of one incipit on one line are accepted:
+- PrIMuS's `regular_pae.pae`: `%G-2@3/4$bBEAü ''4B8{EB'''C''B}/` (clef after `%`, meter after `@`,
+  key after `$`, a `ü`, a space, then the music);
+- RISM's fields joined on one line: `@clef:G-2@keysig:bBEA@timesig:3/4@data:''4B8{EB'''C''B}/`
+  (spaces or tabs may separate the fields; `@key:` is another name for `@keysig:`).
+
+Where Verovio today reads an incipit differently from the Verovio that made PrIMuS, the input is
+given as PrIMuS has it: an editorial key accidental in brackets (`bBEA[D]`) counts; of several
+meters (`c; 3/2`, the meters the work goes through) the first is the incipit's; and a tie (`+`) is
+kept only where PrIMuS's labels have it (`_primus_ties`).
+"""
+from __future__ import annotations
+
+import re
+
+_PRIMUS_FORM = re.compile(r"%(?P<clef>[^@$\s]+)(?:@(?P<timesig>[^$]*))?(?:\$(?P<keysig>[^\sü]*))?ü?\s+(?P<data>\S.*)")
+_RISM_FIELD = re.compile(r"@(clef|keysig|key|timesig|data):")
+
+
+class MalformedPae(ValueError):
+    """Text that is neither of the two accepted spellings of a Plaine & Easie incipit."""
+
+
+def verovio_input(pae: str) -> str:
+    """The `@clef:/@keysig:/@timesig:/@data:` text that Verovio loads for one incipit."""
+    fields = _fields(pae.strip())
+    if not fields.get("clef"):
+        raise MalformedPae("no clef")
+    if not fields.get("data"):
+        raise MalformedPae("no music (@data)")
+    keysig = fields.get("keysig", "").replace("[", "").replace("]", "")
+    timesig = fields.get("timesig", "").split(";")[0].strip()
+    data = _primus_ties(fields["data"])
+    return f"@clef:{fields['clef']}\n@keysig:{keysig}\n@timesig:{timesig}\n@data:{data}\n"
+
+
+def _fields(pae: str) -> dict[str, str]:
+    primus = _PRIMUS_FORM.fullmatch(pae)
+    if primus:
+        return {name: (value or "").strip() for name, value in primus.groupdict().items()}
+    parts = _RISM_FIELD.split(pae)
+    if parts[0].strip() or len(parts) < 3:
+        raise MalformedPae("neither PrIMuS's %clef@meter$key form nor RISM's @clef:...@data:... form")
+    fields = {}
+    for name, value in zip(parts[1::2], parts[2::2]):
+        name = "keysig" if name == "key" else name
+        if name in fields:
+            raise MalformedPae(f"@{name}: given twice")
+        fields[name] = value.strip()
+    return fields
+
+
+def _primus_ties(data: str) -> str:
+    """The music with only the ties that PrIMuS labels, so that image and label agree.
+
+    The Verovio that engraved PrIMuS marked a tie (`+` after a note) on every note from the last
+    octave mark, duration or barline before it up to the tied note: `/FD+/4D` became F `tie="i"`,
+    D `"m"`, D `"t"`. Its converter then paired marked notes of the same pitch (see
+    mei.py `_ties`), so that one has no tie at all. A `+` is kept where this pairs the tied note with
+    the next one, which is every tie whose note has its own octave or duration written before it.
+    """
+    notes = _scanned_notes(data)
+    marks: list[set[str]] = [set() for _ in notes]
+    for index, (_, segment_start, tied, _) in enumerate(notes):
+        if tied and index + 1 < len(notes):
+            marks[segment_start].add("start")
+            for inner in range(segment_start + 1, index + 1):
+                marks[inner] |= {"start", "end"}
+            marks[index + 1].add("end")
+    open_ties: dict[tuple[str, int], int] = {}
+    kept: set[int] = set()
+    for index, ((pitch, _, _, _), mark) in enumerate(zip(notes, marks)):
+        if "end" in mark and pitch in open_ties:
+            start = open_ties.pop(pitch)
+            if start + 1 == index:
+                kept.add(start)
+            if "start" in mark:
+                open_ties[pitch] = index
+        elif mark == {"start"}:
+            open_ties[pitch] = index
+    drop = {offset for index, (_, _, tied, offset) in enumerate(notes) if tied and index not in kept}
+    return "".join(char for offset, char in enumerate(data) if offset not in drop)
+
+
+def _scanned_notes(data: str) -> list[tuple[tuple[str, int], int, bool, int | None]]:
+    """Per note: (pitch, index of the first note of its segment, tied?, offset of its `+`)."""
+    notes: list[list] = []
+    octave, segment_start, offset = 4, 0, 0
+    while offset < len(data):
+        char = data[offset]
+        if char in "@$%":  # a meter, key or clef change runs to the next space
+            end = data.find(" ", offset)
+            offset = len(data) if end < 0 else end
+            continue
+        if char in "',":
+            end = offset
+            while end < len(data) and data[end] == char:
+                end += 1
+            octave = 3 + end - offset if char == "'" else 4 - (end - offset)
+            offset = end
+            segment_start = len(notes)
+            continue
+        if char.isdigit() or char == "/":
+            segment_start = len(notes)
+        elif char in "ABCDEFG":
+            notes.append([(char, octave), segment_start, False, None])
+        elif char == "+" and notes:
+            notes[-1][2:] = [True, offset]
+        offset += 1
+    return [tuple(note) for note in notes]
