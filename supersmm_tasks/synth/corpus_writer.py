@@ -95,8 +95,10 @@ def read_pae_file(path: Path) -> list[tuple[str, str]]:
     """(id, PAE) of every `ID<TAB>PAE` line; blank lines are skipped; a bad line is one clear error."""
     try:
         lines = path.read_text("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise SupersmmError(f"cannot read the incipits file {path}: {getattr(error, 'strerror', None) or error}") from None
+    except OSError as error:
+        raise SupersmmError(f"cannot read the incipits file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise SupersmmError(f"the incipits file {path} is not UTF-8 text") from None
     incipits, seen = [], set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():

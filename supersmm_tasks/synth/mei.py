@@ -93,25 +93,22 @@ def read_incipit(mei_text: str) -> Incipit:
     tie_starts, tie_ends = _ties(score)
     fermatas = _fermata_targets(score)
     reader = _MeasureReader(key_alterations(key or "CM"), tie_starts, tie_ends, fermatas)
-    lengths, meters = [], []
-    pending_meter = None
+    meter_in_force, changed_to = meter, None
+    filled: list[bool] = []  # whether each measure's symbols fill its meter exactly
     for element in score.iter():
         tag = element.tag.removeprefix(NS)
         if tag == "scoreDef" and incipit.measures:
             if _changes_clef_or_key(element):
                 raise UnsupportedMei("a clef or key change inside the incipit")
-            pending_meter = _meter_name(_meter_attributes(element)) or pending_meter
+            changed_to = _meter_name(_meter_attributes(element)) or changed_to
         elif tag == "measure":
-            events = [Event(MeterChange(pending_meter))] if pending_meter else []
-            meter = pending_meter or (meters[-1] if meters else meter)
-            pending_meter = None
-            events += reader.events(element, meter)
+            events = [Event(MeterChange(changed_to))] if changed_to else []
+            meter_in_force, changed_to = changed_to or meter_in_force, None
+            events += reader.events(element)
             incipit.measures.append(events)
-            lengths.append(sum((_length(event.symbol, meter) for event in events), Fraction(0)))
-            meters.append(meter)
-    last = len(incipit.measures) - 1
-    incipit.barlines = [index < last or (meters[index] is not None and lengths[index] == meter_length(meters[index]))
-                        for index in range(len(incipit.measures))]
+            filled.append(meter_in_force is not None
+                          and _length(events, meter_in_force) == meter_length(meter_in_force))
+    incipit.barlines = [True] * (len(filled) - 1) + filled[-1:]
     return incipit
 
 
@@ -206,22 +203,18 @@ class _MeasureReader:
         self.tie_ends = tie_ends
         self.fermatas = fermatas
 
-    def events(self, measure: ET.Element, meter: str | None) -> list[Event]:
-        events = []
-        for layer in measure.iter(f"{NS}layer"):
-            for child in layer:
-                events += self._element(child, measure, meter)
-        return events
+    def events(self, measure: ET.Element) -> list[Event]:
+        return [event for layer in measure.iter(f"{NS}layer") for child in layer
+                for event in self._element(child, measure)]
 
-    def _element(self, element: ET.Element, measure: ET.Element, meter: str | None,
-                 beam_role: str | None = None) -> list[Event]:
+    def _element(self, element: ET.Element, measure: ET.Element, beam_role: str | None = None) -> list[Event]:
         tag = element.tag.removeprefix(NS)
         if tag == "beam":
             children = list(element)
             roles = ["Right"] + ["Both"] * (len(children) - 2) + ["Left"]  # by place: a rest in the beam takes one
-            return [event for child, role in zip(children, roles) for event in self._element(child, measure, meter, role)]
+            return [event for child, role in zip(children, roles) for event in self._element(child, measure, role)]
         if tag == "graceGrp":
-            return [event for child in element for event in self._element(child, measure, meter)]
+            return [event for child in element for event in self._element(child, measure)]
         if tag == "note":
             return [self._note(element, beam_role)]
         if tag == "rest":
@@ -237,26 +230,30 @@ class _MeasureReader:
 
     def _note(self, note: ET.Element, beam_role: str | None) -> Event:
         step, octave = note.get("pname").upper(), int(note.get("oct"))
-        written = printed_accidental(note)
+        written = _printed_accidental(note)
         alter = MEI_ALTER[written] if written else self.in_key[step]
         note_id = note.get(XML_ID)
         symbol = Note(step, alter, octave, _duration(note), int(note.get("dots", 0)), note_id in self.fermatas,
                       grace=note.get("grace") is not None)
-        return Event(symbol, beam_role, written is not None, tie_starts=note_id in self.tie_starts, tie_ends=note_id in self.tie_ends)
+        return Event(symbol, beam_role, accidental_printed=written is not None,
+                     tie_starts=note_id in self.tie_starts, tie_ends=note_id in self.tie_ends)
 
 
-def printed_accidental(note: ET.Element) -> str | None:
+def _printed_accidental(note: ET.Element) -> str | None:
     """The MEI value ("s", "f", "n") of the accidental printed next to a note, if any."""
     accid = note.find(f"{NS}accid")
     return note.get("accid") or (accid.get("accid") if accid is not None else None)
 
 
-def _length(symbol, meter: str | None) -> Fraction:
-    if isinstance(symbol, Note) and not symbol.grace or isinstance(symbol, Rest):
-        return dotted_length(symbol.duration, symbol.dots)
-    if isinstance(symbol, MultiRest) and meter is not None:
-        return symbol.count * meter_length(meter)
-    return Fraction(0)
+def _length(events: list[Event], meter: str) -> Fraction:
+    """How much of the meter the symbols of a measure take: grace notes none, a multirest its measures."""
+    total = Fraction(0)
+    for symbol in (event.symbol for event in events):
+        if isinstance(symbol, Rest) or isinstance(symbol, Note) and not symbol.grace:
+            total += dotted_length(symbol.duration, symbol.dots)
+        elif isinstance(symbol, MultiRest):
+            total += symbol.count * meter_length(meter)
+    return total
 
 
 def _duration(event: ET.Element) -> str:
