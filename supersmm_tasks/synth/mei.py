@@ -88,7 +88,8 @@ def read_incipit(mei_text: str) -> Incipit:
     score = ET.fromstring(mei_text.encode("utf-8")).find(f".//{NS}score")
     if score is None:
         raise UnsupportedMei("no <score> in the MEI")
-    clef, key, meter = score_header(score.find(f"{NS}scoreDef"))
+    header = score.find(f"{NS}scoreDef")
+    clef, key, meter = score_header(header)
     incipit = Incipit(clef, None if key == "CM" else key, meter)
     tie_starts, tie_ends = _ties(score)
     fermatas = _fermata_targets(score)
@@ -97,7 +98,7 @@ def read_incipit(mei_text: str) -> Incipit:
     filled: list[bool] = []  # whether each measure's symbols fill its meter exactly
     for element in score.iter():
         tag = element.tag.removeprefix(NS)
-        if tag == "scoreDef" and incipit.measures:
+        if tag == "scoreDef" and element is not header:  # a change, drawn where the next measure starts
             if _changes_clef_or_key(element):
                 raise UnsupportedMei("a clef or key change inside the incipit")
             changed_to = _meter_name(_meter_attributes(element)) or changed_to
@@ -207,16 +208,19 @@ class _MeasureReader:
         return [event for layer in measure.iter(f"{NS}layer") for child in layer
                 for event in self._element(child, measure)]
 
-    def _element(self, element: ET.Element, measure: ET.Element, beam_role: str | None = None) -> list[Event]:
+    def _element(self, element: ET.Element, measure: ET.Element, beam_role: str | None = None,
+                 grace: bool = False) -> list[Event]:
+        """The events of one layer child; `grace` inside a `graceGrp` (`qq...r`), whose notes have no @grace."""
         tag = element.tag.removeprefix(NS)
         if tag == "beam":
             children = list(element)
             roles = ["Right"] + ["Both"] * (len(children) - 2) + ["Left"]  # by place: a rest in the beam takes one
-            return [event for child, role in zip(children, roles) for event in self._element(child, measure, role)]
+            return [event for child, role in zip(children, roles)
+                    for event in self._element(child, measure, role, grace)]
         if tag == "graceGrp":
-            return [event for child in element for event in self._element(child, measure)]
+            return [event for child in element for event in self._element(child, measure, grace=True)]
         if tag == "note":
-            return [self._note(element, beam_role)]
+            return [self._note(element, beam_role, grace or element.get("grace") is not None)]
         if tag == "rest":
             fermata = element.get(XML_ID) in self.fermatas
             return [Event(Rest(_duration(element), int(element.get("dots", 0)), fermata))]
@@ -228,13 +232,14 @@ class _MeasureReader:
             raise UnsupportedMei(f"<{tag}> in measure {measure.get('n') or measure.get(XML_ID)}")
         return []  # not a symbol on the staff (an annotation, say)
 
-    def _note(self, note: ET.Element, beam_role: str | None) -> Event:
+    def _note(self, note: ET.Element, beam_role: str | None, grace: bool) -> Event:
         step, octave = note.get("pname").upper(), int(note.get("oct"))
         written = _printed_accidental(note)
+        if written is not None and written not in MEI_ALTER:
+            raise UnsupportedMei(f"the accidental {written!r} (PrIMuS has no double sharps or flats)")
         alter = MEI_ALTER[written] if written else self.in_key[step]
         note_id = note.get(XML_ID)
-        symbol = Note(step, alter, octave, _duration(note), int(note.get("dots", 0)), note_id in self.fermatas,
-                      grace=note.get("grace") is not None)
+        symbol = Note(step, alter, octave, _duration(note), int(note.get("dots", 0)), note_id in self.fermatas, grace)
         return Event(symbol, beam_role, accidental_printed=written is not None,
                      tie_starts=note_id in self.tie_starts, tie_ends=note_id in self.tie_ends)
 
