@@ -2,7 +2,7 @@
 
 Two spellings of one incipit on one line are accepted:
 - PrIMuS's `regular_pae.pae`: `%G-2@3/4$bBEAü ''4B8{EB'''C''B}/` (clef after `%`, meter after `@`,
-  key after `$`, a `ü`, a space, then the music);
+  key after `$`, always there but maybe empty; a `ü`, a space, then the music);
 - RISM's fields joined on one line: `@clef:G-2@keysig:bBEA@timesig:3/4@data:''4B8{EB'''C''B}/`
   (spaces or tabs may separate the fields; `@key:` is another name for `@keysig:`).
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-_PRIMUS_FORM = re.compile(r"%(?P<clef>[^@$\s]+)(?:@(?P<timesig>[^$]*))?(?:\$(?P<keysig>[^\sü]*))?ü?\s+(?P<data>\S.*)")
+_PRIMUS_FORM = re.compile(r"%(?P<clef>[^@$\s]+)(?:@(?P<timesig>[^$]*))?\$(?P<keysig>[^\sü]*)ü?\s+(?P<data>\S.*)")
 _RISM_FIELD = re.compile(r"@(clef|keysig|key|timesig|data):")
 
 
