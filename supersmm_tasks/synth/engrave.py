@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import re
 
-import cv2
 import numpy as np
 import verovio
 
-from .rasterize import svg_to_gray
+from .rasterize import primus_image, svg_to_gray, two_tone_png
 
 FONTS = ("Leipzig", "Bravura", "Gootville")
 
@@ -49,12 +48,12 @@ class Engraver:
         self.font: str | None = None
 
     def engrave(self, pae: str, font: str, xml_id_seed: int) -> tuple[np.ndarray, str]:
-        """(grayscale image, MEI text) of one incipit."""
+        """(two-tone image as PrIMuS has it, MEI text) of one incipit."""
         if font != self.font:
             self.toolkit.setOptions({"font": font})
             self.font = font
         mei = self.load(pae, xml_id_seed)
-        return svg_to_gray(self.toolkit.renderToSVG(1)), mei
+        return primus_image(svg_to_gray(self.toolkit.renderToSVG(1))), mei
 
     def load(self, pae: str, xml_id_seed: int = 0) -> str:
         """Loads an incipit without drawing it; returns Verovio's MEI of it."""
@@ -65,7 +64,4 @@ class Engraver:
 
 
 def png_bytes(gray: np.ndarray) -> bytes:
-    ok, png = cv2.imencode(".png", gray)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the engraving as PNG")
-    return png.tobytes()
+    return two_tone_png(gray)

@@ -1,9 +1,19 @@
-"""A musical model of RISM-like incipits, written directly as PrIMuS semantic tokens.
+"""A musical model of RISM incipits as PrIMuS holds them, written directly as PrIMuS semantic tokens.
 
-An incipit is a clef, a key signature, a meter and a few measures. Each measure's rhythm is drawn by
-splitting its beats (so barlines always respect the meter), then a melody walks over the staff,
-mostly by step, now and then beyond the ledger lines, with chromatic accidentals, ties, grace notes,
-fermatas, rests and multi-measure rests. Every token is checked against the real PrIMuS vocabulary.
+An incipit is a clef, a key signature (none at all for C major, as PrIMuS writes it), a meter and a
+few measures; a third of them open with a multi-measure rest, many with a rest. Each measure is
+filled event by event with durations drawn from real frequencies, an event starting only where its
+length fits the beat (so sixteenths come in groups and barlines always respect the meter). The
+melody moves mostly by step or repeats its note, leaps now and then, and drifts back towards the
+middle of the staff; accidentals follow the key, with a few chromatic ones carried to the end of
+their measure. Ties, fermatas and grace notes are rare, as in PrIMuS.
+
+How it was fitted: every categorical choice (clef, key, meter, duration, dots, multirest length,
+melodic interval) is the count seen in the 129 real incipits of the development set plus a small
+pseudo-count for every value of the PrIMuS vocabulary (a Dirichlet prior), so rare symbols stay
+reachable and nothing is copied from a single incipit; rates (rests, ties, fermatas, chromatic notes,
+multirests, incipit length) are the real ones, rounded. `statistics.py` measures the result.
+Every token is checked against the real PrIMuS vocabulary.
 """
 from __future__ import annotations
 
@@ -15,19 +25,56 @@ from .notation import (
     CLEF_BOTTOM_LINE, KEY_SIGNATURES, STEPS, Note, Rest, beat_length, dotted_length, key_alterations, meter_length,
 )
 
-CLEF_WEIGHTS = {"G2": 30, "F4": 14, "C1": 10, "C3": 10, "C4": 9, "G1": 5, "C2": 6, "C5": 5, "F3": 5, "F5": 5}
-METER_WEIGHTS = {
-    "C": 12, "C/": 8, "2/4": 10, "3/4": 12, "4/4": 6, "6/8": 8, "3/8": 6, "2/2": 5, "3/2": 5, "6/4": 3,
-    "9/8": 3, "12/8": 3, "2/1": 3, "4/2": 2, "3/1": 2, "5/4": 1, "2/8": 1, "6/16": 1, "9/16": 1,
+# Counts in the 129 real incipits; every other value of the vocabulary gets the pseudo-count.
+CLEF_COUNTS = {"C1": 68, "G2": 41, "F4": 7, "C4": 5, "G1": 4, "C3": 4, "C2": 0, "C5": 0, "F3": 0, "F5": 0}
+CLEF_PSEUDO_COUNT = 1.0
+KEY_COUNTS = {"CM": 54, "FM": 20, "BbM": 12, "EbM": 11, "DM": 11, "GM": 9, "AM": 6, "AbM": 4, "EM": 2} | {
+    key: 0 for key in ("BM", "F#M", "C#M", "DbM", "GbM")}
+KEY_PSEUDO_COUNT = 0.5
+METER_COUNTS = {"C": 82, "C/": 23, "3/4": 6, "6/8": 5, "2/4": 3, "2/2": 3, "3/2": 2, "12/8": 2, "9/8": 1, "6/4": 1,
+                "3/1": 1} | {meter: 0 for meter in ("4/4", "3/8", "2/1", "4/2", "5/4", "2/8", "6/16", "9/16")}
+METER_PSEUDO_COUNT = 0.3
+# How often each (duration, dots) is drawn where it fits the measure's grid. Fitted by simulation: starting
+# from the real counts of notes and rests (eighth 663, quarter 473, sixteenth 407, half 341, whole 88,
+# thirty-second 25, double whole 11; dotted 6.4%, double-dotted none) plus pseudo-counts (2 per plain value,
+# 0.3 per dotted, 0.1 per double-dotted one), each weight was multiplied by (target / drawn share) ** 0.8 over
+# 1,500 incipits until the drawn shares matched (TV 0.003). Long values get large weights because they
+# rarely fit; a floor of 0.003 (0.0003 for sixty-fourths, which come in runs) keeps every value reachable.
+LENGTH_WEIGHTS = {
+    ("double_whole", 1): 157.0, ("double_whole", 0): 822.0, ("whole", 1): 4.78, ("whole", 0): 2.79,
+    ("half", 1): 0.698, ("half", 0): 4.29, ("quarter", 2): 0.003, ("quarter", 1): 0.91, ("quarter", 0): 3.24,
+    ("eighth", 2): 0.003, ("eighth", 1): 0.169, ("eighth", 0): 2.39, ("sixteenth", 1): 0.003, ("sixteenth", 0): 0.844,
+    ("thirty_second", 1): 0.003, ("thirty_second", 0): 0.0397, ("sixty_fourth", 0): 0.0003,
 }
-TARGET_TOKENS = (12, 38)  # an incipit is planned to about this many tokens: a few measures, as in PrIMuS
-SHORTEST = Fraction(1, 64)
-MULTIREST_COUNTS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 19, 23, 24, 32)
-LOWEST_POSITION, HIGHEST_POSITION = -6, 14  # staff positions: 0 is the bottom line, 8 the top line
+REST_SHARE = {"whole": 0.07, "half": 0.13, "quarter": 0.13, "eighth": 0.085, "sixteenth": 0.04}
+OPENING_REST_SHARE = 0.3  # the first event after the header (or after an opening multirest) is a rest
+SAME_LENGTH_BONUS = 2.0  # runs of equal values, as in real melodies
+# Multi-measure rests: 48 of the 129 real incipits open with one, hardly any has one later.
+OPENING_MULTIREST_SHARE = 0.37
+LATER_MULTIREST_SHARE = 0.01
+MULTIREST_COUNTS = {1: 11, 2: 8, 3: 4, 4: 8, 5: 3, 7: 2, 8: 2, 10: 1, 11: 2, 12: 2, 13: 2, 14: 1, 15: 1, 19: 1, 23: 1,
+                    24: 2}
+MULTIREST_PRIOR = 1.0  # spread over every multirest of the vocabulary as 1/n
+# A one-measure rest is `mRest` in Verovio's MEI, which the label converter does not read yet.
+UNREADABLE_MULTIRESTS = {1}
+# Tokens per incipit: mean 22.6, sd 4.3 in the real ones; planned 1.4 shorter, as the last measure overshoots.
+LENGTH_MEAN, LENGTH_SD, LENGTH_RANGE = 21.2, 4.3, (12, 40)
+UPBEAT_SHARE = 0.25
+ENDS_MID_MEASURE_SHARE = 0.45
+TIE_SHARE_LAST_IN_MEASURE, TIE_SHARE_ELSEWHERE = 0.065, 0.0125
+FERMATA_SHARE = 0.004
+GRACE_NOTE_SHARE = 0.003
+CHROMATIC_SHARE = 0.035
+# Melodic intervals in staff steps, either direction: 0 repeats the note (20% of real intervals), 1 a step.
+INTERVAL_COUNTS = {0: 335, 1: 896, 2: 211, 3: 119, 4: 71, 5: 35, 6: 7, 7: 19, 8: 1, 9: 1}
+INTERVAL_PSEUDO_COUNT = 1.0
+# Staff positions (0 the bottom line, 8 the top one): real notes lie around 5.4, sd 2.7, from -4 to 14.
+CENTRE, START_SD = 5.4, 2.0
+LOWEST_POSITION, HIGHEST_POSITION = -6, 14
+TOWARDS_CENTRE_PER_STEP = 0.12  # how much more likely the melody moves back towards the centre, per step away
 
 # Where the melody's next pitch is missing from the vocabulary for its duration: the nearest one that is not.
 _DRIFTS = [0] + [sign * distance for distance in range(1, 30) for sign in (1, -1)]
-_MELODIC_STEPS = (-5, -4, -3, -2, -2, -1, -1, -1, -1, 0, 1, 1, 1, 1, 2, 2, 3, 4, 5)
 
 
 class IncipitWriter:
@@ -36,21 +83,22 @@ class IncipitWriter:
     def __init__(self, rng: random.Random):
         self.rng = rng
         self.vocabulary = frozenset(load_vocabulary("semantic"))
-        self.clef = _weighted(rng, CLEF_WEIGHTS)
-        self.key = rng.choice(sorted(KEY_SIGNATURES))
-        self.meter = _weighted(rng, METER_WEIGHTS)
+        self.clef = _weighted(rng, _smoothed(CLEF_COUNTS, CLEF_PSEUDO_COUNT))
+        self.key = _weighted(rng, _smoothed(KEY_COUNTS, KEY_PSEUDO_COUNT))
+        self.meter = _weighted(rng, _smoothed(METER_COUNTS, METER_PSEUDO_COUNT))
         self.in_key = key_alterations(self.key)
-        self.position = rng.randint(1, 7)
+        self.position = _clamped(round(rng.gauss(CENTRE, START_SD)))
         self.tied_from: Note | None = None  # the note that the next one continues
 
     def tokens(self) -> list[str]:
         key = [] if self.key == "CM" else [f"keySignature-{self.key}"]  # PrIMuS writes no key token for C major
         tokens = [f"clef-{self.clef}"] + key + [f"timeSignature-{self.meter}"]
-        measures = self._measure_rhythms(target=self.rng.randint(*TARGET_TOKENS) - len(tokens))
+        target = min(max(round(self.rng.gauss(LENGTH_MEAN, LENGTH_SD)), LENGTH_RANGE[0]), LENGTH_RANGE[1])
+        measures = self._measures(target - len(tokens))
         ends_mid_measure = self._cut_like_an_incipit(measures)
         for index, measure in enumerate(measures):
             next_measure = measures[index + 1] if index + 1 < len(measures) else None
-            tokens += self._realise_measure(measure, next_measure)
+            tokens += self._realise_measure(measure, next_measure, opening=index == 0 or isinstance(measures[index - 1], int))
             if next_measure is not None or not (ends_mid_measure or _is_multirest(measure)):
                 tokens.append("barline")  # as in PrIMuS: the last measure has one only when its meter is filled
         unknown = [token for token in tokens if token not in self.vocabulary]
@@ -59,70 +107,57 @@ class IncipitWriter:
         return tokens
 
     # rhythm -------------------------------------------------------------------------------------
-    def _measure_rhythms(self, target: int) -> list[list[Fraction] | int]:
-        """A list of measures: each a list of note lengths, or an int (a multi-measure rest)."""
+    def _measures(self, target: int) -> list[list[Fraction] | int]:
+        """A list of measures: each a list of event lengths, or an int (a multi-measure rest)."""
         measures: list[list[Fraction] | int] = []
         planned = 0
+        if self.rng.random() < OPENING_MULTIREST_SHARE:
+            measures.append(self._multirest_count())
+            planned += 2
         while planned < target:
-            if self.rng.random() < 0.07 and (not measures or isinstance(measures[-1], list)):
-                measures.append(self.rng.choice(MULTIREST_COUNTS))
+            if self.rng.random() < LATER_MULTIREST_SHARE and measures and isinstance(measures[-1], list):
+                measures.append(self._multirest_count())
                 planned += 2
                 continue
             rhythm = self._measure_rhythm()
-            if measures and planned + len(rhythm) > target + 8:
-                rhythm = self._measure_rhythm(calm=True)
             measures.append(rhythm)
             planned += len(rhythm) + 1
         return measures
 
+    def _multirest_count(self) -> int:
+        return int(_weighted(self.rng, _MULTIREST_WEIGHTS))
+
     def _cut_like_an_incipit(self, measures: list) -> bool:
         """Maybe start with an upbeat and stop mid-measure, as many incipits do; True if it stops mid-measure."""
-        if isinstance(measures[0], list) and len(measures[0]) > 1 and self.rng.random() < 0.25:
+        if isinstance(measures[0], list) and len(measures[0]) > 1 and self.rng.random() < UPBEAT_SHARE:
             measures[0] = measures[0][self.rng.randint(1, len(measures[0]) - 1):]
-        if len(measures) > 1 and isinstance(measures[-1], list) and len(measures[-1]) > 1 and self.rng.random() < 0.35:
-            measures[-1] = measures[-1][: self.rng.randint(1, len(measures[-1]) - 1)]
+        last = measures[-1]
+        if len(measures) > 1 and isinstance(last, list) and len(last) > 1 and self.rng.random() < ENDS_MID_MEASURE_SHARE:
+            measures[-1] = last[: self.rng.randint(1, len(last) - 1)]
             return True
         return False
 
-    def _measure_rhythm(self, calm: bool = False) -> list[Fraction]:
-        length, beat = meter_length(self.meter), beat_length(self.meter)
-        if self.rng.random() < 0.08 and _expressible(length):
-            return [length]
-        beats = [beat] * int(length / beat)
+    def _measure_rhythm(self) -> list[Fraction]:
+        """Event lengths that fill one measure, each starting on a multiple of min(its length, the beat)."""
+        length, beat = _ticks(meter_length(self.meter)), _ticks(beat_length(self.meter))
         lengths: list[Fraction] = []
-        while beats:
-            if len(beats) >= 2 and self.rng.random() < 0.2 and _expressible(beats[0] + beats[1]):
-                lengths.append(beats.pop(0) + beats.pop(0))
-            else:
-                lengths += self._split_beat(beats.pop(0), depth=1 if calm else 0)
+        onset = 0
+        while onset < length:
+            previous = lengths[-1] if lengths else None
+            options = {
+                value: weight * (SAME_LENGTH_BONUS if value == previous else 1)
+                for value, ticks, undotted, weight in _LENGTH_CHOICES
+                if ticks <= length - onset and onset % min(undotted, beat) == 0
+            }
+            if not options:  # nothing fits the grid (an odd meter): the shortest value that fits
+                options = {min(value for value, ticks, _, _ in _LENGTH_CHOICES if ticks <= length - onset): 1.0}
+            value = _weighted(self.rng, options)
+            lengths.append(value)
+            onset += _ticks(value)
         return lengths
 
-    def _split_beat(self, length: Fraction, depth: int) -> list[Fraction]:
-        """A beat (or a part of one) as note lengths: split less and less often the deeper it goes."""
-        keep = 0.45 + 0.17 * depth + (0.25 if length <= Fraction(1, 16) else 0)
-        if _expressible(length) and (length / 2 < SHORTEST or self.rng.random() < keep):
-            return [length]
-        if length.numerator == 3:  # a dotted value: long-short, or three equal parts
-            long_short = [length * 2 / 3, length / 3]
-            if self.rng.random() < 0.4 and all(map(_expressible, long_short)):
-                return long_short
-            return self._split_beat_in(length, 3, depth)
-        shape = self.rng.random()
-        double_dotted, dotted = [length * 7 / 8, length / 8], [length * 3 / 4, length / 4]
-        if shape < 0.15 and all(map(_expressible, double_dotted)):
-            return double_dotted
-        if shape < 0.4 and all(map(_expressible, dotted)):
-            return dotted
-        return self._split_beat_in(length, 2, depth)
-
-    def _split_beat_in(self, length: Fraction, parts: int, depth: int) -> list[Fraction]:
-        pieces: list[Fraction] = []
-        for _ in range(parts):
-            pieces += self._split_beat(length / parts, depth + 1)
-        return pieces
-
     # melody -------------------------------------------------------------------------------------
-    def _realise_measure(self, measure: list[Fraction] | int, next_measure) -> list[str]:
+    def _realise_measure(self, measure: list[Fraction] | int, next_measure, opening: bool) -> list[str]:
         if isinstance(measure, int):
             return [f"multirest-{measure}"]
         tokens: list[str] = []
@@ -132,17 +167,19 @@ class IncipitWriter:
             next_length = measure[index + 1] if not is_last else _first_length(next_measure)
             duration, dots = _duration_of(length)
             rest = self._rest(duration, dots)
-            if self.tied_from is None and rest is not None and self.rng.random() < 0.12:
+            rest_share = OPENING_REST_SHARE if opening and index == 0 else REST_SHARE.get(duration, 0.0)
+            if self.tied_from is None and rest is not None and self.rng.random() < rest_share:
                 tokens.append(rest.token())
                 continue
             note = self.tied_from and self._same_pitch(self.tied_from, duration, dots)
             if note is None:
-                if self.rng.random() < 0.06:
+                if self.rng.random() < GRACE_NOTE_SHARE:
                     tokens += self._grace_note_tokens()
                 note = self._next_note(duration, dots, altered_in_measure)
             tokens.append(note.token())
             self.tied_from = None
-            if next_length is not None and self.rng.random() < 0.08:
+            tie_share = TIE_SHARE_LAST_IN_MEASURE if is_last else TIE_SHARE_ELSEWHERE
+            if next_length is not None and self.rng.random() < tie_share:
                 next_duration, next_dots = _duration_of(next_length)
                 if self._same_pitch(note, next_duration, next_dots) is not None:
                     tokens.append("tie")
@@ -150,7 +187,7 @@ class IncipitWriter:
         return tokens
 
     def _rest(self, duration: str, dots: int) -> Rest | None:
-        for rest in (Rest(duration, dots, fermata=self.rng.random() < 0.04), Rest(duration, dots)):
+        for rest in (Rest(duration, dots, fermata=self.rng.random() < FERMATA_SHARE), Rest(duration, dots)):
             if rest.token() in self.vocabulary:
                 return rest
         return None
@@ -160,8 +197,8 @@ class IncipitWriter:
         return tied if tied.token() in self.vocabulary else None
 
     def _next_note(self, duration: str, dots: int, altered_in_measure: dict) -> Note:
-        self.position = _clamped_walk(self.position + self.rng.choice(_MELODIC_STEPS))
-        fermata = self.rng.random() < 0.04
+        self.position = _clamped(self.position + self._interval())
+        fermata = self.rng.random() < FERMATA_SHARE
         for drift in _DRIFTS:  # the nearest pitch that the vocabulary has with this duration
             note = self._pitch_at(self.position + drift, duration, dots, fermata, altered_in_measure)
             for candidate in (note, Note(note.step, note.alter, note.octave, duration, dots)):
@@ -170,11 +207,19 @@ class IncipitWriter:
                     return candidate
         raise AssertionError(f"no note of duration {duration}{'.' * dots} in the vocabulary for clef {self.clef}")
 
+    def _interval(self) -> int:
+        """Staff steps to the next note: mostly a step or the same note, more often back towards the centre."""
+        size = int(_weighted(self.rng, _INTERVAL_WEIGHTS))
+        away = self.position - CENTRE
+        towards = min(0.95, 0.5 + TOWARDS_CENTRE_PER_STEP * abs(away))
+        direction = -1 if away > 0 else 1
+        return size * (direction if self.rng.random() < towards else -direction)
+
     def _pitch_at(self, position: int, duration, dots, fermata, altered_in_measure) -> Note:
         diatonic = CLEF_BOTTOM_LINE[self.clef] + position
         step, octave = STEPS[diatonic % 7], diatonic // 7
         alter = altered_in_measure.get((step, octave), self.in_key[step])
-        if self.rng.random() < 0.06:
+        if self.rng.random() < CHROMATIC_SHARE:
             alter = self.rng.choice([a for a in (-1, 0, 1) if a != alter])
         return Note(step, alter, octave, duration, dots, fermata)
 
@@ -191,17 +236,17 @@ def random_incipit(rng: random.Random) -> list[str]:
     return IncipitWriter(rng).tokens()
 
 
-def _weighted(rng: random.Random, weights: dict[str, int]) -> str:
-    names = sorted(weights)
-    return rng.choices(names, weights=[weights[name] for name in names])[0]
+def _smoothed(counts: dict, pseudo_count: float) -> dict:
+    return {value: count + pseudo_count for value, count in counts.items()}
 
 
-def _clamped_walk(position: int) -> int:
-    if position < LOWEST_POSITION:
-        return LOWEST_POSITION + (LOWEST_POSITION - position)
-    if position > HIGHEST_POSITION:
-        return HIGHEST_POSITION - (position - HIGHEST_POSITION)
-    return position
+def _weighted(rng: random.Random, weights: dict):
+    """One key of `weights`, drawn in proportion to its value (dicts keep their order, so draws repeat)."""
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def _clamped(position: int) -> int:
+    return min(max(position, LOWEST_POSITION), HIGHEST_POSITION)
 
 
 def _is_multirest(measure) -> bool:
@@ -210,14 +255,6 @@ def _is_multirest(measure) -> bool:
 
 def _first_length(measure) -> Fraction | None:
     return measure[0] if isinstance(measure, list) and measure else None
-
-
-def _expressible(length: Fraction) -> bool:
-    try:
-        _duration_of(length)
-    except KeyError:
-        return False
-    return True
 
 
 def _lengths_with_many_pitches() -> dict[Fraction, tuple[str, int]]:
@@ -233,6 +270,24 @@ def _lengths_with_many_pitches() -> dict[Fraction, tuple[str, int]]:
 
 
 _LENGTHS = _lengths_with_many_pitches()
+
+
+TICKS_PER_WHOLE = 64  # lengths are counted in sixty-fourths while a measure is filled: Fractions are slow
+
+
+def _ticks(length: Fraction) -> int:
+    return int(length * TICKS_PER_WHOLE)
+
+
+# (length, its ticks, the ticks of its undotted value, weight), in a fixed order
+_LENGTH_CHOICES = [(length, _ticks(length), _ticks(dotted_length(name, 0)), LENGTH_WEIGHTS[(name, dots)])
+                   for length, (name, dots) in sorted(_LENGTHS.items())]
+_MULTIREST_WEIGHTS = {
+    count: MULTIREST_COUNTS.get(count, 0) + MULTIREST_PRIOR / count
+    for count in (int(token.split("-")[1]) for token in load_vocabulary("semantic") if token.startswith("multirest-"))
+    if count not in UNREADABLE_MULTIRESTS
+}
+_INTERVAL_WEIGHTS = _smoothed(INTERVAL_COUNTS, INTERVAL_PSEUDO_COUNT)
 
 
 def _duration_of(length: Fraction) -> tuple[str, int]:

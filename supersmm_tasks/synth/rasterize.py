@@ -5,14 +5,23 @@ every glyph for every `<use>`; Verovio's SVG only needs a handful of elements, s
 directly and caches each glyph outline. Anything outside that handful raises instead of being
 skipped, so an image never silently lacks a symbol that its labels name.
 tests/test_synth.py compares the result with CairoSVG pixel by pixel.
+
+`primus_image` then gives the engraving the look of a PrIMuS PNG, measured on the real ones
+(tests/test_synth_realism.py): cropped to the ink with one white pixel around it, and two tones
+only, no anti-aliasing: white paper and one gray for all ink, the mean gray of the anti-aliased
+pixels it replaces (so 47-75 from one incipit to the next, as in PrIMuS, darker where strokes are
+wide); `two_tone_png` writes it as PrIMuS does, a 1-bit PNG with a two-colour palette.
 """
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
 
+import io
+
 import cairocffi as cairo
 import numpy as np
+from PIL import Image
 
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -21,6 +30,9 @@ _PATH_TOKEN = re.compile(rf"([MmLlHhVvCcSsZz])|({_NUMBER})")
 _TRANSFORM = re.compile(rf"(translate|scale)\(\s*({_NUMBER})(?:[\s,]+({_NUMBER}))?\s*\)")
 _SILENT_TAGS = {"desc", "style", "title"}
 DEFAULT_STROKE_WIDTH = 1.0  # Verovio's CSS strokes every shape in currentColor; SVG's default width is 1
+INK_BELOW = 250  # an anti-aliased pixel darker than this (about 2% covered) is ink in a two-tone image
+MARGIN = 1  # white pixels around the ink, as in the real PNGs
+PAPER = 255
 
 
 class UnsupportedSvg(ValueError):
@@ -39,6 +51,31 @@ def svg_to_gray(svg_text: str) -> np.ndarray:
     stride = surface.get_stride()
     ink = np.frombuffer(surface.get_data(), np.uint8).reshape(height, stride)[:, :width]
     return 255 - ink
+
+
+def primus_image(gray: np.ndarray) -> np.ndarray:
+    """An anti-aliased engraving as PrIMuS has it: cropped to its ink plus MARGIN, paper and one ink tone."""
+    ink = gray < INK_BELOW
+    rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("the engraving has no ink")
+    crop = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+    tone = np.uint8(round(float(gray[ink].mean())))
+    two_tone = np.where(ink[crop], tone, np.uint8(PAPER)).astype(np.uint8)
+    return np.pad(two_tone, MARGIN, constant_values=PAPER)
+
+
+def two_tone_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a paper-and-one-ink image: a 1-bit PNG with a two-colour palette, like PrIMuS's."""
+    tones = np.unique(image)
+    if tones.size > 2 or PAPER not in tones:
+        raise ValueError(f"a two-tone image has white paper and one ink, not the tones {tones.tolist()}")
+    ink = int(tones[0]) if tones.size == 2 else 0
+    indexed = Image.fromarray((image != PAPER).astype(np.uint8), mode="P")
+    indexed.putpalette([PAPER] * 3 + [ink] * 3)
+    out = io.BytesIO()
+    indexed.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 # Glyph outline (an SVG path's `d`) -> its cairo path: a font has a few hundred glyphs, drawn thousands of times.

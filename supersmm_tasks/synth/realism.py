@@ -1,0 +1,82 @@
+"""How our images compare with real PrIMuS ones: the same incipits engraved here, and camera-damage measures.
+
+    primus_pae_to_verovio   a PrIMuS `regular_pae.pae` (`%clef@meter$key` + `ü ` + data) in Verovio's form
+    height_ratios           for every real incipit, our engraving's height / the real PNG's
+    photo_measures          blur, paper, ink, noise, tilt and bend of the staff in a (distorted) image
+
+Used by tests/test_synth_realism.py and bench/bench_realism.py against the real development set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .engrave import FONTS, Engraver, EngravingFailed
+
+
+def primus_pae_to_verovio(text: str) -> str:
+    """`%C-1@c$bBEAü =4/2-'8G...` -> `@clef:C-1\\n@keysig:bBEA\\n@timesig:c\\n@data:=4/2-'8G...`."""
+    header, _, data = text.strip().partition("ü")
+    clef, _, rest = header.removeprefix("%").partition("@")
+    meter, _, key = rest.partition("$")
+    meter = meter.split(";")[0].strip()  # "c; c; 3/2": PrIMuS labels the first meter
+    return f"@clef:{clef}\n@keysig:{key}\n@timesig:{meter}\n@data:{data.strip()}\n"
+
+
+def height_ratios(real_dev: Path, limit: int | None = None) -> dict[str, float]:
+    """Incipit id -> height of our engraving of its `regular_pae.pae` / height of its real PNG.
+
+    The fonts take turns as in `supersmm synth`; incipits that Verovio cannot load are left out.
+    """
+    engraver, ratios = Engraver(), {}
+    folders = sorted(path.parent for path in Path(real_dev).glob("*/regular_pae.pae"))[:limit]
+    for index, folder in enumerate(folders):
+        pae = primus_pae_to_verovio((folder / "regular_pae.pae").read_text(encoding="utf-8"))
+        try:
+            ours, _ = engraver.engrave(pae, FONTS[index % len(FONTS)], xml_id_seed=0)
+        except EngravingFailed:
+            continue
+        real = cv2.imread(str(folder / f"{folder.name}.png"), cv2.IMREAD_GRAYSCALE)
+        ratios[folder.name] = ours.shape[0] / real.shape[0]
+    return ratios
+
+
+@dataclass(frozen=True)
+class PhotoMeasures:
+    blur: float  # mid-gray pixels (100-199) per ink pixel (< 128): 0 for a two-tone image
+    paper: float  # median gray of the paper (pixels > 200)
+    ink: float  # 2nd percentile of gray
+    noise: float  # standard deviation of the paper around its 5x5 median
+    tilt_degrees: float  # slope of the top staff line
+    bend_pixels: float  # standard deviation of the top staff line around that slope
+
+
+def photo_measures(gray: np.ndarray) -> PhotoMeasures:
+    image = gray.astype(np.float32)
+    ink = int((image < 128).sum())
+    paper = image > 200
+    around = cv2.medianBlur(gray, 5).astype(np.float32)
+    tilt, bend = _top_staff_line(gray)
+    return PhotoMeasures(
+        blur=float(((image >= 100) & (image < 200)).sum() / max(ink, 1)), paper=float(np.median(image[paper])),
+        ink=float(np.percentile(image, 2)), noise=float(np.std((image - around)[paper])),
+        tilt_degrees=tilt, bend_pixels=bend,
+    )
+
+
+def _top_staff_line(gray: np.ndarray, band: int = 100) -> tuple[float, float]:
+    """(slope in degrees, spread in pixels) of where the staff's lines lie, band by band across the image."""
+    centres, xs = [], []
+    for left in range(0, gray.shape[1] - band, band):
+        rows = np.flatnonzero((gray[:, left:left + band] < 128).mean(axis=1) > 0.5)
+        if rows.size:
+            centres.append(rows.mean())
+            xs.append(left + band / 2)
+    if len(xs) < 4:
+        return 0.0, 0.0
+    slope, offset = np.polyfit(xs, centres, 1)
+    residual = np.asarray(centres) - (slope * np.asarray(xs) + offset)
+    return float(np.degrees(np.arctan(slope))), float(residual.std())

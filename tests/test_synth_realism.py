@@ -1,0 +1,145 @@
+"""The synthetic corpus against the real PrIMuS development set: label statistics, image geometry, ink and
+camera damage, each measured on the real files (read in place through SUPERSMM_REAL_DEV)."""
+from __future__ import annotations
+
+import glob
+import io
+import random
+import statistics as stats
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from supersmm_tasks.synth import generate_corpus
+from supersmm_tasks.synth.camera import camera_jpeg
+from supersmm_tasks.synth.music import random_incipit
+from supersmm_tasks.synth.realism import height_ratios, photo_measures, primus_pae_to_verovio
+from supersmm_tasks.synth.statistics import (
+    FAMILIES, distances, distinct_per_100, distributions, read_semantic_labels, total_variation,
+)
+
+
+@pytest.fixture(scope="module")
+def real_labels(real_dev_folder) -> list[list[str]]:
+    return read_semantic_labels(real_dev_folder)
+
+
+@pytest.fixture(scope="module")
+def real_dev_folder() -> Path:
+    from conftest import require_real_dev
+
+    return require_real_dev()
+
+
+@pytest.fixture(scope="module")
+def synthetic_labels() -> list[list[str]]:
+    rng = random.Random(7)
+    return [random_incipit(rng) for _ in range(300)]
+
+
+# --- labels ------------------------------------------------------------------------------------
+
+def test_statistics_read_the_real_labels(real_labels):
+    assert len(real_labels) == 129
+    real = distributions(real_labels)
+    assert set(real) == set(FAMILIES) and all(abs(sum(shares.values()) - 1) < 1e-9 for shares in real.values())
+    assert real["clef"]["C1"] == pytest.approx(68 / 129) and real["clef"]["G2"] == pytest.approx(41 / 129)
+    assert real["key"]["none"] == pytest.approx(54 / 129)  # C major: no key token
+    assert "CM" not in real["key"]
+    assert max(real["note duration"], key=real["note duration"].get) == "eighth"
+    assert total_variation(real["meter"], real["meter"]) == 0
+    assert total_variation({"a": 1.0}, {"b": 1.0}) == 1
+    distinct = len({token for tokens in real_labels for token in tokens})
+    assert 200 < distinct_per_100(real_labels) < distinct == 291
+
+
+def test_300_synthetic_incipits_are_distributed_like_real_ones(synthetic_labels, real_labels):
+    for family, distance in distances(synthetic_labels, real_labels).items():
+        assert distance <= 0.15, f"{family}: total variation {distance:.3f} from the real incipits"
+    ratio = distinct_per_100(synthetic_labels) / distinct_per_100(real_labels)
+    assert 0.8 <= ratio <= 1.25, f"distinct tokens per 100 incipits: {ratio:.2f} x the real ones"
+
+
+def test_synthetic_incipits_have_real_length_and_melodic_motion(synthetic_labels, real_labels):
+    ours, real = (stats.mean(map(len, labels)) for labels in (synthetic_labels, real_labels))
+    assert abs(ours - real) < 2, (ours, real)
+    assert distributions(synthetic_labels)["token family"]["note"] > 0.5
+    from supersmm_tasks.synth.notation import STEPS, parse_note
+
+    def steps_share(labels):
+        intervals = []
+        for tokens in labels:
+            pitches = [STEPS.index(n.step) + 7 * n.octave for n in map(parse_note, tokens) if n and not n.grace]
+            intervals += [abs(b - a) for a, b in zip(pitches, pitches[1:])]
+        return sum(interval <= 1 for interval in intervals) / len(intervals)
+
+    assert abs(steps_share(synthetic_labels) - steps_share(real_labels)) < 0.05
+    assert steps_share(real_labels) > 0.7  # steps and repeated notes far more than leaps
+
+
+# --- images ------------------------------------------------------------------------------------
+
+def test_our_engravings_of_the_real_incipits_are_as_tall_as_the_real_pngs(real_dev_folder):
+    ratios = height_ratios(real_dev_folder)
+    assert len(ratios) >= 120
+    assert 0.95 <= stats.median(ratios.values()) <= 1.05
+
+
+def test_plaine_easie_of_primus_is_read_as_verovio_wants_it():
+    assert primus_pae_to_verovio("%C-1@c$bBEAü =4/2-'8G/\n") == "@clef:C-1\n@keysig:bBEA\n@timesig:c\n@data:=4/2-'8G/\n"
+    assert "@timesig:c\n" in primus_pae_to_verovio("%G-2@c; c; 3/2$ü 4''EG/")
+
+
+def test_png_ink_is_two_tone_and_one_bit_like_the_real_pngs(real_dev_folder, tmp_path):
+    real_inks = []
+    for path in sorted(real_dev_folder.glob("*/*.png")):
+        image = Image.open(path)
+        assert image.mode == "P" and len(image.getcolors()) == 2  # 1-bit palette: paper and one ink
+        real_inks.append(min(color for _, color in Image.open(path).convert("L").getcolors()))
+    generate_corpus(tmp_path, 12, seed=3, workers=2, progress=False)
+    for path in sorted(tmp_path.glob("*/*.png")):
+        with Image.open(path) as image:
+            assert image.mode == "P" and path.read_bytes()[24] == 1  # IHDR bit depth
+            tones = sorted(color for _, color in image.convert("L").getcolors())
+        assert len(tones) == 2 and tones[1] == 255
+        assert min(real_inks) - 5 <= tones[0] <= max(real_inks) + 5, (tones, min(real_inks), max(real_inks))
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+        inside = [gray[1], gray[-2], gray[:, 1], gray[:, -2]]
+        assert (border == 255).all() and all((line < 255).any() for line in inside)  # cropped to the ink, 1 pixel round
+
+
+def test_camera_damage_is_within_what_the_real_camera_primus_images_show(real_dev_folder):
+    photos = sorted(glob.glob(str(real_dev_folder / "*" / "*_distorted.jpg")))
+    assert len(photos) == 30
+    real, ours = [], []
+    for index, photo in enumerate(photos):
+        clean = cv2.imread(photo.replace("_distorted.jpg", ".png"), cv2.IMREAD_GRAYSCALE)
+        jpeg = camera_jpeg(clean, np.random.default_rng(index))
+        with Image.open(photo) as theirs, Image.open(io.BytesIO(jpeg)) as mine:
+            assert mine.mode == theirs.mode == "L"  # grayscale JPEGs
+            assert mine.quantization == theirs.quantization  # the same JPEG quality
+        theirs_gray = cv2.imread(photo, cv2.IMREAD_GRAYSCALE)
+        mine_gray = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+        real.append((photo_measures(theirs_gray), theirs_gray.shape, clean.shape))
+        ours.append((photo_measures(mine_gray), mine_gray.shape, clean.shape))
+
+    def spread(rows, value):
+        values = [value(*row) for row in rows]
+        return np.percentile(values, 10), np.median(values), np.percentile(values, 90)
+
+    checks = {
+        "blur": lambda m, shape, clean: m.blur,
+        "paper": lambda m, shape, clean: m.paper,
+        "ink": lambda m, shape, clean: m.ink,
+        "|tilt|": lambda m, shape, clean: abs(m.tilt_degrees),
+        "height growth": lambda m, shape, clean: shape[0] / clean[0],
+        "width growth": lambda m, shape, clean: shape[1] - clean[1],
+    }
+    for name, value in checks.items():
+        low, real_median, high = spread(real, value)
+        _, our_median, _ = spread(ours, value)
+        assert low <= our_median <= high, f"{name}: our median {our_median:.2f}, real 10-90% {low:.2f}-{high:.2f}"
