@@ -207,6 +207,16 @@ def predict(name, images, render_path):
 
 
 @cli.command()
+@click.argument("labels", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+def score(labels, out):
+    """Write the semantic label file IN as a score; OUT's suffix picks .musicxml / .xml, .mid or .mei."""
+    from .score import label_file_to_score
+
+    click.echo(f"score written to {label_file_to_score(labels, out)}")
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told otherwise).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8050, show_default=True)
 @click.option("--user", envvar="SUPERSMM_DASHBOARD_USER", default="admin", show_default=True,

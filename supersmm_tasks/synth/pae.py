@@ -2,6 +2,7 @@
 
 Every note is written with its octave and duration spelled out, so nothing depends on Plaine &
 Easie's sticky values (nor on how the Verovio that made PrIMuS misplaced ties after them).
+A clef, key signature or meter inside the incipit is written as a change there.
 Accidentals are printed as PrIMuS's labels read them: see `_MeasureWriter._pitch`. Notes of eighth
 length and shorter are beamed by beat.
 """
@@ -88,7 +89,9 @@ class _MeasureWriter:
                 (self.beam or out)[-1] += "+"
                 last_was_note = False
                 continue
-            if token.startswith("multirest-"):
+            if token.startswith(("clef-", "keySignature-", "timeSignature-")):
+                out += self._close_beam() + [self._change(token)]
+            elif token.startswith("multirest-"):
                 out += self._close_beam() + ["=" + token.split("-", 1)[1]]
             elif rest is not None:
                 out += self._close_beam() + [_with_fermata(rest.fermata, self._rest(rest))]
@@ -99,6 +102,20 @@ class _MeasureWriter:
                 raise UnsupportedToken(f"no Plaine & Easie for semantic token {token!r}")
             last_was_note = note is not None and not note.grace
         return "".join(out + self._close_beam())
+
+    def _change(self, token: str) -> str:
+        """Plaine & Easie's in-line clef (%), key signature ($) or meter (@) change, ended by a space."""
+        family, value = token.split("-", 1)
+        if family == "clef" and value in PAE_CLEF:
+            return f"%{PAE_CLEF[value]} "
+        if family == "keySignature" and value in KEY_SIGNATURES:
+            self.in_key = key_alterations(value)
+            self.printed = {}
+            return f"${_pae_key(value)} "
+        if family == "timeSignature":
+            self.beat = beat_length(value)
+            return f"@{PAE_METER.get(value, value)} "
+        raise UnsupportedToken(f"no Plaine & Easie for semantic token {token!r}")
 
     def _note(self, note: Note) -> list[str]:
         written = _with_fermata(note.fermata, self._pitch(note))
