@@ -7,22 +7,21 @@ A checkpoint is one plain `.npz` file, `checkpoints/epoch_000012.npz`, holding
 - `meta`: JSON with the epoch, the counters, the metrics and the epoch's CSV row,
 - `sha256`: a checksum over all of the above, so a truncated or damaged file is never loaded.
 
-Files are written to a temporary name, fsynced and renamed, so a reader sees the old file or the
-complete new one. This module needs NumPy only, so the CLI can read checkpoint metadata without TensorFlow.
+Checkpoints are written with durable.write_atomically, so a reader sees the old file or the complete new
+one. This module needs NumPy only, so the CLI can read checkpoint metadata without TensorFlow.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .durable import write_atomically
 from .errors import SupersmmError
 
 CHECKPOINT_NAME = re.compile(r"epoch_(\d{6})\.npz")
@@ -43,47 +42,6 @@ class Checkpoint:
 
 def checkpoint_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:06d}.npz"
-
-
-def _write_fully(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def write_atomically(path: Path, data: bytes | memoryview) -> None:
-    """Replace `path` with `data` so that a crash at any instant leaves the old or the new file.
-
-    A full disk raises SupersmmError and leaves the old file untouched.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_fully(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-        _fsync_directory(path.parent)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise SupersmmError(
-                f"disk full while writing {path}: free some space, then continue the run "
-                "(the previous checkpoint and state are intact)"
-            ) from None
-        raise
-
-
-def _fsync_directory(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:

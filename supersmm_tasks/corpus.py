@@ -343,6 +343,10 @@ class Dataset:
         except OSError:
             raise SupersmmError(f"split file {self.split_files[split]} is missing: run `supersmm detect`") from None
 
+    def count(self, split: str, encoding: str) -> int:
+        """How many of the split's samples detection found valid for `encoding` (no label file is read)."""
+        return sum(encoding in self.samples[i].encodings for i in self.split_ids(split) if i in self.samples)
+
     def examples(self, split: str, encoding: str) -> list[Example]:
         """The split's samples that are valid for `encoding`, with their labels read from the corpus now."""
         if encoding not in ENCODINGS:

@@ -10,9 +10,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from . import paths, run_state
-from .checkpoint import write_atomically
+from .durable import write_atomically
 from .corpus import load_dataset
 from .errors import SupersmmError
+from .presets import PRESETS
 from .vocabulary import ENCODINGS
 
 MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "patience", "queue", "priority")
@@ -97,8 +98,6 @@ def _valid_name(name: str) -> str:
 
 def _check_values(given: dict) -> None:
     if "model" in given:
-        from .model import PRESETS  # TensorFlow loads only when a model is named, not for every `enqueue`
-
         if given["model"] not in PRESETS:
             raise SupersmmError(f"unknown model {given['model']!r}: use one of {', '.join(PRESETS)}")
     if "encoding" in given and given["encoding"] not in ENCODINGS:
@@ -109,12 +108,10 @@ def _check_values(given: dict) -> None:
 
 
 def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
-    from .model import PRESETS
-
     dataset = load_dataset(dataset_name)
     settings = {**DEFAULTS, **given}
     preset = PRESETS[settings["model"]]
-    train_samples = len(dataset.examples("train", settings["encoding"]))
+    train_samples = dataset.count("train", settings["encoding"])
     if train_samples == 0:
         raise SupersmmError(
             f"dataset {dataset.name!r} has no valid {settings['encoding']} training samples ({dataset.path})"

@@ -1,8 +1,11 @@
 """A run's `training_state.txt`, its human-readable log and their rotating backups.
 
 Every state and log write of a run goes through here. The state file is `key: value` lines, written
-atomically; the previous versions rotate through `backups/`. A missing or unreadable state file is
-rebuilt from the run's config, its newest verified checkpoint and the newest readable backup.
+atomically; each version written is also copied into `backups/`, where the last few rotate. A missing or
+unreadable state file is rebuilt from the run's config, its newest verified checkpoint and the newest
+readable backup (which holds the run's last status: completed, paused, cancelled or failed stay so).
+Only whoever changes the run writes the rebuilt state; readers (`supersmm status`, the dashboard) see it
+without writing.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import paths
-from .checkpoint import latest_valid_checkpoint, write_atomically
+from .durable import write_atomically
 from .errors import SupersmmError
 
 STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
@@ -104,14 +107,17 @@ def format_state(state: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_state(name: str) -> dict:
-    """The run's state; rebuilt (and rewritten) if the file is missing or unreadable."""
+def read_state(name: str, repair: bool = True) -> dict:
+    """The run's state; rebuilt if the file is missing or unreadable, and then rewritten unless `repair` is
+    False (readers that must not write: a rebuild belongs to whoever changes the run)."""
     path = state_path(name)
     try:
         return parse_state(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, UnreadableState) as problem:
         reason = "missing" if isinstance(problem, FileNotFoundError) else f"unreadable ({problem})"
     state = rebuild_state(name)
+    if not repair:
+        return state
     write_atomically(path, format_state(state).encode())
     if reason != "missing" or state["last_completed_epoch"]:
         append_log(name, f"state file {path} was {reason}; rebuilt from checkpoints: "
@@ -120,11 +126,11 @@ def read_state(name: str) -> dict:
 
 
 def peek_state(name: str) -> dict:
-    """The state as it is on disk, {} while it is missing or unreadable: for readers that must not write
-    (the dashboard, evaluation), since a rebuild belongs to whoever holds the run."""
+    """The state as the run's files say, never written; {} when the run has no readable config either
+    (for the dashboard and evaluation)."""
     try:
-        return parse_state(state_path(name).read_text("utf-8"))
-    except (FileNotFoundError, UnicodeDecodeError, UnreadableState):
+        return read_state(name, repair=False)
+    except SupersmmError:
         return {}
 
 
@@ -133,13 +139,15 @@ def write_state(name: str, **fields) -> dict:
     if "status" in fields and fields["status"] not in STATUSES:
         raise ValueError(f"unknown status {fields['status']!r}")
     state = {**read_state(name), **fields, "updated_at": now_iso()}
-    _rotate(backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=state_path(name))
     write_atomically(state_path(name), format_state(state).encode())
+    _rotate(backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=state_path(name))
     return state
 
 
 def rebuild_state(name: str) -> dict:
     """A state from what survives: config.json, the newest verified checkpoint, the newest backup."""
+    from .checkpoint import latest_valid_checkpoint  # NumPy: only when a state is rebuilt
+
     try:
         config = json.loads(config_path(name).read_text("utf-8"))
     except FileNotFoundError:
@@ -164,7 +172,9 @@ def rebuild_state(name: str) -> dict:
             best_epoch=checkpoint.meta["best_epoch"],
             best_val_ser=checkpoint.meta["best_val_ser"],
         )
-    if state["status"] == "running":
+    if state["last_completed_epoch"] >= state["max_total_epochs"]:
+        state.update(status="completed", stop_reason=state.get("stop_reason") or "max_total_epochs")
+    elif state["status"] == "running":
         state["status"] = "queued"  # whoever was training is gone; the run waits for its next chunk
     return state
 

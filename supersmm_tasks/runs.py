@@ -23,6 +23,7 @@ from . import broker, paths, run_state, tasks, training_log
 from .errors import SupersmmError
 from .lease import Lease
 from .lease import holder as lease_holder
+from .run_config import create_or_update_run
 
 FOREGROUND_ROUTE_TTL_S = 10  # shorter than a lease: when `supersmm train` dies, its route is gone before its lease
 
@@ -36,8 +37,6 @@ def enqueue(name: str, dataset: str | None = None, priority: int | None = None, 
 
 
 def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **overrides) -> str:
-    from .run_config import create_or_update_run  # imports TensorFlow
-
     settings = {key: value for key, value in overrides.items() if value is not None}
     busy = _activity(connection, name)
     if busy:
@@ -275,7 +274,7 @@ def _connection_if_broker_up() -> redis.Redis | None:
 
 
 def _status_row(connection: redis.Redis | None, name: str) -> dict:
-    state = run_state.read_state(name)
+    state = run_state.read_state(name, repair=False)
     row = {**state}
     rows = training_log.read_rows(name)
     if row.get("best_val_ser") is None and rows:

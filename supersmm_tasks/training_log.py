@@ -12,7 +12,7 @@ import os
 from filelock import FileLock
 
 from . import paths
-from .checkpoint import write_atomically
+from .durable import write_atomically
 from .errors import SupersmmError
 
 COLUMNS = (

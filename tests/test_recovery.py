@@ -3,6 +3,7 @@
 After each, the run continues from its last complete epoch and ends exactly where an undisturbed run ends.
 """
 import errno
+import json
 import os
 import random
 import signal
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import detected_home
-from supersmm_tasks import checkpoint, paths, run_state
+from supersmm_tasks import durable, paths, run_state, runs
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run
@@ -112,7 +113,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(home, straight
 def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, straight, monkeypatch):
     new_run("full")
     train_chunk("full", 1, 1)
-    write = checkpoint._write_fully
+    write = durable._write_fully
 
     def disk_fills_during_big_writes(fd, data):
         if len(data) < 100_000:  # state and log files still fit
@@ -120,7 +121,7 @@ def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, s
         write(fd, data[: len(data) // 3])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "_write_fully", disk_fills_during_big_writes)
+    monkeypatch.setattr(durable, "_write_fully", disk_fills_during_big_writes)
     with pytest.raises(SupersmmError, match="disk full"):
         train_chunk("full", 1, EPOCHS)
 
@@ -132,7 +133,7 @@ def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, s
     assert load_checkpoint(state["checkpoint"]).epoch == 1
     assert [r[0] for r in results("full")] == ["1"]
 
-    monkeypatch.setattr(checkpoint, "_write_fully", write)  # space freed
+    monkeypatch.setattr(durable, "_write_fully", write)  # space freed
     assert train_chunk("full", 1, EPOCHS).last_completed_epoch == EPOCHS
     assert results("full") == results("straight")
 
@@ -182,3 +183,31 @@ def test_a_csv_row_lost_in_a_crash_is_restored_from_its_checkpoint(home):
 
     assert results("rows") == before
     assert csv_file.read_text().endswith("\n")
+
+
+def test_a_rebuilt_state_keeps_the_runs_status_and_status_writes_nothing(home, straight):
+    state_file = run_state.state_path("straight")
+    log_file = run_state.log_path("straight")
+    original, log_before = state_file.read_text(), log_file.read_text()
+    assert run_state.parse_state(original)["status"] == "completed"
+    try:
+        state_file.unlink()
+        shown = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "status", "straight", "--json"],
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        [row] = json.loads(shown.stdout)
+        assert (row["status"], row["last_completed_epoch"], row["eta"]) == ("completed", EPOCHS, "")
+        assert not state_file.exists() and log_file.read_text() == log_before  # a reader writes nothing
+        assert run_state.read_state("straight")["status"] == "completed"  # the owner's read repairs it
+    finally:
+        state_file.write_text(original)
+
+    new_run("held")
+    train_chunk("held", 1, 1)
+    for status in ("paused", "cancelled", "failed"):
+        run_state.write_state("held", status=status)
+        run_state.state_path("held").unlink()
+        assert runs.status_rows("held")[0]["status"] == status
+        assert run_state.peek_state("held")["status"] == status
+        assert not run_state.state_path("held").exists()
+        assert run_state.read_state("held")["status"] == status

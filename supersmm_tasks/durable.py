@@ -1,0 +1,53 @@
+"""The durable file write every run file goes through (checkpoints, state, config, the CSV).
+
+A file is written to a temporary name, fsynced and renamed, and its folder fsynced, so a crash at any
+instant leaves the old or the complete new file. Standard library only: light commands import it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from .errors import SupersmmError
+
+
+def _write_fully(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def write_atomically(path: Path, data: bytes | memoryview) -> None:
+    """Replace `path` with `data` so that a crash at any instant leaves the old or the new file.
+
+    A full disk raises SupersmmError and leaves the old file untouched.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_fully(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+        _fsync_directory(path.parent)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SupersmmError(
+                f"disk full while writing {path}: free some space, then continue the run "
+                "(the previous checkpoint and state are intact)"
+            ) from None
+        raise
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

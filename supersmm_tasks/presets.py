@@ -1,0 +1,47 @@
+"""The model presets (`paper` and `tiny`): their geometry and training defaults.
+
+Plain Python, so that creating or queueing a run (`supersmm enqueue`) never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    height: int                       # images are scaled to this height, width keeps the aspect ratio
+    conv_filters: tuple[int, ...]     # one 3x3 conv + batch norm + LeakyReLU + max-pool block each
+    pool_sizes: tuple[tuple[int, int], ...]  # (height, width) pooling of each block
+    lstm_units: int                   # per direction
+    lstm_layers: int
+    dropout: float
+    learning_rate: float
+    batch_size: int
+    batch_norm_momentum: float = 0.99  # Keras' default
+
+    @property
+    def width_reduction(self) -> int:
+        """How many image columns make one output frame."""
+        return math.prod(width for _, width in self.pool_sizes)
+
+    @property
+    def feature_height(self) -> int:
+        return self.height // math.prod(height for height, _ in self.pool_sizes)
+
+
+PRESETS = {
+    # Calvo-Zaragoza & Rizo 2018, "End-to-end neural optical music recognition of monophonic scores".
+    "paper": ModelPreset(
+        height=128, conv_filters=(32, 64, 128, 256), pool_sizes=((2, 2),) * 4,
+        lstm_units=512, lstm_layers=2, dropout=0.5, learning_rate=1e-3, batch_size=16,
+    ),
+    # Small enough to learn a few hundred synthetic incipits on two CPU cores in minutes: the paper's
+    # geometry at half the height (one frame per 8 columns, as the paper's 16 at height 128). Batches of 4
+    # give it the hundreds of steps CTC needs to leave its all-blank plateau within a few epochs, and a
+    # faster batch norm momentum lets the inference statistics catch up within those few steps.
+    "tiny": ModelPreset(
+        height=64, conv_filters=(16, 32, 48, 64), pool_sizes=((2, 2), (2, 2), (2, 2), (2, 1)),
+        lstm_units=96, lstm_layers=1, dropout=0.1, learning_rate=3e-3, batch_size=4, batch_norm_momentum=0.9,
+    ),
+}

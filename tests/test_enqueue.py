@@ -1,0 +1,32 @@
+"""`supersmm enqueue` stays light: it creates and queues a run without importing TensorFlow."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# Runs the real command, then says on stderr whether TensorFlow was imported on the way.
+ENQUEUE_AND_REPORT = """
+import atexit, sys
+atexit.register(lambda: print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr))
+from supersmm_tasks.cli import main
+main(sys.argv[1:])
+"""
+
+
+def enqueue_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-c", ENQUEUE_AND_REPORT, "enqueue", *arguments]
+
+
+def test_enqueue_creates_and_queues_a_run_without_importing_tensorflow(training_home):
+    created = subprocess.run(enqueue_command("sweep", "--dataset", "primus", "--model", "tiny", "--batch-size", "4",
+                                             "--max-total-epochs", "3"),
+                             env=training_home.env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("queued run sweep: epochs 1-3 of 3"), created.stdout
+    assert "tensorflow imported: False" in created.stderr
+    assert training_home.state("sweep")["status"] == "queued"
+
+    again = subprocess.run(enqueue_command("sweep", "--max-total-epochs", "6"), env=training_home.env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "is queued (epochs 1-3" in again.stderr
+    assert "tensorflow imported: False" in again.stderr
