@@ -12,7 +12,8 @@ tokens. The rules are those of the converter that made PrIMuS, fitted on real Pr
 - `tie` follows a note only when its tie reaches a later note of the same pitch (old Verovio marked
   runs of notes `tie="i"`, `"m"`, `"t"`; a mark that meets no note of its pitch gives no token);
 - a whole-measure rest (`mRest`) is `multirest-1`;
-- a meter change inside the incipit is a `timeSignature` token after the barline;
+- a meter change inside the incipit is a `timeSignature` token after the barline, a clef change a
+  `clef` token where it stands;
 - every measure ends with a barline except the last, which has one only when it fills its meter
   exactly (PrIMuS ignores whether the source ended with `/`).
 """
@@ -22,13 +23,15 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .notation import DURATION_BY_MEI, KEY_BY_FIFTHS, Note, Rest, dotted_length, key_alterations, meter_length
+from .notation import (
+    CLEF_BOTTOM_LINE, DURATION_BY_MEI, KEY_BY_FIFTHS, Note, Rest, dotted_length, key_alterations, meter_length,
+)
 
 NS = "{http://www.music-encoding.org/ns/mei}"
 XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 MEI_ALTER = {"s": 1, "f": -1, "n": 0}
 METER_SYMBOL = {"common": "C", "cut": "C/"}
-UNSUPPORTED = ("chord", "space", "tuplet", "beatRpt", "mRpt", "clef", "keySig")
+UNSUPPORTED = ("chord", "space", "tuplet", "beatRpt", "mRpt", "keySig")
 
 
 class UnsupportedMei(ValueError):
@@ -52,9 +55,17 @@ class MeterChange:
 
 
 @dataclass(frozen=True)
+class ClefChange:
+    clef: str
+
+    def token(self) -> str:
+        return f"clef-{self.clef}"
+
+
+@dataclass(frozen=True)
 class Event:
     """One symbol of a measure, with what the agnostic encoding also needs to know about it."""
-    symbol: Note | Rest | MultiRest | MeterChange
+    symbol: Note | Rest | MultiRest | MeterChange | ClefChange
     beam_role: str | None = None  # "Right", "Both" or "Left" for a note inside a beam
     accidental_printed: bool = False  # the MEI prints one, even where the key signature already gives it
     tie_starts: bool = False
@@ -100,7 +111,7 @@ def read_incipit(mei_text: str) -> Incipit:
         tag = element.tag.removeprefix(NS)
         if tag == "scoreDef" and element is not header:  # a change, drawn where the next measure starts
             if _changes_clef_or_key(element):
-                raise UnsupportedMei("a clef or key change inside the incipit")
+                raise UnsupportedMei("a clef or key change given in a scoreDef inside the incipit")
             changed_to = _meter_name(_meter_attributes(element)) or changed_to
         elif tag == "measure":
             events = [Event(MeterChange(changed_to))] if changed_to else []
@@ -126,7 +137,13 @@ def score_header(score_def: ET.Element) -> tuple[str, str | None, str | None]:
         signature = key_element.get("sig")
     else:
         signature = score_def.get("key.sig")
-    return f"{shape}{line}", _key_name(signature), _meter_name(_meter_attributes(score_def))
+    return _clef_name(shape, line), _key_name(signature), _meter_name(_meter_attributes(score_def))
+
+
+def _clef_name(shape: str | None, line: str | None) -> str:
+    if f"{shape}{line}" not in CLEF_BOTTOM_LINE:
+        raise UnsupportedMei(f"the clef {shape}{line} (PrIMuS has G1, G2, C1-C5, F3-F5)")
+    return f"{shape}{line}"
 
 
 def _changes_clef_or_key(score_def: ET.Element) -> bool:
@@ -228,6 +245,8 @@ class _MeasureReader:
             return [Event(MultiRest(int(element.get("num"))))]
         if tag == "mRest":
             return [Event(MultiRest(1))]
+        if tag == "clef":
+            return [Event(ClefChange(_clef_name(element.get("shape"), element.get("line"))))]
         if tag in UNSUPPORTED:
             raise UnsupportedMei(f"<{tag}> in measure {measure.get('n') or measure.get(XML_ID)}")
         return []  # not a symbol on the staff (an annotation, say)
