@@ -195,17 +195,25 @@ def _ties(score: ET.Element) -> tuple[set[str], set[str]]:
         if start is not None and end is not None and _pitch(start) == _pitch(end):
             starts.add(start.get(XML_ID))
             ends.add(end.get(XML_ID))
-    open_ties: dict[tuple[str, int], ET.Element] = {}  # pitch -> the latest note marked to start a tie there
-    for note in notes.values():
-        mark, pitch = note.get("tie"), _pitch(note)
-        if mark in ("m", "t") and pitch in open_ties:
-            starts.add(open_ties.pop(pitch).get(XML_ID))
-            ends.add(note.get(XML_ID))
-            if mark == "m":
-                open_ties[pitch] = note
-        elif mark == "i":
-            open_ties[pitch] = note
+    in_order = list(notes.values())
+    for start, end in primus_tie_pairs([(_pitch(note), note.get("tie")) for note in in_order]):
+        starts.add(in_order[start].get(XML_ID))
+        ends.add(in_order[end].get(XML_ID))
     return starts, ends
+
+
+def primus_tie_pairs(marked: list[tuple[object, str | None]]) -> list[tuple[int, int]]:
+    """(start, end) indexes of the ties PrIMuS reads from notes given as (pitch, tie mark or None)."""
+    open_ties: dict[object, int] = {}  # pitch -> the latest note marked to start a tie there
+    pairs = []
+    for index, (pitch, mark) in enumerate(marked):
+        if mark in ("m", "t") and pitch in open_ties:
+            pairs.append((open_ties.pop(pitch), index))
+            if mark == "m":
+                open_ties[pitch] = index
+        elif mark == "i":
+            open_ties[pitch] = index
+    return pairs
 
 
 def _fermata_targets(score: ET.Element) -> set[str]:
