@@ -59,6 +59,8 @@ def test_a_grace_group_gives_grace_notes_and_double_accidentals_are_refused(engr
     assert tokens[-1] == "barline"  # grace notes take no time: E and the rest fill the 2/4 measure
     with pytest.raises(UnsupportedMei, match="double"):
         semantic_of(engraver, "4xxC4D/")
+    with pytest.raises(UnsupportedMei, match="no time signature"):  # PrIMuS's converter needs one
+        semantic_of(engraver, "4CD/", timesig="")
 
 
 def test_a_meter_change_is_a_token_after_the_barline_in_both_encodings(engraver):

@@ -70,9 +70,7 @@ def _key_signature(clef: str, key: str | None) -> list[str]:
     return [f"accidental.{name}-{position_name(p)}" for p in positions[: abs(fifths)]]
 
 
-def _meter(meter: str | None) -> list[str]:
-    if meter is None:
-        return []
+def _meter(meter: str) -> list[str]:
     if meter in ("C", "C/"):
         return [f"metersign.{meter}-L3"]
     count, unit = meter.split("/")

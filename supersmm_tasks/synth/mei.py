@@ -15,7 +15,8 @@ tokens. The rules are those of the converter that made PrIMuS, fitted on real Pr
 - a meter change inside the incipit is a `timeSignature` token after the barline, a clef change a
   `clef` token where it stands;
 - every measure ends with a barline except the last, which has one only when it fills its meter
-  exactly (PrIMuS ignores whether the source ended with `/`).
+  exactly (PrIMuS ignores whether the source ended with `/`); so an incipit without a time
+  signature has no PrIMuS label.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ class Event:
 class Incipit:
     clef: str
     key: str | None  # None for C major: PrIMuS writes no key token for it
-    meter: str | None
+    meter: str
     measures: list[list[Event]] = field(default_factory=list)
     barlines: list[bool] = field(default_factory=list)  # whether measure i ends with a barline
 
@@ -84,7 +85,7 @@ class Incipit:
 def mei_to_semantic(mei_text: str) -> list[str]:
     incipit = read_incipit(mei_text)
     tokens = [f"clef-{incipit.clef}"] + ([f"keySignature-{incipit.key}"] if incipit.key else [])
-    tokens += [f"timeSignature-{incipit.meter}"] if incipit.meter else []
+    tokens.append(f"timeSignature-{incipit.meter}")
     for events, barline in zip(incipit.measures, incipit.barlines):
         for event in events:
             tokens.append(event.symbol.token())
@@ -101,6 +102,8 @@ def read_incipit(mei_text: str) -> Incipit:
         raise UnsupportedMei("no <score> in the MEI")
     header = score.find(f"{NS}scoreDef")
     clef, key, meter = score_header(header)
+    if meter is None:  # PrIMuS's converter needs the meter to place the last barline, and labels none without
+        raise UnsupportedMei("no time signature")
     incipit = Incipit(clef, None if key == "CM" else key, meter)
     tie_starts, tie_ends = _ties(score)
     fermatas = _fermata_targets(score)
@@ -118,8 +121,7 @@ def read_incipit(mei_text: str) -> Incipit:
             meter_in_force, changed_to = changed_to or meter_in_force, None
             events += reader.events(element)
             incipit.measures.append(events)
-            filled.append(meter_in_force is not None
-                          and _length(events, meter_in_force) == meter_length(meter_in_force))
+            filled.append(_length(events, meter_in_force) == meter_length(meter_in_force))
     incipit.barlines = [True] * (len(filled) - 1) + filled[-1:]
     return incipit
 
