@@ -14,7 +14,7 @@ from pathlib import Path
 from supersmm_tasks.synth.agnostic import mei_to_agnostic
 from supersmm_tasks.synth.engrave import Engraver, EngravingFailed
 from supersmm_tasks.synth.mei import UnsupportedMei, mei_to_semantic
-from supersmm_tasks.synth.pae_source import verovio_input
+from supersmm_tasks.synth.pae_source import MalformedPae, verovio_input
 
 GOALS = {"semantic": 0.97, "agnostic": 0.95}
 
@@ -46,7 +46,7 @@ def _labels_from_pae(engraver: Engraver, pae: str) -> dict[str, list[str] | None
     try:
         mei = engraver.load(verovio_input(pae))
         return {"semantic": mei_to_semantic(mei), "agnostic": mei_to_agnostic(mei)}
-    except (EngravingFailed, UnsupportedMei):
+    except (MalformedPae, EngravingFailed, UnsupportedMei):
         return {"semantic": None, "agnostic": None}
 
 

@@ -59,9 +59,20 @@ def test_a_grace_group_gives_grace_notes_and_double_accidentals_are_refused(engr
     assert tokens[-1] == "barline"  # grace notes take no time: E and the rest fill the 2/4 measure
     with pytest.raises(UnsupportedMei, match="double"):
         semantic_of(engraver, "4xxC4D/")
+    with pytest.raises(UnsupportedMei, match="no time signature"):  # PrIMuS's converter needs one
+        semantic_of(engraver, "4CD/", timesig="")
 
 
 def test_a_meter_change_is_a_token_after_the_barline_in_both_encodings(engraver):
     mei = engraver.load(verovio_input("%G-2@2/4$ü 4CC/@3/4 4DDD/"))
     assert mei_to_semantic(mei)[3:6] == ["note-C4_quarter", "barline", "timeSignature-3/4"]
     assert mei_to_agnostic(mei)[5:8] == ["barline-L1", "digit.3-L4", "digit.4-L2"]
+
+
+def test_a_clef_change_is_a_token_where_it_stands_and_moves_the_positions_after_it(engraver):
+    mei = engraver.load(verovio_input("%G-2@2/4$ü 4CC/%F-4 4DD/"))
+    assert mei_to_semantic(mei)[5:8] == ["clef-F4", "note-D4_quarter", "note-D4_quarter"]
+    # D4, above middle C: the space over the first ledger line above the F clef
+    assert mei_to_agnostic(mei)[6:9] == ["clef.F-L4", "note.quarter-S6", "note.quarter-S6"]
+    with pytest.raises(UnsupportedMei, match="clef G3"):
+        mei_to_semantic(engraver.load(verovio_input("@clef:G-3@data:4C/")))

@@ -7,19 +7,18 @@ A position names a staff line (L1 bottom .. L5 top, L0 / L6 the first ledger lin
 accidental, the note (`beamedRight/Both/Left<n>` inside a beam, n = its own number of beams), its
 dots in a space, then `slur.start` if a tie leaves it; rests sit on L3 (a whole rest on L4) with
 their dots on S3; multi-measure rest counts are written digit by digit on S5; time signature
-numbers on L4 and L2, also where the meter changes after a barline.
+numbers on L4 and L2, also where the meter changes after a barline; a clef change is drawn where it
+stands and moves the positions after it.
 
 Which accidentals are drawn is decided the way an engraver does, from the semantic pitches (see
 mei.py), not from what Verovio printed: a note gets one when its alteration differs from the one in
 force at its staff place (the key signature, or the last note at that place in the measure). So a
 B flat after a printed natural in E flat major gets `accidental.flat`, as in PrIMuS. The key
-signature positions are those Verovio draws (`KEY_SIGNATURE_POSITIONS`). An incipit that needs a
-token outside the agnostic vocabulary gets None instead of a guess.
+signature positions are those Verovio draws (`KEY_SIGNATURE_POSITIONS`).
 """
 from __future__ import annotations
 
-from ..vocabulary import load_vocabulary
-from .mei import Event, MeterChange, MultiRest, read_incipit
+from .mei import ClefChange, Event, MeterChange, MultiRest, read_incipit
 from .notation import CLEF_BOTTOM_LINE, KEY_SIGNATURES, STEPS, Note, Rest, key_alterations
 
 # Staff positions (0 = bottom line, 1 = first space ...) of the key signature accidentals, in drawing
@@ -45,12 +44,9 @@ def position_name(position: int) -> str:
     return f"L{position // 2 + 1}" if position % 2 == 0 else f"S{(position + 1) // 2}"
 
 
-def mei_to_agnostic(mei_text: str) -> list[str] | None:
-    """The agnostic tokens of an incipit, or None for a clef whose key signature places are not known."""
+def mei_to_agnostic(mei_text: str) -> list[str]:
     incipit = read_incipit(mei_text)
-    if incipit.clef not in KEY_SIGNATURE_POSITIONS:
-        return None
-    tokens = [f"clef.{incipit.clef[0]}-L{incipit.clef[1]}"] + _key_signature(incipit.clef, incipit.key)
+    tokens = [_clef(incipit.clef)] + _key_signature(incipit.clef, incipit.key)
     tokens += _meter(incipit.meter)
     writer = _EventWriter(CLEF_BOTTOM_LINE[incipit.clef], key_alterations(incipit.key or "CM"))
     for events, barline in zip(incipit.measures, incipit.barlines):
@@ -61,13 +57,10 @@ def mei_to_agnostic(mei_text: str) -> list[str] | None:
     return tokens
 
 
-def in_vocabulary(tokens: list[str]) -> bool:
-    """Whether every token is in the 758-token agnostic vocabulary that models are trained on.
 
-    Real PrIMuS has a few labels outside it (`note.beamedRight0` for half notes that old Verovio
-    beamed); a synthetic corpus writes no `.agnostic` file for such an incipit.
-    """
-    return set(tokens) <= frozenset(load_vocabulary("agnostic"))
+
+def _clef(clef: str) -> str:
+    return f"clef.{clef[0]}-L{clef[1]}"
 
 
 def _key_signature(clef: str, key: str | None) -> list[str]:
@@ -77,9 +70,7 @@ def _key_signature(clef: str, key: str | None) -> list[str]:
     return [f"accidental.{name}-{position_name(p)}" for p in positions[: abs(fifths)]]
 
 
-def _meter(meter: str | None) -> list[str]:
-    if meter is None:
-        return []
+def _meter(meter: str) -> list[str]:
     if meter in ("C", "C/"):
         return [f"metersign.{meter}-L3"]
     count, unit = meter.split("/")
@@ -106,6 +97,9 @@ class _EventWriter:
             return [f"digit.{digit}-S5" for digit in str(symbol.count)] + ["multirest-L3"]
         if isinstance(symbol, MeterChange):
             return _meter(symbol.meter)
+        if isinstance(symbol, ClefChange):
+            self.bottom_line = CLEF_BOTTOM_LINE[symbol.clef]
+            return [_clef(symbol.clef)]
         raise TypeError(f"no agnostic form for {symbol!r}")
 
     def _note(self, note: Note, event: Event) -> list[str]:

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from ..errors import SupersmmError
 from ..paths import InvalidName, validate_sample_id
-from .agnostic import in_vocabulary, mei_to_agnostic
+from ..vocabulary import load_vocabulary
+from .agnostic import mei_to_agnostic
 from .camera import camera_jpeg
 from .engrave import FONTS, Engraver, EngravingFailed, png_bytes
 from .mei import UnsupportedMei, mei_to_semantic
@@ -188,6 +189,9 @@ def _write_given_sample(job: tuple[str, str, str, bool]) -> tuple[str | None, bo
         semantic = mei_to_semantic(mei)
     except (EngravingFailed, UnsupportedMei) as error:
         return f"cannot be engraved or labelled: {error}", False
+    unknown = sorted(set(semantic) - set(load_vocabulary("semantic")))
+    if unknown:
+        return f"its semantic label needs tokens outside the vocabulary: {' '.join(unknown)}", False
     folder = Path(out) / sample
     extra = {"regular_pae.pae": (pae + "\n").encode("utf-8")}
     return None, _write_files(folder, gray, mei, semantic, stream if camera else None, extra)
@@ -198,7 +202,7 @@ def _write_files(folder: Path, gray: np.ndarray, mei: str, semantic: list[str], 
     """Writes one sample's files; returns whether it got an `.agnostic` file."""
     name = folder.name
     agnostic = mei_to_agnostic(mei)
-    agnostic = agnostic if agnostic is not None and in_vocabulary(agnostic) else None
+    agnostic = agnostic if set(agnostic) <= set(load_vocabulary("agnostic")) else None  # else: trains semantic only
     files = {
         f"{name}.png": png_bytes(gray),
         f"{name}.semantic": _label_line(semantic),

@@ -12,9 +12,11 @@ tokens. The rules are those of the converter that made PrIMuS, fitted on real Pr
 - `tie` follows a note only when its tie reaches a later note of the same pitch (old Verovio marked
   runs of notes `tie="i"`, `"m"`, `"t"`; a mark that meets no note of its pitch gives no token);
 - a whole-measure rest (`mRest`) is `multirest-1`;
-- a meter change inside the incipit is a `timeSignature` token after the barline;
+- a meter change inside the incipit is a `timeSignature` token after the barline, a clef change a
+  `clef` token where it stands;
 - every measure ends with a barline except the last, which has one only when it fills its meter
-  exactly (PrIMuS ignores whether the source ended with `/`).
+  exactly (PrIMuS ignores whether the source ended with `/`); so an incipit without a time
+  signature has no PrIMuS label.
 """
 from __future__ import annotations
 
@@ -22,13 +24,15 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .notation import DURATION_BY_MEI, KEY_BY_FIFTHS, Note, Rest, dotted_length, key_alterations, meter_length
+from .notation import (
+    CLEF_BOTTOM_LINE, DURATION_BY_MEI, KEY_BY_FIFTHS, Note, Rest, dotted_length, key_alterations, meter_length,
+)
 
 NS = "{http://www.music-encoding.org/ns/mei}"
 XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 MEI_ALTER = {"s": 1, "f": -1, "n": 0}
 METER_SYMBOL = {"common": "C", "cut": "C/"}
-UNSUPPORTED = ("chord", "space", "tuplet", "beatRpt", "mRpt", "clef", "keySig")
+UNSUPPORTED = ("chord", "space", "tuplet", "beatRpt", "mRpt", "keySig")
 
 
 class UnsupportedMei(ValueError):
@@ -52,9 +56,17 @@ class MeterChange:
 
 
 @dataclass(frozen=True)
+class ClefChange:
+    clef: str
+
+    def token(self) -> str:
+        return f"clef-{self.clef}"
+
+
+@dataclass(frozen=True)
 class Event:
     """One symbol of a measure, with what the agnostic encoding also needs to know about it."""
-    symbol: Note | Rest | MultiRest | MeterChange
+    symbol: Note | Rest | MultiRest | MeterChange | ClefChange
     beam_role: str | None = None  # "Right", "Both" or "Left" for a note inside a beam
     accidental_printed: bool = False  # the MEI prints one, even where the key signature already gives it
     tie_starts: bool = False
@@ -65,7 +77,7 @@ class Event:
 class Incipit:
     clef: str
     key: str | None  # None for C major: PrIMuS writes no key token for it
-    meter: str | None
+    meter: str
     measures: list[list[Event]] = field(default_factory=list)
     barlines: list[bool] = field(default_factory=list)  # whether measure i ends with a barline
 
@@ -73,7 +85,7 @@ class Incipit:
 def mei_to_semantic(mei_text: str) -> list[str]:
     incipit = read_incipit(mei_text)
     tokens = [f"clef-{incipit.clef}"] + ([f"keySignature-{incipit.key}"] if incipit.key else [])
-    tokens += [f"timeSignature-{incipit.meter}"] if incipit.meter else []
+    tokens.append(f"timeSignature-{incipit.meter}")
     for events, barline in zip(incipit.measures, incipit.barlines):
         for event in events:
             tokens.append(event.symbol.token())
@@ -90,6 +102,8 @@ def read_incipit(mei_text: str) -> Incipit:
         raise UnsupportedMei("no <score> in the MEI")
     header = score.find(f"{NS}scoreDef")
     clef, key, meter = score_header(header)
+    if meter is None:  # PrIMuS's converter needs the meter to place the last barline, and labels none without
+        raise UnsupportedMei("no time signature")
     incipit = Incipit(clef, None if key == "CM" else key, meter)
     tie_starts, tie_ends = _ties(score)
     fermatas = _fermata_targets(score)
@@ -100,15 +114,14 @@ def read_incipit(mei_text: str) -> Incipit:
         tag = element.tag.removeprefix(NS)
         if tag == "scoreDef" and element is not header:  # a change, drawn where the next measure starts
             if _changes_clef_or_key(element):
-                raise UnsupportedMei("a clef or key change inside the incipit")
+                raise UnsupportedMei("a clef or key change given in a scoreDef inside the incipit")
             changed_to = _meter_name(_meter_attributes(element)) or changed_to
         elif tag == "measure":
             events = [Event(MeterChange(changed_to))] if changed_to else []
             meter_in_force, changed_to = changed_to or meter_in_force, None
             events += reader.events(element)
             incipit.measures.append(events)
-            filled.append(meter_in_force is not None
-                          and _length(events, meter_in_force) == meter_length(meter_in_force))
+            filled.append(_length(events, meter_in_force) == meter_length(meter_in_force))
     incipit.barlines = [True] * (len(filled) - 1) + filled[-1:]
     return incipit
 
@@ -126,7 +139,13 @@ def score_header(score_def: ET.Element) -> tuple[str, str | None, str | None]:
         signature = key_element.get("sig")
     else:
         signature = score_def.get("key.sig")
-    return f"{shape}{line}", _key_name(signature), _meter_name(_meter_attributes(score_def))
+    return _clef_name(shape, line), _key_name(signature), _meter_name(_meter_attributes(score_def))
+
+
+def _clef_name(shape: str | None, line: str | None) -> str:
+    if f"{shape}{line}" not in CLEF_BOTTOM_LINE:
+        raise UnsupportedMei(f"the clef {shape}{line} (PrIMuS has G1, G2, C1-C5, F3-F5)")
+    return f"{shape}{line}"
 
 
 def _changes_clef_or_key(score_def: ET.Element) -> bool:
@@ -178,17 +197,25 @@ def _ties(score: ET.Element) -> tuple[set[str], set[str]]:
         if start is not None and end is not None and _pitch(start) == _pitch(end):
             starts.add(start.get(XML_ID))
             ends.add(end.get(XML_ID))
-    open_ties: dict[tuple[str, int], ET.Element] = {}  # pitch -> the latest note marked to start a tie there
-    for note in notes.values():
-        mark, pitch = note.get("tie"), _pitch(note)
-        if mark in ("m", "t") and pitch in open_ties:
-            starts.add(open_ties.pop(pitch).get(XML_ID))
-            ends.add(note.get(XML_ID))
-            if mark == "m":
-                open_ties[pitch] = note
-        elif mark == "i":
-            open_ties[pitch] = note
+    in_order = list(notes.values())
+    for start, end in primus_tie_pairs([(_pitch(note), note.get("tie")) for note in in_order]):
+        starts.add(in_order[start].get(XML_ID))
+        ends.add(in_order[end].get(XML_ID))
     return starts, ends
+
+
+def primus_tie_pairs(marked: list[tuple[object, str | None]]) -> list[tuple[int, int]]:
+    """(start, end) indexes of the ties PrIMuS reads from notes given as (pitch, tie mark or None)."""
+    open_ties: dict[object, int] = {}  # pitch -> the latest note marked to start a tie there
+    pairs = []
+    for index, (pitch, mark) in enumerate(marked):
+        if mark in ("m", "t") and pitch in open_ties:
+            pairs.append((open_ties.pop(pitch), index))
+            if mark == "m":
+                open_ties[pitch] = index
+        elif mark == "i":
+            open_ties[pitch] = index
+    return pairs
 
 
 def _fermata_targets(score: ET.Element) -> set[str]:
@@ -228,6 +255,8 @@ class _MeasureReader:
             return [Event(MultiRest(int(element.get("num"))))]
         if tag == "mRest":
             return [Event(MultiRest(1))]
+        if tag == "clef":
+            return [Event(ClefChange(_clef_name(element.get("shape"), element.get("line"))))]
         if tag in UNSUPPORTED:
             raise UnsupportedMei(f"<{tag}> in measure {measure.get('n') or measure.get(XML_ID)}")
         return []  # not a symbol on the staff (an annotation, say)

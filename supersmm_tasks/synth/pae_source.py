@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from .mei import primus_tie_pairs
+
 _PRIMUS_FORM = re.compile(r"%(?P<clef>[^@$\s]+)(?:@(?P<timesig>[^$]*))?\$(?P<keysig>[^\sü]*)ü?\s+(?P<data>\S.*)")
 _RISM_FIELD = re.compile(r"@(clef|keysig|key|timesig|data):")
 
@@ -62,24 +64,14 @@ def _primus_ties(data: str) -> str:
     the next one, which is every tie whose note has its own octave or duration written before it.
     """
     notes = _scanned_notes(data)
-    marks: list[set[str]] = [set() for _ in notes]
+    starts, ends = [False] * len(notes), [False] * len(notes)
     for index, (_, segment_start, tied, _) in enumerate(notes):
         if tied and index + 1 < len(notes):
-            marks[segment_start].add("start")
-            for inner in range(segment_start + 1, index + 1):
-                marks[inner] |= {"start", "end"}
-            marks[index + 1].add("end")
-    open_ties: dict[tuple[str, int], int] = {}
-    kept: set[int] = set()
-    for index, ((pitch, _, _, _), mark) in enumerate(zip(notes, marks)):
-        if "end" in mark and pitch in open_ties:
-            start = open_ties.pop(pitch)
-            if start + 1 == index:
-                kept.add(start)
-            if "start" in mark:
-                open_ties[pitch] = index
-        elif mark == {"start"}:
-            open_ties[pitch] = index
+            starts[segment_start:index + 1] = [True] * (index + 1 - segment_start)
+            ends[segment_start + 1:index + 2] = [True] * (index + 1 - segment_start)
+    marks = [{(True, False): "i", (True, True): "m", (False, True): "t"}.get(both) for both in zip(starts, ends)]
+    pairs = primus_tie_pairs([(pitch, mark) for (pitch, _, _, _), mark in zip(notes, marks)])
+    kept = {start for start, end in pairs if end == start + 1}
     drop = {offset for index, (_, _, tied, offset) in enumerate(notes) if tied and index not in kept}
     return "".join(char for offset, char in enumerate(data) if offset not in drop)
 
