@@ -6,7 +6,8 @@ of the development set against their clean PNGs (tests/test_synth_realism.py com
 
     rotation   -1.3 to 1.3 degrees on a canvas grown to hold it (a 2,000-pixel staff gets ~35 rows taller)
     wave       the staff bends up and down by a few pixels over a long wavelength
-    blur       a Gaussian of 0.5-1.1 pixels
+    blur       smeared sideways over 2-6 pixels (stems look doubled in the real photos), then a Gaussian
+               of 0.4-0.8 pixels
     light      even: the paper stays near white (243-255), the ink a dark gray
     noise      faint sensor noise, then a grayscale JPEG of quality 75, as every real one is
 
@@ -21,7 +22,8 @@ JPEG_QUALITY = 75
 MAX_ROTATION_DEGREES = 1.3
 WAVE_AMPLITUDE = (0.5, 4.0)  # pixels
 WAVE_LENGTH = (0.6, 2.5)  # times the image width
-BLUR_SIGMA = (0.5, 1.1)
+BLUR_SIGMA = (0.4, 0.8)
+SMEAR_PIXELS = (2, 6)  # length of the sideways motion blur
 PAPER_DARKENING_SD = 4.0  # gray levels below white
 NOISE_SD = (0.3, 1.2)
 
@@ -38,6 +40,8 @@ def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     page = _rotated(gray, float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)))
     page = _waved(page, amplitude=float(rng.uniform(*WAVE_AMPLITUDE)),
                   wavelength=float(rng.uniform(*WAVE_LENGTH)) * page.shape[1], phase=float(rng.uniform(0, 2 * np.pi)))
+    smear = int(rng.integers(SMEAR_PIXELS[0], SMEAR_PIXELS[1] + 1))
+    page = cv2.blur(page, (smear, 1), borderType=cv2.BORDER_REPLICATE)
     tone = cv2.GaussianBlur(page, (0, 0), sigmaX=float(rng.uniform(*BLUR_SIGMA))).astype(np.float32)
     paper = 255 - abs(float(rng.normal(0, PAPER_DARKENING_SD)))
     tone *= paper / 255
