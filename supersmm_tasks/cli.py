@@ -190,20 +190,47 @@ def evaluate(name, split, beam_width, as_json):
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--render", "render_path", type=click.Path(path_type=Path),
               help="Engrave the prediction with Verovio into this SVG file (one image only).")
-def predict(name, images, render_path):
-    """Print the recognised tokens of each IMAGE, tab-separated, one line per image."""
-    from .evaluate import predict as predict_tokens
+@click.option("--score-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one score per image into this folder, named after the image.")
+@click.option("--score-format", type=click.Choice(["musicxml", "mid", "mei"]), default="musicxml", show_default=True)
+def predict(name, images, render_path, score_dir, score_format):
+    """Print the recognised tokens of each IMAGE, tab-separated: one line per staff (an image may hold several)."""
+    from .recognizer import Recognizer
+    from .score import SUFFIX_OF_FORMAT, write_score
 
     if render_path and len(images) != 1:
         raise SupersmmError("--render takes exactly one IMAGE")
-    predictions = predict_tokens(name, [str(image) for image in images])
-    for tokens in predictions:
-        click.echo("\t".join(tokens))
+    recognizer = Recognizer.load(name)
+    if score_dir:
+        recognizer.require_semantic()
+        score_paths = _score_paths(images, score_dir, SUFFIX_OF_FORMAT[score_format])
+    failed = False
+    for image in images:
+        staves = recognizer.read_page(image)
+        for tokens in staves:
+            click.echo("\t".join(tokens))
+        if score_dir:
+            try:
+                click.echo(f"score written to {write_score(staves, score_paths[image])}", err=True)
+            except SupersmmError as error:  # the model's reading of this image is no score; the others may be
+                click.echo(f"supersmm: error: no score for {image}: {error}", err=True)
+                failed = True
     if render_path:
         from .render import write_svg
 
-        write_svg(predictions[0], render_path)
+        write_svg([token for tokens in staves for token in tokens], render_path)
         click.echo(f"engraved prediction written to {render_path}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _score_paths(images, folder: Path, suffix: str) -> dict:
+    """IMAGE -> DIR/<image name without suffix><suffix>; two images of the same name would overwrite each other."""
+    paths = {image: folder / f"{image.stem}{suffix}" for image in images}
+    if len(set(paths.values())) < len(paths):
+        raise SupersmmError("--score-dir: two images have the same name; their scores would overwrite each other")
+    folder.mkdir(parents=True, exist_ok=True)
+    return paths
 
 
 @cli.command()
@@ -214,6 +241,16 @@ def score(labels, out):
     from .score import label_file_to_score
 
     click.echo(f"score written to {label_file_to_score(labels, out)}")
+
+
+@cli.command()
+@click.argument("name", callback=_run_name)
+@click.argument("out", type=click.Path(path_type=Path))
+def export(name, out):
+    """Write run NAME's best model into the new folder OUT as a TensorFlow SavedModel, usable without SuperSMM."""
+    from .export import export_run
+
+    click.echo(f"model of run {name} exported to {export_run(name, out)} (see its README.md)")
 
 
 @cli.command()

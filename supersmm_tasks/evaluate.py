@@ -5,8 +5,6 @@ Sequence error rate = share of samples whose prediction is not exactly right, in
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import tensorflow as tf
 
@@ -16,7 +14,7 @@ from .errors import SupersmmError
 from .model import PRESETS, beam_decode, build_model, greedy_decode, logit_lengths
 from .run_config import RunConfig, load_run_config
 from .corpus import load_dataset
-from .vocabulary import blank_index, decode, load_vocabulary
+from .vocabulary import blank_index, load_vocabulary
 
 
 def edit_distance(predicted: list, truth: list) -> int:
@@ -60,7 +58,7 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None) -
     if split not in ("val", "test"):
         raise SupersmmError(f"unknown split {split!r}: use val or test")
     config = load_run_config(name)
-    model, epoch = _best_model(config)
+    model, epoch = best_model(config)
     examples = load_dataset(config.dataset).examples(split, config.encoding)
     if not examples:
         raise SupersmmError(f"dataset {config.dataset!r} has no {split} samples for encoding {config.encoding}")
@@ -83,23 +81,14 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None) -
 
 
 def predict(name: str, image_paths: list[str]) -> list[list[str]]:
-    """The recognised tokens of each image (PNG or JPEG, any size, grayscale or colour)."""
-    config = load_run_config(name)
-    model, _ = _best_model(config)
-    preset, blank, forward = PRESETS[config.model], blank_index(config.encoding), inference_step(model)
-    results = []
-    for path in image_paths:
-        if not Path(path).is_file():
-            raise SupersmmError(f"image {path} does not exist")
-        image = pipeline.load_image(path, config.height)
-        width = tf.constant([image.shape[1]], tf.int32)
-        logits = forward(image[tf.newaxis])
-        tokens = decode_logits(logits, width, preset, blank, beam_width=None)[0]
-        results.append(decode(tokens, config.encoding))
-    return results
+    """The recognised tokens of each image (PNG or JPEG, any size, grayscale or colour), each read whole."""
+    from .recognizer import Recognizer
+
+    recognizer = Recognizer.load(name)
+    return [recognizer.read(path) for path in image_paths]
 
 
-def _best_model(config: RunConfig):
+def best_model(config: RunConfig):
     """The run's model with the weights of its best checkpoint (by val SER), and that epoch."""
     folder = run_state.checkpoints_dir(config.run)
     best_epoch = run_state.peek_state(config.run).get("best_epoch")

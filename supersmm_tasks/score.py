@@ -106,7 +106,7 @@ def check_staves(staves: list[list[str]]) -> None:
 # ---------------------------------------------------------------- music21
 
 
-def to_music21(staves: list[list[str]]) -> music21.stream.Score:
+def to_music21(staves: list[list[str]], title: str = "") -> music21.stream.Score:
     """One part, each staff a system of its own."""
     check_staves(staves)
     writer = _PartWriter()
@@ -114,7 +114,7 @@ def to_music21(staves: list[list[str]]) -> music21.stream.Score:
         writer.staff(tokens, new_system=number > 0)
     _engrave(writer.part)
     score = music21.stream.Score([writer.part])
-    score.insert(0, music21.metadata.Metadata(title=""))
+    score.insert(0, music21.metadata.Metadata(title=title))
     return score
 
 
@@ -125,6 +125,7 @@ class _PartWriter:
         self.measure: music21.stream.Measure | None = None
         self.last_note: music21.note.Note | None = None
         self.tie_open = False  # a tie token came after the last note
+        self.first_of_staff = True
 
     def staff(self, tokens: list[str], new_system: bool) -> None:
         self._open_measure()
@@ -169,7 +170,8 @@ class _PartWriter:
             self._multirest(int(value))
         elif token.startswith("rest-"):
             rest = parse_rest(token)
-            self.measure.append(_with_fermata(music21.note.Rest(duration=_duration(rest.duration, rest.dots)), rest.fermata))
+            written = music21.note.Rest(duration=_duration(rest.duration, rest.dots))
+            self.measure.append(_with_fermata(written, rest.fermata))
         else:
             self.measure.append(self._note(parse_note(token)))
 
@@ -265,15 +267,18 @@ def score_format(path: Path) -> str:
             f"cannot tell the score format of {path}: name it .musicxml, .xml, .mid or .mei") from None
 
 
+def score_bytes(staves: list[list[str]], kind: str, title: str = "") -> bytes:
+    """The staves as one score file of `kind` (musicxml, mid or mei)."""
+    if kind == "mei":
+        return to_mei(staves).encode("utf-8")
+    score = to_music21(staves, title)
+    return _musicxml_bytes(score) if kind == "musicxml" else _midi_bytes(score)
+
+
 def write_score(staves: list[list[str]], path: Path) -> Path:
     """Writes the staves as one score to `path` (format by suffix), whole or not at all."""
     path = Path(path)
-    kind = score_format(path)
-    if kind == "mei":
-        content = to_mei(staves).encode("utf-8")
-    else:
-        score = to_music21(staves)
-        content = _musicxml_bytes(score) if kind == "musicxml" else _midi_bytes(score)
+    content = score_bytes(staves, score_format(path), title=path.stem)
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_bytes(content)

@@ -313,3 +313,24 @@ def training_home(supersmm_env, tiny_corpus, monkeypatch) -> TrainingHome:
     supersmm_env["SUPERSMM_DATA_ROOT"] = str(tiny_corpus)
     detect()
     return TrainingHome(supersmm_env)
+
+
+LEARNED_COPIES, LEARNED_EPOCHS = 32, 20
+
+
+@pytest.fixture(scope="session")
+def learned_run(tmp_path_factory) -> Path:
+    """A SUPERSMM_HOME whose semantic run `run` (tiny model) has learned to read the real sample: trained for 20
+    epochs on 32 copies of it (about a minute), so that it reads that staff as a staff, clef first.
+    Tests set SUPERSMM_HOME to the returned folder themselves."""
+    from supersmm_tasks.run_config import create_or_update_run
+    from supersmm_tasks.training import train_chunk
+
+    require_real_dev()
+    data_root = tmp_path_factory.mktemp("learned_data")
+    for copy in range(LEARNED_COPIES):
+        add_sample(data_root / "primus", f"{copy:09d}-1_1_1")
+    with detected_home(tmp_path_factory.mktemp("learned_home"), data_root) as home:
+        create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=LEARNED_EPOCHS)
+        train_chunk("run", 1, LEARNED_EPOCHS)
+    return home

@@ -274,6 +274,34 @@ def test_running_run_without_news_is_flagged_stale(home, server):
     assert runs["fresh"]["stale"] is False
 
 
+def test_each_prediction_shown_offers_its_musicxml_for_download(learned_run, browser):
+    """The run has learned to read the real sample, so its validation predictions are scores."""
+    import music21
+
+    process, base = start_server(learned_run)
+    try:
+        browser.get(base + "/#run=run")
+        links = wait_for(browser, lambda d: d.find_elements("css selector", "#previews a.download-score"), timeout=180)
+        cards = browser.find_elements("css selector", "#previews figure.preview")
+        assert len(links) == len(cards) > 0
+        url = links[0].get_attribute("href")
+        assert links[0].get_attribute("download").endswith(".musicxml")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.headers["Content-Type"] == "application/vnd.recordare.musicxml+xml"
+            assert re.fullmatch(r'attachment; filename="[A-Za-z0-9_-]+\.musicxml"',
+                                response.headers["Content-Disposition"])
+            score = music21.converter.parseData(response.read(), format="musicxml")
+        assert list(score.recurse().notes)
+        save_screenshot(browser, "dashboard_previews.png")
+        for path in ("/api/runs/run/previews/0/..%2Fscore.musicxml", "/api/runs/run/previews/0/score.musicxml%00",
+                     "/api/runs/run/previews/0/score.xml", "/api/runs/run/previews/999/score.musicxml",
+                     "/api/runs/..%2Frun/previews/0/score.musicxml"):
+            assert 400 <= get(base + path)[0] < 500, path
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
 @pytest.mark.parametrize("path", [
     "/api/runs/Bad-Name", "/api/runs/..%2F..%2Fetc%2Fpasswd", "/api/runs/%2e%2e", "/api/runs/" + "a" * 41,
     "/api/runs/Bad-Name/previews", "/api/runs/UPPER/previews/0/image",

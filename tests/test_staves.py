@@ -1,4 +1,4 @@
-"""Finding the staves of a page: pages composed of engraved incipits (margins, a slight skew) and real staves stacked."""
+"""Finding the staves of a page: pages composed of engraved incipits (margins, slight skew), real staves stacked."""
 import random
 
 import cv2

@@ -29,6 +29,8 @@ class PreviewImage:
     errors: int  # token edit distance between truth and prediction
     engraving: str | None  # SVG of the prediction, None when it could not be engraved
     engraving_problem: str | None
+    score: bytes | None = None  # MusicXML of the prediction, None when it is no score
+    score_problem: str | None = None
 
     def to_json(self, index: int, url_prefix: str) -> dict:
         return {
@@ -36,6 +38,8 @@ class PreviewImage:
             "image_url": f"{url_prefix}/{index}/image",
             "engraving_url": f"{url_prefix}/{index}/engraving.svg" if self.engraving else None,
             "engraving_problem": self.engraving_problem,
+            "score_url": f"{url_prefix}/{index}/score.musicxml" if self.score else None,
+            "score_problem": self.score_problem,
             "diff": token_diff(self.truth, self.prediction),
             "errors": self.errors,
             "truth_length": len(self.truth),
@@ -133,8 +137,10 @@ def compute_previews(name: str, count: int) -> list[PreviewImage]:
         image_path = Path(example.image_path)
         if config.encoding == "semantic":
             engraving, problem = _engrave(prediction)
+            score, score_problem = _musicxml(prediction)
         else:
             engraving, problem = None, "only semantic predictions can be engraved"
+            score, score_problem = None, "only semantic predictions make a score"
         images.append(PreviewImage(
             id=example.id,
             truth=list(example.tokens),
@@ -144,6 +150,8 @@ def compute_previews(name: str, count: int) -> list[PreviewImage]:
             image_type=IMAGE_TYPES.get(image_path.suffix.lower(), "application/octet-stream"),
             engraving=engraving,
             engraving_problem=problem,
+            score=score,
+            score_problem=score_problem,
         ))
     return images
 
@@ -156,3 +164,13 @@ def _engrave(tokens: list[str]) -> tuple[str | None, str | None]:
         return render_svg(tokens), None
     except Exception as error:  # a prediction is arbitrary model output: one that cannot be engraved hides nothing else
         return None, str(error)
+
+
+def _musicxml(tokens: list[str]) -> tuple[bytes | None, str | None]:
+    """(MusicXML, None) or (None, why the prediction is no score)."""
+    from ..score import score_bytes
+
+    try:
+        return score_bytes([tokens], "musicxml"), None
+    except SupersmmError as error:
+        return None, f"no MusicXML: {error}"

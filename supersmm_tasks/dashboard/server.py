@@ -7,6 +7,7 @@
     GET /api/runs/NAME/previews                   validation images, truth against prediction
     GET /api/runs/NAME/previews/I/image           the I-th validation image
     GET /api/runs/NAME/previews/I/engraving.svg   its prediction engraved by Verovio
+    GET /api/runs/NAME/previews/I/score.musicxml  its prediction as MusicXML, to download
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from .previews import PreviewCache
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 REFRESH_SECONDS = 3
+MUSICXML_TYPE = "application/vnd.recordare.musicxml+xml"
 # The page and everything it loads come from this server; the browser refuses anything else.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -171,15 +174,25 @@ class PreviewsHandler(JsonHandler):
 class PreviewFileHandler(JsonHandler):
     def get(self, name: str, index: str, kind: str):
         image = self.dashboard.previews.image(self.run_name(name), int(index))
-        if image is None or (kind == "engraving.svg" and image.engraving is None):
+        if image is None or (kind == "engraving.svg" and image.engraving is None) or (
+                kind == "score.musicxml" and image.score is None):
             raise tornado.web.HTTPError(404, reason="no such preview")
         self.set_header("Cache-Control", "no-cache")
         if kind == "image":
             self.set_header("Content-Type", image.image_type)
             self.finish(image.image)
+        elif kind == "score.musicxml":
+            self.set_header("Content-Type", MUSICXML_TYPE)
+            self.set_header("Content-Disposition", f'attachment; filename="{_file_name(image.id)}.musicxml"')
+            self.finish(image.score)
         else:
             self.set_header("Content-Type", "image/svg+xml")
             self.finish(image.engraving)
+
+
+def _file_name(sample_id: str) -> str:
+    """A sample id as a download's file name: anything but letters, digits, - and _ becomes _."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", sample_id)[:100] or "prediction"
 
 
 class NotFoundHandler(JsonHandler):
@@ -198,7 +211,7 @@ def make_app(username: str | None = None, password: str | None = None) -> tornad
         (r"/api/runs", RunsHandler, shared),
         (r"/api/runs/([^/]+)", RunHandler, shared),
         (r"/api/runs/([^/]+)/previews", PreviewsHandler, shared),
-        (r"/api/runs/([^/]+)/previews/(\d{1,3})/(image|engraving\.svg)", PreviewFileHandler, shared),
+        (r"/api/runs/([^/]+)/previews/(\d{1,3})/(image|engraving\.svg|score\.musicxml)", PreviewFileHandler, shared),
     ], default_handler_class=NotFoundHandler, default_handler_args=shared, dashboard=dashboard)
 
 

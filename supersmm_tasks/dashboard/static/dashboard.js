@@ -183,6 +183,14 @@ function previewCard(image) {
   } else {
     card.appendChild(element("div", "muted not-engraved", image.engraving_problem));
   }
+  if (image.score_url) {
+    const download = element("a", "download-score", "download MusicXML");
+    download.href = image.score_url;
+    download.download = `${image.id}.musicxml`;
+    card.appendChild(download);
+  } else {
+    card.appendChild(element("div", "muted no-score", image.score_problem));
+  }
   return card;
 }
 

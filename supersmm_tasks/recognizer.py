@@ -1,0 +1,151 @@
+"""Reading images with a trained model, from a run of this project or from a folder `supersmm export` wrote.
+
+    recognizer = Recognizer.load("primus")            # a run's name (its best checkpoint) or an export folder
+    recognizer.read("staff.png")                      # ["clef-G2", "keySignature-DM", "timeSignature-C", ...]
+    recognizer.read_page("page.png")                  # one token list per staff, top first
+    recognizer.score("page.png", "page.musicxml")     # the staves as one score: .musicxml / .xml, .mid or .mei
+
+Both kinds run the same function: image bytes in, logits and their lengths out (`serving_function`), which is
+what the export saves; decoding is greedy (best path), as `supersmm predict` has always done.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from . import pipeline
+from .errors import SupersmmError
+from .model import greedy_decode
+
+EXPORT_SETTINGS = "supersmm.json"
+EXPORT_VOCABULARY = "vocabulary.txt"
+
+
+def serving_function(model, height: int, width_reduction: int):
+    """A traced function: PNG or JPEG bytes of one staff -> {"logits": [1, T, V + 1], "logit_lengths": [1]},
+    the image prepared exactly as training prepares it (gray, ink towards 1, `height` rows, aspect kept)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="image")])
+    def read_staff(image):
+        shape = tf.shape(pipeline.decode_grayscale(image))
+        width = tf.maximum(1, tf.cast(tf.round(
+            tf.cast(shape[1], tf.float64) * height / tf.cast(shape[0], tf.float64)), tf.int32))
+        ink = pipeline.ink_image(image, height, width)
+        pixels = tf.cast(ink, tf.float32)[tf.newaxis, :, :, tf.newaxis] / 255.0
+        return {"logits": model(pixels, training=False), "logit_lengths": tf.reshape(width // width_reduction, [1])}
+
+    return read_staff
+
+
+class Recognizer:
+    def __init__(self, read_staff, vocabulary: list[str], encoding: str, source: str):
+        self._read_staff = read_staff
+        self.vocabulary = vocabulary
+        self.encoding = encoding
+        self.source = source
+
+    @classmethod
+    def load(cls, run_or_export: str | Path) -> "Recognizer":
+        """A run of this SUPERSMM_HOME by name, or a folder that `supersmm export` wrote."""
+        folder = Path(run_or_export)
+        if (folder / "saved_model.pb").is_file():
+            return cls._from_export(folder)
+        from .paths import InvalidName, validate_run_name
+
+        try:
+            name = validate_run_name(str(run_or_export))
+        except InvalidName:
+            raise SupersmmError(
+                f"{run_or_export} is neither a run's name nor a folder written by supersmm export") from None
+        return cls._from_run(name)
+
+    @classmethod
+    def _from_run(cls, name: str) -> "Recognizer":
+        from .evaluate import best_model
+        from .model import PRESETS
+        from .run_config import load_run_config
+        from .vocabulary import load_vocabulary
+
+        config = load_run_config(name)
+        model, _ = best_model(config)
+        read_staff = serving_function(model, config.height, PRESETS[config.model].width_reduction)
+        return cls(read_staff, list(load_vocabulary(config.encoding)), config.encoding, f"run {name}")
+
+    @classmethod
+    def _from_export(cls, folder: Path) -> "Recognizer":
+        try:
+            settings = json.loads((folder / EXPORT_SETTINGS).read_text("utf-8"))
+            vocabulary = (folder / EXPORT_VOCABULARY).read_text("utf-8").splitlines()
+        except (OSError, ValueError) as error:
+            raise SupersmmError(f"{folder} is not a complete export: {error}") from None
+        loaded = tf.saved_model.load(str(folder))
+        return cls(loaded.signatures["serving_default"], vocabulary, settings["encoding"], f"export {folder}")
+
+    # ------------------------------------------------------------ reading
+
+    def read(self, image: str | Path | bytes) -> list[str]:
+        """The tokens of one staff image (PNG or JPEG, any size, gray or colour), read whole."""
+        return self._tokens(_image_bytes(image), _shown(image))
+
+    def read_page(self, image: str | Path | bytes) -> list[list[str]]:
+        """One token list per staff of the image, top first; an image of one staff is read whole, as `read` does."""
+        data, shown = _image_bytes(image), _shown(image)
+        try:
+            gray = pipeline.decode_grayscale(tf.constant(data)).numpy()[..., 0]
+        except tf.errors.OpError as error:
+            raise SupersmmError(f"cannot read image {shown}: {_first_line(error)}") from None
+        from .staves import find_staves
+
+        staves = find_staves(np.round(gray).astype(np.uint8))
+        if len(staves) == 1:
+            return [self._tokens(data, shown)]
+        return [self._tokens(_png(staff), f"{shown} (staff {number})") for number, staff in enumerate(staves, 1)]
+
+    def score(self, image: str | Path | bytes, path: str | Path) -> Path:
+        """Reads the image's staves and writes them as one score; the format follows the suffix of `path`."""
+        from .score import write_score
+
+        self.require_semantic()
+        return write_score(self.read_page(image), Path(path))
+
+    def require_semantic(self) -> None:
+        if self.encoding != "semantic":
+            raise SupersmmError(
+                f"{self.source} reads {self.encoding} tokens (symbols and their places on the staff, not pitches "
+                "and durations): a score needs a model trained with --encoding semantic")
+
+    def _tokens(self, data: bytes, shown: str) -> list[str]:
+        try:
+            out = self._read_staff(image=tf.constant(data))
+        except tf.errors.OpError as error:
+            raise SupersmmError(f"cannot read image {shown}: {_first_line(error)}") from None
+        blank = len(self.vocabulary)
+        (indices,) = greedy_decode(out["logits"].numpy(), out["logit_lengths"].numpy(), blank)
+        return [self.vocabulary[index] for index in indices]
+
+
+def _image_bytes(image: str | Path | bytes) -> bytes:
+    if isinstance(image, bytes):
+        return image
+    try:
+        return Path(image).read_bytes()
+    except FileNotFoundError:
+        raise SupersmmError(f"image {image} does not exist") from None
+    except IsADirectoryError:
+        raise SupersmmError(f"image {image} is a folder, not an image") from None
+
+
+def _shown(image) -> str:
+    return "(bytes)" if isinstance(image, bytes) else str(image)
+
+
+def _png(gray: np.ndarray) -> bytes:
+    return cv2.imencode(".png", gray)[1].tobytes()
+
+
+def _first_line(error: tf.errors.OpError) -> str:
+    return error.message.split(" [Op:")[0].split("\n")[0]
