@@ -38,9 +38,9 @@ from celery.signals import worker_ready, worker_shutdown
 from . import broker, run_state
 from .celery_app import app
 from .errors import ChunkInterrupted, SupersmmError
-from .shutdown import raise_if_stopping
 from .lease import Lease, LeaseLost, fence_key, lease_key, ttl_seconds
 from .lease import holder as lease_holder
+from .shutdown import raise_if_stopping
 
 logger = logging.getLogger(__name__)
 
