@@ -14,6 +14,11 @@ Naming and image rules (what `supersmm detect` reports):
   So `supersmm synth data/primus --camera` gives `primus` on the clean PNGs, and
   `supersmm synth data/camera_primus --camera` gives `camera_primus` on the distorted JPEGs.
 
+Every image is decoded in full by the decoder training uses, and its stored size must lie within the
+stated `ImageLimits` (set with SUPERSMM_IMAGE_LIMITS, e.g. `max_width=6000,max_aspect=40`): an image that
+training cannot decode, or whose shape would blow up a batch, is refused with its reason. A sample folder or
+file that resolves (through symlinks) outside the data root is refused too.
+
 Nothing here ever writes inside a corpus.
 """
 from __future__ import annotations
@@ -22,7 +27,9 @@ import json
 import os
 import re
 import struct
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -66,6 +73,7 @@ class Corpus:
     camera: bool
     sample_folders: list[Path]
     notes: list[str] = field(default_factory=list)
+    data_root: Path | None = None  # resolved; nothing a sample reads may lie outside it
 
     @property
     def image_suffix(self) -> str:
@@ -93,6 +101,8 @@ def find_corpora(data_root: Path) -> list[Corpus]:
     for folder in _top_level_folders(data_root):
         if not any(_related(corpus.path, folder) for corpus in corpora):
             corpora.append(Corpus(sanitise_name(folder.name), folder, camera=False, sample_folders=[]))
+    for corpus in corpora:
+        corpus.data_root = data_root.resolve()
     corpora.sort(key=lambda corpus: str(corpus.path))
     _make_names_unique(corpora)
     for where, note in skipped if corpora else []:
@@ -111,8 +121,10 @@ def _closest_corpus(corpora: list[Corpus], where: Path) -> Corpus:
 
 
 def _sample_folders(data_root: Path, skipped: list[tuple[Path, str]]):
-    """Yields sample folders depth-first in sorted order; follows symlinks but never enters a folder twice."""
+    """Yields sample folders depth-first in sorted order; follows symlinks but never enters a folder twice,
+    nor a folder that lies outside the data root (a sample folder there is yielded, to be refused)."""
     visited: set[tuple[int, int]] = set()
+    resolved_root = data_root.resolve()
     pending = [data_root]
     while pending:
         folder = pending.pop()
@@ -130,6 +142,10 @@ def _sample_folders(data_root: Path, skipped: list[tuple[Path, str]]):
         if any(entry.name == folder.name + suffix for entry in entries for suffix in SAMPLE_FILE_SUFFIXES):
             yield folder
             continue
+        if not is_inside(folder, resolved_root):
+            skipped.append((folder, f"{folder}: resolves to {folder.resolve()}, outside the data root {resolved_root}; "
+                                    f"skipped"))
+            continue
         subfolders = []
         for entry in entries:
             if entry.name.startswith("."):
@@ -139,6 +155,12 @@ def _sample_folders(data_root: Path, skipped: list[tuple[Path, str]]):
             elif entry.is_dir():
                 subfolders.append(Path(entry.path))
         pending.extend(reversed(subfolders))
+
+
+def is_inside(path: Path, resolved_root: Path) -> bool:
+    """Whether `path`, symlinks resolved, is `resolved_root` or lies below it."""
+    resolved = path.resolve()
+    return resolved == resolved_root or resolved_root in resolved.parents
 
 
 def _top_level_folders(data_root: Path) -> list[Path]:
@@ -202,6 +224,9 @@ def check_sample(corpus: Corpus, folder: Path) -> CheckedSample:
     """
     sample_id = folder.name
     relative = folder.relative_to(corpus.path).as_posix()
+    outside = _outside_the_data_root(corpus, folder, relative)
+    if outside:
+        return CheckedSample(sample_id, relative, None, None, (), outside)
     problems: list[str] = []
     width = height = None
     try:
@@ -227,11 +252,114 @@ def check_sample(corpus: Corpus, folder: Path) -> CheckedSample:
     return CheckedSample(sample_id, relative, width, height, tuple(encodings), problems)
 
 
-def check_image(path: Path, where: str = "") -> tuple[int, int]:
-    """The image's (width, height) from its header, after checking it is a complete PNG or JPEG.
+def _outside_the_data_root(corpus: Corpus, folder: Path, relative: str) -> list[str]:
+    """Why the sample is refused for lying (through symlinks) outside the data root, [] when it does not."""
+    root = corpus.data_root or corpus.path.resolve()
+    if not is_inside(folder, root):
+        return [f"{relative}: the sample folder resolves to {folder.resolve()}, outside the data root {root}; refused"]
+    names = [folder.name + suffix for suffix in SAMPLE_FILE_SUFFIXES]
+    return [f"{relative}/{name}: resolves to {(folder / name).resolve()}, outside the data root {root}; refused"
+            for name in names if (folder / name).is_symlink() and not is_inside(folder / name, root)]
 
-    A full decode would be too slow for ~100k samples; a missing end marker catches truncated files.
-    """
+
+# ---------------------------------------------------------------- what images training can take
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The stored image sizes a sample may have. PrIMuS incipits are about 600-2000 x 110-200 pixels
+    (aspect ratio 4-17); a batch is as wide as its widest image at the model's height, so one very long
+    or very flat image makes every batch it lands in slow and huge."""
+
+    min_height: int = 16
+    max_height: int = 1024
+    min_width: int = 16
+    max_width: int = 8192
+    min_aspect: float = 0.5  # width / height
+    max_aspect: float = 64.0
+    max_pixels: int = 4_000_000
+
+    def problem(self, width: int, height: int) -> str | None:
+        """Why an image of this size is refused, or None."""
+        aspect = width / height
+        if not self.min_height <= height <= self.max_height:
+            return f"height {height} px outside {self.min_height}-{self.max_height} px"
+        if not self.min_width <= width <= self.max_width:
+            return f"width {width} px outside {self.min_width}-{self.max_width} px"
+        if not self.min_aspect <= aspect <= self.max_aspect:
+            return f"aspect ratio (width/height) {aspect:.3g} outside {self.min_aspect:g}-{self.max_aspect:g}"
+        if width * height > self.max_pixels:
+            return f"{width * height} pixels, more than {self.max_pixels}"
+        return None
+
+    def describe(self) -> str:
+        return (f"height {self.min_height}-{self.max_height} px, width {self.min_width}-{self.max_width} px, "
+                f"aspect ratio (width/height) {self.min_aspect:g}-{self.max_aspect:g}, "
+                f"at most {self.max_pixels} pixels (set with {IMAGE_LIMITS_VARIABLE})")
+
+
+IMAGE_LIMITS_VARIABLE = "SUPERSMM_IMAGE_LIMITS"
+
+
+def image_limits() -> ImageLimits:
+    """The limits in force: the defaults, with SUPERSMM_IMAGE_LIMITS (`name=value,...`) over them."""
+    given = os.environ.get(IMAGE_LIMITS_VARIABLE, "").strip()
+    if not given:
+        return ImageLimits()
+    types = {f.name: f.type for f in fields(ImageLimits)}
+    settings = {}
+    for item in given.split(","):
+        name, _, value = (part.strip() for part in item.partition("="))
+        if name not in types:
+            raise SupersmmError(f"{IMAGE_LIMITS_VARIABLE}: unknown limit {name!r}; use {', '.join(types)}")
+        try:
+            settings[name] = (float if types[name] == "float" else int)(value)
+        except ValueError:
+            raise SupersmmError(f"{IMAGE_LIMITS_VARIABLE}: {name} must be a number, got {value!r}") from None
+    return ImageLimits(**settings)
+
+
+_tracing = threading.Lock()
+
+
+def _decoded_shape():
+    """The training pipeline's decoder as one function traced once, whatever the threads: path -> [h, w, c]."""
+    with _tracing:
+        return _traced_decoder()
+
+
+@cache
+def _traced_decoder():
+    """The decoding ops of pipeline.decode_grayscale, with its arguments, without its conversion to gray
+    levels (which cannot fail and would double the time)."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    @tf.autograph.experimental.do_not_convert
+    def decoded_shape(path):
+        data = tf.io.read_file(path)
+        return tf.cond(tf.io.is_jpeg(data), lambda: tf.shape(tf.io.decode_jpeg(data, channels=1)),
+                       lambda: tf.shape(tf.io.decode_png(data)))
+
+    return decoded_shape.get_concrete_function()
+
+
+def check_decodes(path: Path, shown: str) -> None:
+    """Decode the whole image as training will; a damaged file (bad data inside an intact frame) fails here."""
+    import tensorflow as tf
+
+    try:
+        _decoded_shape()(tf.constant(str(path)))
+    except tf.errors.OpError as error:
+        # A traced function's error lists where each op was defined; the decoder's own words come last.
+        lines = [line.strip() for line in error.message.split(" [[")[0].splitlines() if line.strip()]
+        reason = lines[-1] if lines else "unreadable"
+        raise SampleProblem(f"{shown}: does not decode ({reason})") from None
+
+
+def check_image(path: Path, where: str = "", limits: ImageLimits | None = None) -> tuple[int, int]:
+    """The image's (width, height), after checking it is a complete PNG or JPEG of a size within `limits`
+    (the ones in force by default) that decodes in full."""
     shown = f"{where}/{path.name}" if where else str(path)
     try:
         with open(path, "rb") as file:
@@ -258,6 +386,10 @@ def check_image(path: Path, where: str = "") -> tuple[int, int]:
         raise SampleProblem(f"{shown}: {kind} image, expected PNG or JPEG")
     if min(size) < 1:
         raise SampleProblem(f"{shown}: image has no pixels")
+    too_odd = (limits or image_limits()).problem(*size)
+    if too_odd:
+        raise SampleProblem(f"{shown}: {size[0]}x{size[1]} image refused: {too_odd}")
+    check_decodes(path, shown)
     return size
 
 

@@ -1,4 +1,5 @@
-"""`supersmm detect`: find the corpora, validate every sample, and write what training needs.
+"""`supersmm detect`: find the corpora, validate every sample (every image decoded in full and within the
+stated size limits, see corpus.py), and write what training needs.
 
 For each usable dataset NAME it writes (never inside the corpus):
 - `datasets/NAME.json`: the corpus folder, its image kind, counts, invalid samples and the split files;
@@ -18,7 +19,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from . import paths, splits
-from .corpus import Corpus, IndexedSample, check_sample, find_corpora, write_atomically, write_index
+from .corpus import (
+    Corpus, IndexedSample, check_sample, find_corpora, image_limits, write_atomically, write_index,
+)
 from .errors import SupersmmError
 
 INVALID_SHOWN_PER_DATASET = 10
@@ -51,6 +54,7 @@ def detect(data_root: Path | None = None) -> list[DatasetReport]:
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
         raise SupersmmError(f"data root {root} {problem}: put corpora there or pass --data-root DIR")
+    image_limits()  # refuses bad SUPERSMM_IMAGE_LIMITS before any work
     corpora = find_corpora(root)
     if not corpora:
         raise SupersmmError(f"no corpus under {root}: expected sample folders <id>/ holding <id>.png and "
@@ -97,7 +101,7 @@ def _check_samples(corpus: Corpus, report: DatasetReport) -> list[IndexedSample]
     """Validates every sample; fills the report's counts and returns the usable samples (first of duplicates)."""
     first_seen: dict[str, str] = {}
     usable = []
-    with ThreadPoolExecutor(CHECKING_THREADS) as pool:  # most of the time is spent waiting for the disk
+    with ThreadPoolExecutor(CHECKING_THREADS) as pool:  # reading and decoding images release the GIL
         checked = list(pool.map(partial(check_sample, corpus), corpus.sample_folders))
     for sample in checked:
         if sample.id in first_seen:
@@ -209,6 +213,7 @@ def format_table(reports: list[DatasetReport]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     for report in reports:
         lines += _details(report)
+    lines.append(f"images accepted: {image_limits().describe()}")
     return "\n".join(lines)
 
 

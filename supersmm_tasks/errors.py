@@ -6,3 +6,8 @@ class SupersmmError(Exception):
 
     The message says what went wrong and where, in one line, without a traceback.
     """
+
+
+class ChunkInterrupted(Exception):
+    """Raised from a training callback when the worker is stopping: the chunk ends where it is, mid-epoch,
+    writing nothing more and recording no failure; the run resumes from its last checkpoint."""

@@ -12,6 +12,11 @@ of width (stable), the same every time.
 The pipeline of a cached example set is built once (`EpochBatches`); an epoch only sets the order it reads in.
 
 Decoded images are cached in memory (one uint8 strip per example set) when they fit; see `ImageCache`.
+
+An image that no longer decodes (it changed since `supersmm detect` checked it) is left out, not fatal: a cached
+set leaves it out of every epoch (`EpochBatches.skipped` says which and why), a set decoded per epoch drops it
+from that epoch's batches (the trainer counts the samples it saw). Only a set of which more than half fails is
+an error.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ WIDTH_MULTIPLE = 32  # the `paper` model downsamples width by 16
 LABEL_MULTIPLE = 8
 BUCKET_BATCHES = 32
 CACHE_MEMORY_FRACTION = 0.25  # of the memory available when a cache is built
+MOST_OF_A_SET = 0.5  # more images of a set than this failing to decode is an error, not a skip
 
 
 # ---------------------------------------------------------------- one image
@@ -121,10 +127,12 @@ class ImageCache:
 
     def __init__(self, sets: int = 4):
         self.sets = sets
-        self.strips: OrderedDict[tuple, tuple[tf.Variable, np.ndarray]] = OrderedDict()
+        self.strips: OrderedDict[tuple, tuple[tf.Variable, np.ndarray, dict[int, str]]] = OrderedDict()
 
-    def strip(self, image_paths: list[str], widths: np.ndarray, height: int) -> tuple[tf.Variable, np.ndarray] | None:
-        """(strip, offset of each image in it), or None when the set does not fit in memory."""
+    def strip(self, image_paths: list[str], widths: np.ndarray, height: int) \
+            -> tuple[tf.Variable, np.ndarray, dict[int, str]] | None:
+        """(strip, offset of each image in it, {index: why} of the images that did not decode), or None when
+        the set does not fit in memory."""
         key = (height, tuple(image_paths), widths.tobytes())
         if key in self.strips:
             self.strips.move_to_end(key)
@@ -140,15 +148,16 @@ class ImageCache:
         return self.strips[key]
 
     def _cached_bytes(self) -> int:
-        return sum(int(strip.shape[0] * strip.shape[1]) for strip, _ in self.strips.values())
+        return sum(int(strip.shape[0] * strip.shape[1]) for strip, _, _ in self.strips.values())
 
     def _budget(self) -> int:
         return int((psutil.virtual_memory().available + self._cached_bytes()) * CACHE_MEMORY_FRACTION)
 
 
-def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) -> tuple[tf.Variable, np.ndarray]:
+def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) \
+        -> tuple[tf.Variable, np.ndarray, dict[int, str]]:
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
-    strip = np.empty((height, int(widths.sum())), np.uint8)
+    strip = np.zeros((height, int(widths.sum())), np.uint8)
 
     @not_converted
     def decode(path, width):
@@ -156,16 +165,20 @@ def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) -> tu
 
     decoded = _untuned(tf.data.Dataset.from_tensor_slices((image_paths, widths.astype(np.int32))).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
-    images = decoded.as_numpy_iterator()
+    images = iter(decoded)
+    failed = {}
     for index, (offset, width) in enumerate(zip(offsets, widths)):
         try:
-            strip[:, offset:offset + width] = next(images)
-        except tf.errors.OpError as error:
-            raise SupersmmError(f"cannot decode image {image_paths[index]} ({_short(error)}): it changed since "
-                                f"detection; run `supersmm detect`") from None
+            strip[:, offset:offset + width] = next(images).numpy()
+        except tf.errors.OpError as error:  # the iterator goes on with the next image
+            failed[index] = _short(error)
+    if len(failed) > MOST_OF_A_SET * len(image_paths):
+        first = min(failed)
+        raise SupersmmError(f"{len(failed)} of {len(image_paths)} images do not decode (first: {image_paths[first]}: "
+                            f"{failed[first]}): they changed since detection; run `supersmm detect`")
     # A variable, not a constant: tf.data copies every constant a dataset captures, each epoch.
     with tf.device("/CPU:0"):
-        return tf.Variable(strip, trainable=False), offsets
+        return tf.Variable(strip, trainable=False), offsets, failed
 
 
 IMAGE_CACHE = ImageCache()
@@ -194,6 +207,8 @@ class EpochBatches:
         labels, label_lengths = _label_matrix(examples, encoding)
         image_paths = [example.image_path for example in examples]
         strip = IMAGE_CACHE.strip(image_paths, self.widths, height) if cache else None
+        self.kept = np.arange(len(examples))  # the examples the batches draw from
+        self.skipped: list[tuple[str, str]] = []  # (image path, why) of the images left out
         if strip is None:
             self.files = (np.array(image_paths), self.widths.astype(np.int32), labels, label_lengths)
 
@@ -204,10 +219,13 @@ class EpochBatches:
             self.decoded_sample = decoded_sample
             return
         self.files = None
+        if strip[2]:
+            self.kept = np.array([index for index in range(len(examples)) if index not in strip[2]])
+            self.skipped = [(image_paths[index], why) for index, why in sorted(strip[2].items())]
 
         # Variables, not constants: tf.data copies every constant a dataset captures, for every iterator.
         with tf.device("/CPU:0"):
-            self.order = tf.Variable(np.arange(len(examples), dtype=np.int32), trainable=False)
+            self.order = tf.Variable(self.kept.astype(np.int32), trainable=False)
             widths = tf.Variable(self.widths.astype(np.int32), trainable=False)
             labels = tf.Variable(labels, trainable=False)
             label_lengths = tf.Variable(label_lengths, trainable=False)
@@ -220,21 +238,21 @@ class EpochBatches:
             image = strip[0][:, offset:offset + tf.cast(width, tf.int64)]
             return _padded_sample(image, width, labels[index], label_lengths[index])
 
-        self.dataset = _batched(tf.data.Dataset.range(len(examples)).map(sample), batch_size)
+        self.dataset = _batched(tf.data.Dataset.range(len(self.kept)).map(sample), batch_size)
 
     def __len__(self) -> int:
-        """The number of examples in an epoch."""
-        return len(self.widths)
+        """The number of examples in an epoch (at most; see the module's note on images that fail)."""
+        return len(self.kept)
 
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """The batches of this epoch; iterate over them before asking for the next epoch's."""
-        order = batch_order(self.widths, self.batch_size, self.seed, epoch, self.training)
+        order = self.kept[batch_order(self.widths[self.kept], self.batch_size, self.seed, epoch, self.training)]
         if self.files is None:
             self.order.assign(order.astype(np.int32))
             return self.dataset
         in_order = tf.data.Dataset.from_tensor_slices(tuple(column[order] for column in self.files))
-        return _batched(in_order.map(self.decoded_sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
-                        self.batch_size)
+        decoded = in_order.map(self.decoded_sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return _batched(decoded.ignore_errors(), self.batch_size)
 
 
 def _padded_sample(image, width, label, label_length):

@@ -146,8 +146,6 @@ def write_state(name: str, **fields) -> dict:
 
 def rebuild_state(name: str) -> dict:
     """A state from what survives: config.json, the newest verified checkpoint, the newest backup."""
-    from .checkpoint import latest_valid_checkpoint  # NumPy: only when a state is rebuilt
-
     try:
         config = json.loads(config_path(name).read_text("utf-8"))
     except FileNotFoundError:
@@ -164,7 +162,7 @@ def rebuild_state(name: str) -> dict:
         for key in ("status", "stop_reason", "worker", "chunk", "error"):
             if key in backup:
                 state[key] = backup[key]
-    checkpoint = latest_valid_checkpoint(checkpoints_dir(name))
+    checkpoint = _newest_checkpoint(name)
     if checkpoint:
         state.update(
             last_completed_epoch=checkpoint.epoch,
@@ -177,6 +175,16 @@ def rebuild_state(name: str) -> dict:
     elif state["status"] == "running":
         state["status"] = "queued"  # whoever was training is gone; the run waits for its next chunk
     return state
+
+
+def _newest_checkpoint(name: str):
+    """The run's newest verified checkpoint, or None; NumPy loads only when there are checkpoints to read
+    (a run being created, as by `supersmm enqueue`, has none)."""
+    if not checkpoints_dir(name).is_dir():
+        return None
+    from .checkpoint import latest_valid_checkpoint
+
+    return latest_valid_checkpoint(checkpoints_dir(name))
 
 
 def _newest_readable_backup(name: str) -> dict | None:

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import redis
 
-from . import broker, paths, run_state, tasks, training_log
+from . import broker, paths, run_state, shutdown, tasks, training_log
 from .errors import SupersmmError
-from .lease import Lease
+from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
 from .run_config import create_or_update_run
 
 FOREGROUND_ROUTE_TTL_S = 10  # shorter than a lease: when `supersmm train` dies, its route is gone before its lease
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `timeout`, `kill`, a closed terminal
+ORPHAN_STOP_S = 30  # an orphaned foreground worker stops within seconds; a dead one's lease expires within a TTL
 
 
 # --- enqueue and train ---------------------------------------------------------------------------
@@ -95,16 +97,24 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
     """Enqueue run NAME and train it with a worker of our own, showing progress until the run ends.
 
     Ctrl-C pauses the run at the end of the current epoch and stops the worker; a later call
-    continues from there. Returns the exit code: 0 when the run ended, 130 when interrupted, 1 otherwise.
+    continues from there. SIGTERM or a closed terminal stop the worker at once (mid-epoch, writing
+    nothing); a worker whose `supersmm train` was killed outright stops by itself, and a later call
+    waits for it and takes over. Returns the exit code: 0 when the run ended, 130 when interrupted
+    (128 + the signal when terminated), 1 otherwise.
     """
     connection = broker.connect()
     holder = lease_holder(connection, name)
+    if holder and _orphaned_foreground_worker(holder, name):
+        print(f"run {name}: waiting for {holder}, the worker of a `supersmm train` that was killed, to stop",
+              file=sys.stderr)
+        holder = _wait_for_release(connection, name)
     if holder:
         raise SupersmmError(f"run {name} is training on {holder}; watch it with `supersmm status {name}`")
     queue = f"supersmm_train_{name}_{os.getpid()}"
     route = _ForegroundRoute(connection, name, queue, priority)
     route.start()
     worker = None
+    previous_handlers = {number: signal.signal(number, _exit_on_signal) for number in STOPPING_SIGNALS}
     try:
         marker = tasks.pending_chunk(connection, name)
         if marker and marker.get("queue") != queue:
@@ -119,6 +129,35 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
         route.stop()
         if worker is not None:
             _stop_worker(worker)
+        for number, handler in previous_handlers.items():
+            signal.signal(number, handler)
+
+
+def _exit_on_signal(number: int, _frame) -> None:
+    raise SystemExit(128 + number)  # unwinds through train_foreground's cleanup, which stops the worker
+
+
+def _orphaned_foreground_worker(holder: str, name: str) -> bool:
+    """Whether `holder` is the worker of a `supersmm train NAME` on this machine whose process is gone."""
+    prefix, _, host = holder.partition("@")
+    parent = prefix.removeprefix(f"train_{name}_")
+    if host != socket.gethostname() or parent == prefix or not parent.isdigit():
+        return False
+    try:
+        os.kill(int(parent), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, someone else's
+    return False
+
+
+def _wait_for_release(connection: redis.Redis, name: str) -> str | None:
+    """The lease's holder once it is gone (None) or after the orphan had time to stop and its lease to expire."""
+    deadline = time.monotonic() + 2 * ttl_seconds() + ORPHAN_STOP_S
+    while (holder := lease_holder(connection, name)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return holder
 
 
 class _ForegroundRoute:
@@ -160,9 +199,11 @@ def _start_foreground_worker(name: str, queue: str) -> tuple[subprocess.Popen, P
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "celery", "-A", "supersmm_tasks", "worker", "-Q", queue,
                "-n", f"train_{name}_{os.getpid()}@%h", "--loglevel", "INFO"]
+    environment = {**os.environ, shutdown.PARENT_VARIABLE: str(os.getpid())}  # it stops when we are gone
     with open(log_path, "ab") as log:
         # Its own session: Ctrl-C reaches only us, and we decide how the worker stops.
-        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env=environment)
     return worker, log_path
 
 

@@ -37,9 +37,10 @@ from celery.signals import worker_ready, worker_shutdown
 
 from . import broker, run_state
 from .celery_app import app
-from .errors import SupersmmError
+from .errors import ChunkInterrupted, SupersmmError
 from .lease import Lease, LeaseLost, fence_key, lease_key, ttl_seconds
 from .lease import holder as lease_holder
+from .shutdown import raise_if_stopping
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,10 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int) -> dict:
     except LeaseLost as lost:
         logger.warning("%s: stopped without writing", lost)
         return {"run": run, "outcome": "superseded"}
+    except ChunkInterrupted:
+        logger.warning("run %s: chunk stopped mid-epoch because the worker is shutting down; the run goes on "
+                       "from its last checkpoint", run)
+        return {"run": run, "outcome": "interrupted"}
     finally:
         lease.release()
     if outcome == "continue":
@@ -257,7 +262,7 @@ def _train_holding_lease(task, connection: redis.Redis, lease: Lease, run: str, 
     report({"epoch": first, "batch": 0})
     # train_chunk records its own failures in the run's state (status failed, with the reason).
     training.train_chunk(
-        run, first, last, guard=lease.guard, should_stop=lambda: read_control(connection, run),
+        run, first, last, guard=lease.guard, should_stop=lambda: raise_if_stopping() or read_control(connection, run),
         on_progress=report, worker=worker, chunk=chunk)
     return _after_chunk(connection, lease, run)
 
@@ -279,6 +284,7 @@ def _progress_reporter(task, connection: redis.Redis, run: str, first: int, last
 
     def report(progress: dict) -> None:
         nonlocal last_sent, last_epoch
+        raise_if_stopping()
         _fault_point("slow_batches")
         epoch_done = "val_ser" in progress or "val_loss" in progress
         epoch_started = progress.get("epoch") != last_epoch

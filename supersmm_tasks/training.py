@@ -31,7 +31,7 @@ from .checkpoint import (
     restore_variables, save_checkpoint,
 )
 from .corpus import load_dataset
-from .errors import SupersmmError
+from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import decode_logits, error_rates
 from .model import PRESETS, build_model, ctc_loss, gpu_present, logit_lengths
 from .run_config import RunConfig, load_run_config
@@ -228,6 +228,8 @@ def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, sho
         return chunk_run.run(first_epoch, last_epoch)
     except chunk_run.GuardFailure as lost:
         raise lost.error from None  # another process owns the run now: write nothing more
+    except ChunkInterrupted:
+        raise  # the worker is stopping; the run goes on from its last checkpoint elsewhere or later
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             chunk_run.record_failure(error)
@@ -392,21 +394,32 @@ class ChunkRun:
 
     def batches(self, examples, training: bool) -> pipeline.EpochBatches:
         config = self.config
-        return pipeline.EpochBatches(examples, encoding=config.encoding, height=config.height,
-                                     batch_size=config.batch_size, seed=config.seed, training=training)
+        batches = pipeline.EpochBatches(examples, encoding=config.encoding, height=config.height,
+                                        batch_size=config.batch_size, seed=config.seed, training=training)
+        if batches.skipped:
+            shown = "; ".join(f"{path}: {why}" for path, why in batches.skipped[:3])
+            self.log(f"{len(batches.skipped)} {'training' if training else 'validation'} images left out: they do "
+                     f"not decode ({shown}{' ...' if len(batches.skipped) > 3 else ''}); run `supersmm detect`")
+        return batches
 
     def train_epoch(self, epoch: int, train_batches: pipeline.EpochBatches, val_batches, progress: Progress,
                     summaries) -> None:
         config, trainer = self.config, self.trainer
         started = time.monotonic()
-        sample_count = len(train_batches)
-        batch_count = math.ceil(sample_count / config.batch_size)
-        loss_sum = 0.0
+        batch_count = math.ceil(len(train_batches) / config.batch_size)
+        loss_sum, sample_count = 0.0, 0
         for number, batch in enumerate(train_batches.epoch(epoch), start=1):
             loss = float(trainer.train_step(batch["image"], batch["image_width"], batch["label"],
                                             batch["label_length"]))
             loss_sum += loss * int(batch["image"].shape[0])
+            sample_count += int(batch["image"].shape[0])
             self.on_progress({"epoch": epoch, "batch": number, "batches": batch_count, "loss": loss})
+        if sample_count < (1 - pipeline.MOST_OF_A_SET) * len(train_batches):
+            raise SupersmmError(f"epoch {epoch}: only {sample_count} of {len(train_batches)} training images decode; "
+                                f"they changed since detection: run `supersmm detect`")
+        if sample_count < len(train_batches):
+            self.log(f"epoch {epoch}: {len(train_batches) - sample_count} training images skipped, they do not "
+                     f"decode (run `supersmm detect`)")
         train_time = time.monotonic() - started
         val_loss, val_ser, val_sequence_error = self.validate(val_batches)
         epoch_time = time.monotonic() - started

@@ -146,3 +146,74 @@ def test_symlink_loops_are_skipped_with_a_note(tmp_path):
     assert any("symlink loop" in note and note.startswith(str(tmp_path / "primus" / "package_aa" / "up"))
                for note in corpus.notes)
     assert any(note == f"{tmp_path / 'primus' / 'self'}: broken or looping symlink, skipped" for note in corpus.notes)
+
+
+def zero_the_middle_of_idat(png: Path) -> None:
+    """Zero 100 bytes in the middle of the first IDAT chunk; signature, header and IEND stay intact."""
+    data = bytearray(png.read_bytes())
+    start = data.index(b"IDAT") + 4
+    middle = start + int.from_bytes(data[start - 8:start - 4], "big") // 2
+    data[middle - 50:middle + 50] = bytes(100)
+    png.write_bytes(bytes(data))
+
+
+def test_a_png_damaged_in_its_middle_is_refused_because_it_does_not_decode(tmp_path):
+    folder = add_sample(tmp_path / "primus", "s1")
+    zero_the_middle_of_idat(folder / "s1.png")
+    sample = checked(folder)
+
+    assert sample.problems[0].startswith("s1/s1.png: does not decode (")
+    assert sample.encodings == ()
+
+
+@pytest.mark.parametrize("size, reason", [
+    ((1500, 1), "1500x1 image refused: height 1 px outside 16-1024 px"),
+    ((30000, 200), "30000x200 image refused: width 30000 px outside 16-8192 px"),
+    ((3000, 40), "3000x40 image refused: aspect ratio (width/height) 75 outside 0.5-64"),
+    ((3000, 1000), "3000x1000 image refused: 3000000 pixels, more than 2000000"),
+])
+def test_images_of_shapes_training_cannot_take_are_refused_with_the_limit(tmp_path, monkeypatch, size, reason):
+    from PIL import Image
+
+    monkeypatch.setenv("SUPERSMM_IMAGE_LIMITS", "max_pixels=2000000")
+    folder = add_sample(tmp_path / "primus", "s1")
+    Image.new("L", size, 255).save(folder / "s1.png")
+    sample = checked(folder)
+    assert sample.problems[0] == f"s1/s1.png: {reason}"
+    assert sample.encodings == ()
+
+    monkeypatch.setenv("SUPERSMM_IMAGE_LIMITS", "min_height=1,max_width=40000,max_aspect=2000,max_pixels=7000000")
+    assert checked(folder).problems == []
+
+
+def test_bad_image_limits_are_one_clear_error(tmp_path, monkeypatch):
+    from supersmm_tasks.corpus import image_limits
+    from supersmm_tasks.errors import SupersmmError
+
+    monkeypatch.setenv("SUPERSMM_IMAGE_LIMITS", "max_widht=10")
+    with pytest.raises(SupersmmError, match="unknown limit 'max_widht'"):
+        image_limits()
+
+
+def test_sample_folders_and_files_that_resolve_outside_the_data_root_are_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    add_sample(outside, "far")
+    root = tmp_path / "data"
+    add_sample(root / "primus", "near")
+    inside_link = add_sample(root / "primus", "linked")
+    os.symlink(outside / "far", root / "primus" / "far")
+    (inside_link / "linked.semantic").unlink()
+    os.symlink(outside / "far" / "far.semantic", inside_link / "linked.semantic")
+    (root / "primus" / "alias").mkdir()
+    os.symlink(root / "primus" / "near" / "near.png", root / "primus" / "alias" / "alias.png")  # inside: fine
+    for extension in (".semantic", ".agnostic"):
+        (root / "primus" / "alias" / f"alias{extension}").write_bytes((root / "primus" / "near" /
+                                                                       f"near{extension}").read_bytes())
+    corpus = only_corpus(root)
+    problems = {folder.name: check_sample(corpus, folder).problems for folder in corpus.sample_folders}
+
+    assert problems["near"] == [] and problems["alias"] == []
+    assert problems["far"] == [f"far: the sample folder resolves to {outside / 'far'}, outside the data root "
+                               f"{root}; refused"]
+    assert problems["linked"] == [f"linked/linked.semantic: resolves to {outside / 'far' / 'far.semantic'}, "
+                                  f"outside the data root {root}; refused"]

@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 CREDENTIALS = "watcher:s3cret"
 
@@ -29,25 +34,35 @@ def get_json(url: str, credentials: str | None = CREDENTIALS):
         return json.loads(response.read())
 
 
+def start_flower(env: dict, log_path, *options: str) -> tuple[str, subprocess.Popen]:
+    """A real Flower on the project's app and a free loopback port, once it answers HTTP."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "supersmm_tasks", "flower", f"--port={port}",
+                                    *options], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/healthcheck", timeout=5).close()
+            return base, process
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.3)
+    process.kill()
+    pytest.fail(f"Flower on port {port} did not answer:\n{log_path.read_text(errors='replace')[-3000:]}")
+
+
+def status_without_credentials(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 @pytest.fixture
 def flower(training_home, tmp_path):
-    port = free_port()
-    log_path = tmp_path / "flower.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "supersmm_tasks", "flower", f"--port={port}",
-             f"--basic-auth={CREDENTIALS}"],
-            env=training_home.env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def answering():
-        try:
-            get_json(f"{base}/api/workers?refresh=false")
-            return True
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    training_home.wait_for(answering, 60, f"Flower on port {port}\n{log_path}")
+    base, process = start_flower(training_home.env, tmp_path / "flower.log", f"--basic-auth={CREDENTIALS}")
     yield base, process
     process.terminate()
     process.wait(timeout=30)
@@ -76,3 +91,28 @@ def test_flower_lists_workers_and_every_chunk_behind_basic_auth(training_home, w
 
     listening = [c.laddr.ip for c in psutil.Process(process.pid).net_connections(kind="inet") if c.status == "LISTEN"]
     assert listening and set(listening) == {"127.0.0.1"}
+
+
+def test_without_basic_auth_flower_guards_only_its_api_as_the_readme_says(supersmm_env, tmp_path):
+    base, process = start_flower(supersmm_env, tmp_path / "flower_open.log")
+    try:
+        assert status_without_credentials(f"{base}/api/workers") == 401
+        assert status_without_credentials(f"{base}/workers") == 200  # the HTML pages answer anyone
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    readme = README.read_text("utf-8")
+    documented = re.findall(r"^celery -A supersmm_tasks flower.*$", readme, re.MULTILINE)
+    assert documented and all("--basic-auth=" in line for line in documented), documented
+    assert "without `--basic-auth`, only Flower's `/api` is protected" in " ".join(readme.split())
+
+
+def test_with_basic_auth_flower_guards_its_html_pages_too(supersmm_env, tmp_path):
+    base, process = start_flower(supersmm_env, tmp_path / "flower_auth.log", f"--basic-auth={CREDENTIALS}")
+    try:
+        assert status_without_credentials(f"{base}/workers") == 401
+        assert status_without_credentials(f"{base}/api/workers") == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -12,7 +12,7 @@ from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE
 from supersmm_tasks.corpus import Example, load_dataset, read_label
 from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
-from supersmm_tasks.pipeline import epoch_batches, load_image
+from supersmm_tasks.pipeline import EpochBatches, epoch_batches, load_image
 from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.vocabulary import encode
 
@@ -185,11 +185,15 @@ def test_an_engraved_camera_corpus_flows_from_detect_to_batches(tmp_path, monkey
             assert 0.01 < inked < 0.5  # a photographed staff: some ink, mostly paper
 
 
-def test_an_image_broken_after_detection_is_named(tmp_path):
+def test_an_image_broken_after_detection_is_left_out_and_named_unless_most_are(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(REAL_PNG.read_bytes()[:-300])
-    examples = [Example("real", str(REAL_PNG), REAL_TOKENS, REAL_WIDTH, REAL_HEIGHT),
-                Example("broken", str(broken), REAL_TOKENS, REAL_WIDTH, REAL_HEIGHT)]
+    real = Example("real", str(REAL_PNG), REAL_TOKENS, REAL_WIDTH, REAL_HEIGHT)
+    examples = [real, Example("broken", str(broken), REAL_TOKENS, REAL_WIDTH, REAL_HEIGHT)]
 
-    with pytest.raises(SupersmmError, match=f"cannot decode image {broken} .*run `supersmm detect`"):
-        batches_of(examples)
+    batches = EpochBatches(examples, encoding="semantic", height=64, batch_size=4, seed=3, training=True)
+    assert len(batches) == 1 and [path for path, _ in batches.skipped] == [str(broken)]
+    assert [batch["image"].shape[0] for batch in batches.epoch(1)] == [1]
+
+    with pytest.raises(SupersmmError, match=f"2 of 3 images do not decode \\(first: {broken}: .*run `supersmm detect`"):
+        batches_of(examples + [Example("broken2", str(broken), REAL_TOKENS, REAL_WIDTH, REAL_HEIGHT)])

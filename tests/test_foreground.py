@@ -1,0 +1,101 @@
+"""`supersmm train` killed in any way, and workers stopped with SIGTERM: nothing keeps training behind the user's
+back, the run's files stay intact, and `supersmm train NAME` continues the run to exactly where an undisturbed
+run ends. Real `supersmm train` and `celery worker` processes, real signals."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from supersmm_tasks import broker, lease, run_state, tasks
+from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.run_config import create_or_update_run
+from supersmm_tasks.training import train_chunk
+
+EPOCHS = 3
+SETTINGS = ["--dataset", "primus", "--model", "tiny", "--batch-size", "4", "--max-total-epochs", str(EPOCHS),
+            "--max-epochs-per-run", str(EPOCHS)]
+# Columns that depend on the training only (not on clocks, processes or file names).
+RESULT_COLUMNS = ("epoch", "loss", "val_loss", "val_ser", "val_sequence_error", "learning_rate", "dataset_size")
+
+
+def train_command(name: str, *settings: str) -> list[str]:
+    return [sys.executable, "-m", "supersmm_tasks.cli", "train", name, *settings]
+
+
+def results(training_home, name: str) -> list[tuple]:
+    return [tuple(row[column] for column in RESULT_COLUMNS) for row in training_home.csv_rows(name)]
+
+
+def undisturbed(training_home) -> list[tuple]:
+    """The rows of the same run trained in one go, in this process."""
+    create_or_update_run("undisturbed", "primus", model="tiny", batch_size=4, max_total_epochs=EPOCHS,
+                         max_epochs_per_run=EPOCHS)
+    train_chunk("undisturbed", 1, EPOCHS)
+    return results(training_home, "undisturbed")
+
+
+def foreground_workers(parent_pid: int) -> list[psutil.Process]:
+    """The worker processes that `supersmm train` with this pid started."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(f"_{parent_pid}@" in argument for argument in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def wait_until_gone(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    return alive
+
+
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_supersmm_train_killed_mid_epoch_leaves_no_worker_and_continues_exactly(training_home, kill):
+    first = subprocess.Popen(train_command("fg", *SETTINGS), env=training_home.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        training_home.wait_for(lambda: (training_home.progress("fg").get("epoch", 0) >= 2
+                                        and training_home.progress("fg").get("batch", 0) >= 1) or first.poll() is not None,
+                               300, "foreground training in epoch 2")
+        workers = foreground_workers(first.pid)
+        assert workers, "no foreground worker found"
+        os.killpg(first.pid, kill)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert not wait_until_gone(workers, 30), "the worker of the killed `supersmm train` is still running"
+    state = training_home.state("fg")
+    assert state["status"] in tasks.ACTIVE_STATUSES and state["last_completed_epoch"] < EPOCHS
+    assert training_home.csv_epochs("fg") == list(range(1, state["last_completed_epoch"] + 1))
+
+    second = subprocess.run(train_command("fg"), env=training_home.env, capture_output=True, text=True, timeout=400)
+
+    assert second.returncode == 0, second.stderr
+    assert f"run fg completed at epoch {EPOCHS}/{EPOCHS}" in second.stderr
+    assert results(training_home, "fg") == undisturbed(training_home)
+
+
+def test_sigterm_stops_a_training_worker_within_seconds_with_its_run_intact(training_home, workers):
+    training_home.enqueue("long", epochs=200, chunk=200)
+    worker = workers.start("w1")
+    training_home.wait_for(lambda: training_home.progress("long").get("epoch", 0) >= 2
+                           and training_home.progress("long").get("batch", 0) >= 1, 300, "training in epoch 2",
+                           [worker])
+    os.killpg(worker.process.pid, signal.SIGTERM)
+    stopped_at = time.monotonic()
+    worker.process.wait(timeout=60)
+    assert time.monotonic() - stopped_at < 15, worker.log()[-3000:]  # the chunk had 198 epochs to go
+
+    state = training_home.state("long")
+    assert state["status"] == "running" and state["last_completed_epoch"] >= 1
+    assert training_home.csv_epochs("long") == list(range(1, state["last_completed_epoch"] + 1))
+    assert load_checkpoint(state["checkpoint"]).epoch == state["last_completed_epoch"]
+    assert lease.holder(broker.client(), "long") is None
+    assert "chunk stopped mid-epoch because the worker is shutting down" in worker.log()
+    assert "chunk failed" not in run_state.log_path("long").read_text()
