@@ -385,9 +385,8 @@ def reconcile_interval() -> float:
 def reconcile_once(connection: redis.Redis) -> list[str]:
     """Queue the next chunk of every run that should be training but has no trainer and no live chunk message.
 
-    One MGET reads every run's lease and marker; a run's files are read only when it has neither a
-    trainer nor a live marker, so a pass over a busy cluster costs a few commands and no disk reads
-    beyond the listing and the configs of queued runs.
+    One MGET reads every run's lease and marker, and a run's state and config files are parsed again
+    only when they changed, so a pass over a busy cluster costs a few commands and one stat per file.
     """
     runs = run_state.list_runs()
     leases, markers = _leases_and_markers(connection, runs)
@@ -401,13 +400,32 @@ def reconcile_once(connection: redis.Redis) -> list[str]:
         if stale is None:
             continue
         try:
-            state = run_state.read_state(run)
+            status = _parsed_if_changed(run_state.state_path(run), lambda: run_state.read_state(run)["status"])
         except SupersmmError as error:
             logger.warning("reconciler: skipping run %s: %s", run, error)
             continue
-        if state["status"] in ACTIVE_STATUSES and queue_next_chunk(connection, run, replacing=stale):
+        if status in ACTIVE_STATUSES and queue_next_chunk(connection, run, replacing=stale):
             requeued.append(run)
     return requeued
+
+
+_parsed: dict = {}
+
+
+def _parsed_if_changed(path, parse):
+    """parse(), or what it returned last time for this path if the file has not changed since (same inode,
+    size and modification time; every write of a run file renames a new file into place)."""
+    try:
+        stat = path.stat()
+        before = stat.st_ino, stat.st_size, stat.st_mtime_ns
+    except FileNotFoundError:
+        before = None
+    cached = _parsed.get(path)
+    if before is not None and cached is not None and cached[0] == before:
+        return cached[1]
+    value = parse()
+    _parsed[path] = (before, value)  # a change during parse() shows at the next look
+    return value
 
 
 def _leases_and_markers(connection: redis.Redis, runs: list[str]) -> tuple[dict, dict]:
@@ -430,7 +448,8 @@ def _stale_marker(connection: redis.Redis, run: str, marker: dict, messages: "Me
     age = time.time() - float(marker.get("queued_at") or 0)
     if not marker.get("sent"):
         return marker["task_id"] if age > UNSENT_MARKER_GRACE_S else None
-    if marker.get("queue") != configured_route(run)[0] and marker.get("queue") != run_route(connection, run)[0]:
+    configured_queue = _parsed_if_changed(run_state.config_path(run), lambda: configured_route(run)[0])
+    if marker.get("queue") != configured_queue and marker.get("queue") != run_route(connection, run)[0]:
         return marker["task_id"]  # re-routed: a `supersmm train` that ended, or a changed --queue
     taken_at = messages.taken_at(marker["task_id"])
     if taken_at is not None and time.time() - taken_at > ttl_seconds():
