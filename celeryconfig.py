@@ -5,9 +5,17 @@ a lost chunk is re-queued by the reconciler in `supersmm_tasks.tasks` (lease exp
 pending), so the settings below only have to keep duplicates rare and harmless.
 """
 from supersmm_tasks import broker
+from supersmm_tasks.errors import SupersmmError
 
-broker_url = broker.broker_url()
-result_backend = broker.result_backend_url()
+try:
+    broker_url = broker.broker_url()
+    result_backend = broker.result_backend_url()
+except SupersmmError as error:  # `celery -A supersmm_tasks ...` prints it as one line, like `supersmm` does
+    raise SystemExit(f"supersmm: error: {error}") from None
+
+# The function that trains one chunk, as "module:function" with train_chunk's signature. The scale
+# benchmark (bench/scale_worker.py) runs its workers with a stand-in that sleeps and writes small checkpoints.
+supersmm_train_chunk = "supersmm_tasks.training:train_chunk"
 
 # JSON only: a message never carries code.
 task_serializer = "json"
@@ -41,6 +49,10 @@ broker_transport_options = {
     "sep": ":",
 }
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+if broker.is_sentinel(broker_url):
+    broker_transport_options["master_name"] = broker.sentinel_master()
+if broker.is_sentinel(result_backend):
+    result_backend_transport_options["master_name"] = broker.sentinel_master()
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # a worker waits for Redis to come back, however long
 worker_cancel_long_running_tasks_on_connection_loss = False  # a Redis restart must not stop training

@@ -5,6 +5,11 @@ for this SUPERSMM_HOME: bound to a unix socket under `paths.private_state_dir()`
 path is too long for a socket, to loopback on a random port with a password), persisting to an
 append-only file next to it. Later commands and workers find it through its URL file and reuse
 it; `stop_embedded()` shuts it down cleanly.
+
+A configured broker is `redis://`, `rediss://` (TLS: `ssl_cert_reqs` and `ssl_ca_certs` in the query
+string), `unix://` / `redis+socket://`, or Redis Sentinel: `sentinel://host:port;sentinel://host:port;...`
+naming the master SUPERSMM_SENTINEL_MASTER (default `mymaster`); a password in the first of those URLs
+is the master's. Any other URL is refused with one line, before Celery or redis-py sees it.
 """
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.sentinel
 from filelock import FileLock
 
 from . import paths
@@ -26,32 +33,106 @@ from .errors import SupersmmError
 
 BROKER_URL_VARIABLE = "SUPERSMM_BROKER_URL"
 RESULT_BACKEND_VARIABLE = "SUPERSMM_RESULT_BACKEND"
+SENTINEL_MASTER_VARIABLE = "SUPERSMM_SENTINEL_MASTER"
+DEFAULT_SENTINEL_MASTER = "mymaster"
+UNIX_SCHEMES = ("redis+socket", "socket", "unix")
+NETWORK_SCHEMES = ("redis", "rediss")
+SENTINEL_SCHEME = "sentinel"
 UNIX_SOCKET_PATH_LIMIT = 100  # sun_path holds 108 bytes on Linux; keep a margin
 START_TIMEOUT_S = 20.0
+SOCKET_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 5
 
 
 def broker_url() -> str:
-    """The broker the user configured, or the embedded one (started if it is not running)."""
-    return os.environ.get(BROKER_URL_VARIABLE) or ensure_embedded()
+    """The broker the user configured (checked), or the embedded one (started if it is not running)."""
+    configured = os.environ.get(BROKER_URL_VARIABLE)
+    return checked_url(configured, BROKER_URL_VARIABLE) if configured else ensure_embedded()
 
 
 def result_backend_url() -> str:
-    return os.environ.get(RESULT_BACKEND_VARIABLE) or broker_url()
+    configured = os.environ.get(RESULT_BACKEND_VARIABLE)
+    return checked_url(configured, RESULT_BACKEND_VARIABLE) if configured else broker_url()
+
+
+def sentinel_master() -> str:
+    return os.environ.get(SENTINEL_MASTER_VARIABLE) or DEFAULT_SENTINEL_MASTER
+
+
+def is_sentinel(url: str) -> bool:
+    return url.startswith(f"{SENTINEL_SCHEME}://")
+
+
+def checked_url(url: str, where: str = "the broker URL") -> str:
+    """`url` when this project can use it; otherwise SupersmmError with one line (no password in it)."""
+    for part in url.split(";") if is_sentinel(url) else [url]:
+        problem = _url_problem(part.strip(), sentinel=is_sentinel(url))
+        if problem:
+            raise SupersmmError(f"{where} {redact(url)} cannot be used: {problem} (use redis://, rediss://, "
+                                "unix:// or sentinel://host:port;sentinel://host:port)")
+    return url
+
+
+def _url_problem(url: str, sentinel: bool) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        return str(error)
+    expected = (SENTINEL_SCHEME,) if sentinel else (*NETWORK_SCHEMES, *UNIX_SCHEMES)
+    if parts.scheme not in expected:
+        return f"scheme {parts.scheme or 'missing'!r}" + (" in a sentinel list" if sentinel else "")
+    if parts.scheme in UNIX_SCHEMES:
+        return None if parts.path else "no socket path"
+    if not parts.hostname:
+        return "no host"
+    if sentinel and port is None:
+        return f"no port for sentinel {parts.hostname}"
+    return None
+
+
+_clients: dict[tuple, redis.Redis] = {}
+_clients_lock = threading.Lock()
 
 
 def client(url: str | None = None) -> redis.Redis:
-    """A redis-py client for a broker URL (redis://, rediss:// or redis+socket:// / unix://)."""
+    """The process's redis-py client for a broker URL: one connection pool per URL, shared by threads."""
     url = url or broker_url()
+    key = (url, sentinel_master() if is_sentinel(url) else None)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = _new_client(url)
+        return _clients[key]
+
+
+def _new_client(url: str) -> redis.Redis:
     parts = urlsplit(url)
-    if parts.scheme in ("redis+socket", "socket", "unix"):
+    if parts.scheme in UNIX_SCHEMES:
         return redis.Redis(
             unix_socket_path=parts.path,
             password=parts.password,
             db=_db_from_query(parts.query),
             decode_responses=True,
-            socket_timeout=10,
+            socket_timeout=SOCKET_TIMEOUT_S,
         )
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5)
+    if is_sentinel(url):
+        return _sentinel_master_client(url)
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S,
+                                socket_connect_timeout=CONNECT_TIMEOUT_S)
+
+
+def _sentinel_master_client(url: str) -> redis.Redis:
+    """A client that asks the Sentinels where the master is, and asks again after a failover."""
+    sentinels = [urlsplit(part.strip()) for part in checked_url(url).split(";") if part.strip()]
+    first = sentinels[0]
+    timeouts = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
+    manager = redis.sentinel.Sentinel(
+        [(part.hostname, part.port) for part in sentinels], sentinel_kwargs=timeouts, **timeouts)
+    db = int(first.path.strip("/") or 0) if first.path.strip("/").isdigit() else 0
+    return manager.master_for(
+        sentinel_master(), decode_responses=True, db=db,
+        username=unquote(first.username) if first.username else None,
+        password=unquote(first.password) if first.password else None)
 
 
 def connect(url: str | None = None) -> redis.Redis:
@@ -63,16 +144,36 @@ def connect(url: str | None = None) -> redis.Redis:
     except redis.AuthenticationError as error:
         raise SupersmmError(f"broker {redact(url)} refused the password: {error}") from None
     except redis.RedisError as error:
-        raise SupersmmError(f"broker {redact(url)} is unreachable: {error}") from None
+        raise SupersmmError(f"broker {redact(url)} is unreachable: {_without_secrets(error, url)}") from None
     return connection
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    """The URL without its passwords, for messages."""
+    for password in _passwords(url):
+        url = url.replace(f":{password}@", ":***@")
+    return url
+
+
+def _without_secrets(error: Exception, url: str) -> str:
+    """The error's text, with any password of the URL replaced (redis-py may quote the URL)."""
+    text = str(error)
+    for password in _passwords(url):
+        text = text.replace(password, "***")
+    return text
+
+
+def _passwords(url: str) -> list[str]:
+    """The passwords in a URL or in a `;`-separated list of them."""
+    found = []
+    for part in url.split(";"):
+        try:
+            password = urlsplit(part.strip()).password
+        except ValueError:
+            continue
+        if password:
+            found.append(password)
+    return found
 
 
 def _db_from_query(query: str) -> int:

@@ -1,7 +1,9 @@
 """One trainer per run: a short Redis lease, a heartbeat that renews it, and a fencing token.
 
-Each acquisition takes a new token from a per-run counter (INCR, never reused). The lease key holds
-the token of its holder and expires unless renewed. `Lease.guard()` runs before every checkpoint,
+Each acquisition takes a new token from a per-run counter (INCR, never reused). A counter lost with
+its Redis (a failover, a Redis restarted empty) starts again from the Redis clock in milliseconds,
+above every token handed out before, so a trainer from before the loss can never match a new
+holder's token. The lease key holds the token of its holder and expires unless renewed. `Lease.guard()` runs before every checkpoint,
 state or CSV write: atomically, it checks that the lease still holds this token and extends it, so
 a holder that was paused (SIGSTOP), cut off or superseded writes nothing.
 """
@@ -18,10 +20,22 @@ from .errors import SupersmmError
 DEFAULT_TTL_S = 10.0
 LEASE_TTL_VARIABLE = "SUPERSMM_LEASE_TTL"
 
+# next_token(counter): the next fencing token. A missing counter starts at the clock in milliseconds
+# (13 digits: Lua writes numbers of up to 14 digits exactly).
+FIRST_TOKEN_LUA = """
+local function next_token(counter)
+  if redis.call('EXISTS', counter) == 0 then
+    local now = redis.call('TIME')
+    redis.call('SET', counter, now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000)))
+  end
+  return redis.call('INCR', counter)
+end
+"""
+
 # Take the lease only when nobody holds it: returns the new fencing token, or 0.
-_ACQUIRE = """
+_ACQUIRE = FIRST_TOKEN_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = redis.call('INCR', KEYS[2])
+local token = next_token(KEYS[2])
 redis.call('SET', KEYS[1], token .. '|' .. ARGV[2], 'PX', ARGV[1])
 return token
 """

@@ -22,6 +22,7 @@ COLUMNS = (
     "checkpoint_path", "memory_mb",
 )
 HEADER = ",".join(COLUMNS) + "\n"
+RUN_COLUMN, EPOCH_COLUMN = COLUMNS.index("run"), COLUMNS.index("epoch")
 
 
 def _lock() -> FileLock:
@@ -70,12 +71,29 @@ def append_row(row: dict) -> None:
     path = paths.training_log_csv()
     path.parent.mkdir(parents=True, exist_ok=True)
     line = _format_row(row)
-    with _lock():
-        prefix = "" if _has_header_and_whole_lines(path) or _read_text_repaired() else HEADER
-        with open(path, "a", encoding="utf-8") as log:
-            log.write(prefix + line)
-            log.flush()
-            os.fsync(log.fileno())
+    # Every worker appends here, so the lock is held for the write only and the fsync follows it. The
+    # file is opened under the lock: a repair renames a new file over it, and must see our row.
+    descriptor = None
+    try:
+        with _lock():
+            prefix = "" if _has_header_and_whole_lines(path) or _read_text_repaired() else HEADER
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            with open(descriptor, "a", encoding="utf-8", closefd=False) as log:
+                log.write(prefix + line)
+        os.fsync(descriptor)
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+def _fields_if_of(run: str, line: str) -> list[str] | None:
+    """The line's fields when it is a row of `run`, else None. Every chunk start reads the whole file
+    (all runs, every epoch) under the lock, so the other runs' rows are skipped without parsing them:
+    a run's name is never quoted, and it follows the timestamp, which has no comma."""
+    if f",{run}," not in line:
+        return None
+    fields = next(csv.reader([line]), None)
+    return fields if fields and len(fields) > EPOCH_COLUMN and fields[RUN_COLUMN] == run else None
 
 
 def read_rows(run: str | None = None) -> list[dict]:
@@ -99,11 +117,11 @@ def reconcile_run(run: str, committed_epoch: int, row_for) -> list[str]:
         lines = text.splitlines(keepends=True)[1:]
         kept, seen, changes = [], set(), []
         for line in lines:
-            row = next(csv.DictReader(io.StringIO(HEADER + line)), None)
-            if row is None or row.get("run") != run:
+            fields = _fields_if_of(run, line)
+            if fields is None:
                 kept.append(line)
                 continue
-            epoch = int(row["epoch"])
+            epoch = int(fields[EPOCH_COLUMN])
             if epoch > committed_epoch or epoch in seen:
                 changes.append(f"dropped row of epoch {epoch}")
                 continue

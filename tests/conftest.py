@@ -1,6 +1,6 @@
 """Shared fixtures: a real Redis server process and real `celery worker` subprocesses.
 
-    redis_server   a redis-server on a free loopback port with an append-only file; restart() / stop()
+    redis_server   a redis-server on a free loopback port with an append-only file; restart() / stop() / crash() / wipe()
     supersmm_env   SUPERSMM_HOME in a temporary folder, SUPERSMM_BROKER_URL on redis_server, short lease
                    and reconciler intervals; returns the environment for subprocesses
     workers        workers.start(name) starts `celery -A supersmm_tasks worker`; Worker.kill() is SIGKILL
@@ -61,6 +61,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_answering(client: redis.Redis, what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start")
+
+
 def redis_server_binary() -> str:
     from supersmm_tasks.broker import redis_server_binary as shipped_or_on_path
 
@@ -81,15 +92,7 @@ class RedisServer:
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
+        wait_until_answering(redis.Redis.from_url(self.url), f"redis-server on port {self.port}")
 
     def stop(self) -> None:
         """SIGTERM: Redis flushes its append-only file and exits."""
@@ -101,6 +104,17 @@ class RedisServer:
         self.stop()
         time.sleep(down_for_s)
         self.start()
+
+    def crash(self) -> None:
+        """SIGKILL: Redis dies as in a power cut; what its append-only file holds (every write) survives."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def wipe(self) -> None:
+        """Delete its data files, so that the next start() is an empty Redis (a new machine, a lost disk)."""
+        for item in self.folder.iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, decode_responses=True)

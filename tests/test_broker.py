@@ -155,3 +155,27 @@ def test_workers_bring_back_an_embedded_broker_that_died_but_not_one_stopped_on_
     broker.stop_embedded()
     broker.restart_embedded_if_crashed()
     assert broker.embedded_url_if_running() is None
+
+
+@pytest.mark.parametrize("url", [
+    "sentinel://", "sentinel://127.0.0.1;sentinel://127.0.0.1:26379", "amqp://guest:s3cret@host//",
+    "redis://:s3cret@127.0.0.1:notaport/0", "http://127.0.0.1:6379",
+])
+@pytest.mark.parametrize("command", [["supersmm_tasks.cli", "status"], ["celery", "-A", "supersmm_tasks", "worker"]])
+def test_a_broker_url_the_project_cannot_use_is_one_clear_line(tmp_path, url, command):
+    env = {**os.environ, "SUPERSMM_HOME": str(tmp_path), "SUPERSMM_BROKER_URL": url}
+    result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot be used" in lines[0] and "SUPERSMM_BROKER_URL" in lines[0] and "s3cret" not in lines[0]
+
+
+def test_sentinel_urls_are_accepted_and_name_their_master(monkeypatch):
+    url = "sentinel://:pw@10.0.0.1:26379;sentinel://10.0.0.2:26379;sentinel://10.0.0.3:26380"
+    assert broker.checked_url(url) == url
+    monkeypatch.delenv("SUPERSMM_SENTINEL_MASTER", raising=False)
+    assert broker.sentinel_master() == "mymaster"
+    monkeypatch.setenv("SUPERSMM_SENTINEL_MASTER", "trainers")
+    assert broker.sentinel_master() == "trainers"
+    assert broker.redact(url) == "sentinel://:***@10.0.0.1:26379;sentinel://10.0.0.2:26379;sentinel://10.0.0.3:26380"

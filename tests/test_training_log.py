@@ -84,6 +84,16 @@ def test_reconcile_keeps_one_row_per_committed_epoch_and_leaves_other_runs_alone
     assert reconcile_run("a", committed_epoch=3, row_for=stored.get) == []
 
 
+def test_reconcile_tells_a_run_from_runs_and_datasets_whose_names_contain_it(home):
+    for epoch in (1, 2, 3):
+        append_row(row("a", epoch, dataset="a_b"))
+        append_row(row("a_b", epoch, dataset="a"))
+        append_row(row("b", epoch, dataset="a", worker="a,a"))
+
+    assert reconcile_run("a", 2, row_for=lambda epoch: None) == ["dropped row of epoch 3"]
+    assert (epochs_of("a"), epochs_of("a_b"), epochs_of("b")) == ([1, 2], [1, 2, 3], [1, 2, 3])
+
+
 def test_a_file_with_other_columns_is_refused_with_a_clear_message(home):
     paths.training_log_csv().parent.mkdir(parents=True)
     paths.training_log_csv().write_text("time,run,epoch\n1,a,1\n")

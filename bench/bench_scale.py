@@ -1,0 +1,328 @@
+"""The cluster at scale: many worker processes and runs on one Redis, with the training replaced by a stand-in.
+
+Everything is real except the training step: `celery worker` processes running the project's chunk
+task (pending marker, claim, lease, heartbeat, fencing, reconciler, run state, CSV log, checkpoint files)
+with `bench/scale_worker.py`'s stand-in, which sleeps 5 ms per epoch and writes a checkpoint of a few
+bytes (see that module for how it is plugged in). Two sizes, each on its own redis-server, every run
+10 chunks of 1 epoch: 5 workers x 50 runs, then 50 workers x 500 runs, during which 10% of the workers
+are SIGKILLed at random moments and replaced. --quick: 3 x 15, then 15 x 150.
+
+Figures (the large size unless named otherwise):
+- scale_workers, scale_runs, scale_chunks_per_second;
+- scale_overhead_ms_p50 / _p95: what a chunk costs besides its training, from one chunk's end to the
+  start of the next chunk its worker trains (release the lease, queue the run's next chunk, acknowledge,
+  take the next message, claim its run, read the state), while chunks were waiting. The time from a
+  chunk's end to the next chunk *of the same run* adds the run's turn behind the other runs (ten per
+  worker here, by design: runs sharing a pool take turns); it is reported as scale_run_turn_ms_p50/_p95,
+  next to what fair turns alone explain ((runs - workers) / chunks per second);
+- all of these from the moment every worker is ready (every run is queued before) until fewer runs
+  than workers are left;
+- scale_overhead_growth: overhead p95 large / small;
+- scale_redis_commands_per_chunk (Redis INFO commandstats, all clients, from the first enqueue to the
+  last chunk) and its growth large / small;
+- reconcile_pass_ms: the CPU time of one reconciler pass over all runs (median of 5, taken mid-run; its
+  wall time, longer on a busy machine, is given next to it);
+- scale_lost_chunks (epochs without a CSV row once every run completed) and scale_duplicate_rows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.bench_queue import free_port, percentile
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+EPOCHS = 10
+KILLED_FRACTION = 0.1
+STARTS_AT_ONCE = 8  # worker processes started together (2 cores: each start takes a second of CPU)
+
+
+def run(quick: bool) -> list[dict]:
+    sizes = ((3, 15), (15, 150)) if quick else ((5, 50), (50, 500))
+    with corpus() as data_root:
+        small = measure(data_root, *sizes[0], kills=0)
+        large = measure(data_root, *sizes[1], kills=max(1, round(sizes[1][0] * KILLED_FRACTION)))
+    overhead_growth = large["overhead_p95"] / small["overhead_p95"]
+    commands_growth = large["commands_per_chunk"] / small["commands_per_chunk"]
+    return [
+        figure("scale_workers", large["workers"], "processes", ">= 50", large["workers"] >= (15 if quick else 50),
+               killed=large["killed"]),
+        figure("scale_runs", large["runs"], "runs", ">= 500", large["runs"] >= (150 if quick else 500),
+               chunks=large["chunks"]),
+        figure("scale_chunks_per_second", round(large["chunks_per_second"], 1), "chunks/s", "report", True,
+               small=round(small["chunks_per_second"], 1), measured_for_s=round(large["seconds"], 1)),
+        figure("scale_overhead_ms_p50", round(large["overhead_p50"], 1), "ms", "report", True,
+               small=round(small["overhead_p50"], 1)),
+        figure("scale_overhead_ms_p95", round(large["overhead_p95"], 1), "ms", "<= 100", large["overhead_p95"] <= 100,
+               small=round(small["overhead_p95"], 1)),
+        figure("scale_overhead_growth", round(overhead_growth, 2), "ratio", "<= 1.5", overhead_growth <= 1.5),
+        figure("scale_run_turn_ms_p50", round(large["turn_p50"], 1), "ms", "report", True,
+               fair_turn_ms=round(large["fair_turn"], 1)),
+        figure("scale_run_turn_ms_p95", round(large["turn_p95"], 1), "ms", "report", True,
+               small=round(small["turn_p95"], 1)),
+        figure("scale_redis_commands_per_chunk", round(large["commands_per_chunk"], 1), "commands", "report", True,
+               small=round(small["commands_per_chunk"], 1), top=large["top_commands"]),
+        figure("scale_redis_commands_growth", round(commands_growth, 2), "ratio", "<= 1.2", commands_growth <= 1.2),
+        figure("reconcile_pass_ms", round(large["reconcile_cpu_ms"], 1), "ms", "report", True,
+               wall_ms=round(large["reconcile_wall_ms"], 1), runs=large["runs"]),
+        figure("scale_lost_chunks", small["lost"] + large["lost"], "chunks", "0", small["lost"] + large["lost"] == 0),
+        figure("scale_duplicate_rows", small["duplicates"] + large["duplicates"], "rows", "0",
+               small["duplicates"] + large["duplicates"] == 0),
+    ]
+
+
+def figure(name, value, unit, goal, ok, **details) -> dict:
+    return {"name": name, "value": value, "unit": unit, "goal": goal, "ok": bool(ok), **details}
+
+
+# --- one size --------------------------------------------------------------------------------------
+
+def measure(data_root: Path, worker_count: int, run_count: int, kills: int) -> dict:
+    """Train run_count runs of EPOCHS one-epoch chunks on worker_count stand-in workers; the figures of it.
+
+    Every run is queued first, then the workers start: the figures are taken from the moment the last
+    worker is ready to the moment fewer runs than workers are left, while chunks wait for every worker."""
+    total = run_count * EPOCHS
+    with scale_home(data_root) as home:
+        names = [f"scale_{number:04d}" for number in range(run_count)]
+        home.detect()
+        home.redis().config_resetstat()
+        home.enqueue(names)
+        home.start_workers(worker_count)
+        ready_at, done_at_ready = time.time(), home.chunks_done()
+        kill_at = sorted(done_at_ready + random.uniform(0.1, 0.8) * (total - done_at_ready) for _ in range(kills))
+        reconcile_times = []
+        while True:
+            done = home.chunks_done()
+            if done >= total and home.all_completed(names):
+                break
+            if time.time() - ready_at > home.timeout_s(run_count):
+                raise RuntimeError(f"{run_count} runs did not complete within {home.timeout_s(run_count):.0f} s "
+                                   f"({done} chunks done); worker logs in {home.folder}")
+            if kill_at and done >= kill_at[0]:
+                kill_at.pop(0)
+                home.kill_and_replace_one()
+            if len(reconcile_times) < 5 and done >= done_at_ready + 0.4 * (total - done_at_ready):
+                reconcile_times.append(home.time_reconcile_pass())
+            time.sleep(0.5)
+        commands = home.commands()
+        rows = home.csv_rows()
+        timings = home.timings()
+    expected = {(name, epoch) for name in names for epoch in range(1, EPOCHS + 1)}
+    seen = [(row["run"], int(row["epoch"])) for row in rows]
+    completions = sorted(t["end"] for t in timings if t["chunk"] == EPOCHS)
+    saturated_until = completions[max(0, run_count - worker_count - 1)]
+    overhead = worker_gaps(timings, ready_at, saturated_until)
+    turns = run_gaps(timings)
+    rate = sum(ready_at <= t["end"] <= saturated_until for t in timings) / (saturated_until - ready_at)
+    return {
+        "workers": worker_count, "runs": run_count, "chunks": len(timings), "killed": kills,
+        "seconds": saturated_until - ready_at, "chunks_per_second": rate,
+        "overhead_p50": percentile(overhead, 50), "overhead_p95": percentile(overhead, 95),
+        "turn_p50": percentile(turns, 50), "turn_p95": percentile(turns, 95),
+        "fair_turn": 1000 * (run_count - worker_count) / rate,
+        "commands_per_chunk": sum(commands.values()) / total,
+        "top_commands": dict(sorted(commands.items(), key=lambda item: -item[1])[:8]),
+        "reconcile_cpu_ms": statistics.median(cpu for cpu, _ in reconcile_times),
+        "reconcile_wall_ms": statistics.median(wall for _, wall in reconcile_times),
+        "lost": len(expected - set(seen)), "duplicates": len(seen) - len(set(seen)),
+    }
+
+
+def worker_gaps(timings: list[dict], since: float, until: float) -> list[float]:
+    """ms from each chunk's end to the start of its worker's next chunk, within [since, until].
+    A worker's first gap is left out: it includes opening the worker's connection for sending."""
+    gaps = []
+    by_worker: dict[str, list[dict]] = {}
+    for timing in timings:
+        by_worker.setdefault(timing["pid"], []).append(timing)
+    for chunks in by_worker.values():
+        chunks.sort(key=lambda t: t["start"])
+        gaps += [1000 * (after["start"] - before["end"]) for before, after in zip(chunks[1:], chunks[2:])
+                 if before["end"] >= since and after["start"] <= until]
+    return gaps
+
+
+def run_gaps(timings: list[dict]) -> list[float]:
+    """ms from each chunk's end to the start of the next chunk of the same run."""
+    by_run: dict[str, dict[int, dict]] = {}
+    for timing in timings:
+        by_run.setdefault(timing["run"], {})[timing["chunk"]] = timing
+    return [1000 * (chunks[number + 1]["start"] - chunks[number]["end"])
+            for chunks in by_run.values() for number in chunks if number + 1 in chunks]
+
+
+# --- the setting -----------------------------------------------------------------------------------
+
+@contextmanager
+def corpus():
+    """A data root with a dozen engraved incipits (runs need a detected dataset; the stand-in never reads it)."""
+    from supersmm_tasks.synth import generate_corpus
+
+    folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_scale_data_"))
+    try:
+        generate_corpus(folder / "primus", 12, seed=0, workers=1, progress=False)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def scale_home(data_root: Path):
+    """A SUPERSMM_HOME on its own redis-server (append-only file, as a cluster's Redis would run)."""
+    folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_scale_"))
+    port = free_port()
+    redis_server = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--appendonly", "yes", "--save", "", "--maxclients", "10000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = dict(os.environ)
+    home = ScaleHome(folder, f"redis://127.0.0.1:{port}/0", data_root)
+    os.environ.update(home.env)
+    try:
+        home.wait_for_redis()
+        yield home
+    finally:
+        home.stop_workers()
+        redis_server.terminate()
+        redis_server.wait()
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class ScaleHome:
+    def __init__(self, folder: Path, url: str, data_root: Path):
+        self.folder = folder
+        self.url = url
+        self.timings_dir = folder / "timings"
+        self.timings_dir.mkdir()
+        self.env = {
+            "SUPERSMM_HOME": str(folder / "home"), "SUPERSMM_BROKER_URL": url, "SUPERSMM_DATA_ROOT": str(data_root),
+            "SUPERSMM_SCALE_TIMINGS": str(self.timings_dir),
+        }
+        self.workers: list[subprocess.Popen] = []
+        self.started = 0
+
+    def redis(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def wait_for_redis(self) -> None:
+        import redis
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                self.redis().ping()
+                return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server at {self.url} did not start")
+
+    def detect(self) -> None:
+        from supersmm_tasks.detect import detect
+
+        detect()
+
+    def enqueue(self, names: list[str]) -> None:
+        """Create every run and queue its first chunk, as `supersmm enqueue NAME --max-total-epochs 10
+        --max-epochs-per-run 1` does."""
+        from supersmm_tasks import runs
+
+        for name in names:
+            runs.enqueue(name, dataset="primus", model="tiny", max_total_epochs=EPOCHS, max_epochs_per_run=1)
+
+    def start_workers(self, count: int) -> None:
+        for first in range(0, count, STARTS_AT_ONCE):
+            batch = [self.start_worker() for _ in range(min(STARTS_AT_ONCE, count - first))]
+            for worker in batch:
+                self.wait_ready(worker)
+
+    def start_worker(self) -> subprocess.Popen:
+        self.started += 1
+        log = open(self.folder / f"worker_{self.started}.log", "wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "scale_worker", "worker", "-n", f"scale{self.started}@%h",
+             "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            env={**os.environ, **self.env, "PYTHONPATH": os.pathsep.join([str(BENCH), str(REPO)])},
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.folder, start_new_session=True)
+        worker.log_path = log.name
+        log.close()
+        self.workers.append(worker)
+        return worker
+
+    def wait_ready(self, worker: subprocess.Popen, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "ready." in Path(worker.log_path).read_text(errors="replace"):
+                return
+            if worker.poll() is not None:
+                raise RuntimeError(f"a scale worker exited: {Path(worker.log_path).read_text(errors='replace')[-2000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"a scale worker was not ready after {timeout_s} s ({worker.log_path})")
+
+    def kill_and_replace_one(self) -> None:
+        victim = random.choice([w for w in self.workers if w.poll() is None])
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        self.start_worker()
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+    def timeout_s(self, run_count: int) -> float:
+        return 600 + 4 * run_count
+
+    def timings(self) -> list[dict]:
+        found = []
+        for path in self.timings_dir.glob("*.jsonl"):
+            for line in path.read_text().splitlines():
+                try:
+                    found.append({**json.loads(line), "pid": path.stem})
+                except ValueError:
+                    continue  # a line cut short by a SIGKILL
+        return found
+
+    def chunks_done(self) -> int:
+        return sum(path.read_bytes().count(b"\n") for path in self.timings_dir.glob("*.jsonl"))
+
+    def first_chunk_start(self) -> float:
+        return min(t["start"] for t in self.timings())
+
+    def all_completed(self, names: list[str]) -> bool:
+        from supersmm_tasks.run_state import peek_state
+
+        return all(peek_state(name).get("status") == "completed" for name in names)
+
+    def time_reconcile_pass(self) -> tuple[float, float]:
+        """(CPU ms, wall ms) of one reconciler pass over every run, as a worker's reconciler thread makes it."""
+        from supersmm_tasks import broker, tasks
+
+        started, cpu_started = time.perf_counter(), time.process_time()
+        tasks.reconcile_once(broker.client(self.url))
+        return 1000 * (time.process_time() - cpu_started), 1000 * (time.perf_counter() - started)
+
+    def commands(self) -> dict[str, int]:
+        stats = self.redis().info("commandstats")
+        return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+
+    def csv_rows(self) -> list[dict]:
+        from supersmm_tasks import training_log
+
+        return training_log.read_rows()
