@@ -78,7 +78,6 @@ def test_a_run_fine_tuned_on_real_staves_reads_them_better_than_its_pretrained_s
     before = evaluate_run(pretrained, split="val", dataset="primus")
     after = evaluate_run("real_ft", split="val")
     assert before["samples"] == after["samples"] == 11  # the same real validation staves
-    print("real val SER: pretrained", before["ser"], "fine-tuned", after["ser"], run_state.read_state(pretrained))
     assert after["ser"] < before["ser"], (before, after)
 
 
