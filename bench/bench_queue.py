@@ -254,7 +254,8 @@ def plain_fit(dataset_name: str, epochs: int, folder: Path) -> float:
 
     def batches(examples, training: bool) -> tf.data.Dataset:
         return pipeline.epoch_batches(examples, encoding="semantic", height=preset.height,
-                                      batch_size=preset.batch_size, seed=0, epoch=0, training=training)
+                                      batch_size=preset.batch_size, seed=0, epoch=0, training=training,
+                                      augment=training)  # as a run augments its training images by default
 
     class CTCModel(keras.Model):
         def __init__(self):

@@ -18,10 +18,13 @@ from .errors import SupersmmError
 
 RUN_NAME = "demo"
 CORPUS_FOLDER = "demo"
-DEMO_SAMPLES = 120
-DEMO_EPOCHS = 20
-DEMO_CHUNK = 5
+# Enough music for a few minutes of training to read staves: agnostic labels (a symbol and its place on the
+# staff) are what `tiny` learns fastest; semantic ones need far more data and time.
+DEMO_SAMPLES = 400
+DEMO_EPOCHS = 12
+DEMO_CHUNK = 4
 DEMO_SEED = 0
+DEMO_ENCODING = "agnostic"
 MIN_SAMPLES = 10  # a train, a validation and a test sample at the very least, and a few to learn from
 
 
@@ -111,14 +114,14 @@ def train(dataset: str, epochs: int, chunk: int, seed: int) -> int:
     else:
         say(f"[3/4] training run {RUN_NAME} (tiny CRNN) for {target} epochs in chunks of {chunk}, "
             f"each chunk a Celery task on the embedded broker")
-    return train_foreground(RUN_NAME, dataset=dataset, model="tiny", max_total_epochs=target,
-                            max_epochs_per_run=chunk, seed=seed, patience=0)
+    return train_foreground(RUN_NAME, dataset=dataset, model="tiny", encoding=DEMO_ENCODING,
+                            max_total_epochs=target, max_epochs_per_run=chunk, seed=seed, patience=0)
 
 
 def show_result() -> None:
     """Validation SER of the best checkpoint, and one validation incipit as read by the model."""
     from .corpus import load_dataset
-    from .evaluate import evaluate_run, predict
+    from .evaluate import edit_distance, evaluate_run, predict
     from .render import write_svg
     from .run_config import load_run_config
 
@@ -134,6 +137,11 @@ def show_result() -> None:
         say("      read:  (nothing yet: a few epochs are not enough to read music; train on and watch the dashboard)")
         return
     say(f"      read:  {' '.join(prediction)}")
+    errors = edit_distance(prediction, example.tokens)
+    say(f"      {errors} symbol error{'s' if errors != 1 else ''} in {len(example.tokens)} "
+        f"(insertions, deletions and substitutions)")
+    if config.encoding != "semantic":
+        return  # only semantic tokens name pitches and durations that can be engraved again
     try:
         svg = write_svg(prediction, paths.run_dir(RUN_NAME) / "demo_prediction.svg")
         say(f"      what the model read, engraved again by Verovio: {svg}")

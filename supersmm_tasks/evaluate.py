@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import pipeline, run_state
-from .checkpoint import CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, restore_variables
+from .checkpoint import restore_variables
 from .errors import SupersmmError
 from .model import PRESETS, beam_decode, build_model, greedy_decode, logit_lengths
 from .run_config import RunConfig, load_run_config
@@ -53,15 +53,17 @@ def decode_logits(logits, image_width, preset, blank: int, beam_width: int | Non
     return greedy_decode(np.asarray(logits), lengths, blank)
 
 
-def evaluate_run(name: str, split: str = "val", beam_width: int | None = None) -> dict:
-    """SER and sequence error rate (%) of the run's best checkpoint on `split`."""
+def evaluate_run(name: str, split: str = "val", beam_width: int | None = None, dataset: str | None = None) -> dict:
+    """SER and sequence error rate (%) of the run's best checkpoint on `split` of its dataset (or of `dataset`,
+    labelled in the run's encoding: how a model reads another corpus)."""
     if split not in ("val", "test"):
         raise SupersmmError(f"unknown split {split!r}: use val or test")
     config = load_run_config(name)
     model, epoch = best_model(config)
-    examples = load_dataset(config.dataset).examples(split, config.encoding)
+    dataset = dataset or config.dataset
+    examples = load_dataset(dataset).examples(split, config.encoding)
     if not examples:
-        raise SupersmmError(f"dataset {config.dataset!r} has no {split} samples for encoding {config.encoding}")
+        raise SupersmmError(f"dataset {dataset!r} has no {split} samples for encoding {config.encoding}")
     preset, blank, forward = PRESETS[config.model], blank_index(config.encoding), inference_step(model)
     # The training batch size pads the validation batches as training did, so val SER matches the CSV.
     batches = pipeline.epoch_batches(
@@ -75,7 +77,7 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None) -
         truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
     ser, sequence_error = error_rates(predictions, truths)
     return {
-        "run": name, "split": split, "epoch": epoch, "samples": len(truths), "ser": ser,
+        "run": name, "dataset": dataset, "split": split, "epoch": epoch, "samples": len(truths), "ser": ser,
         "sequence_error": sequence_error, "decoder": f"beam {beam_width}" if beam_width else "greedy",
     }
 
@@ -90,15 +92,7 @@ def predict(name: str, image_paths: list[str]) -> list[list[str]]:
 
 def best_model(config: RunConfig):
     """The run's model with the weights of its best checkpoint (by val SER), and that epoch."""
-    folder = run_state.checkpoints_dir(config.run)
-    best_epoch = run_state.peek_state(config.run).get("best_epoch")
-    checkpoint = None
-    if best_epoch:
-        try:
-            checkpoint = load_checkpoint(checkpoint_path(folder, best_epoch))
-        except CorruptCheckpoint:
-            checkpoint = None
-    checkpoint = checkpoint or latest_valid_checkpoint(folder)
+    checkpoint = run_state.best_checkpoint(config.run)
     if checkpoint is None:
         raise SupersmmError(f"run {config.run!r} has no checkpoint yet: train at least one epoch first")
     model = build_model(PRESETS[config.model], len(load_vocabulary(config.encoding)), config.seed)

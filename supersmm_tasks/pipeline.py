@@ -10,6 +10,7 @@ each group is sorted by width and cut into batches, and the batches are shuffled
 of width (stable), the same every time.
 
 The pipeline of a cached example set is built once (`EpochBatches`); an epoch only sets the order it reads in.
+With `augment`, every training image is augmented on the fly (augment.py) from a seed of (seed, epoch, example).
 
 Decoded images are cached in memory (one uint8 strip per example set) when they fit; see `ImageCache`.
 
@@ -28,6 +29,7 @@ import psutil
 import tensorflow as tf
 from PIL import Image
 
+from .augment import augmented, sample_seeds
 from .corpus import Example
 from .errors import SupersmmError
 from .vocabulary import encode
@@ -199,11 +201,13 @@ class EpochBatches:
     """
 
     def __init__(self, examples: list[Example], *, encoding: str, height: int = DEFAULT_HEIGHT, batch_size: int,
-                 seed: int, training: bool, cache: bool = True):
+                 seed: int, training: bool, cache: bool = True, augment: bool = False):
         if not examples:
             raise SupersmmError("no examples to make batches of (is the split empty for this encoding?)")
         self.widths = np.array([resized_width(*_stored_size(example), height) for example in examples], np.int64)
         self.batch_size, self.seed, self.training = batch_size, seed, training
+        self.augment = augment and training
+        looks = augmented if self.augment else _as_stored
         labels, label_lengths = _label_matrix(examples, encoding)
         image_paths = [example.image_path for example in examples]
         strip = IMAGE_CACHE.strip(image_paths, self.widths, height) if cache else None
@@ -213,8 +217,9 @@ class EpochBatches:
             self.files = (np.array(image_paths), self.widths.astype(np.int32), labels, label_lengths)
 
             @not_converted
-            def decoded_sample(path, width, label, label_length):
-                return _padded_sample(ink_image(tf.io.read_file(path), height, width), width, label, label_length)
+            def decoded_sample(path, width, label, label_length, augment_seed):
+                image = looks(ink_image(tf.io.read_file(path), height, width), augment_seed)
+                return _padded_sample(image, width, label, label_length)
 
             self.decoded_sample = decoded_sample
             return
@@ -226,6 +231,7 @@ class EpochBatches:
         # Variables, not constants: tf.data copies every constant a dataset captures, for every iterator.
         with tf.device("/CPU:0"):
             self.order = tf.Variable(self.kept.astype(np.int32), trainable=False)
+            self.augment_seeds = tf.Variable(np.zeros((len(examples), 2), np.int64), trainable=False)
             widths = tf.Variable(self.widths.astype(np.int32), trainable=False)
             labels = tf.Variable(labels, trainable=False)
             label_lengths = tf.Variable(label_lengths, trainable=False)
@@ -235,7 +241,7 @@ class EpochBatches:
         def sample(position):
             index = self.order[position]
             width, offset = widths[index], offsets[index]
-            image = strip[0][:, offset:offset + tf.cast(width, tf.int64)]
+            image = looks(strip[0][:, offset:offset + tf.cast(width, tf.int64)], self.augment_seeds[index])
             return _padded_sample(image, width, labels[index], label_lengths[index])
 
         self.dataset = _batched(tf.data.Dataset.range(len(self.kept)).map(sample), batch_size)
@@ -247,12 +253,18 @@ class EpochBatches:
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """The batches of this epoch; iterate over them before asking for the next epoch's."""
         order = self.kept[batch_order(self.widths[self.kept], self.batch_size, self.seed, epoch, self.training)]
+        seeds = sample_seeds(self.seed, epoch, len(self.widths))
         if self.files is None:
             self.order.assign(order.astype(np.int32))
+            self.augment_seeds.assign(seeds)
             return self.dataset
-        in_order = tf.data.Dataset.from_tensor_slices(tuple(column[order] for column in self.files))
+        in_order = tf.data.Dataset.from_tensor_slices(tuple(column[order] for column in (*self.files, seeds)))
         decoded = in_order.map(self.decoded_sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return _batched(decoded.ignore_errors(), self.batch_size)
+
+
+def _as_stored(image, augment_seed):
+    return image
 
 
 def _padded_sample(image, width, label, label_length):
@@ -270,10 +282,10 @@ def _batched(samples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
 
 
 def epoch_batches(examples: list[Example], *, encoding: str, height: int = DEFAULT_HEIGHT, batch_size: int, seed: int,
-                  epoch: int, training: bool, cache: bool = True) -> tf.data.Dataset:
+                  epoch: int, training: bool, cache: bool = True, augment: bool = False) -> tf.data.Dataset:
     """One epoch of batches (see EpochBatches)."""
     return EpochBatches(examples, encoding=encoding, height=height, batch_size=batch_size, seed=seed,
-                        training=training, cache=cache).epoch(epoch)
+                        training=training, cache=cache, augment=augment).epoch(epoch)
 
 
 def _untuned(dataset: tf.data.Dataset) -> tf.data.Dataset:

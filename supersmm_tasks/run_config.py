@@ -1,7 +1,8 @@
 """A run's configuration (`model/NAME_model/config.json`) and the contract's epoch budget.
 
 The config is written once when the run is created and holds everything needed to train it again:
-the dataset (name, folder, split files), encoding, model preset, batch size, seed and budgets.
+the dataset (name, folder, split files), encoding, model preset, batch size, seed, budgets, the learning
+recipe (schedule, augmentation) and, for a fine-tuned run, the checkpoint whose weights it starts from.
 Only the budgets, patience, queue and priority may change later; the rest defines the run.
 """
 from __future__ import annotations
@@ -14,11 +15,14 @@ from .durable import write_atomically
 from .corpus import load_dataset
 from .errors import SupersmmError
 from .presets import PRESETS
-from .vocabulary import ENCODINGS
+from .vocabulary import ENCODINGS, load_vocabulary
 
 MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "patience", "queue", "priority")
-FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic")
-DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0}
+FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "schedule", "augment", "init_from")
+DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine", "augment": True}
+SCHEDULES = ("constant", "cosine", "onecycle")
+# What a config written before the learning recipe existed was trained with.
+BEFORE_RECIPE = {"schedule": "constant", "augment": False, "init_from": None, "init_checkpoint": None}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,10 @@ class RunConfig:
     queue: str | None
     priority: int | None
     created_at: str
+    schedule: str = "cosine"             # learning rate over the epoch budget: constant, cosine or onecycle
+    augment: bool = True                 # augment training images online (augment.py)
+    init_from: str | None = None         # the run whose best weights this run starts from
+    init_checkpoint: str | None = None   # that run's checkpoint file, fixed when this run was created
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -66,6 +74,7 @@ def load_run_config(name: str) -> RunConfig:
         raise SupersmmError(f"run {name!r} does not exist (no {path})") from None
     except (OSError, ValueError) as error:
         raise SupersmmError(f"cannot read {path}: {error}") from None
+    stored = {**BEFORE_RECIPE, **stored}
     try:
         return RunConfig(**{f.name: stored[f.name] for f in fields(RunConfig)})
     except KeyError as missing:
@@ -76,8 +85,8 @@ def create_or_update_run(name: str, dataset: str | None = None, **overrides) -> 
     """Create run `name` on `dataset` (default: the dataset of the same name), or change an existing run.
 
     Overrides are the run options; None means "not given". An existing run accepts new budgets,
-    patience, queue and priority; a different dataset, model, encoding, seed, batch size or
-    determinism would make it another run and is refused.
+    patience, queue and priority; a different dataset, model, encoding, seed, batch size, determinism,
+    schedule, augmentation or starting point would make it another run and is refused.
     """
     unknown = set(overrides) - set(MUTABLE_SETTINGS) - set(FIXED_SETTINGS)
     if unknown:
@@ -100,6 +109,8 @@ def _check_values(given: dict) -> None:
     if "model" in given:
         if given["model"] not in PRESETS:
             raise SupersmmError(f"unknown model {given['model']!r}: use one of {', '.join(PRESETS)}")
+    if "schedule" in given and given["schedule"] not in SCHEDULES:
+        raise SupersmmError(f"unknown schedule {given['schedule']!r}: use one of {', '.join(SCHEDULES)}")
     if "encoding" in given and given["encoding"] not in ENCODINGS:
         raise SupersmmError(f"unknown encoding {given['encoding']!r}: use one of {', '.join(ENCODINGS)}")
     for key, low in (("max_total_epochs", 1), ("max_epochs_per_run", 1), ("batch_size", 1), ("patience", 0)):
@@ -109,7 +120,10 @@ def _check_values(given: dict) -> None:
 
 def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
     dataset = load_dataset(dataset_name)
-    settings = {**DEFAULTS, **given}
+    source = _starting_point(name, given["init_from"]) if "init_from" in given else None
+    settings = {**DEFAULTS, **({"model": source[0].model, "encoding": source[0].encoding} if source else {}), **given}
+    if source:
+        _check_same_labels(*source, settings)
     preset = PRESETS[settings["model"]]
     train_samples = dataset.count("train", settings["encoding"])
     if train_samples == 0:
@@ -139,12 +153,48 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         queue=settings.get("queue"),
         priority=settings.get("priority"),
         created_at=run_state.now_iso(),
+        schedule=settings["schedule"],
+        augment=settings["augment"],
+        init_from=source[0].run if source else None,
+        init_checkpoint=str(source[1].path) if source else None,
     )
     _write_config(config)
     run_state.write_state(name, status="queued")
+    start = f", starting from run {source[0].run}'s best weights ({source[1].path.name})" if source else ""
     run_state.append_log(name, f"run created on dataset {config.dataset} ({train_samples} training samples), "
-                               f"model {config.model}, {config.max_total_epochs} epochs at most")
+                               f"model {config.model}, {config.max_total_epochs} epochs at most, "
+                               f"{config.schedule} schedule, augmentation {'on' if config.augment else 'off'}{start}")
     return config
+
+
+def _starting_point(name: str, source_name: str):
+    """(config, best checkpoint) of the run a new run starts from; a clear error when there is none."""
+    if _valid_name(source_name) == name:
+        raise SupersmmError(f"run {name!r} cannot start from its own weights: give --init-from another run")
+    if not run_state.config_path(source_name).exists():
+        raise SupersmmError(f"--init-from {source_name}: there is no run {source_name!r} to start from")
+    source = load_run_config(source_name)
+    checkpoint = run_state.best_checkpoint(source_name)
+    if checkpoint is None:
+        raise SupersmmError(f"--init-from {source_name}: run {source_name!r} has no checkpoint yet; "
+                            "train it at least one epoch first")
+    return source, checkpoint
+
+
+def _check_same_labels(source: RunConfig, checkpoint, settings: dict) -> None:
+    """Fine-tuning keeps the model's output layer, so it needs the source's preset and vocabulary."""
+    for key, what in (("encoding", "labels (vocabulary)"), ("model", "model preset")):
+        if settings[key] != getattr(source, key):
+            raise SupersmmError(
+                f"--init-from {source.run}: that run has {key} {getattr(source, key)}, this run {settings[key]}; "
+                f"fine-tuning needs the same {what}")
+    tokens = len(load_vocabulary(settings["encoding"]))
+    outputs = [array.shape[-1] for path, array in zip(checkpoint.meta.get("model_variables", []),
+                                                      checkpoint.model_arrays) if path.endswith("token_logits/kernel")]
+    if outputs and outputs[0] != tokens + 1:
+        raise SupersmmError(
+            f"--init-from {source.run}: its model reads {outputs[0] - 1} {source.encoding} tokens, this vocabulary "
+            f"has {tokens}; fine-tuning needs the same vocabulary")
 
 
 def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> RunConfig:

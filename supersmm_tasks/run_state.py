@@ -51,6 +51,20 @@ def checkpoints_dir(name: str) -> Path:
     return paths.run_dir(name) / "checkpoints"
 
 
+def best_checkpoint(name: str):
+    """The run's checkpoint with the best val SER (its newest valid one if that is gone), or None."""
+    from .checkpoint import CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint  # NumPy: not for enqueue
+
+    folder = checkpoints_dir(name)
+    best_epoch = peek_state(name).get("best_epoch")
+    if best_epoch:
+        try:
+            return load_checkpoint(checkpoint_path(folder, best_epoch))
+        except CorruptCheckpoint:
+            pass
+    return latest_valid_checkpoint(folder)
+
+
 def backups_dir(name: str) -> Path:
     return paths.run_dir(name) / "backups"
 

@@ -7,7 +7,9 @@ resumes from its last completed epoch:
 3. training_state.txt, which therefore never names an epoch ahead of a complete checkpoint;
 4. the human-readable log and TensorBoard scalars.
 At the start of a chunk the newest checkpoint that verifies is the truth: the CSV and the state are
-brought back in line with it (rows beyond it dropped, its own row restored if missing).
+brought back in line with it (rows beyond it dropped, its own row restored if missing). A fine-tuned run
+without a checkpoint of its own starts from the model weights of the checkpoint named in its config, with a
+fresh optimizer.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import keras
 import psutil
@@ -35,6 +38,7 @@ from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import decode_logits, error_rates
 from .model import PRESETS, build_model, ctc_loss, gpu_present, logit_lengths
 from .run_config import RunConfig, load_run_config
+from .schedule import StepSchedule
 from .vocabulary import load_vocabulary
 
 CHECKPOINTS_KEPT = 3
@@ -105,7 +109,9 @@ class Trainer:
             mixed_precision = gpu_present()
         with dtype_policy("mixed_float16" if mixed_precision else "float32"):
             self.model = build_model(self.preset, self.blank, config.seed)
-        self.adam = keras.optimizers.Adam(config.learning_rate)
+        steps_per_epoch = math.ceil(max(1, config.train_samples) / config.batch_size)
+        self.adam = keras.optimizers.Adam(
+            StepSchedule(config.schedule, config.learning_rate, config.max_total_epochs * steps_per_epoch))
         # In float16 small gradients vanish: the loss is scaled up before differentiation and the
         # gradients scaled back before Adam sees them. Checkpoints hold Adam's variables and the loss
         # scale goes in their metadata, so a run moves freely between GPU and CPU workers.
@@ -140,6 +146,10 @@ class Trainer:
         restore_variables(self.adam.variables, checkpoint.optimizer_arrays, checkpoint.path)
         if self.optimizer is not self.adam and checkpoint.meta.get("loss_scale"):
             self.optimizer.dynamic_scale.assign(checkpoint.meta["loss_scale"])
+
+    def start_from(self, checkpoint) -> None:
+        """Another run's model weights; the optimizer stays fresh."""
+        restore_variables(self.model.variables, checkpoint.model_arrays, checkpoint.path)
 
     def state_arrays(self):
         return [v.numpy() for v in self.model.variables], [v.numpy() for v in self.adam.variables]
@@ -196,7 +206,9 @@ def write_scalar(tag: str, value: float) -> None:
 
 
 def _model_key(config: RunConfig) -> tuple:
-    return config.run, config.model, config.encoding, config.seed, config.learning_rate, config.height
+    # The budget sets the schedule's span.
+    return (config.run, config.model, config.encoding, config.seed, config.learning_rate, config.height,
+            config.schedule, config.max_total_epochs)
 
 
 def deterministic(config: RunConfig) -> bool:
@@ -302,6 +314,8 @@ class ChunkRun:
         if checkpoint is not None:
             trainer.restore(checkpoint)
             progress = Progress.from_meta(checkpoint.meta)
+        elif config.init_checkpoint:
+            self.start_from_another_run(trainer)
         self.line_up_files_with(checkpoint, progress)
 
         stop = self.finished(progress)
@@ -330,6 +344,17 @@ class ChunkRun:
         finally:
             summaries.close()
         return self.finish(progress, "running", None, epochs_trained)
+
+    def start_from_another_run(self, trainer: Trainer) -> None:
+        config = self.config
+        try:
+            checkpoint = load_checkpoint(Path(config.init_checkpoint))
+        except CorruptCheckpoint as error:
+            raise SupersmmError(f"run {self.name!r} starts from run {config.init_from!r}'s checkpoint "
+                                f"{config.init_checkpoint}, which is gone or damaged ({error})") from None
+        trainer.start_from(checkpoint)
+        self.log(f"starting from run {config.init_from}'s weights of epoch {checkpoint.epoch} "
+                 f"(val SER {checkpoint.meta.get('best_val_ser')}%), optimizer fresh")
 
     def load_examples(self, split: str) -> list:
         """The split's examples, less those whose image is too narrow to hold their label under CTC."""
@@ -395,7 +420,8 @@ class ChunkRun:
     def batches(self, examples, training: bool) -> pipeline.EpochBatches:
         config = self.config
         batches = pipeline.EpochBatches(examples, encoding=config.encoding, height=config.height,
-                                        batch_size=config.batch_size, seed=config.seed, training=training)
+                                        batch_size=config.batch_size, seed=config.seed, training=training,
+                                        augment=config.augment)
         if batches.skipped:
             shown = "; ".join(f"{path}: {why}" for path, why in batches.skipped[:3])
             self.log(f"{len(batches.skipped)} {'training' if training else 'validation'} images left out: they do "

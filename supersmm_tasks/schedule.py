@@ -1,0 +1,54 @@
+"""Learning-rate schedules, by optimizer step, over a run's whole epoch budget.
+
+- `constant`: the preset's rate throughout (the reference trainer's way).
+- `cosine`: a linear warm-up from 0 over WARMUP_SHARE of the steps (at most MAX_WARMUP_STEPS), then a cosine
+  decay to COSINE_FLOOR of the peak at the last step of the budget.
+- `onecycle`: up from 1/ONECYCLE_START of the peak over ONECYCLE_RISE of the steps, then a cosine decay to
+  1/ONECYCLE_END of it.
+
+The rate depends on the step alone, and the step (Adam's iteration counter) is in every checkpoint, so a resumed
+run continues the schedule exactly. The span follows the run's `max_total_epochs`: raising the budget stretches
+what is left of the schedule.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+SCHEDULES = ("constant", "cosine", "onecycle")
+WARMUP_SHARE = 0.05
+MAX_WARMUP_STEPS = 1000
+COSINE_FLOOR = 0.02
+ONECYCLE_RISE = 0.3
+ONECYCLE_START = 25.0
+ONECYCLE_END = 1000.0
+
+
+@keras.saving.register_keras_serializable(package="supersmm")
+class StepSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """One of SCHEDULES, peaking at `peak`, over `total_steps` optimizer steps."""
+
+    def __init__(self, kind: str, peak: float, total_steps: int):
+        if kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {kind!r}")
+        self.kind, self.peak, self.total_steps = kind, float(peak), max(1, int(total_steps))
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        if self.kind == "constant":
+            return tf.constant(self.peak, tf.float32)
+        if self.kind == "cosine":
+            rise = float(max(1, min(MAX_WARMUP_STEPS, round(WARMUP_SHARE * self.total_steps))))
+            start, floor = 0.0, COSINE_FLOOR * self.peak
+        else:
+            rise = float(max(1, round(ONECYCLE_RISE * self.total_steps)))
+            start, floor = self.peak / ONECYCLE_START, self.peak / ONECYCLE_END
+        warming = start + (self.peak - start) * (step + 1.0) / rise
+        progress = tf.clip_by_value((step - rise) / max(1.0, self.total_steps - rise), 0.0, 1.0)
+        decaying = floor + (self.peak - floor) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < rise, warming, decaying)
+
+    def get_config(self) -> dict:
+        return {"kind": self.kind, "peak": self.peak, "total_steps": self.total_steps}

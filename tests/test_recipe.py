@@ -1,0 +1,178 @@
+"""The learning recipe: learning-rate schedules, online augmentation drawn from (seed, epoch, sample), and runs
+that augment and follow a schedule while resuming bit for bit."""
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import detected_home
+from supersmm_tasks import training
+from supersmm_tasks.augment import augmented, camera_damaged
+from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.corpus import load_dataset
+from supersmm_tasks.pipeline import epoch_batches, load_image
+from supersmm_tasks.run_config import create_or_update_run, load_run_config
+from supersmm_tasks.schedule import COSINE_FLOOR, ONECYCLE_END, ONECYCLE_START, StepSchedule
+from supersmm_tasks import run_state
+from supersmm_tasks.training import train_chunk
+from supersmm_tasks.training_log import read_rows
+
+EPOCHS = 3
+RESULT_COLUMNS = ("epoch", "loss", "val_loss", "val_ser", "learning_rate")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, engraved_primus):
+    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def examples(home):
+    return load_dataset("primus").examples("train", "semantic")
+
+
+def ink_of(example) -> tf.Tensor:
+    return tf.constant(np.round(load_image(example.image_path, 64)[..., 0] * 255).astype(np.uint8))
+
+
+def rates(kind: str, total: int = 1000) -> np.ndarray:
+    schedule = StepSchedule(kind, 1e-3, total)
+    return np.array([float(schedule(step)) for step in range(total)])
+
+
+def test_cosine_warms_up_then_decays_to_its_floor():
+    lr = rates("cosine")
+    peak = int(np.argmax(lr))
+    assert lr[0] < 0.05 * lr[peak] and lr[peak] == pytest.approx(1e-3)
+    assert 20 <= peak <= 60  # a warm-up of 5% of the steps
+    assert np.all(np.diff(lr[:peak + 1]) > 0) and np.all(np.diff(lr[peak:]) <= 0)
+    assert lr[-1] == pytest.approx(COSINE_FLOOR * 1e-3, rel=0.01)
+
+
+def test_one_cycle_rises_for_a_third_then_anneals():
+    lr = rates("onecycle")
+    assert lr[0] == pytest.approx(1e-3 / ONECYCLE_START, rel=0.1)
+    assert 250 <= int(np.argmax(lr)) <= 310
+    assert lr[-1] == pytest.approx(1e-3 / ONECYCLE_END, rel=0.05)
+    assert set(np.round(rates("constant"), 9)) == {1e-3}
+
+
+def test_an_augmented_image_comes_from_its_seed_alone_and_keeps_its_size(examples):
+    ink = ink_of(examples[0])
+    one = augmented(ink, tf.constant([1, 2], tf.int64)).numpy()
+    again = augmented(ink, tf.constant([1, 2], tf.int64)).numpy()
+    other = augmented(ink, tf.constant([1, 3], tf.int64)).numpy()
+
+    assert one.shape == ink.shape and one.dtype == np.uint8
+    assert np.array_equal(one, again) and not np.array_equal(one, other)
+    assert not np.array_equal(one, ink.numpy())
+    # Still the same staff: ink where it was, within a little movement and blur.
+    assert correlation(blocks(one), blocks(ink.numpy())) > 0.6
+
+
+def test_camera_damage_photographs_the_staff_at_the_same_size_from_its_seed(examples):
+    ink = ink_of(examples[1])
+    photo = camera_damaged(ink, tf.constant([5, 6], tf.int64)).numpy()
+
+    assert photo.shape == ink.shape and np.array_equal(photo, camera_damaged(ink, tf.constant([5, 6], tf.int64)))
+    assert photo.min() > 0  # grey paper and uneven light: no pixel is clean background any more
+    assert not np.array_equal(photo, camera_damaged(ink, tf.constant([5, 7], tf.int64)))
+
+
+def blocks(image: np.ndarray, size: int = 4) -> np.ndarray:
+    height, width = (image.shape[0] // size) * size, (image.shape[1] // size) * size
+    return image[:height, :width].reshape(height // size, size, width // size, size).mean(axis=(1, 3))
+
+
+def correlation(one: np.ndarray, other: np.ndarray) -> float:
+    return float(np.corrcoef(one.ravel().astype(float), other.ravel().astype(float))[0, 1])
+
+
+def images_of(examples, **options):
+    settings = dict(encoding="semantic", height=64, batch_size=4, seed=3, epoch=1, training=True) | options
+    return [batch["image"].numpy() for batch in epoch_batches(examples, **settings)]
+
+
+def test_augmented_batches_are_the_same_in_another_process_and_change_every_epoch(examples, tmp_path):
+    examples_file = tmp_path / "examples.json"
+    examples_file.write_text(json.dumps([e.__dict__ for e in examples]))
+    program = (
+        "import json, sys, hashlib\n"
+        "from supersmm_tasks.corpus import Example\n"
+        "from supersmm_tasks.pipeline import epoch_batches\n"
+        "examples = [Example(**e) for e in json.load(open(sys.argv[1]))]\n"
+        "batches = epoch_batches(examples, encoding='semantic', height=64, batch_size=4, seed=3, epoch=1,"
+        " training=True, augment=True, cache=False)\n"
+        "print(json.dumps([hashlib.sha256(b['image'].numpy().tobytes()).hexdigest() for b in batches]))\n"
+    )
+    other = subprocess.run([sys.executable, "-c", program, str(examples_file)], capture_output=True, text=True,
+                           timeout=180)
+    import hashlib
+
+    here = images_of(examples, augment=True)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout.splitlines()[-1]) == [hashlib.sha256(i.tobytes()).hexdigest() for i in here]
+    plain, next_epoch = images_of(examples), images_of(examples, augment=True, epoch=2)
+    assert all(a.shape == b.shape for a, b in zip(here, plain))  # same order, same widths
+    assert not any(np.array_equal(a, b) for a, b in zip(here, plain))
+    assert not np.array_equal(np.concatenate([i.ravel() for i in here]),
+                              np.concatenate([i.ravel() for i in next_epoch]))
+    validation = images_of(examples, training=False)
+    assert all(np.array_equal(a, b) for a, b in zip(validation, images_of(examples, training=False, augment=True)))
+
+
+def results(name: str) -> list[tuple]:
+    return [tuple(row[c] for c in RESULT_COLUMNS) for row in read_rows(name)]
+
+
+def final_arrays(name: str) -> list[np.ndarray]:
+    stored = load_checkpoint(run_state.read_state(name)["checkpoint"])
+    return stored.model_arrays + stored.optimizer_arrays
+
+
+def new_run(name: str, **settings):
+    return create_or_update_run(name, "primus", model="tiny", batch_size=4, max_total_epochs=EPOCHS, **settings)
+
+
+def forget_trainer():
+    """As a fresh worker process would: no trainer, no traced steps, nothing left in Keras."""
+    training._cached_trainer = None
+    keras.backend.clear_session(free_memory=True)
+
+
+def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_bit(home):
+    new_run("whole")
+    train_chunk("whole", 1, EPOCHS)
+    new_run("resumed")
+    train_chunk("resumed", 1, 1)
+    forget_trainer()
+    train_chunk("resumed", 2, EPOCHS)
+    new_run("unaugmented", augment=False)
+    train_chunk("unaugmented", 1, EPOCHS)
+
+    config = load_run_config("whole")
+    assert (config.augment, config.schedule) == (True, "cosine")
+    assert results("resumed") == results("whole")
+    assert all(np.array_equal(a, b) for a, b in zip(final_arrays("resumed"), final_arrays("whole"), strict=True))
+    learning_rates = [float(row[-1]) for row in results("whole")]
+    assert learning_rates[0] > learning_rates[1] > learning_rates[2] > 0  # past its warm-up, decaying
+    assert [row[1] for row in results("unaugmented")] != [row[1] for row in results("whole")]
+
+
+def test_recipe_settings_are_fixed_for_the_run_and_old_configs_read_as_before_the_recipe(home):
+    new_run("fixed", schedule="onecycle", augment=False)
+    with pytest.raises(Exception, match="schedule"):
+        create_or_update_run("fixed", schedule="cosine")
+    with pytest.raises(Exception, match="unknown schedule"):
+        new_run("bad_schedule", schedule="linear")
+    path = run_state.config_path("fixed")
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("schedule", "augment", "init_from",
+                                                                             "init_checkpoint")}
+    path.write_text(json.dumps(old))
+    config = load_run_config("fixed")
+    assert (config.schedule, config.augment, config.init_from) == ("constant", False, None)
