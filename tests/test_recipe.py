@@ -71,8 +71,12 @@ def test_an_augmented_image_comes_from_its_seed_alone_and_keeps_its_size(example
     assert one.shape == ink.shape and one.dtype == np.uint8
     assert np.array_equal(one, again) and not np.array_equal(one, other)
     assert not np.array_equal(one, ink.numpy())
-    # Still the same staff: ink where it was, within a little movement and blur.
-    assert correlation(blocks(one), blocks(ink.numpy())) > 0.6
+    # Still the same staff: ink where it was, within a little movement and blur. PrIMuS images are cropped to
+    # their ink, so the staff fills the height and a small warp moves thin lines by whole pixels: compare the
+    # ink of 16-pixel blocks, and against another staff of the same size, which must look less alike.
+    elsewhere = np.roll(ink.numpy(), ink.shape[1] // 2, axis=1)
+    alike = correlation(blocks(one, 16), blocks(ink.numpy(), 16))
+    assert alike > 0.4 and alike > correlation(blocks(one, 16), blocks(elsewhere, 16))
 
 
 def test_camera_damage_photographs_the_staff_at_the_same_size_from_its_seed(examples):
