@@ -3,7 +3,9 @@
     python bench/run.py [--quick] [--only synth,data]
 
 Each `bench/bench_*.py` module has `run(quick: bool) -> list[dict]`. Ratios are measured side by side in
-one run, so they mean something on a shared machine. Results also go to `bench/results.json`.
+one run, so they mean something on a shared machine. Results also go to `bench/results.json`: a full run
+replaces it; `--only` replaces the figures of the groups it ran and keeps the others, each figure saying
+when and how (`measured_at`, `quick`) it was measured.
 """
 from __future__ import annotations
 
@@ -68,13 +70,29 @@ def main() -> int:
             figures = [{"name": path.stem, "value": None, "unit": "", "goal": "runs", "ok": False,
                         "error": f"{type(error).__name__}: {error}"}]
         for figure in figures:
+            figure = {**figure, "group": path.stem.removeprefix("bench_"), "quick": args.quick,
+                      "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             print(json.dumps(figure), flush=True)
             results.append(figure)
 
     summary = {"device": device, "quick": args.quick, "seconds": round(time.time() - started, 1),
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results}
+    if wanted:
+        summary = _merged_into_last(summary, {path.stem.removeprefix("bench_") for path in modules})
     (BENCH_DIR / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if all(r.get("ok") for r in results) else 1
+
+
+def _merged_into_last(summary: dict, groups: set[str]) -> dict:
+    """The last results with the figures of `groups` replaced by this run's."""
+    try:
+        last = json.loads((BENCH_DIR / "results.json").read_text())
+    except (OSError, ValueError):
+        return summary
+    names = {figure["name"] for figure in summary["results"]}
+    kept = [figure for figure in last.get("results", [])
+            if figure.get("group") not in groups and figure["name"] not in names]
+    return {**summary, "results": kept + summary["results"], "partial_run": sorted(groups)}
 
 
 if __name__ == "__main__":
