@@ -205,7 +205,11 @@ def _producer_pool(url: str):
     if url not in _producer_pools:
         from kombu.pools import producers
 
-        _producer_pools[url] = producers[app.connection_for_write(url)]
+        # The transport options of this URL, not of the one the process started with (celeryconfig's).
+        options = dict(app.conf.broker_transport_options)
+        if broker.is_sentinel(url):
+            options["master_name"] = broker.sentinel_master()
+        _producer_pools[url] = producers[app.connection_for_write(url, transport_options=options)]
     return _producer_pools[url]
 
 
