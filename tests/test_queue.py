@@ -106,7 +106,9 @@ def test_pause_resume_and_cancel(training_home, workers):
     assert runs.pause("held").startswith("run held will be paused at the end of its current epoch")
     paused = training_home.wait_until_finished("held", 120, [worker])
     assert paused["status"] == "paused" and paused["last_completed_epoch"] < 3
-    assert lease.holder(broker.client(), "held") is None
+    # The worker writes "paused" while it still holds the lease, then lets go of it.
+    training_home.wait_for(lambda: lease.holder(broker.client(), "held") is None, 10,
+                           "the paused run's lease to be released", [worker])
 
     assert runs.resume("held").startswith("queued run held")
     assert training_home.wait_until_finished("held", 240, [worker])["status"] == "completed"
