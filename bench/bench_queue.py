@@ -120,9 +120,9 @@ class BenchHome:
                      max_epochs_per_run=chunk)
 
     def progress(self, name: str) -> dict:
-        from supersmm_tasks import broker, tasks
+        from supersmm_tasks import broker, run_keys
 
-        return json.loads(broker.client().get(tasks.progress_key(name)) or "{}")
+        return json.loads(broker.client().get(run_keys.progress_key(name)) or "{}")
 
 
 def kill(worker: subprocess.Popen) -> None:

@@ -16,6 +16,7 @@ import time
 import redis
 
 from .errors import SupersmmError
+from .run_keys import fence_key, lease_key
 
 DEFAULT_TTL_S = 10.0
 LEASE_TTL_VARIABLE = "SUPERSMM_LEASE_TTL"
@@ -61,14 +62,6 @@ class LeaseLost(SupersmmError):
 
 def ttl_seconds() -> float:
     return float(os.environ.get(LEASE_TTL_VARIABLE) or DEFAULT_TTL_S)
-
-
-def lease_key(run: str) -> str:
-    return f"supersmm:run:{run}:lease"
-
-
-def fence_key(run: str) -> str:
-    return f"supersmm:run:{run}:fence"
 
 
 def holder(connection: redis.Redis, run: str) -> str | None:

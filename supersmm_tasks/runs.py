@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from . import broker, paths, run_state, shutdown, tasks, training_log
+from . import broker, paths, run_keys, run_state, shutdown, tasks, training_log
 from .errors import SupersmmError
 from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
@@ -56,7 +56,7 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
             return (f"run {name} is complete ({state['last_completed_epoch']}/{state['max_total_epochs']} epochs, "
                     f"{state.get('stop_reason') or 'done'}); to train longer: "
                     f"supersmm enqueue {name} --max-total-epochs {state['max_total_epochs'] * 2}")
-        connection.delete(tasks.control_key(name))
+        connection.delete(run_keys.control_key(name))
         if state["status"] != "queued":
             held.guard()
             state = run_state.write_state(name, status="queued", error="")
@@ -165,7 +165,7 @@ class _ForegroundRoute:
 
     def __init__(self, connection: redis.Redis, name: str, queue: str, priority: int | None):
         self.connection = connection
-        self.key = tasks.route_key(name)
+        self.key = run_keys.route_key(name)
         self.fields = {"queue": queue, "priority": 0 if priority is None else priority}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, daemon=True)
@@ -231,7 +231,7 @@ def _follow(connection: redis.Redis, name: str, worker: subprocess.Popen, log_pa
                 if interrupted:
                     raise
                 interrupted = True
-                connection.set(tasks.control_key(name), "paused")
+                connection.set(run_keys.control_key(name), "paused")
                 bar.write("pausing at the end of this epoch (Ctrl-C again to stop at once; the run then resumes from its last epoch)")
     except KeyboardInterrupt:
         worker.kill()
@@ -246,7 +246,7 @@ def _follow(connection: redis.Redis, name: str, worker: subprocess.Popen, log_pa
 
 def _update_bar(bar, connection: redis.Redis, name: str, state: dict) -> None:
     bar.n = state["last_completed_epoch"] or 0
-    progress = json.loads(connection.get(tasks.progress_key(name)) or "{}")
+    progress = json.loads(connection.get(run_keys.progress_key(name)) or "{}")
     postfix = {}
     if "loss" in progress:
         postfix["loss"] = f"{float(progress['loss']):.3f}"
@@ -371,7 +371,7 @@ def _request_stop(name: str, request: str) -> str:
     stoppable = tasks.ACTIVE_STATUSES + (("paused", "failed") if request == "cancelled" else ())
     if state["status"] not in stoppable:
         return f"run {name} is {state['status']}; nothing to do"
-    connection.set(tasks.control_key(name), request)
+    connection.set(run_keys.control_key(name), request)
     with _idle_run_lease(connection, name) as held:
         if held is None:
             return (f"run {name} will be {request} at the end of its current epoch "
@@ -390,7 +390,7 @@ def resume(name: str) -> str:
     if state["status"] == "paused":
         return _enqueue(connection, name, None)
     if state["status"] in tasks.ACTIVE_STATUSES and tasks.read_control(connection, name) == "paused":
-        connection.delete(tasks.control_key(name))
+        connection.delete(run_keys.control_key(name))
         return f"pause of run {name} withdrawn; it goes on"
     return f"run {name} is {state['status']}, not paused; nothing to do"
 

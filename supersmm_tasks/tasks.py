@@ -19,13 +19,7 @@ run's files on disk are the truth, and a run with neither lease nor marker is qu
 of the reconciler costs a few Redis commands whatever the number of runs (one MGET for all leases
 and markers), so it does not grow with the cluster.
 
-Redis keys of run R:
-    supersmm:run:R:lease     who trains R now and with which fencing token (lease.py)
-    supersmm:run:R:fence     R's fencing-token counter (lease.py)
-    supersmm:run:R:next_chunk  JSON of the chunk message queued for R: task_id, queue, queued_at, sent
-    supersmm:run:R:control   "paused" or "cancelled" when the user asked for it
-    supersmm:run:R:route     queue and priority overriding the run's config (`supersmm train`)
-    supersmm:run:R:progress  the trainer's latest progress report (JSON)
+The Redis keys are named in run_keys.py.
 """
 from __future__ import annotations
 
@@ -45,8 +39,9 @@ from celery.utils.imports import symbol_by_name
 from . import broker, run_state
 from .celery_app import app
 from .errors import ChunkInterrupted, SupersmmError
-from .lease import FIRST_TOKEN_LUA, Lease, LeaseLost, fence_key, lease_key, ttl_seconds
+from .lease import FIRST_TOKEN_LUA, Lease, LeaseLost, ttl_seconds
 from .lease import holder as lease_holder
+from .run_keys import RECONCILER_LOCK, control_key, fence_key, lease_key, pending_key, progress_key, route_key
 from .shutdown import raise_if_stopping
 
 logger = logging.getLogger(__name__)
@@ -60,25 +55,8 @@ UNSENT_MARKER_GRACE_S = 10.0  # a marker whose message was not sent by then belo
 MISSING_MESSAGE_GRACE_S = 30.0  # a marker older than this is looked for in the queues; absent, it is stale
 MGET_BATCH = 1000
 PROGRESS_EVERY_S = 1.0
-RECONCILER_LOCK = "supersmm:reconciler:lock"
 # Where kombu's Redis transport keeps the messages that workers took and have not acknowledged yet.
 KOMBU_UNACKED, KOMBU_UNACKED_INDEX = "unacked", "unacked_index"
-
-
-def pending_key(run: str) -> str:
-    return f"supersmm:run:{run}:next_chunk"
-
-
-def control_key(run: str) -> str:
-    return f"supersmm:run:{run}:control"
-
-
-def route_key(run: str) -> str:
-    return f"supersmm:run:{run}:route"
-
-
-def progress_key(run: str) -> str:
-    return f"supersmm:run:{run}:progress"
 
 
 # The marker is a JSON string (so that one MGET reads every run's marker); Lua reads its task id.

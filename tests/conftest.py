@@ -295,9 +295,9 @@ class TrainingHome:
         """The trainer's latest progress report of the run ({} before the first)."""
         import json
 
-        from supersmm_tasks import broker, tasks
+        from supersmm_tasks import broker, run_keys
 
-        return json.loads(broker.client().get(tasks.progress_key(name)) or "{}")
+        return json.loads(broker.client().get(run_keys.progress_key(name)) or "{}")
 
     def wait_for(self, condition, timeout_s: float, what: str, workers=(), run: str | None = None):
         """Poll condition() until it returns something truthy; fail with the workers' logs on timeout,

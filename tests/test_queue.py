@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from supersmm_tasks import broker, lease, runs, tasks
+from supersmm_tasks import broker, lease, run_keys, runs, tasks
 from supersmm_tasks.errors import SupersmmError
 
 RECEIVED = re.compile(r"^\[(?P<time>[^\]]+?): INFO/MainProcess\] Task (?P<run>\w+): epochs (?P<epochs>\d+-\d+)\[.*\] received",
@@ -53,7 +53,7 @@ def test_a_run_trains_chunk_by_chunk_and_reports_its_status(training_home, worke
 
 def test_duplicate_chunk_messages_start_no_second_trainer(training_home, workers):
     training_home.enqueue("dup", epochs=2, chunk=1)
-    cli_token = int(broker.client().get(lease.fence_key("dup")))
+    cli_token = int(broker.client().get(run_keys.fence_key("dup")))
     pending = tasks.pending_chunk(broker.client(), "dup")["task_id"]
     # The same message delivered twice, and a second chunk enqueued by hand for the same epochs.
     with tasks.app.connection_for_write(broker.broker_url()) as sender:
@@ -68,7 +68,7 @@ def test_duplicate_chunk_messages_start_no_second_trainer(training_home, workers
     assert training_home.wait_for(lambda: outcome(first, "dup:1-1:byhand") or outcome(second, "dup:1-1:byhand"),
                                   60, "the hand-made chunk to run") == "stale"
     # Fencing tokens: one for the CLI creating the run, one per chunk that trained: nobody else took the run.
-    assert int(broker.client().get(lease.fence_key("dup"))) == cli_token + 2
+    assert int(broker.client().get(run_keys.fence_key("dup"))) == cli_token + 2
 
 
 def test_three_runs_on_two_workers_take_turns_chunk_by_chunk(training_home, workers):
