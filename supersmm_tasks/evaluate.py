@@ -1,9 +1,12 @@
-"""Symbol error rate, sequence error rate and prediction with a run's best checkpoint.
+"""Symbol error rate, sequence error rate and prediction with a run's best checkpoint; `score`, the one
+pass over a split that both training (val SER every epoch) and `evaluate_run` make.
 
 SER = total edit distance between predicted and true token sequences / total true tokens, in percent.
 Sequence error rate = share of samples whose prediction is not exactly right, in percent.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -53,6 +56,31 @@ def decode_logits(logits, image_width, preset, blank: int, beam_width: int | Non
     return greedy_decode(np.asarray(logits), lengths, blank)
 
 
+@dataclass
+class Score:
+    ser: float  # %
+    sequence_error: float  # %
+    samples: int
+    loss: float | None  # mean CTC loss, where the step computes it
+
+
+def score(batches, step, preset, blank: int, beam_width: int | None = None) -> Score:
+    """One pass over `batches`, as training validates every epoch and `evaluate_run` scores a checkpoint.
+
+    step(batch) gives the batch's logits, computed with batch norm in inference mode, and its per-sample
+    CTC losses (None where only the error rates are wanted).
+    """
+    loss_sum, predictions, truths = None, [], []
+    for batch in batches:
+        logits, losses = step(batch)
+        if losses is not None:
+            loss_sum = (loss_sum or 0.0) + float(losses.numpy().sum())
+        predictions += decode_logits(logits, batch["image_width"], preset, blank, beam_width)
+        truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
+    ser, sequence_error = error_rates(predictions, truths)
+    return Score(ser, sequence_error, len(truths), None if loss_sum is None else loss_sum / len(truths))
+
+
 def evaluate_run(name: str, split: str = "val", beam_width: int | None = None, dataset: str | None = None) -> dict:
     """SER and sequence error rate (%) of the run's best checkpoint on `split` of its dataset (or of `dataset`,
     labelled in the run's encoding: how a model reads another corpus)."""
@@ -64,21 +92,18 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None, d
     examples = load_dataset(dataset).examples(split, config.encoding)
     if not examples:
         raise SupersmmError(f"dataset {dataset!r} has no {split} samples for encoding {config.encoding}")
-    preset, blank, forward = PRESETS[config.model], blank_index(config.encoding), inference_step(model)
+    forward = inference_step(model)
     # The training batch size pads the validation batches as training did, so val SER matches the CSV.
     batches = pipeline.epoch_batches(
         examples, encoding=config.encoding, height=config.height, batch_size=config.batch_size,
         seed=config.seed, epoch=0, training=False,
     )
-    predictions, truths = [], []
-    for batch in batches:
-        logits = forward(batch["image"])
-        predictions += decode_logits(logits, batch["image_width"], preset, blank, beam_width)
-        truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
-    ser, sequence_error = error_rates(predictions, truths)
+    result = score(batches, lambda batch: (forward(batch["image"]), None), PRESETS[config.model],
+                   blank_index(config.encoding), beam_width)
     return {
-        "run": name, "dataset": dataset, "split": split, "epoch": epoch, "samples": len(truths), "ser": ser,
-        "sequence_error": sequence_error, "decoder": f"beam {beam_width}" if beam_width else "greedy",
+        "run": name, "dataset": dataset, "split": split, "epoch": epoch, "samples": result.samples,
+        "ser": result.ser, "sequence_error": result.sequence_error,
+        "decoder": f"beam {beam_width}" if beam_width else "greedy",
     }
 
 
