@@ -90,7 +90,7 @@ REFERENCE_SETTINGS = {"batch_size": 16, "schedule": "constant", "augment": False
 
 
 def run(quick: bool) -> list[dict]:
-    from supersmm_tasks.training import Trainer
+    from supersmm_tasks.trainer import Trainer
 
     paper = Trainer(_paper_config())
     figures = [checkpoint_save_seconds(paper), flops_fraction(paper, quick)]

@@ -89,7 +89,8 @@ def speed(examples, steps: int, matmul_size: int) -> dict:
     import tensorflow as tf
     from bench_training import _paper_config, training_flops_per_sample
     from supersmm_tasks import pipeline
-    from supersmm_tasks.training import Trainer, fits_ctc
+    from supersmm_tasks.trainer import Trainer
+    from supersmm_tasks.training import fits_ctc
 
     trainer = Trainer(_paper_config(), mixed_precision=True)
     usable = [e for e in examples if fits_ctc(e.tokens, e.width, e.height, trainer.preset)]

@@ -17,12 +17,10 @@ import errno
 import math
 import socket
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import keras
 import psutil
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -31,15 +29,14 @@ from tensorflow.python.framework import config as tf_config
 from . import pipeline, run_state, training_log
 from .checkpoint import (
     CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints,
-    restore_variables, save_checkpoint,
+    save_checkpoint,
 )
 from .corpus import load_dataset
 from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import decode_logits, error_rates
-from .model import PRESETS, build_model, ctc_loss, gpu_present, logit_lengths
+from .model import gpu_present
 from .run_config import RunConfig, load_run_config
-from .schedule import StepSchedule
-from .vocabulary import load_vocabulary
+from .trainer import TRAINERS, Trainer
 
 CHECKPOINTS_KEPT = 3
 ETA_EPOCHS = 5  # the ETA uses the mean time of this many recent epochs
@@ -96,101 +93,6 @@ class Progress:
         return improved
 
 
-class Trainer:
-    """A run's model, optimizer and compiled steps; kept between chunks so nothing is rebuilt or retraced."""
-
-    def __init__(self, config: RunConfig, mixed_precision: bool | None = None):
-        """`mixed_precision` (float16 compute, float32 weights) defaults to on where a GPU is present."""
-        self.config = config
-        self.preset = PRESETS[config.model]
-        self.blank = len(load_vocabulary(config.encoding))
-        keras.utils.set_random_seed(config.seed)  # the initial weights depend on the run's seed only
-        if mixed_precision is None:
-            mixed_precision = gpu_present()
-        with dtype_policy("mixed_float16" if mixed_precision else "float32"):
-            self.model = build_model(self.preset, self.blank, config.seed)
-        steps_per_epoch = math.ceil(max(1, config.train_samples) / config.batch_size)
-        self.adam = keras.optimizers.Adam(
-            StepSchedule(config.schedule, config.learning_rate, config.max_total_epochs * steps_per_epoch))
-        # In float16 small gradients vanish: the loss is scaled up before differentiation and the
-        # gradients scaled back before Adam sees them. Checkpoints hold Adam's variables and the loss
-        # scale goes in their metadata, so a run moves freely between GPU and CPU workers.
-        self.optimizer = keras.optimizers.LossScaleOptimizer(self.adam) if mixed_precision else self.adam
-        self.optimizer.build(self.model.trainable_variables)  # its variables must exist before a restore
-        batch_signature = [
-            tf.TensorSpec([None, self.preset.height, None, 1], tf.float32),  # image
-            tf.TensorSpec([None], tf.int32),                                  # image_width
-            tf.TensorSpec([None, None], tf.int32),                            # label, padded with -1
-            tf.TensorSpec([None], tf.int32),                                  # label_length
-        ]
-        self.train_step = tf.function(self._train_step, input_signature=batch_signature)
-        self.eval_step = tf.function(self._eval_step, input_signature=batch_signature)
-
-    def _train_step(self, image, image_width, label, label_length):
-        with tf.GradientTape() as tape:
-            logits = self.model(image, training=True)  # batch norm learns its statistics here
-            losses = ctc_loss(logits, label, label_length, logit_lengths(image_width, self.preset), self.blank)
-            loss = tf.reduce_mean(losses)  # float32: ctc_loss casts the logits
-            scaled_loss = self.optimizer.scale_loss(loss)  # the loss itself unless mixed precision is on
-        variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
-        return loss
-
-    def _eval_step(self, image, image_width, label, label_length):
-        logits = self.model(image, training=False)
-        losses = ctc_loss(logits, label, label_length, logit_lengths(image_width, self.preset), self.blank)
-        return logits, losses
-
-    def restore(self, checkpoint) -> None:
-        restore_variables(self.model.variables, checkpoint.model_arrays, checkpoint.path)
-        restore_variables(self.adam.variables, checkpoint.optimizer_arrays, checkpoint.path)
-        if self.optimizer is not self.adam and checkpoint.meta.get("loss_scale"):
-            self.optimizer.dynamic_scale.assign(checkpoint.meta["loss_scale"])
-
-    def start_from(self, checkpoint) -> None:
-        """Another run's model weights; the optimizer stays fresh."""
-        restore_variables(self.model.variables, checkpoint.model_arrays, checkpoint.path)
-
-    def state_arrays(self):
-        return [v.numpy() for v in self.model.variables], [v.numpy() for v in self.adam.variables]
-
-    @property
-    def learning_rate(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.adam.learning_rate))
-
-    @property
-    def loss_scale(self) -> float | None:
-        """The mixed-precision loss scale, None in float32."""
-        return None if self.optimizer is self.adam else float(self.optimizer.dynamic_scale.numpy())
-
-
-@contextmanager
-def dtype_policy(name: str):
-    """Layers built inside take this dtype policy; the process-wide default is left as it was."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-_cached_trainer: Trainer | None = None
-
-
-def _trainer_for(config: RunConfig, resuming: bool) -> Trainer:
-    """The process's trainer for this run: reused when it matches and a checkpoint will overwrite its
-    variables; built afresh for a new run, so its initial weights come from the seed alone."""
-    global _cached_trainer
-    if resuming and _cached_trainer is not None and _model_key(_cached_trainer.config) == _model_key(config):
-        return _cached_trainer
-    if _cached_trainer is not None:
-        _cached_trainer = None
-        keras.backend.clear_session(free_memory=True)
-    _cached_trainer = Trainer(config)
-    return _cached_trainer
-
-
 def fits_ctc(tokens: list[str], width: int, height: int, preset) -> bool:
     """Whether the image has enough frames for its label: CTC needs one per token plus a blank
     between each pair of equal neighbours."""
@@ -203,12 +105,6 @@ def write_scalar(tag: str, value: float) -> None:
     """A TensorBoard scalar; tf.summary.scalar itself would need the tensorboard package installed."""
     metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
     tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata.SerializeToString())
-
-
-def _model_key(config: RunConfig) -> tuple:
-    # The budget sets the schedule's span.
-    return (config.run, config.model, config.encoding, config.seed, config.learning_rate, config.height,
-            config.schedule, config.max_total_epochs)
 
 
 def deterministic(config: RunConfig) -> bool:
@@ -309,7 +205,7 @@ class ChunkRun:
 
         _configure_determinism(config)
         checkpoint = latest_valid_checkpoint(run_state.checkpoints_dir(self.name), on_corrupt=self.discard_corrupt)
-        trainer = self.trainer = _trainer_for(config, resuming=checkpoint is not None)
+        trainer = self.trainer = TRAINERS.trainer_for(config, resuming=checkpoint is not None)
         progress = Progress()
         if checkpoint is not None:
             trainer.restore(checkpoint)

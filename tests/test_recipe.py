@@ -10,7 +10,6 @@ import pytest
 import tensorflow as tf
 
 from conftest import detected_home
-from supersmm_tasks import training
 from supersmm_tasks.augment import augmented, camera_damaged
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.corpus import load_dataset
@@ -18,6 +17,7 @@ from supersmm_tasks.pipeline import epoch_batches, load_image
 from supersmm_tasks.run_config import create_or_update_run, load_run_config
 from supersmm_tasks.schedule import COSINE_FLOOR, ONECYCLE_END, ONECYCLE_START, StepSchedule
 from supersmm_tasks import run_state
+from supersmm_tasks.trainer import TRAINERS
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import read_rows
 
@@ -145,7 +145,7 @@ def new_run(name: str, **settings):
 
 def forget_trainer():
     """As a fresh worker process would: no trainer, no traced steps, nothing left in Keras."""
-    training._cached_trainer = None
+    TRAINERS.clear()
     keras.backend.clear_session(free_memory=True)
 
 

@@ -256,7 +256,7 @@ def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32
     from supersmm_tasks.checkpoint import save_checkpoint
     from supersmm_tasks.pipeline import load_image
     from supersmm_tasks.run_config import RunConfig
-    from supersmm_tasks.training import Trainer
+    from supersmm_tasks.trainer import Trainer
     from supersmm_tasks.vocabulary import encode
 
     config = RunConfig(
