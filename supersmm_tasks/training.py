@@ -1,5 +1,8 @@
 """`train_chunk`: train one chunk of epochs of a run, resuming exactly where its last checkpoint ends.
 
+The chunk reads top to bottom in `_train`: load the run's config, `restore_run`, build the data, then
+for each epoch `train_epoch`, `validate`, and `RunWriter.commit_epoch`.
+
 Each epoch ends with four writes, in this order, so that a kill at any instant leaves a run that
 resumes from its last completed epoch:
 1. the checkpoint (model, optimizer, seed-generator states, counters, the epoch's CSV row), atomically;
@@ -9,7 +12,7 @@ resumes from its last completed epoch:
 At the start of a chunk the newest checkpoint that verifies is the truth: the CSV and the state are
 brought back in line with it (rows beyond it dropped, its own row restored if missing). A fine-tuned run
 without a checkpoint of its own starts from the model weights of the checkpoint named in its config, with a
-fresh optimizer.
+fresh optimizer. Every write goes through `RunWriter`, which asks the guard first.
 """
 from __future__ import annotations
 
@@ -18,10 +21,8 @@ import math
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psutil
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
@@ -33,7 +34,7 @@ from .checkpoint import (
 )
 from .corpus import load_dataset
 from .errors import ChunkInterrupted, SupersmmError
-from .evaluate import decode_logits, error_rates
+from .evaluate import Score, score
 from .model import gpu_present
 from .run_config import RunConfig, load_run_config
 from .trainer import TRAINERS, Trainer
@@ -52,6 +53,14 @@ class ChunkResult:
     best_val_ser: float | None
     best_epoch: int | None
     epochs_trained: int
+
+
+def chunk_result(name: str, state: dict, epochs_trained: int) -> ChunkResult:
+    return ChunkResult(
+        run=name, last_completed_epoch=state["last_completed_epoch"], status=state["status"],
+        stop_reason=state.get("stop_reason") or None, best_val_ser=state.get("best_val_ser"),
+        best_epoch=state.get("best_epoch"), epochs_trained=epochs_trained,
+    )
 
 
 @dataclass
@@ -93,6 +102,140 @@ class Progress:
         return improved
 
 
+def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, should_stop=None, on_progress=None,
+                worker: str | None = None, chunk: int | None = None) -> ChunkResult:
+    """Train epochs up to `last_epoch` (1-based, inclusive) from the run's newest checkpoint.
+
+    A redelivered chunk trains only what is missing. guard() is called before every write and
+    raises to abort; should_stop() is asked at every epoch boundary and may answer "paused" or
+    "cancelled"; on_progress(dict) hears about every batch and every finished epoch.
+    """
+    run = RunWriter(name, guard)
+    try:
+        return _train(run, first_epoch, last_epoch, should_stop or (lambda: None),
+                      on_progress or (lambda update: None), worker or socket.gethostname(), chunk)
+    except LostRun as lost:
+        raise lost.error from None  # another process owns the run now: write nothing more
+    except ChunkInterrupted:
+        raise  # the worker is stopping; the run goes on from its last checkpoint elsewhere or later
+    except Exception as error:
+        full = _disk_full(name, error)
+        run.record_failure(full or error)
+        if full is None:
+            raise
+        raise full from None
+
+
+def _train(run: RunWriter, first_epoch: int, last_epoch: int, should_stop, on_progress, worker: str,
+           chunk: int | None) -> ChunkResult:
+    run.guard()
+    config = load_run_config(run.name)
+    state = run_state.read_state(run.name)
+    if state["status"] in ("completed", "cancelled"):
+        return chunk_result(run.name, state, epochs_trained=0)
+    if first_epoch < 1 or last_epoch < first_epoch:
+        raise SupersmmError(f"invalid epoch range {first_epoch}-{last_epoch} for run {run.name!r}")
+    last_epoch = min(last_epoch, config.max_total_epochs)
+    if chunk is None:
+        chunk = (first_epoch - 1) // config.max_epochs_per_run + 1
+    _configure_determinism(config)
+
+    trainer, progress = restore_run(config, run, worker, chunk)
+    stop = finished(config, progress)
+    if stop:
+        return run.finish(progress, *stop, epochs_trained=0)
+    train_examples = usable_examples(config, "train", trainer.preset, run.log)
+    train_batches = epoch_batches(config, train_examples, training=True, log=run.log)
+    val_batches = epoch_batches(config, usable_examples(config, "val", trainer.preset, run.log), training=False,
+                                log=run.log).epoch(0)  # the same every epoch
+    run.log(f"chunk {chunk} on {worker}: epochs {progress.epoch + 1}-{last_epoch} "
+            f"of {config.max_total_epochs} ({len(train_examples)} training samples, "
+            f"{'deterministic' if deterministic(config) else 'not deterministic'})")
+    run_state.backup_log(run.name)
+
+    summaries = tf.summary.create_file_writer(str(run_state.tensorboard_dir(run.name)))
+    epochs_trained = 0
+    try:
+        for epoch in range(progress.epoch + 1, last_epoch + 1):
+            requested = should_stop()
+            if requested in ("paused", "cancelled"):
+                return run.finish(progress, requested, f"{requested} by request", epochs_trained)
+            started = time.monotonic()
+            loss, samples = train_epoch(trainer, train_batches, epoch, on_progress, run.log)
+            train_time = time.monotonic() - started
+            validation = validate(trainer, val_batches)
+            epoch_time = time.monotonic() - started
+            improved = progress.record(epoch, validation.ser, epoch_time)
+            row = training_log.epoch_row(
+                run.name, config, epoch, {
+                    "loss": loss, "val_loss": validation.loss, "val_ser": validation.ser,
+                    "val_sequence_error": validation.sequence_error, "epoch_time_sec": round(epoch_time, 3),
+                    "samples_per_sec": round(samples / train_time, 3), "dataset_size": samples,
+                },
+                cumulative_time_sec=progress.cumulative_time_sec, recent_epoch_times=progress.recent_epoch_times,
+                learning_rate=trainer.learning_rate, worker=worker, chunk=chunk,
+                checkpoint_path=checkpoint_path(run.checkpoints, epoch))
+            run.commit_epoch(epoch, trainer, progress, row, improved)
+            report_epoch(run, config, row, progress, improved, summaries, on_progress)
+            epochs_trained += 1
+            stop = finished(config, progress)
+            if stop:
+                return run.finish(progress, *stop, epochs_trained)
+    finally:
+        summaries.close()
+    return run.finish(progress, "running", None, epochs_trained)
+
+
+def _disk_full(name: str, error: Exception) -> SupersmmError | None:
+    """The one-line error to report when `error` is a full disk or quota, else None."""
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return SupersmmError(f"disk full while training run {name!r} ({error.filename or 'a run file'}): "
+                         "free some space, then continue the run")
+
+
+# ---------------------------------------------------------------- resume
+
+
+def restore_run(config: RunConfig, run: RunWriter, worker: str, chunk: int) -> tuple[Trainer, Progress]:
+    """The run's trainer and counters as of its newest checkpoint that verifies (a damaged newer one is
+    deleted), with the CSV and the state lined up with it; without a checkpoint, a fine-tuned run starts
+    from the weights of the run it was created from."""
+    checkpoint = latest_valid_checkpoint(run.checkpoints, on_corrupt=run.discard_corrupt)
+    trainer = TRAINERS.trainer_for(config, resuming=checkpoint is not None)
+    progress = Progress()
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+        progress = Progress.from_meta(checkpoint.meta)
+    elif config.init_checkpoint:
+        start_from_another_run(config, trainer, run.log)
+    run.line_up_with(checkpoint, progress, worker, chunk)
+    return trainer, progress
+
+
+def start_from_another_run(config: RunConfig, trainer: Trainer, log) -> None:
+    try:
+        checkpoint = load_checkpoint(Path(config.init_checkpoint))
+    except CorruptCheckpoint as error:
+        raise SupersmmError(f"run {config.run!r} starts from run {config.init_from!r}'s checkpoint "
+                            f"{config.init_checkpoint}, which is gone or damaged ({error})") from None
+    trainer.start_from(checkpoint)
+    log(f"starting from run {config.init_from}'s weights of epoch {checkpoint.epoch} "
+        f"(val SER {checkpoint.meta.get('best_val_ser')}%), optimizer fresh")
+
+
+def finished(config: RunConfig, progress: Progress) -> tuple[str, str] | None:
+    """(status, stop_reason) once the run is over, else None."""
+    if progress.epoch >= config.max_total_epochs:
+        return "completed", "max_total_epochs"
+    if config.patience and progress.epochs_since_best >= config.patience:
+        return "completed", f"early stop: no val SER improvement in {config.patience} epochs"
+    return None
+
+
+# ---------------------------------------------------------------- data
+
+
 def fits_ctc(tokens: list[str], width: int, height: int, preset) -> bool:
     """Whether the image has enough frames for its label: CTC needs one per token plus a blank
     between each pair of equal neighbours."""
@@ -101,10 +244,183 @@ def fits_ctc(tokens: list[str], width: int, height: int, preset) -> bool:
     return frames >= len(tokens) + repeats
 
 
+def usable_examples(config: RunConfig, split: str, preset, log) -> list:
+    """The split's examples, less those whose image is too narrow to hold their label under CTC."""
+    examples = load_dataset(config.dataset).examples(split, config.encoding)
+    usable, skipped = [], []
+    for example in examples:
+        fits = example.width is None or fits_ctc(example.tokens, example.width, example.height, preset)
+        (usable if fits else skipped).append(example)
+    if skipped:
+        ids = ", ".join(e.id for e in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        log(f"{len(skipped)} {split} samples skipped: too narrow at height {preset.height} "
+            f"for their labels ({ids})")
+    if not usable:
+        raise SupersmmError(f"dataset {config.dataset!r} has no usable {split} samples "
+                            f"for encoding {config.encoding}")
+    return usable
+
+
+def epoch_batches(config: RunConfig, examples: list, training: bool, log) -> pipeline.EpochBatches:
+    """The examples' batches as the run's settings make them; images that no longer decode are logged."""
+    batches = pipeline.EpochBatches(examples, encoding=config.encoding, height=config.height,
+                                    batch_size=config.batch_size, seed=config.seed, training=training,
+                                    augment=config.augment)
+    if batches.skipped:
+        shown = "; ".join(f"{path}: {why}" for path, why in batches.skipped[:3])
+        log(f"{len(batches.skipped)} {'training' if training else 'validation'} images left out: they do "
+            f"not decode ({shown}{' ...' if len(batches.skipped) > 3 else ''}); run `supersmm detect`")
+    return batches
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+def train_epoch(trainer: Trainer, batches: pipeline.EpochBatches, epoch: int, on_progress, log) -> tuple[float, int]:
+    """One pass over the training batches: (mean CTC loss, samples seen)."""
+    batch_count = math.ceil(len(batches) / trainer.config.batch_size)
+    loss_sum, sample_count = 0.0, 0
+    for number, batch in enumerate(batches.epoch(epoch), start=1):
+        loss = float(trainer.train_step(batch["image"], batch["image_width"], batch["label"], batch["label_length"]))
+        loss_sum += loss * int(batch["image"].shape[0])
+        sample_count += int(batch["image"].shape[0])
+        on_progress({"epoch": epoch, "batch": number, "batches": batch_count, "loss": loss})
+    if sample_count < (1 - pipeline.MOST_OF_A_SET) * len(batches):
+        raise SupersmmError(f"epoch {epoch}: only {sample_count} of {len(batches)} training images decode; "
+                            f"they changed since detection: run `supersmm detect`")
+    if sample_count < len(batches):
+        log(f"epoch {epoch}: {len(batches) - sample_count} training images skipped, they do not "
+            f"decode (run `supersmm detect`)")
+    return loss_sum / sample_count, sample_count
+
+
+def validate(trainer: Trainer, val_batches) -> Score:
+    """Loss, SER and sequence error on the validation split, as `evaluate_run` scores a checkpoint."""
+    def step(batch):
+        return trainer.eval_step(batch["image"], batch["image_width"], batch["label"], batch["label_length"])
+
+    return score(val_batches, step, trainer.preset, trainer.blank)
+
+
+def report_epoch(run: RunWriter, config: RunConfig, row: dict, progress: Progress, improved: bool, summaries,
+                 on_progress) -> None:
+    """A committed epoch in the run's log, in TensorBoard and to on_progress."""
+    run.log(f"epoch {row['epoch']}/{config.max_total_epochs}: loss {row['loss']:.4f}, val loss {row['val_loss']:.4f}, "
+            f"val SER {row['val_ser']:.2f}%, sequence error {row['val_sequence_error']:.2f}%, "
+            f"{row['epoch_time_sec']:.1f}s" + (" (best)" if improved else ""))
+    with summaries.as_default(step=row["epoch"]):
+        for tag in ("loss", "val_loss", "val_ser", "learning_rate"):
+            write_scalar(tag, row[tag])
+    summaries.flush()
+    on_progress({**row, "best_val_ser": progress.best_val_ser, "best_epoch": progress.best_epoch})
+
+
 def write_scalar(tag: str, value: float) -> None:
     """A TensorBoard scalar; tf.summary.scalar itself would need the tensorboard package installed."""
     metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
     tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata.SerializeToString())
+
+
+# ---------------------------------------------------------------- every write of a chunk
+
+
+class LostRun(Exception):
+    """The guard refused a write: another process owns the run now (the guard's error inside)."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class RunWriter:
+    """Every write a chunk makes to its run's files, each behind the guard (the run's fence)."""
+
+    def __init__(self, name: str, guard=None):
+        self.name = name
+        self.checkpoints = run_state.checkpoints_dir(name)
+        self._guard = guard
+
+    def guard(self) -> None:
+        if self._guard is None:
+            return
+        try:
+            self._guard()
+        except Exception as error:
+            raise LostRun(error) from error
+
+    def log(self, message: str) -> None:
+        self.guard()
+        run_state.append_log(self.name, message)
+
+    def write_state(self, **fields) -> dict:
+        self.guard()
+        return run_state.write_state(self.name, **fields)
+
+    def discard_corrupt(self, path, reason: str) -> None:
+        self.log(f"checkpoint {path} is damaged ({reason}); deleted, falling back to the previous one")
+        path.unlink(missing_ok=True)
+
+    def line_up_with(self, checkpoint, progress: Progress, worker: str, chunk: int) -> None:
+        """Make the CSV and the state match the newest verified checkpoint (the committed epoch)."""
+        self.guard()
+        for change in training_log.reconcile_run(self.name, progress.epoch, row_for=self.stored_row):
+            self.log(f"training log repaired: {change}")
+        self.write_state(
+            status="running", last_completed_epoch=progress.epoch,
+            checkpoint=str(checkpoint.path) if checkpoint else "", best_epoch=progress.best_epoch,
+            best_val_ser=progress.best_val_ser, worker=worker, chunk=chunk, error="", stop_reason="",
+        )
+
+    def stored_row(self, epoch: int) -> dict | None:
+        """The CSV row kept inside epoch's checkpoint, if that checkpoint still exists and verifies."""
+        try:
+            return load_checkpoint(checkpoint_path(self.checkpoints, epoch)).meta["row"]
+        except CorruptCheckpoint:
+            return None
+
+    def commit_epoch(self, epoch: int, trainer: Trainer, progress: Progress, row: dict, improved: bool) -> None:
+        """The epoch's checkpoint (and best model), then its CSV row, then the state: see the module's docstring."""
+        self.guard()
+        meta = {**progress.as_meta(), "row": row, "model_variables": [v.path for v in trainer.model.variables],
+                "loss_scale": trainer.loss_scale}
+        path = save_checkpoint(self.checkpoints, epoch, *trainer.state_arrays(), meta=meta)
+        if improved:
+            self.export_best_model(trainer)
+        self.guard()
+        training_log.append_row(row)
+        self.write_state(last_completed_epoch=epoch, checkpoint=str(path), best_epoch=progress.best_epoch,
+                         best_val_ser=progress.best_val_ser)
+        self.guard()
+        prune_checkpoints(self.checkpoints, CHECKPOINTS_KEPT, keep_epochs=[progress.best_epoch])
+
+    def export_best_model(self, trainer: Trainer) -> None:
+        """The best weights as a standalone `.keras` model, for inference outside this project."""
+        self.guard()
+        temporary = self.checkpoints / ".best_model_tmp.keras"
+        try:
+            trainer.model.save(temporary)
+            temporary.replace(self.checkpoints / BEST_MODEL_FILE)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise SupersmmError(f"cannot write {self.checkpoints / BEST_MODEL_FILE}: "
+                                f"{error.strerror or error}") from None
+
+    def finish(self, progress: Progress, status: str, stop_reason: str | None, epochs_trained: int) -> ChunkResult:
+        state = self.write_state(status=status, stop_reason=stop_reason or "")
+        if status != "running":
+            self.log(f"run {status} at epoch {progress.epoch}: {stop_reason}")
+        return chunk_result(self.name, state, epochs_trained)
+
+    def record_failure(self, error: Exception) -> None:
+        """Best effort: mark the run failed with the error's one-line reason (not if we lost the run)."""
+        reason = str(error) if isinstance(error, SupersmmError) else f"{type(error).__name__}: {error}"
+        try:
+            self.write_state(status="failed", error=reason)
+            self.log(f"chunk failed: {reason}")
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------- determinism
 
 
 def deterministic(config: RunConfig) -> bool:
@@ -121,298 +437,3 @@ def _configure_determinism(config: RunConfig) -> None:
         tf_config.enable_op_determinism()
     else:
         tf_config.disable_op_determinism()
-
-
-def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, should_stop=None, on_progress=None,
-                worker: str | None = None, chunk: int | None = None) -> ChunkResult:
-    """Train epochs up to `last_epoch` (1-based, inclusive) from the run's newest checkpoint.
-
-    A redelivered chunk trains only what is missing. guard() is called before every write and
-    raises to abort; should_stop() is asked at every epoch boundary and may answer "paused" or
-    "cancelled"; on_progress(dict) hears about every batch and every finished epoch.
-    """
-    chunk_run = ChunkRun(name, guard, should_stop, on_progress, worker, chunk)
-    try:
-        return chunk_run.run(first_epoch, last_epoch)
-    except chunk_run.GuardFailure as lost:
-        raise lost.error from None  # another process owns the run now: write nothing more
-    except ChunkInterrupted:
-        raise  # the worker is stopping; the run goes on from its last checkpoint elsewhere or later
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            chunk_run.record_failure(error)
-            raise
-        full = SupersmmError(f"disk full while training run {name!r} ({error.filename or 'a run file'}): "
-                             "free some space, then continue the run")
-        chunk_run.record_failure(full)
-        raise full from None
-    except Exception as error:
-        chunk_run.record_failure(error)
-        raise
-
-
-class ChunkRun:
-    """One call of train_chunk: the run's settings, the callbacks and the epoch loop."""
-
-    class GuardFailure(Exception):
-        def __init__(self, error: BaseException):
-            self.error = error
-
-    def __init__(self, name, guard, should_stop, on_progress, worker, chunk):
-        self.name = name
-        self._guard = guard
-        self.should_stop = should_stop or (lambda: None)
-        self.on_progress = on_progress or (lambda update: None)
-        self.worker = worker or socket.gethostname()
-        self.chunk = chunk
-
-    def guard(self) -> None:
-        if self._guard is None:
-            return
-        try:
-            self._guard()
-        except Exception as error:
-            raise self.GuardFailure(error) from error
-
-    def log(self, message: str) -> None:
-        self.guard()
-        run_state.append_log(self.name, message)
-
-    def write_state(self, **fields) -> dict:
-        self.guard()
-        return run_state.write_state(self.name, **fields)
-
-    def record_failure(self, error: Exception) -> None:
-        """Best effort: mark the run failed with the error's one-line reason (not if we lost the run)."""
-        reason = str(error) if isinstance(error, SupersmmError) else f"{type(error).__name__}: {error}"
-        try:
-            self.write_state(status="failed", error=reason)
-            self.log(f"chunk failed: {reason}")
-        except Exception:
-            pass
-
-    def run(self, first_epoch: int, last_epoch: int) -> ChunkResult:
-        self.guard()
-        config = self.config = load_run_config(self.name)
-        state = run_state.read_state(self.name)
-        if state["status"] in ("completed", "cancelled"):
-            return self.result(state, epochs_trained=0)
-        if first_epoch < 1 or last_epoch < first_epoch:
-            raise SupersmmError(f"invalid epoch range {first_epoch}-{last_epoch} for run {self.name!r}")
-        last_epoch = min(last_epoch, config.max_total_epochs)
-        if self.chunk is None:
-            self.chunk = (first_epoch - 1) // config.max_epochs_per_run + 1
-
-        _configure_determinism(config)
-        checkpoint = latest_valid_checkpoint(run_state.checkpoints_dir(self.name), on_corrupt=self.discard_corrupt)
-        trainer = self.trainer = TRAINERS.trainer_for(config, resuming=checkpoint is not None)
-        progress = Progress()
-        if checkpoint is not None:
-            trainer.restore(checkpoint)
-            progress = Progress.from_meta(checkpoint.meta)
-        elif config.init_checkpoint:
-            self.start_from_another_run(trainer)
-        self.line_up_files_with(checkpoint, progress)
-
-        stop = self.finished(progress)
-        if stop:
-            return self.finish(progress, *stop, epochs_trained=0)
-        train_examples, val_examples = self.load_examples("train"), self.load_examples("val")
-        train_batches = self.batches(train_examples, training=True)
-        val_batches = self.batches(val_examples, training=False).epoch(0)  # the same every epoch
-        self.log(f"chunk {self.chunk} on {self.worker}: epochs {progress.epoch + 1}-{last_epoch} "
-                 f"of {config.max_total_epochs} ({len(train_examples)} training samples, "
-                 f"{'deterministic' if deterministic(config) else 'not deterministic'})")
-        run_state.backup_log(self.name)
-
-        summaries = tf.summary.create_file_writer(str(run_state.tensorboard_dir(self.name)))
-        epochs_trained = 0
-        try:
-            for epoch in range(progress.epoch + 1, last_epoch + 1):
-                requested = self.should_stop()
-                if requested in ("paused", "cancelled"):
-                    return self.finish(progress, requested, f"{requested} by request", epochs_trained)
-                self.train_epoch(epoch, train_batches, val_batches, progress, summaries)
-                epochs_trained += 1
-                stop = self.finished(progress)
-                if stop:
-                    return self.finish(progress, *stop, epochs_trained)
-        finally:
-            summaries.close()
-        return self.finish(progress, "running", None, epochs_trained)
-
-    def start_from_another_run(self, trainer: Trainer) -> None:
-        config = self.config
-        try:
-            checkpoint = load_checkpoint(Path(config.init_checkpoint))
-        except CorruptCheckpoint as error:
-            raise SupersmmError(f"run {self.name!r} starts from run {config.init_from!r}'s checkpoint "
-                                f"{config.init_checkpoint}, which is gone or damaged ({error})") from None
-        trainer.start_from(checkpoint)
-        self.log(f"starting from run {config.init_from}'s weights of epoch {checkpoint.epoch} "
-                 f"(val SER {checkpoint.meta.get('best_val_ser')}%), optimizer fresh")
-
-    def load_examples(self, split: str) -> list:
-        """The split's examples, less those whose image is too narrow to hold their label under CTC."""
-        examples = load_dataset(self.config.dataset).examples(split, self.config.encoding)
-        preset = self.trainer.preset
-        usable, skipped = [], []
-        for example in examples:
-            fits = example.width is None or fits_ctc(example.tokens, example.width, example.height, preset)
-            (usable if fits else skipped).append(example)
-        if skipped:
-            ids = ", ".join(e.id for e in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-            self.log(f"{len(skipped)} {split} samples skipped: too narrow at height {preset.height} "
-                     f"for their labels ({ids})")
-        if not usable:
-            raise SupersmmError(f"dataset {self.config.dataset!r} has no usable {split} samples "
-                                f"for encoding {self.config.encoding}")
-        return usable
-
-    def discard_corrupt(self, path, reason: str) -> None:
-        self.log(f"checkpoint {path} is damaged ({reason}); deleted, falling back to the previous one")
-        path.unlink(missing_ok=True)
-
-    def line_up_files_with(self, checkpoint, progress: Progress) -> None:
-        """Make the CSV and the state match the newest verified checkpoint (the committed epoch)."""
-        self.guard()
-        changes = training_log.reconcile_run(self.name, progress.epoch, row_for=self.stored_row)
-        for change in changes:
-            self.log(f"training log repaired: {change}")
-        self.write_state(
-            status="running", last_completed_epoch=progress.epoch,
-            checkpoint=str(checkpoint.path) if checkpoint else "", best_epoch=progress.best_epoch,
-            best_val_ser=progress.best_val_ser, worker=self.worker, chunk=self.chunk, error="", stop_reason="",
-        )
-
-    def stored_row(self, epoch: int) -> dict | None:
-        """The CSV row kept inside epoch's checkpoint, if that checkpoint still exists and verifies."""
-        try:
-            return load_checkpoint(checkpoint_path(run_state.checkpoints_dir(self.name), epoch)).meta["row"]
-        except CorruptCheckpoint:
-            return None
-
-    def finished(self, progress: Progress) -> tuple[str, str] | None:
-        """(status, stop_reason) once the run is over, else None."""
-        if progress.epoch >= self.config.max_total_epochs:
-            return "completed", "max_total_epochs"
-        if self.config.patience and progress.epochs_since_best >= self.config.patience:
-            return "completed", f"early stop: no val SER improvement in {self.config.patience} epochs"
-        return None
-
-    def finish(self, progress: Progress, status: str, stop_reason: str | None, epochs_trained: int) -> ChunkResult:
-        state = self.write_state(status=status, stop_reason=stop_reason or "")
-        if status != "running":
-            self.log(f"run {status} at epoch {progress.epoch}: {stop_reason}")
-        return self.result(state, epochs_trained)
-
-    def result(self, state: dict, epochs_trained: int) -> ChunkResult:
-        return ChunkResult(
-            run=self.name, last_completed_epoch=state["last_completed_epoch"], status=state["status"],
-            stop_reason=state.get("stop_reason") or None, best_val_ser=state.get("best_val_ser"),
-            best_epoch=state.get("best_epoch"), epochs_trained=epochs_trained,
-        )
-
-    def batches(self, examples, training: bool) -> pipeline.EpochBatches:
-        config = self.config
-        batches = pipeline.EpochBatches(examples, encoding=config.encoding, height=config.height,
-                                        batch_size=config.batch_size, seed=config.seed, training=training,
-                                        augment=config.augment)
-        if batches.skipped:
-            shown = "; ".join(f"{path}: {why}" for path, why in batches.skipped[:3])
-            self.log(f"{len(batches.skipped)} {'training' if training else 'validation'} images left out: they do "
-                     f"not decode ({shown}{' ...' if len(batches.skipped) > 3 else ''}); run `supersmm detect`")
-        return batches
-
-    def train_epoch(self, epoch: int, train_batches: pipeline.EpochBatches, val_batches, progress: Progress,
-                    summaries) -> None:
-        config, trainer = self.config, self.trainer
-        started = time.monotonic()
-        batch_count = math.ceil(len(train_batches) / config.batch_size)
-        loss_sum, sample_count = 0.0, 0
-        for number, batch in enumerate(train_batches.epoch(epoch), start=1):
-            loss = float(trainer.train_step(batch["image"], batch["image_width"], batch["label"],
-                                            batch["label_length"]))
-            loss_sum += loss * int(batch["image"].shape[0])
-            sample_count += int(batch["image"].shape[0])
-            self.on_progress({"epoch": epoch, "batch": number, "batches": batch_count, "loss": loss})
-        if sample_count < (1 - pipeline.MOST_OF_A_SET) * len(train_batches):
-            raise SupersmmError(f"epoch {epoch}: only {sample_count} of {len(train_batches)} training images decode; "
-                                f"they changed since detection: run `supersmm detect`")
-        if sample_count < len(train_batches):
-            self.log(f"epoch {epoch}: {len(train_batches) - sample_count} training images skipped, they do not "
-                     f"decode (run `supersmm detect`)")
-        train_time = time.monotonic() - started
-        val_loss, val_ser, val_sequence_error = self.validate(val_batches)
-        epoch_time = time.monotonic() - started
-        improved = progress.record(epoch, val_ser, epoch_time)
-
-        folder = run_state.checkpoints_dir(self.name)
-        row = self.csv_row(epoch, progress, checkpoint_path(folder, epoch), {
-            "loss": loss_sum / sample_count, "val_loss": val_loss, "val_ser": val_ser,
-            "val_sequence_error": val_sequence_error, "epoch_time_sec": round(epoch_time, 3),
-            "samples_per_sec": round(sample_count / train_time, 3),
-            "dataset_size": sample_count,
-        })
-        self.guard()
-        meta = {**progress.as_meta(), "row": row, "model_variables": [v.path for v in trainer.model.variables],
-                "loss_scale": trainer.loss_scale}
-        path = save_checkpoint(folder, epoch, *trainer.state_arrays(), meta=meta)
-        if improved:
-            self.export_best_model()
-        self.guard()
-        training_log.append_row(row)
-        self.write_state(last_completed_epoch=epoch, checkpoint=str(path), best_epoch=progress.best_epoch,
-                         best_val_ser=progress.best_val_ser)
-        self.guard()
-        prune_checkpoints(folder, CHECKPOINTS_KEPT, keep_epochs=[progress.best_epoch])
-        self.log(f"epoch {epoch}/{config.max_total_epochs}: loss {row['loss']:.4f}, val loss {val_loss:.4f}, "
-                 f"val SER {val_ser:.2f}%, sequence error {val_sequence_error:.2f}%, {epoch_time:.1f}s"
-                 + (" (best)" if improved else ""))
-        with summaries.as_default(step=epoch):
-            for tag in ("loss", "val_loss", "val_ser", "learning_rate"):
-                write_scalar(tag, row[tag])
-        summaries.flush()
-        self.on_progress({**row, "best_val_ser": progress.best_val_ser, "best_epoch": progress.best_epoch})
-
-    def validate(self, val_batches) -> tuple[float, float, float]:
-        """(mean CTC loss, SER %, sequence error %) on the validation split, batch norm in inference mode."""
-        trainer = self.trainer
-        loss_sum, predictions, truths = 0.0, [], []
-        for batch in val_batches:
-            logits, losses = trainer.eval_step(batch["image"], batch["image_width"], batch["label"],
-                                               batch["label_length"])
-            loss_sum += float(losses.numpy().sum())
-            predictions += decode_logits(logits, batch["image_width"], trainer.preset, trainer.blank, None)
-            truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
-        ser, sequence_error = error_rates(predictions, truths)
-        return loss_sum / len(truths), ser, sequence_error
-
-    def csv_row(self, epoch: int, progress: Progress, path, metrics: dict) -> dict:
-        config = self.config
-        remaining = config.max_total_epochs - epoch
-        recent = progress.recent_epoch_times
-        now = datetime.now(timezone.utc)
-        eta = now + timedelta(seconds=remaining * sum(recent) / len(recent))
-        return {
-            "timestamp": now.isoformat(timespec="seconds"), "run": self.name, "dataset": config.dataset,
-            "epoch": epoch, "max_total_epochs": config.max_total_epochs, **metrics,
-            "cumulative_time_sec": round(progress.cumulative_time_sec, 3),
-            "learning_rate": self.trainer.learning_rate, "batch_size": config.batch_size,
-            "remaining_epochs": remaining, "est_completion_time": eta.isoformat(timespec="seconds"),
-            "worker": self.worker, "chunk": self.chunk, "checkpoint_path": str(path),
-            "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
-        }
-
-    def export_best_model(self) -> None:
-        """The best weights as a standalone `.keras` model, for inference outside this project."""
-        self.guard()
-        folder = run_state.checkpoints_dir(self.name)
-        temporary = folder / ".best_model_tmp.keras"
-        try:
-            self.trainer.model.save(temporary)
-            temporary.replace(folder / BEST_MODEL_FILE)
-        except OSError as error:
-            temporary.unlink(missing_ok=True)
-            raise SupersmmError(f"cannot write {folder / BEST_MODEL_FILE}: {error.strerror or error}") from None
-

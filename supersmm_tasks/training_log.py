@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+from datetime import datetime, timedelta, timezone
 
+import psutil
 from filelock import FileLock
 
 from . import paths
@@ -23,6 +25,25 @@ COLUMNS = (
 )
 HEADER = ",".join(COLUMNS) + "\n"
 RUN_COLUMN, EPOCH_COLUMN = COLUMNS.index("run"), COLUMNS.index("epoch")
+
+
+def epoch_row(run: str, config, epoch: int, metrics: dict, *, cumulative_time_sec: float, recent_epoch_times,
+              learning_rate: float, worker: str, chunk: int, checkpoint_path) -> dict:
+    """The row of `run`'s finished epoch: its metrics (loss, val_loss, val_ser, val_sequence_error,
+    epoch_time_sec, samples_per_sec, dataset_size), settings of `config`, the time so far and the ETA from
+    the mean of the recent epoch times, where it ran, its checkpoint and this process's memory."""
+    remaining = config.max_total_epochs - epoch
+    now = datetime.now(timezone.utc)
+    eta = now + timedelta(seconds=remaining * sum(recent_epoch_times) / len(recent_epoch_times))
+    return {
+        "timestamp": now.isoformat(timespec="seconds"), "run": run, "dataset": config.dataset,
+        "epoch": epoch, "max_total_epochs": config.max_total_epochs, **metrics,
+        "cumulative_time_sec": round(cumulative_time_sec, 3),
+        "learning_rate": learning_rate, "batch_size": config.batch_size,
+        "remaining_epochs": remaining, "est_completion_time": eta.isoformat(timespec="seconds"),
+        "worker": worker, "chunk": chunk, "checkpoint_path": str(checkpoint_path),
+        "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+    }
 
 
 def _lock() -> FileLock:
