@@ -128,6 +128,8 @@ def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, sho
 
 def _train(run: RunWriter, first_epoch: int, last_epoch: int, should_stop, on_progress, worker: str,
            chunk: int | None) -> ChunkResult:
+    """The chunk from top to bottom: the config, the restore, the data, then train, validate and commit
+    each epoch until the chunk's last, a stop request or the run's end."""
     run.guard()
     config = load_run_config(run.name)
     state = run_state.read_state(run.name)
@@ -145,9 +147,9 @@ def _train(run: RunWriter, first_epoch: int, last_epoch: int, should_stop, on_pr
     if stop:
         return run.finish(progress, *stop, epochs_trained=0)
     train_examples = usable_examples(config, "train", trainer.preset, run.log)
+    val_examples = usable_examples(config, "val", trainer.preset, run.log)
     train_batches = epoch_batches(config, train_examples, training=True, log=run.log)
-    val_batches = epoch_batches(config, usable_examples(config, "val", trainer.preset, run.log), training=False,
-                                log=run.log).epoch(0)  # the same every epoch
+    val_batches = epoch_batches(config, val_examples, training=False, log=run.log).epoch(0)  # the same every epoch
     run.log(f"chunk {chunk} on {worker}: epochs {progress.epoch + 1}-{last_epoch} "
             f"of {config.max_total_epochs} ({len(train_examples)} training samples, "
             f"{'deterministic' if deterministic(config) else 'not deterministic'})")
