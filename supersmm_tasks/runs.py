@@ -396,5 +396,5 @@ def resume(name: str) -> str:
 
 
 def _require_run(name: str) -> None:
-    if not run_state.config_path(name).is_file():
+    if not paths.config_path(name).is_file():
         raise SupersmmError(f"no run named {name!r} in {paths.models_dir()}")

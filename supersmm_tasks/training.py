@@ -28,7 +28,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
-from . import pipeline, run_state, training_log
+from . import paths, pipeline, run_state, training_log
 from .checkpoint import (
     CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints,
     restore_variables, save_checkpoint,
@@ -308,7 +308,7 @@ class ChunkRun:
             self.chunk = (first_epoch - 1) // config.max_epochs_per_run + 1
 
         _configure_determinism(config)
-        checkpoint = latest_valid_checkpoint(run_state.checkpoints_dir(self.name), on_corrupt=self.discard_corrupt)
+        checkpoint = latest_valid_checkpoint(paths.checkpoints_dir(self.name), on_corrupt=self.discard_corrupt)
         trainer = self.trainer = _trainer_for(config, resuming=checkpoint is not None)
         progress = Progress()
         if checkpoint is not None:
@@ -329,7 +329,7 @@ class ChunkRun:
                  f"{'deterministic' if deterministic(config) else 'not deterministic'})")
         run_state.backup_log(self.name)
 
-        summaries = tf.summary.create_file_writer(str(run_state.tensorboard_dir(self.name)))
+        summaries = tf.summary.create_file_writer(str(paths.tensorboard_dir(self.name)))
         epochs_trained = 0
         try:
             for epoch in range(progress.epoch + 1, last_epoch + 1):
@@ -392,7 +392,7 @@ class ChunkRun:
     def stored_row(self, epoch: int) -> dict | None:
         """The CSV row kept inside epoch's checkpoint, if that checkpoint still exists and verifies."""
         try:
-            return load_checkpoint(checkpoint_path(run_state.checkpoints_dir(self.name), epoch)).meta["row"]
+            return load_checkpoint(checkpoint_path(paths.checkpoints_dir(self.name), epoch)).meta["row"]
         except CorruptCheckpoint:
             return None
 
@@ -451,7 +451,7 @@ class ChunkRun:
         epoch_time = time.monotonic() - started
         improved = progress.record(epoch, val_ser, epoch_time)
 
-        folder = run_state.checkpoints_dir(self.name)
+        folder = paths.checkpoints_dir(self.name)
         row = self.csv_row(epoch, progress, checkpoint_path(folder, epoch), {
             "loss": loss_sum / sample_count, "val_loss": val_loss, "val_ser": val_ser,
             "val_sequence_error": val_sequence_error, "epoch_time_sec": round(epoch_time, 3),
@@ -511,7 +511,7 @@ class ChunkRun:
     def export_best_model(self) -> None:
         """The best weights as a standalone `.keras` model, for inference outside this project."""
         self.guard()
-        folder = run_state.checkpoints_dir(self.name)
+        folder = paths.checkpoints_dir(self.name)
         temporary = folder / ".best_model_tmp.keras"
         try:
             self.trainer.model.save(temporary)

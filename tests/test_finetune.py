@@ -72,7 +72,7 @@ def test_a_run_fine_tuned_on_real_staves_reads_them_better_than_its_pretrained_s
     moved = np.abs(first.model_arrays[conv] - start.model_arrays[conv]).max()
     assert 0 < moved < 0.5 * np.abs(start.model_arrays[conv]).max()
     assert int(first.optimizer_arrays[0]) == math.ceil(first.meta["row"]["dataset_size"] / 4)  # Adam began again
-    assert "starting from run synth_pre's weights" in run_state.log_path("real_ft").read_text()
+    assert "starting from run synth_pre's weights" in paths.log_path("real_ft").read_text()
 
     train_chunk("real_ft", 2, FINETUNE_EPOCHS)
     before = evaluate_run(pretrained, split="val", dataset="primus")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths
-from ..run_state import config_path, log_path, peek_state
+from ..run_state import peek_state
 from ..training_log import COLUMNS
 
 TEXT_COLUMNS = ("timestamp", "run", "dataset", "est_completion_time", "worker", "checkpoint_path")
@@ -83,7 +83,7 @@ def _parse_training_log(path: Path) -> tuple[pd.DataFrame, str | None]:
 
 def read_config(name: str) -> dict:
     try:
-        config = json.loads(config_path(name).read_text("utf-8"))
+        config = json.loads(paths.config_path(name).read_text("utf-8"))
     except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return config if isinstance(config, dict) else {}
@@ -92,7 +92,7 @@ def read_config(name: str) -> dict:
 def log_tail(name: str, max_bytes: int = LOG_TAIL_BYTES) -> str:
     """The last lines of the run's `training_output.log` (whole lines only)."""
     try:
-        with open(log_path(name), "rb") as log:
+        with open(paths.log_path(name), "rb") as log:
             log.seek(0, os.SEEK_END)
             size = log.tell()
             log.seek(max(0, size - max_bytes))
@@ -106,15 +106,7 @@ def log_tail(name: str, max_bytes: int = LOG_TAIL_BYTES) -> str:
 
 def run_names(table: pd.DataFrame) -> list[str]:
     """Every run that has a folder under `model/` or a row in the CSV."""
-    names = set(table["run"].unique())
-    try:
-        for folder in paths.models_dir().iterdir():
-            name = folder.name.removesuffix("_model")
-            if folder.is_dir() and folder.name.endswith("_model") and paths.RUN_NAME_PATTERN.fullmatch(name):
-                names.add(name)
-    except FileNotFoundError:
-        pass
-    return sorted(names)
+    return sorted(set(table["run"].unique()) | set(paths.run_names()))
 
 
 def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> dict:
@@ -180,7 +172,7 @@ def _latest_activity(name: str, state: dict, last) -> datetime | None:
     if last is not None:
         moments.append(_parse_time(last["timestamp"]))
     try:
-        moments.append(datetime.fromtimestamp(log_path(name).stat().st_mtime, timezone.utc))
+        moments.append(datetime.fromtimestamp(paths.log_path(name).stat().st_mtime, timezone.utc))
     except FileNotFoundError:
         pass
     moments = [moment for moment in moments if moment]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..checkpoint import checkpoint_epochs, checkpoint_path
 from ..errors import SupersmmError
-from ..run_state import checkpoints_dir, peek_state
+from ..paths import checkpoints_dir
+from ..run_state import peek_state
 
 PREVIEW_COUNT = 4
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
