@@ -66,7 +66,8 @@ def epoch_budget(n_train: int) -> tuple[int, int]:
     return max_total, _clamp(round(max_total / 20), 50, 500)
 
 
-def load_run_config(name: str) -> RunConfig:
+def stored_config(name: str) -> dict:
+    """The run's config.json as stored: every reader of a run's config goes through here (light: no TensorFlow)."""
     path = paths.config_path(_valid_name(name))
     try:
         stored = json.loads(path.read_text("utf-8"))
@@ -74,7 +75,14 @@ def load_run_config(name: str) -> RunConfig:
         raise SupersmmError(f"run {name!r} does not exist (no {path})") from None
     except (OSError, ValueError) as error:
         raise SupersmmError(f"cannot read {path}: {error}") from None
-    stored = {**BEFORE_RECIPE, **stored}
+    if not isinstance(stored, dict):
+        raise SupersmmError(f"cannot read {path}: not a JSON object")
+    return stored
+
+
+def load_run_config(name: str) -> RunConfig:
+    path = paths.config_path(_valid_name(name))
+    stored = {**BEFORE_RECIPE, **stored_config(name)}
     try:
         return RunConfig(**{f.name: stored[f.name] for f in fields(RunConfig)})
     except KeyError as missing:

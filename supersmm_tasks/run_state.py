@@ -9,13 +9,12 @@ without writing.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import paths
+from . import paths, run_config  # run_config writes states through us: use it at call time only
 from .durable import write_atomically
 from .errors import SupersmmError
 
@@ -136,12 +135,7 @@ def write_state(name: str, **fields) -> dict:
 
 def rebuild_state(name: str) -> dict:
     """A state from what survives: config.json, the newest verified checkpoint, the newest backup."""
-    try:
-        config = json.loads(paths.config_path(name).read_text("utf-8"))
-    except FileNotFoundError:
-        raise SupersmmError(f"run {name!r} does not exist (no {paths.config_path(name)})") from None
-    except (OSError, ValueError) as error:
-        raise SupersmmError(f"cannot read {paths.config_path(name)}: {error}") from None
+    config = run_config.stored_config(name)
     state = {
         "run": name, "dataset": config["dataset"], "status": "queued", "last_completed_epoch": 0,
         "max_total_epochs": config["max_total_epochs"], "max_epochs_per_run": config["max_epochs_per_run"],

@@ -7,7 +7,6 @@ Every reader here survives files that are missing, empty or being written at thi
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import threading
@@ -17,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths
+from ..errors import SupersmmError
+from ..run_config import stored_config
 from ..run_state import peek_state
 from ..training_log import COLUMNS
 
@@ -82,11 +83,11 @@ def _parse_training_log(path: Path) -> tuple[pd.DataFrame, str | None]:
 
 
 def read_config(name: str) -> dict:
+    """The run's config as stored, {} when it is missing or unreadable."""
     try:
-        config = json.loads(paths.config_path(name).read_text("utf-8"))
-    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        return stored_config(name)
+    except SupersmmError:
         return {}
-    return config if isinstance(config, dict) else {}
 
 
 def log_tail(name: str, max_bytes: int = LOG_TAIL_BYTES) -> str:
