@@ -41,21 +41,29 @@ def now_iso() -> str:
 
 
 
-def best_checkpoint(name: str):
-    """The run's checkpoint with the best val SER (its newest valid one if that is gone), or None."""
-    from .checkpoint import CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint  # NumPy: not for enqueue
+def best_checkpoint_candidates(name: str) -> list[Path]:
+    """The run's checkpoint files in the order to use them: the best by val SER, then newest first.
+
+    The one rule of "best checkpoint, else newest" (evaluation, prediction, export and the dashboard).
+    """
+    from .checkpoint import checkpoint_epochs, checkpoint_path  # NumPy: not for enqueue
 
     folder = paths.checkpoints_dir(name)
     best_epoch = peek_state(name).get("best_epoch")
-    if best_epoch:
+    best = [checkpoint_path(folder, best_epoch)] if best_epoch else []
+    return best + [checkpoint_path(folder, epoch) for epoch in reversed(checkpoint_epochs(folder)) if epoch != best_epoch]
+
+
+def best_checkpoint(name: str):
+    """The first of `best_checkpoint_candidates` that exists and verifies, loaded; None when none does."""
+    from .checkpoint import CorruptCheckpoint, load_checkpoint  # NumPy: not for enqueue
+
+    for path in best_checkpoint_candidates(name):
         try:
-            return load_checkpoint(checkpoint_path(folder, best_epoch))
+            return load_checkpoint(path)
         except CorruptCheckpoint:
-            pass
-    return latest_valid_checkpoint(folder)
-
-
-
+            continue
+    return None
 
 
 def list_runs() -> list[str]:
