@@ -50,8 +50,8 @@ def best_checkpoint_candidates(name: str) -> list[Path]:
 
     folder = paths.checkpoints_dir(name)
     best_epoch = peek_state(name).get("best_epoch")
-    best = [checkpoint_path(folder, best_epoch)] if best_epoch else []
-    return best + [checkpoint_path(folder, epoch) for epoch in reversed(checkpoint_epochs(folder)) if epoch != best_epoch]
+    newest_first = [epoch for epoch in reversed(checkpoint_epochs(folder)) if epoch != best_epoch]
+    return [checkpoint_path(folder, epoch) for epoch in ([best_epoch] if best_epoch else []) + newest_first]
 
 
 def best_checkpoint(name: str):
