@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import detected_home
-from supersmm_tasks import durable, paths, run_state, runs
+from supersmm_tasks import durable, paths, run_state, run_summary
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run
@@ -207,7 +207,7 @@ def test_a_rebuilt_state_keeps_the_runs_status_and_status_writes_nothing(home, s
     for status in ("paused", "cancelled", "failed"):
         run_state.write_state("held", status=status)
         paths.state_path("held").unlink()
-        assert runs.status_rows("held")[0]["status"] == status
+        assert run_summary.status_rows("held")[0]["status"] == status
         assert run_state.peek_state("held")["status"] == status
         assert not paths.state_path("held").exists()
         assert run_state.read_state("held")["status"] == status

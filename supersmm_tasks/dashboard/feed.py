@@ -19,6 +19,7 @@ from .. import paths
 from ..errors import SupersmmError
 from ..run_config import stored_config
 from ..run_state import peek_state
+from ..run_summary import best_val_ser, eta, worker
 from ..training_log import COLUMNS
 
 TEXT_COLUMNS = ("timestamp", "run", "dataset", "est_completion_time", "worker", "checkpoint_path")
@@ -28,7 +29,6 @@ NUMBER_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 # epochs when those are slower.
 STALE_AFTER_SECONDS = 600
 LOG_TAIL_BYTES = 32 * 1024
-TRAINING_STATUSES = ("queued", "running")  # the only ones with an ETA
 
 
 class TrainingLog:
@@ -111,7 +111,8 @@ def run_names(table: pd.DataFrame) -> list[str]:
 
 
 def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> dict:
-    """One line of the runs table: from the state file where it exists, from the CSV where it does not."""
+    """One line of the runs table: from the state file where it exists, from the CSV where it does not
+    (best val SER, ETA and worker by the rules of run_summary.py, as `supersmm status`)."""
     now = now or datetime.now(timezone.utc)
     state = peek_state(name)
     last = rows.iloc[-1] if len(rows) else None
@@ -132,10 +133,10 @@ def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> d
         "status": status,
         "epoch": epoch,
         "max_total_epochs": int(max_epochs) if max_epochs is not None else None,
-        "best_val_ser": _number(rows["val_ser"].min()) if len(rows) else None,
+        "best_val_ser": _number(best_val_ser(state, _number(rows["val_ser"].min()) if len(rows) else None)),
         "samples_per_sec": _number(last["samples_per_sec"]) if last is not None else None,
-        "eta": (last["est_completion_time"] or None) if last is not None and status in TRAINING_STATUSES else None,
-        "worker": state.get("worker") or (last["worker"] if last is not None else None) or None,
+        "eta": eta(state, last),
+        "worker": worker(state, last),
         "last_update": last_activity.isoformat() if last_activity else None,
         "stale": status == "running" and quiet_seconds is not None and quiet_seconds > stale_after,
     }
