@@ -5,7 +5,8 @@ atomically; each version written is also copied into `backups/`, where the last 
 unreadable state file is rebuilt from the run's config, its newest verified checkpoint and the newest
 readable backup (which holds the run's last status: completed, paused, cancelled or failed stay so).
 Only whoever changes the run writes the rebuilt state; readers (`supersmm status`, the dashboard) see it
-without writing.
+without writing. The state's best epoch also decides which checkpoint serves the run (best, else newest).
+Where each file lies is paths.py's.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import paths, run_config  # run_config writes states through us: use it at call time only
+from . import paths, run_config  # run_config imports this module too: its names are looked up at call time
 from .durable import write_atomically
 from .errors import SupersmmError
 
@@ -36,9 +37,6 @@ class UnreadableState(ValueError):
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-
 
 
 def best_checkpoint_candidates(name: str) -> list[Path]:
