@@ -60,7 +60,7 @@ print(json.dumps({"rss_mb": rss_mb, "val_ser": [float(r["val_ser"]) for r in rea
 # spans the time. Reference settings: learning rate 1e-3 (not a run option, so written into the run's config).
 TIMED_SCRIPT = """
 import json, sys, time
-from supersmm_tasks import run_state
+from supersmm_tasks import paths, run_state
 from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import read_rows
@@ -69,7 +69,7 @@ name, dataset, encoding, minutes, recipe = sys.argv[1], sys.argv[2], sys.argv[3]
 settings = json.loads(sys.argv[6])
 config = create_or_update_run(name, dataset, model="tiny", encoding=encoding, max_total_epochs=10_000, **settings)
 if recipe == "reference":
-    path = run_state.config_path(name)
+    path = paths.config_path(name)
     path.write_text(json.dumps({**json.loads(path.read_text()), "learning_rate": 1e-3}))
 epoch, started = 0, time.monotonic()
 while True:

@@ -41,8 +41,8 @@ import keras
 import supersmm_tasks.model  # registers the custom layers for best.keras
 import tensorflow as tf
 from supersmm_tasks.evaluate import predict
-from supersmm_tasks import run_state
-model = keras.models.load_model(run_state.checkpoints_dir(sys.argv[1]) / "best.keras")
+from supersmm_tasks import paths
+model = keras.models.load_model(paths.best_model_path(sys.argv[1]))
 print(json.dumps({"tokens": predict(sys.argv[1], [sys.argv[2]])[0], "gpus": len(tf.config.list_logical_devices("GPU")),
                   "keras_model_outputs": int(model.output_shape[-1])}))
 """

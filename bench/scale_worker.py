@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from supersmm_tasks import run_state, training_log
+from supersmm_tasks import paths, run_state, training_log
 from supersmm_tasks.celery_app import app
 from supersmm_tasks.checkpoint import (
     CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
@@ -46,7 +46,7 @@ def standin_train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=N
     started = time.time()
     guard = guard or (lambda: None)
     worker = worker or socket.gethostname()
-    folder = run_state.checkpoints_dir(name)
+    folder = paths.checkpoints_dir(name)
     state = run_state.read_state(name)
     if state["status"] in ("completed", "cancelled"):
         return

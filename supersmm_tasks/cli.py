@@ -136,13 +136,13 @@ def worker(celery_args):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per run.")
 def status(name, as_json):
     """One row per run: status, epochs, best val SER, ETA, worker."""
-    from . import runs
+    from . import run_summary  # neither Celery nor TensorFlow: status answers at once
 
-    rows = runs.status_rows(name)
+    rows = run_summary.status_rows(name)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
-        click.echo(runs.format_status_table(rows))
+        click.echo(run_summary.format_status_table(rows))
 
 
 @cli.command()

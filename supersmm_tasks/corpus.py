@@ -35,6 +35,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from . import paths
+from .durable import write_atomically
 from .errors import SupersmmError
 from .vocabulary import ENCODINGS, token_index
 
@@ -433,7 +434,7 @@ INDEX_HEADER = "id\tfolder\twidth\theight\tencodings"
 
 def write_index(path: Path, samples: list[IndexedSample]) -> None:
     lines = [INDEX_HEADER] + [f"{s.id}\t{s.folder}\t{s.width}\t{s.height}\t{','.join(s.encodings)}" for s in samples]
-    write_atomically(path, "\n".join(lines) + "\n")
+    write_atomically(path, ("\n".join(lines) + "\n").encode())
 
 
 def read_index(path: Path) -> dict[str, IndexedSample]:
@@ -442,13 +443,6 @@ def read_index(path: Path) -> dict[str, IndexedSample]:
         sample_id, folder, width, height, encodings = line.split("\t")
         samples[sample_id] = IndexedSample(sample_id, folder, int(width), int(height), tuple(encodings.split(",")))
     return samples
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, "utf-8")
-    os.replace(temporary, path)
 
 
 @dataclass

@@ -106,7 +106,7 @@ def train(dataset: str, epochs: int, chunk: int, seed: int) -> int:
     from .runs import train_foreground
 
     target = epochs
-    if run_state.config_path(RUN_NAME).is_file():
+    if paths.config_path(RUN_NAME).is_file():
         state = run_state.read_state(RUN_NAME)
         done = state["last_completed_epoch"] or 0
         target = done + epochs if state["status"] == "completed" else max(state["max_total_epochs"], epochs)

@@ -20,8 +20,9 @@ from filelock import FileLock
 
 from . import paths, splits
 from .corpus import (
-    Corpus, IndexedSample, check_sample, find_corpora, image_limits, write_atomically, write_index,
+    Corpus, IndexedSample, check_sample, find_corpora, image_limits, write_index,
 )
+from .durable import write_atomically
 from .errors import SupersmmError
 
 INVALID_SHOWN_PER_DATASET = 10
@@ -90,7 +91,8 @@ def detect_corpus(corpus: Corpus) -> DatasetReport:
         _note_split_drift(report, split, usable_ids)
     # Written even when nothing is usable any more, so that training sees the corpus as it is now.
     write_index(_index_path(corpus.name), usable)
-    write_atomically(paths.dataset_config_path(corpus.name), json.dumps(_config(report, split), indent=2) + "\n")
+    config = json.dumps(_config(report, split), indent=2) + "\n"
+    write_atomically(paths.dataset_config_path(corpus.name), config.encode())
     write_scripts(corpus.name)
     if usable:
         report.split_counts = {name: len(usable_ids.intersection(ids)) for name, ids in split.items()}
@@ -191,7 +193,7 @@ def write_scripts(name: str) -> None:
     paths.validate_dataset_name(name)
     for path, text in zip(script_paths(name), (train_script(name), continue_script(name))):
         if not path.is_file() or path.read_text("utf-8") != text:
-            write_atomically(path, text)
+            write_atomically(path, text.encode())
         path.chmod(0o755)
 
 

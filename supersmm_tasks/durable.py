@@ -1,4 +1,5 @@
-"""The durable file write every run file goes through (checkpoints, state, config, the CSV).
+"""The one atomic file write: checkpoints, state, config, the CSV, dataset configs and indexes, the
+train / continue scripts and the files of each synthetic sample all go through it.
 
 A file is written to a temporary name, fsynced and renamed, and its folder fsynced, so a crash at any
 instant leaves the old or the complete new file. Standard library only: light commands import it.
@@ -22,11 +23,12 @@ def _write_fully(fd: int, data: bytes | memoryview) -> None:
 def write_atomically(path: Path, data: bytes | memoryview) -> None:
     """Replace `path` with `data` so that a crash at any instant leaves the old or the new file.
 
-    A full disk raises SupersmmError and leaves the old file untouched.
+    The folder is created when missing. A full disk raises SupersmmError and leaves the old file untouched.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share one
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_fully(fd, data)

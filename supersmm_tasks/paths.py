@@ -70,6 +70,49 @@ def run_dir(name: str) -> Path:
     return models_dir() / f"{validate_run_name(name)}_model"
 
 
+def run_names() -> list[str]:
+    """Every run that has a folder under model/ (NAME_model, NAME a valid run name), sorted."""
+    try:
+        folders = list(models_dir().iterdir())
+    except FileNotFoundError:
+        return []
+    names = (folder.name.removesuffix("_model") for folder in folders
+             if folder.is_dir() and folder.name.endswith("_model"))
+    return sorted(name for name in names if RUN_NAME_PATTERN.fullmatch(name))
+
+
+# --- one run's files, all under run_dir(name) (the contract's table) ---------------------------------
+
+def state_path(name: str) -> Path:
+    return run_dir(name) / "training_state.txt"
+
+
+def config_path(name: str) -> Path:
+    return run_dir(name) / "config.json"
+
+
+def checkpoints_dir(name: str) -> Path:
+    return run_dir(name) / "checkpoints"
+
+
+def best_model_path(name: str) -> Path:
+    """The Keras file of the run's best model, written next to its checkpoints."""
+    return checkpoints_dir(name) / "best.keras"
+
+
+def backups_dir(name: str) -> Path:
+    return run_dir(name) / "backups"
+
+
+def log_path(name: str) -> Path:
+    """The run's human-readable log."""
+    return run_dir(name) / "logs" / "training_output.log"
+
+
+def tensorboard_dir(name: str) -> Path:
+    return run_dir(name) / "tensorboard"
+
+
 def training_log_csv() -> Path:
     return logs_dir() / "training_log.csv"
 

@@ -66,15 +66,23 @@ def epoch_budget(n_train: int) -> tuple[int, int]:
     return max_total, _clamp(round(max_total / 20), 50, 500)
 
 
-def load_run_config(name: str) -> RunConfig:
-    path = run_state.config_path(_valid_name(name))
+def stored_config(name: str) -> dict:
+    """The run's config.json as stored: every reader of a run's config goes through here (light: no TensorFlow)."""
+    path = paths.config_path(_valid_name(name))
     try:
         stored = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise SupersmmError(f"run {name!r} does not exist (no {path})") from None
     except (OSError, ValueError) as error:
         raise SupersmmError(f"cannot read {path}: {error}") from None
-    stored = {**BEFORE_RECIPE, **stored}
+    if not isinstance(stored, dict):
+        raise SupersmmError(f"cannot read {path}: not a JSON object")
+    return stored
+
+
+def load_run_config(name: str) -> RunConfig:
+    path = paths.config_path(_valid_name(name))
+    stored = {**BEFORE_RECIPE, **stored_config(name)}
     try:
         return RunConfig(**{f.name: stored[f.name] for f in fields(RunConfig)})
     except KeyError as missing:
@@ -93,7 +101,7 @@ def create_or_update_run(name: str, dataset: str | None = None, **overrides) -> 
         raise SupersmmError(f"unknown run setting(s): {', '.join(sorted(unknown))}")
     given = {key: value for key, value in overrides.items() if value is not None}
     _check_values(given)
-    if run_state.config_path(_valid_name(name)).exists():
+    if paths.config_path(_valid_name(name)).exists():
         return _update_run(load_run_config(name), dataset, given)
     return _create_run(name, dataset or name, given)
 
@@ -171,7 +179,7 @@ def _starting_point(name: str, source_name: str):
     """(config, best checkpoint) of the run a new run starts from; a clear error when there is none."""
     if _valid_name(source_name) == name:
         raise SupersmmError(f"run {name!r} cannot start from its own weights: give --init-from another run")
-    if not run_state.config_path(source_name).exists():
+    if not paths.config_path(source_name).exists():
         raise SupersmmError(f"--init-from {source_name}: there is no run {source_name!r} to start from")
     source = load_run_config(source_name)
     checkpoint = run_state.best_checkpoint(source_name)
@@ -225,6 +233,6 @@ def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> Run
 
 
 def _write_config(config: RunConfig) -> None:
-    path = run_state.config_path(config.run)
+    path = paths.config_path(config.run)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, (json.dumps(asdict(config), indent=2) + "\n").encode())

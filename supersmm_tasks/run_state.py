@@ -5,17 +5,17 @@ atomically; each version written is also copied into `backups/`, where the last 
 unreadable state file is rebuilt from the run's config, its newest verified checkpoint and the newest
 readable backup (which holds the run's last status: completed, paused, cancelled or failed stay so).
 Only whoever changes the run writes the rebuilt state; readers (`supersmm status`, the dashboard) see it
-without writing.
+without writing. The state's best epoch also decides which checkpoint serves the run (best, else newest).
+Where each file lies is paths.py's.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import paths
+from . import paths, run_config  # run_config imports this module too: its names are looked up at call time
 from .durable import write_atomically
 from .errors import SupersmmError
 
@@ -39,53 +39,34 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def state_path(name: str) -> Path:
-    return paths.run_dir(name) / "training_state.txt"
+def best_checkpoint_candidates(name: str) -> list[Path]:
+    """The run's checkpoint files in the order to use them: the best by val SER, then newest first.
 
+    The one rule of "best checkpoint, else newest" (evaluation, prediction, export and the dashboard).
+    """
+    from .checkpoint import checkpoint_epochs, checkpoint_path  # NumPy: not for enqueue
 
-def config_path(name: str) -> Path:
-    return paths.run_dir(name) / "config.json"
-
-
-def checkpoints_dir(name: str) -> Path:
-    return paths.run_dir(name) / "checkpoints"
+    folder = paths.checkpoints_dir(name)
+    best_epoch = peek_state(name).get("best_epoch")
+    newest_first = [epoch for epoch in reversed(checkpoint_epochs(folder)) if epoch != best_epoch]
+    return [checkpoint_path(folder, epoch) for epoch in ([best_epoch] if best_epoch else []) + newest_first]
 
 
 def best_checkpoint(name: str):
-    """The run's checkpoint with the best val SER (its newest valid one if that is gone), or None."""
-    from .checkpoint import CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint  # NumPy: not for enqueue
+    """The first of `best_checkpoint_candidates` that exists and verifies, loaded; None when none does."""
+    from .checkpoint import CorruptCheckpoint, load_checkpoint  # NumPy: not for enqueue
 
-    folder = checkpoints_dir(name)
-    best_epoch = peek_state(name).get("best_epoch")
-    if best_epoch:
+    for path in best_checkpoint_candidates(name):
         try:
-            return load_checkpoint(checkpoint_path(folder, best_epoch))
+            return load_checkpoint(path)
         except CorruptCheckpoint:
-            pass
-    return latest_valid_checkpoint(folder)
-
-
-def backups_dir(name: str) -> Path:
-    return paths.run_dir(name) / "backups"
-
-
-def log_path(name: str) -> Path:
-    return paths.run_dir(name) / "logs" / "training_output.log"
-
-
-def tensorboard_dir(name: str) -> Path:
-    return paths.run_dir(name) / "tensorboard"
+            continue
+    return None
 
 
 def list_runs() -> list[str]:
-    """Names of all runs under model/ (folders NAME_model holding a config.json)."""
-    if not paths.models_dir().is_dir():
-        return []
-    return sorted(
-        folder.name[: -len("_model")]
-        for folder in paths.models_dir().iterdir()
-        if folder.name.endswith("_model") and (folder / "config.json").is_file()
-    )
+    """Names of the runs that exist: run folders holding a config.json."""
+    return [name for name in paths.run_names() if paths.config_path(name).is_file()]
 
 
 def parse_state(text: str) -> dict:
@@ -124,7 +105,7 @@ def format_state(state: dict) -> str:
 def read_state(name: str, repair: bool = True) -> dict:
     """The run's state; rebuilt if the file is missing or unreadable, and then rewritten unless `repair` is
     False (readers that must not write: a rebuild belongs to whoever changes the run)."""
-    path = state_path(name)
+    path = paths.state_path(name)
     try:
         return parse_state(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, UnreadableState) as problem:
@@ -153,19 +134,14 @@ def write_state(name: str, **fields) -> dict:
     if "status" in fields and fields["status"] not in STATUSES:
         raise ValueError(f"unknown status {fields['status']!r}")
     state = {**read_state(name), **fields, "updated_at": now_iso()}
-    write_atomically(state_path(name), format_state(state).encode())
-    _rotate(backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=state_path(name))
+    write_atomically(paths.state_path(name), format_state(state).encode())
+    _rotate(paths.backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=paths.state_path(name))
     return state
 
 
 def rebuild_state(name: str) -> dict:
     """A state from what survives: config.json, the newest verified checkpoint, the newest backup."""
-    try:
-        config = json.loads(config_path(name).read_text("utf-8"))
-    except FileNotFoundError:
-        raise SupersmmError(f"run {name!r} does not exist (no {config_path(name)})") from None
-    except (OSError, ValueError) as error:
-        raise SupersmmError(f"cannot read {config_path(name)}: {error}") from None
+    config = run_config.stored_config(name)
     state = {
         "run": name, "dataset": config["dataset"], "status": "queued", "last_completed_epoch": 0,
         "max_total_epochs": config["max_total_epochs"], "max_epochs_per_run": config["max_epochs_per_run"],
@@ -194,17 +170,17 @@ def rebuild_state(name: str) -> dict:
 def _newest_checkpoint(name: str):
     """The run's newest verified checkpoint, or None; NumPy loads only when there are checkpoints to read
     (a run being created, as by `supersmm enqueue`, has none)."""
-    if not checkpoints_dir(name).is_dir():
+    if not paths.checkpoints_dir(name).is_dir():
         return None
     from .checkpoint import latest_valid_checkpoint
 
-    return latest_valid_checkpoint(checkpoints_dir(name))
+    return latest_valid_checkpoint(paths.checkpoints_dir(name))
 
 
 def _newest_readable_backup(name: str) -> dict | None:
     for number in range(1, STATE_BACKUPS_KEPT + 1):
         try:
-            return parse_state((backups_dir(name) / f"training_state.{number}.txt").read_text("utf-8"))
+            return parse_state((paths.backups_dir(name) / f"training_state.{number}.txt").read_text("utf-8"))
         except (OSError, UnicodeDecodeError, UnreadableState):
             continue
     return None
@@ -226,7 +202,7 @@ def _rotate(folder: Path, stem: str, suffix: str, kept: int, source: Path) -> No
 
 def append_log(name: str, message: str) -> None:
     """One timestamped line in the run's logs/training_output.log."""
-    path = log_path(name)
+    path = paths.log_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as log:
         log.write(f"{now_iso()} {message}\n")
@@ -234,4 +210,4 @@ def append_log(name: str, message: str) -> None:
 
 def backup_log(name: str) -> None:
     """Keep a rotating copy of training_output.log (called once per chunk)."""
-    _rotate(backups_dir(name), "training_output", ".log", LOG_BACKUPS_KEPT, source=log_path(name))
+    _rotate(paths.backups_dir(name), "training_output", ".log", LOG_BACKUPS_KEPT, source=paths.log_path(name))

@@ -1,4 +1,4 @@
-"""What the CLI does to runs: enqueue, train in the foreground, status, pause, resume, cancel.
+"""What the CLI does to runs: enqueue, train in the foreground, pause, resume, cancel (status: run_summary.py).
 
 Every function returns what the CLI prints and raises SupersmmError for what the user can fix.
 Changes to an idle run's state happen while holding the run's lease, as a trainer would, so a
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from . import broker, paths, run_keys, run_state, shutdown, tasks, training_log
+from . import broker, paths, run_keys, run_state, shutdown, tasks
 from .errors import SupersmmError
 from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
@@ -290,68 +290,6 @@ def run_worker(celery_args: list[str]) -> int:
     return 0
 
 
-# --- status --------------------------------------------------------------------------------------
-
-def status_rows(name: str | None = None) -> list[dict]:
-    """One row per run: the keys of training_state.txt plus best_val_ser, eta and worker."""
-    names = run_state.list_runs()
-    if name is not None:
-        if name not in names:
-            raise SupersmmError(f"no run named {name!r} in {paths.models_dir()}")
-        names = [name]
-    connection = _connection_if_broker_up()
-    return [_status_row(connection, run) for run in names]
-
-
-def _connection_if_broker_up() -> redis.Redis | None:
-    """The broker when it is configured (it must answer) or when the embedded one runs; None otherwise.
-
-    Without a running embedded broker no worker can hold a lease, so there is nothing to ask it.
-    """
-    if os.environ.get(broker.BROKER_URL_VARIABLE):
-        return broker.connect()
-    url = broker.embedded_url_if_running()
-    return broker.client(url) if url else None
-
-
-def _status_row(connection: redis.Redis | None, name: str) -> dict:
-    state = run_state.read_state(name, repair=False)
-    row = {**state}
-    rows = training_log.read_rows(name)
-    if row.get("best_val_ser") is None and rows:
-        row["best_val_ser"] = min(float(r["val_ser"]) for r in rows)
-    active = state["status"] in tasks.ACTIVE_STATUSES
-    row["eta"] = rows[-1]["est_completion_time"] if active and rows else ""
-    holder = lease_holder(connection, name) if connection is not None else None
-    row["worker"] = holder or ("" if active else state.get("worker") or "")
-    request = tasks.read_control(connection, name) if connection is not None else None
-    if request and active:
-        row["requested"] = request
-    return row
-
-
-STATUS_COLUMNS = (
-    ("run", "run"), ("dataset", "dataset"), ("status", "status"), ("epoch", "epoch"),
-    ("best_val_ser", "best val SER"), ("eta", "ETA"), ("worker", "worker"),
-)
-
-
-def format_status_table(rows: list[dict]) -> str:
-    if not rows:
-        return f"no runs yet in {paths.models_dir()} (start one with `supersmm enqueue NAME`)"
-    table = [[title for _, title in STATUS_COLUMNS]]
-    for row in rows:
-        cells = {
-            **row,
-            "status": row["status"] + (f" ({row['requested']} requested)" if row.get("requested") else ""),
-            "epoch": f"{row['last_completed_epoch']}/{row['max_total_epochs']}",
-            "best_val_ser": "" if row.get("best_val_ser") is None else f"{float(row['best_val_ser']):.2f}%",
-        }
-        table.append(["" if cells.get(key) is None else str(cells[key]) for key, _ in STATUS_COLUMNS])
-    widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table)
-
-
 # --- pause, resume, cancel -----------------------------------------------------------------------
 
 def pause(name: str) -> str:
@@ -396,5 +334,5 @@ def resume(name: str) -> str:
 
 
 def _require_run(name: str) -> None:
-    if not run_state.config_path(name).is_file():
+    if not paths.config_path(name).is_file():
         raise SupersmmError(f"no run named {name!r} in {paths.models_dir()}")

@@ -36,7 +36,7 @@ import redis
 from celery.signals import worker_ready, worker_shutdown
 from celery.utils.imports import symbol_by_name
 
-from . import broker, run_state
+from . import broker, paths, run_state
 from .celery_app import app
 from .errors import ChunkInterrupted, SupersmmError
 from .lease import FIRST_TOKEN_LUA, Lease, LeaseLost, ttl_seconds
@@ -141,7 +141,7 @@ def run_route(connection: redis.Redis, run: str) -> tuple[str, int]:
 
 def configured_route(run: str) -> tuple[str, int]:
     """The queue and priority in the run's config."""
-    config = json.loads(run_state.config_path(run).read_text("utf-8"))
+    config = json.loads(paths.config_path(run).read_text("utf-8"))
     priority = config.get("priority")
     return (config.get("queue") or app.conf.task_default_queue,
             app.conf.task_default_priority if priority is None else int(priority))
@@ -388,7 +388,7 @@ def reconcile_once(connection: redis.Redis) -> list[str]:
         if stale is None:
             continue
         try:
-            status = _parsed_if_changed(run_state.state_path(run), lambda: run_state.read_state(run)["status"])
+            status = _parsed_if_changed(paths.state_path(run), lambda: run_state.read_state(run)["status"])
         except SupersmmError as error:
             logger.warning("reconciler: skipping run %s: %s", run, error)
             continue
@@ -436,7 +436,7 @@ def _stale_marker(connection: redis.Redis, run: str, marker: dict, messages: "Me
     age = time.time() - float(marker.get("queued_at") or 0)
     if not marker.get("sent"):
         return marker["task_id"] if age > UNSENT_MARKER_GRACE_S else None
-    configured_queue = _parsed_if_changed(run_state.config_path(run), lambda: configured_route(run)[0])
+    configured_queue = _parsed_if_changed(paths.config_path(run), lambda: configured_route(run)[0])
     if marker.get("queue") != configured_queue and marker.get("queue") != run_route(connection, run)[0]:
         return marker["task_id"]  # re-routed: a `supersmm train` that ended, or a changed --queue
     taken_at = messages.taken_at(marker["task_id"])

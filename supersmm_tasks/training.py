@@ -27,7 +27,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
-from . import pipeline, run_state, training_log
+from . import paths, pipeline, run_state, training_log
 from .checkpoint import (
     CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints,
     save_checkpoint,
@@ -41,7 +41,6 @@ from .trainer import TRAINERS, Trainer
 
 CHECKPOINTS_KEPT = 3
 ETA_EPOCHS = 5  # the ETA uses the mean time of this many recent epochs
-BEST_MODEL_FILE = "best.keras"
 
 
 @dataclass
@@ -155,7 +154,7 @@ def _train(run: RunWriter, first_epoch: int, last_epoch: int, should_stop, on_pr
             f"{'deterministic' if deterministic(config) else 'not deterministic'})")
     run_state.backup_log(run.name)
 
-    summaries = tf.summary.create_file_writer(str(run_state.tensorboard_dir(run.name)))
+    summaries = tf.summary.create_file_writer(str(paths.tensorboard_dir(run.name)))
     epochs_trained = 0
     try:
         for epoch in range(progress.epoch + 1, last_epoch + 1):
@@ -338,7 +337,7 @@ class RunWriter:
 
     def __init__(self, name: str, guard=None):
         self.name = name
-        self.checkpoints = run_state.checkpoints_dir(name)
+        self.checkpoints = paths.checkpoints_dir(name)
         self._guard = guard
 
     def guard(self) -> None:
@@ -400,10 +399,10 @@ class RunWriter:
         temporary = self.checkpoints / ".best_model_tmp.keras"
         try:
             trainer.model.save(temporary)
-            temporary.replace(self.checkpoints / BEST_MODEL_FILE)
+            temporary.replace(paths.best_model_path(self.name))
         except OSError as error:
             temporary.unlink(missing_ok=True)
-            raise SupersmmError(f"cannot write {self.checkpoints / BEST_MODEL_FILE}: "
+            raise SupersmmError(f"cannot write {paths.best_model_path(self.name)}: "
                                 f"{error.strerror or error}") from None
 
     def finish(self, progress: Progress, status: str, stop_reason: str | None, epochs_trained: int) -> ChunkResult:

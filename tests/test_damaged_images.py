@@ -9,7 +9,7 @@ import pytest
 
 from conftest import detected_home
 from test_corpus import zero_the_middle_of_idat
-from supersmm_tasks import run_state
+from supersmm_tasks import paths, run_state
 from supersmm_tasks.corpus import load_dataset
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.pipeline import IMAGE_CACHE, EpochBatches
@@ -43,7 +43,7 @@ def test_an_image_damaged_after_detection_is_skipped_with_a_log_line(home):
 
     [row] = read_rows("skips")
     assert int(row["dataset_size"]) == len(examples) - 1
-    log = run_state.log_path("skips").read_text()
+    log = paths.log_path("skips").read_text()
     assert f"1 training images left out: they do not decode ({examples[0].image_path}: " in log
 
 

@@ -56,7 +56,7 @@ def write_state(run: str, status: str, epoch: int, max_epochs: int, updated_at: 
         "max_total_epochs": max_epochs, "max_epochs_per_run": 2, "checkpoint": "", "worker": "celery@trainer",
         "updated_at": (updated_at or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
     }
-    path = run_state.state_path(run)
+    path = paths.state_path(run)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(run_state.format_state(state))
 
@@ -267,7 +267,7 @@ def test_run_with_csv_rows_only_is_listed(home, server):
 def test_running_run_without_news_is_flagged_stale(home, server):
     long_ago = datetime.now(timezone.utc) - timedelta(hours=2)
     write_state("quiet", "running", 0, 5, updated_at=long_ago)
-    os.utime(run_state.state_path("quiet"), (long_ago.timestamp(), long_ago.timestamp()))
+    os.utime(paths.state_path("quiet"), (long_ago.timestamp(), long_ago.timestamp()))
     write_state("fresh", "running", 0, 5)
     runs = {run["name"]: run for run in json.loads(get(server + "/api/runs")[1])["runs"]}
     assert runs["quiet"]["stale"] is True

@@ -93,7 +93,7 @@ def test_a_run_without_checkpoints_cannot_be_evaluated(trained):
 
 
 def test_evaluating_never_writes_the_runs_state(trained):
-    state_file = run_state.state_path("run")
+    state_file = paths.state_path("run")
     saved = state_file.read_bytes()
     state_file.unlink()
     try:

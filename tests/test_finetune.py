@@ -12,7 +12,7 @@ from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.evaluate import evaluate_run
-from supersmm_tasks.run_config import create_or_update_run, load_run_config
+from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.training import train_chunk
 
 PRETRAIN_SAMPLES = 200
@@ -72,7 +72,7 @@ def test_a_run_fine_tuned_on_real_staves_reads_them_better_than_its_pretrained_s
     moved = np.abs(first.model_arrays[conv] - start.model_arrays[conv]).max()
     assert 0 < moved < 0.5 * np.abs(start.model_arrays[conv]).max()
     assert int(first.optimizer_arrays[0]) == math.ceil(first.meta["row"]["dataset_size"] / 4)  # Adam began again
-    assert "starting from run synth_pre's weights" in run_state.log_path("real_ft").read_text()
+    assert "starting from run synth_pre's weights" in paths.log_path("real_ft").read_text()
 
     train_chunk("real_ft", 2, FINETUNE_EPOCHS)
     before = evaluate_run(pretrained, split="val", dataset="primus")

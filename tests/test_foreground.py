@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from supersmm_tasks import broker, lease, run_state, tasks
+from supersmm_tasks import broker, lease, paths, tasks
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.training import train_chunk
@@ -98,4 +98,4 @@ def test_sigterm_stops_a_training_worker_within_seconds_with_its_run_intact(trai
     assert load_checkpoint(state["checkpoint"]).epoch == state["last_completed_epoch"]
     assert lease.holder(broker.client(), "long") is None
     assert "chunk stopped mid-epoch because the worker is shutting down" in worker.log()
-    assert "chunk failed" not in run_state.log_path("long").read_text()
+    assert "chunk failed" not in paths.log_path("long").read_text()

@@ -32,6 +32,11 @@ def test_bracketed_key_accidentals_count_and_the_first_of_several_meters_is_the_
     assert "@timesig:c\n" in verovio_input("%G-2@c; c; 3/2$ü 4C/")
 
 
+def test_plaine_easie_of_primus_is_read_as_verovio_wants_it():
+    assert verovio_input("%C-1@c$bBEAü =4/2-'8G/\n") == "@clef:C-1\n@keysig:bBEA\n@timesig:c\n@data:=4/2-'8G/\n"
+    assert "@timesig:c\n" in verovio_input("%G-2@c; c; 3/2$ü 4''EG/")
+
+
 @pytest.mark.parametrize("text, reason", [
     ("just words", "neither"),
     ("@clef:G-2@timesig:c", "no music"),

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from supersmm_tasks import broker, lease, run_keys, runs, tasks
+from supersmm_tasks import broker, lease, run_keys, run_summary, runs, tasks
 from supersmm_tasks.errors import SupersmmError
 
 RECEIVED = re.compile(r"^\[(?P<time>[^\]]+?): INFO/MainProcess\] Task (?P<run>\w+): epochs (?P<epochs>\d+-\d+)\[.*\] received",
@@ -36,7 +36,7 @@ def test_a_run_trains_chunk_by_chunk_and_reports_its_status(training_home, worke
     worker = workers.start("worker")
 
     training_home.wait_for(lambda: lease.holder(broker.client(), "chunks"), 120, "a trainer", [worker])
-    row = runs.status_rows("chunks")[0]
+    row = run_summary.status_rows("chunks")[0]
     assert {"run", "dataset", "status", "last_completed_epoch", "max_total_epochs", "best_val_ser", "eta",
             "worker"} <= set(row)
     assert row["worker"] == worker.hostname
@@ -46,7 +46,7 @@ def test_a_run_trains_chunk_by_chunk_and_reports_its_status(training_home, worke
     assert training_home.csv_epochs("chunks") == [1, 2, 3, 4]
     assert received_chunks(worker) == [("chunks", "1-2"), ("chunks", "3-4")]
     assert "is complete (4/4 epochs" in runs.enqueue("chunks")
-    header, line = runs.format_status_table(runs.status_rows()).splitlines()
+    header, line = run_summary.format_status_table(run_summary.status_rows()).splitlines()
     assert header.split()[:4] == ["run", "dataset", "status", "epoch"]
     assert line.split()[:4] == ["chunks", "primus", "completed", "4/4"]
 

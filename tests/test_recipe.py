@@ -16,7 +16,7 @@ from supersmm_tasks.corpus import load_dataset
 from supersmm_tasks.pipeline import epoch_batches, load_image
 from supersmm_tasks.run_config import create_or_update_run, load_run_config
 from supersmm_tasks.schedule import COSINE_FLOOR, ONECYCLE_END, ONECYCLE_START, StepSchedule
-from supersmm_tasks import run_state
+from supersmm_tasks import paths, run_state
 from supersmm_tasks.trainer import TRAINERS
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import read_rows
@@ -174,7 +174,7 @@ def test_recipe_settings_are_fixed_for_the_run_and_old_configs_read_as_before_th
         create_or_update_run("fixed", schedule="cosine")
     with pytest.raises(Exception, match="unknown schedule"):
         new_run("bad_schedule", schedule="linear")
-    path = run_state.config_path("fixed")
+    path = paths.config_path("fixed")
     old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("schedule", "augment", "init_from",
                                                                              "init_checkpoint")}
     path.write_text(json.dumps(old))

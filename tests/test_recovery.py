@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import detected_home
-from supersmm_tasks import durable, paths, run_state, runs
+from supersmm_tasks import durable, paths, run_state, run_summary
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run
@@ -186,8 +186,8 @@ def test_a_csv_row_lost_in_a_crash_is_restored_from_its_checkpoint(home):
 
 
 def test_a_rebuilt_state_keeps_the_runs_status_and_status_writes_nothing(home, straight):
-    state_file = run_state.state_path("straight")
-    log_file = run_state.log_path("straight")
+    state_file = paths.state_path("straight")
+    log_file = paths.log_path("straight")
     original, log_before = state_file.read_text(), log_file.read_text()
     assert run_state.parse_state(original)["status"] == "completed"
     try:
@@ -206,8 +206,8 @@ def test_a_rebuilt_state_keeps_the_runs_status_and_status_writes_nothing(home, s
     train_chunk("held", 1, 1)
     for status in ("paused", "cancelled", "failed"):
         run_state.write_state("held", status=status)
-        run_state.state_path("held").unlink()
-        assert runs.status_rows("held")[0]["status"] == status
+        paths.state_path("held").unlink()
+        assert run_summary.status_rows("held")[0]["status"] == status
         assert run_state.peek_state("held")["status"] == status
-        assert not run_state.state_path("held").exists()
+        assert not paths.state_path("held").exists()
         assert run_state.read_state("held")["status"] == status

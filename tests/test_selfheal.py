@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from supersmm_tasks import broker, lease, run_state, tasks
+from supersmm_tasks import broker, lease, paths, tasks
 from supersmm_tasks.checkpoint import latest_valid_checkpoint
 
 
@@ -27,7 +27,7 @@ def training_epoch(home, name: str, worker, at_least: int = 1) -> int | None:
 
 
 def final_weights(name: str) -> list[np.ndarray]:
-    return latest_valid_checkpoint(run_state.checkpoints_dir(name)).model_arrays
+    return latest_valid_checkpoint(paths.checkpoints_dir(name)).model_arrays
 
 
 def test_killed_three_times_mid_epoch_the_run_ends_with_the_weights_of_an_uninterrupted_run(training_home, workers):

@@ -16,7 +16,7 @@ from PIL import Image
 from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.synth.camera import camera_jpeg
 from supersmm_tasks.synth.music import random_incipit
-from supersmm_tasks.synth.realism import height_ratios, photo_measures, primus_pae_to_verovio
+from supersmm_tasks.synth.realism import height_ratios, photo_measures
 from supersmm_tasks.synth.statistics import (
     FAMILIES, distances, distinct_per_100, distributions, read_semantic_labels, total_variation,
 )
@@ -86,11 +86,6 @@ def test_our_engravings_of_the_real_incipits_are_as_tall_as_the_real_pngs(real_d
     ratios = height_ratios(real_dev_folder)
     assert len(ratios) >= 120
     assert 0.95 <= stats.median(ratios.values()) <= 1.05
-
-
-def test_plaine_easie_of_primus_is_read_as_verovio_wants_it():
-    assert primus_pae_to_verovio("%C-1@c$bBEAü =4/2-'8G/\n") == "@clef:C-1\n@keysig:bBEA\n@timesig:c\n@data:=4/2-'8G/\n"
-    assert "@timesig:c\n" in primus_pae_to_verovio("%G-2@c; c; 3/2$ü 4''EG/")
 
 
 def test_png_ink_is_two_tone_and_one_bit_like_the_real_pngs(real_dev_folder, tmp_path):

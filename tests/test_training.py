@@ -195,7 +195,7 @@ def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains
     tf_config.disable_op_determinism()
     train_chunk("open", 1, 1)  # this machine has no GPU
     assert tf_config.is_op_determinism_enabled()
-    assert "deterministic)" in run_state.log_path("open").read_text()
+    assert "deterministic)" in paths.log_path("open").read_text()
 
     monkeypatch.setattr(training, "gpu_present", lambda: True)
     assert not training.deterministic(config)

@@ -7,7 +7,6 @@ Every reader here survives files that are missing, empty or being written at thi
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import threading
@@ -17,7 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths
-from ..run_state import config_path, log_path, peek_state
+from ..errors import SupersmmError
+from ..run_config import stored_config
+from ..run_state import peek_state
+from ..run_summary import best_val_ser, eta, worker
 from ..training_log import COLUMNS
 
 TEXT_COLUMNS = ("timestamp", "run", "dataset", "est_completion_time", "worker", "checkpoint_path")
@@ -27,7 +29,6 @@ NUMBER_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 # epochs when those are slower.
 STALE_AFTER_SECONDS = 600
 LOG_TAIL_BYTES = 32 * 1024
-TRAINING_STATUSES = ("queued", "running")  # the only ones with an ETA
 
 
 class TrainingLog:
@@ -82,17 +83,17 @@ def _parse_training_log(path: Path) -> tuple[pd.DataFrame, str | None]:
 
 
 def read_config(name: str) -> dict:
+    """The run's config as stored, {} when it is missing or unreadable."""
     try:
-        config = json.loads(config_path(name).read_text("utf-8"))
-    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        return stored_config(name)
+    except SupersmmError:
         return {}
-    return config if isinstance(config, dict) else {}
 
 
 def log_tail(name: str, max_bytes: int = LOG_TAIL_BYTES) -> str:
     """The last lines of the run's `training_output.log` (whole lines only)."""
     try:
-        with open(log_path(name), "rb") as log:
+        with open(paths.log_path(name), "rb") as log:
             log.seek(0, os.SEEK_END)
             size = log.tell()
             log.seek(max(0, size - max_bytes))
@@ -106,19 +107,12 @@ def log_tail(name: str, max_bytes: int = LOG_TAIL_BYTES) -> str:
 
 def run_names(table: pd.DataFrame) -> list[str]:
     """Every run that has a folder under `model/` or a row in the CSV."""
-    names = set(table["run"].unique())
-    try:
-        for folder in paths.models_dir().iterdir():
-            name = folder.name.removesuffix("_model")
-            if folder.is_dir() and folder.name.endswith("_model") and paths.RUN_NAME_PATTERN.fullmatch(name):
-                names.add(name)
-    except FileNotFoundError:
-        pass
-    return sorted(names)
+    return sorted(set(table["run"].unique()) | set(paths.run_names()))
 
 
 def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> dict:
-    """One line of the runs table: from the state file where it exists, from the CSV where it does not."""
+    """One line of the runs table: from the state file where it exists, from the CSV where it does not
+    (best val SER, ETA and worker by the rules of run_summary.py, as `supersmm status`)."""
     now = now or datetime.now(timezone.utc)
     state = peek_state(name)
     last = rows.iloc[-1] if len(rows) else None
@@ -139,10 +133,10 @@ def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> d
         "status": status,
         "epoch": epoch,
         "max_total_epochs": int(max_epochs) if max_epochs is not None else None,
-        "best_val_ser": _number(rows["val_ser"].min()) if len(rows) else None,
+        "best_val_ser": _number(best_val_ser(state, _number(rows["val_ser"].min()) if len(rows) else None)),
         "samples_per_sec": _number(last["samples_per_sec"]) if last is not None else None,
-        "eta": (last["est_completion_time"] or None) if last is not None and status in TRAINING_STATUSES else None,
-        "worker": state.get("worker") or (last["worker"] if last is not None else None) or None,
+        "eta": eta(state, last),
+        "worker": worker(state, last),
         "last_update": last_activity.isoformat() if last_activity else None,
         "stale": status == "running" and quiet_seconds is not None and quiet_seconds > stale_after,
     }
@@ -180,7 +174,7 @@ def _latest_activity(name: str, state: dict, last) -> datetime | None:
     if last is not None:
         moments.append(_parse_time(last["timestamp"]))
     try:
-        moments.append(datetime.fromtimestamp(log_path(name).stat().st_mtime, timezone.utc))
+        moments.append(datetime.fromtimestamp(paths.log_path(name).stat().st_mtime, timezone.utc))
     except FileNotFoundError:
         pass
     moments = [moment for moment in moments if moment]

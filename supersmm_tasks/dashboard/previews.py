@@ -11,9 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import checkpoint_epochs, checkpoint_path
 from ..errors import SupersmmError
-from ..run_state import checkpoints_dir, peek_state
+from ..run_state import best_checkpoint_candidates
 
 PREVIEW_COUNT = 4
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -64,11 +63,7 @@ def token_diff(truth: list[str], prediction: list[str]) -> list[dict]:
 
 def checkpoint_key(name: str) -> str | None:
     """Names the checkpoint that predictions come from (the best one, else the newest); None while there is none."""
-    folder = checkpoints_dir(name)
-    best_epoch = peek_state(name).get("best_epoch")
-    candidates = [checkpoint_path(folder, best_epoch)] if best_epoch else []
-    candidates += [checkpoint_path(folder, epoch) for epoch in reversed(checkpoint_epochs(folder))]
-    for path in candidates:
+    for path in best_checkpoint_candidates(name):
         try:
             return f"{path.name}@{path.stat().st_mtime_ns}"
         except FileNotFoundError:

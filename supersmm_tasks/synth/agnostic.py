@@ -49,11 +49,11 @@ def mei_to_agnostic(mei_text: str) -> list[str]:
     tokens = [_clef(incipit.clef)] + _key_signature(incipit.clef, incipit.key)
     tokens += _meter(incipit.meter)
     writer = _EventWriter(CLEF_BOTTOM_LINE[incipit.clef], key_alterations(incipit.key or "CM"))
-    for events, barline in zip(incipit.measures, incipit.barlines):
+    for measure in incipit.measures:
         writer.new_measure()
-        for event in events:
+        for event in measure.events:
             tokens += writer.event(event)
-        tokens += ["barline-L1"] if barline else []
+        tokens += ["barline-L1"] if measure.barline else []
     return tokens
 
 

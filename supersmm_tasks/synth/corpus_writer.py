@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..durable import write_atomically
 from ..errors import SupersmmError
 from ..paths import InvalidName, validate_sample_id
 from ..vocabulary import load_vocabulary
@@ -213,7 +214,8 @@ def _write_files(folder: Path, gray: np.ndarray, mei: str, semantic: list[str], 
         files[f"{name}.agnostic"] = _label_line(agnostic)
     if camera_seed is not None:
         files[f"{name}_distorted.jpg"] = camera_jpeg(gray, np.random.default_rng(camera_seed))
-    _write_atomically(folder, files)
+    for file_name, content in files.items():
+        write_atomically(folder / file_name, content)
     if agnostic is None:
         (folder / f"{name}.agnostic").unlink(missing_ok=True)  # never leave a stale label behind
     return agnostic is not None
@@ -234,11 +236,3 @@ def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple
 def _label_line(tokens: list[str]) -> bytes:
     """One line of TAB-separated tokens with a trailing TAB, as in PrIMuS."""
     return ("\t".join(tokens) + "\t").encode("utf-8")
-
-
-def _write_atomically(folder: Path, files: dict[str, bytes]) -> None:
-    folder.mkdir(exist_ok=True)
-    for name, content in files.items():
-        partial = folder / f".{name}.partial"
-        partial.write_bytes(content)
-        os.replace(partial, folder / name)

@@ -73,25 +73,30 @@ class Event:
     tie_ends: bool = False
 
 
+@dataclass(frozen=True)
+class Measure:
+    events: list[Event]
+    barline: bool  # whether it ends with one: all but the last do, the last when it fills its meter
+
+
 @dataclass
 class Incipit:
     clef: str
     key: str | None  # None for C major: PrIMuS writes no key token for it
     meter: str
-    measures: list[list[Event]] = field(default_factory=list)
-    barlines: list[bool] = field(default_factory=list)  # whether measure i ends with a barline
+    measures: list[Measure] = field(default_factory=list)
 
 
 def mei_to_semantic(mei_text: str) -> list[str]:
     incipit = read_incipit(mei_text)
     tokens = [f"clef-{incipit.clef}"] + ([f"keySignature-{incipit.key}"] if incipit.key else [])
     tokens.append(f"timeSignature-{incipit.meter}")
-    for events, barline in zip(incipit.measures, incipit.barlines):
-        for event in events:
+    for measure in incipit.measures:
+        for event in measure.events:
             tokens.append(event.symbol.token())
             if event.tie_starts:
                 tokens.append("tie")
-        if barline:
+        if measure.barline:
             tokens.append("barline")
     return tokens
 
@@ -109,7 +114,7 @@ def read_incipit(mei_text: str) -> Incipit:
     fermatas = _fermata_targets(score)
     reader = _MeasureReader(key_alterations(key or "CM"), tie_starts, tie_ends, fermatas)
     meter_in_force, changed_to = meter, None
-    filled: list[bool] = []  # whether each measure's symbols fill its meter exactly
+    read: list[tuple[list[Event], bool]] = []  # each measure's events, and whether they fill its meter exactly
     for element in score.iter():
         tag = element.tag.removeprefix(NS)
         if tag == "scoreDef" and element is not header:  # a change, drawn where the next measure starts
@@ -120,9 +125,9 @@ def read_incipit(mei_text: str) -> Incipit:
             events = [Event(MeterChange(changed_to))] if changed_to else []
             meter_in_force, changed_to = changed_to or meter_in_force, None
             events += reader.events(element)
-            incipit.measures.append(events)
-            filled.append(_length(events, meter_in_force) == meter_length(meter_in_force))
-    incipit.barlines = [True] * (len(filled) - 1) + filled[-1:]
+            read.append((events, _length(events, meter_in_force) == meter_length(meter_in_force)))
+    last = len(read) - 1
+    incipit.measures = [Measure(events, barline=index < last or fills) for index, (events, fills) in enumerate(read)]
     return incipit
 
 

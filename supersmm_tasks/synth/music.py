@@ -22,7 +22,7 @@ from fractions import Fraction
 
 from ..vocabulary import load_vocabulary
 from .notation import (
-    CLEF_BOTTOM_LINE, KEY_SIGNATURES, STEPS, Note, Rest, beat_length, dotted_length, key_alterations, meter_length,
+    CLEF_BOTTOM_LINE, STEPS, Note, Rest, beat_length, dotted_length, key_alterations, meter_length,
 )
 
 # Counts in the 129 real incipits; every other value of the vocabulary gets the pseudo-count.

@@ -1,6 +1,5 @@
 """How our images compare with real PrIMuS ones: the same incipits engraved here, and camera-damage measures.
 
-    primus_pae_to_verovio   a PrIMuS `regular_pae.pae` (`%clef@meter$key` + `ü ` + data) in Verovio's form
     height_ratios           for every real incipit, our engraving's height / the real PNG's
     photo_measures          blur, paper, ink, noise, tilt and bend of the staff in a (distorted) image
 
@@ -15,29 +14,22 @@ import cv2
 import numpy as np
 
 from .engrave import FONTS, Engraver, EngravingFailed
-
-
-def primus_pae_to_verovio(text: str) -> str:
-    """`%C-1@c$bBEAü =4/2-'8G...` -> `@clef:C-1\\n@keysig:bBEA\\n@timesig:c\\n@data:=4/2-'8G...`."""
-    header, _, data = text.strip().partition("ü")
-    clef, _, rest = header.removeprefix("%").partition("@")
-    meter, _, key = rest.partition("$")
-    meter = meter.split(";")[0].strip()  # "c; c; 3/2": PrIMuS labels the first meter
-    return f"@clef:{clef}\n@keysig:{key}\n@timesig:{meter}\n@data:{data.strip()}\n"
+from .pae_source import MalformedPae, verovio_input
 
 
 def height_ratios(real_dev: Path, limit: int | None = None) -> dict[str, float]:
     """Incipit id -> height of our engraving of its `regular_pae.pae` / height of its real PNG.
 
-    The fonts take turns as in `supersmm synth`; incipits that Verovio cannot load are left out.
+    The incipits are read as `supersmm synth --from-pae` reads them (pae_source.py); the fonts take turns as
+    in `supersmm synth`; incipits that Verovio cannot load are left out.
     """
     engraver, ratios = Engraver(), {}
     folders = sorted(path.parent for path in Path(real_dev).glob("*/regular_pae.pae"))[:limit]
     for index, folder in enumerate(folders):
-        pae = primus_pae_to_verovio((folder / "regular_pae.pae").read_text(encoding="utf-8"))
         try:
+            pae = verovio_input((folder / "regular_pae.pae").read_text(encoding="utf-8"))
             ours, _ = engraver.engrave(pae, FONTS[index % len(FONTS)], xml_id_seed=0)
-        except EngravingFailed:
+        except (MalformedPae, EngravingFailed):
             continue
         real = cv2.imread(str(folder / f"{folder.name}.png"), cv2.IMREAD_GRAYSCALE)
         ratios[folder.name] = ours.shape[0] / real.shape[0]

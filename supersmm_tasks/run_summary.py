@@ -1,0 +1,120 @@
+"""What a run's summary says, by one set of rules: `supersmm status` and the dashboard's runs table.
+
+Both read the run's state file and its rows of `logs/training_log.csv`:
+- best val SER: the one the state names (that of the best checkpoint), else the lowest in the CSV;
+- ETA: the last CSV row's estimate while the run is queued or running, else none;
+- worker: for a queued or running run, who trains it now: the lease's holder when the broker was
+  asked, else (the dashboard never asks it) the worker the state names while running; for any
+  other run, the worker that trained it last (the state's, else the last CSV row's).
+
+`supersmm status` imports neither Celery nor TensorFlow: the lease and the control request are read
+through lease.py and run_keys.py.
+"""
+from __future__ import annotations
+
+import os
+
+import redis
+
+from . import broker, paths, run_keys, run_state, training_log
+from .errors import SupersmmError
+from .lease import holder as lease_holder
+
+ACTIVE_STATUSES = ("queued", "running")  # the runs that have an ETA and may have a trainer
+STOP_REQUESTS = ("paused", "cancelled")  # what the user can ask of an active run through its control key
+
+
+# --- the rules -----------------------------------------------------------------------------------
+
+def best_val_ser(state: dict, lowest_csv_val_ser: float | None) -> float | None:
+    best = state.get("best_val_ser")
+    return best if best is not None else lowest_csv_val_ser
+
+
+def eta(state: dict, last_row) -> str | None:
+    """`last_row`: the run's last CSV row (a mapping of column to value), None when it has none."""
+    if state.get("status") not in ACTIVE_STATUSES or last_row is None:
+        return None
+    return last_row["est_completion_time"] or None
+
+
+def worker(state: dict, last_row, holder: str | None = None) -> str | None:
+    """`holder`: the lease's holder when the broker was asked ("" for nobody), None when it was not."""
+    status = state.get("status")
+    if status in ACTIVE_STATUSES:
+        if holder is not None:
+            return holder or None
+        return (state.get("worker") or None) if status == "running" else None
+    return state.get("worker") or (last_row["worker"] if last_row is not None else None) or None
+
+
+# --- supersmm status -----------------------------------------------------------------------------
+
+def status_rows(name: str | None = None) -> list[dict]:
+    """One row per run: the keys of training_state.txt plus best_val_ser, eta and worker."""
+    names = run_state.list_runs()
+    if name is not None:
+        if name not in names:
+            raise SupersmmError(f"no run named {name!r} in {paths.models_dir()}")
+        names = [name]
+    connection = _connection_if_broker_up()
+    return [_status_row(connection, run) for run in names]
+
+
+def _connection_if_broker_up() -> redis.Redis | None:
+    """The broker when it is configured (it must answer) or when the embedded one runs; None otherwise.
+
+    Without a running embedded broker no worker can hold a lease, so there is nothing to ask it.
+    """
+    if os.environ.get(broker.BROKER_URL_VARIABLE):
+        return broker.connect()
+    url = broker.embedded_url_if_running()
+    return broker.client(url) if url else None
+
+
+def _status_row(connection: redis.Redis | None, name: str) -> dict:
+    state = run_state.read_state(name, repair=False)
+    rows = training_log.read_rows(name)
+    last_row = rows[-1] if rows else None
+    holder = (lease_holder(connection, name) or "") if connection is not None else ""
+    row = {
+        **state,
+        "best_val_ser": best_val_ser(state, min(float(r["val_ser"]) for r in rows) if rows else None),
+        "eta": eta(state, last_row) or "",
+        "worker": worker(state, last_row, holder) or "",
+    }
+    request = _stop_request(connection, name) if connection is not None else None
+    if request and state["status"] in ACTIVE_STATUSES:
+        row["requested"] = request
+    return row
+
+
+def _stop_request(connection: redis.Redis, name: str) -> str | None:
+    """"paused" or "cancelled" while the user's request waits for the trainer; None when unreachable."""
+    try:
+        request = connection.get(run_keys.control_key(name))
+    except redis.RedisError:
+        return None
+    return request if request in STOP_REQUESTS else None
+
+
+STATUS_COLUMNS = (
+    ("run", "run"), ("dataset", "dataset"), ("status", "status"), ("epoch", "epoch"),
+    ("best_val_ser", "best val SER"), ("eta", "ETA"), ("worker", "worker"),
+)
+
+
+def format_status_table(rows: list[dict]) -> str:
+    if not rows:
+        return f"no runs yet in {paths.models_dir()} (start one with `supersmm enqueue NAME`)"
+    table = [[title for _, title in STATUS_COLUMNS]]
+    for row in rows:
+        cells = {
+            **row,
+            "status": row["status"] + (f" ({row['requested']} requested)" if row.get("requested") else ""),
+            "epoch": f"{row['last_completed_epoch']}/{row['max_total_epochs']}",
+            "best_val_ser": "" if row.get("best_val_ser") is None else f"{float(row['best_val_ser']):.2f}%",
+        }
+        table.append(["" if cells.get(key) is None else str(cells[key]) for key, _ in STATUS_COLUMNS])
+    widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table)
