@@ -55,7 +55,7 @@ def transition(run: str, to: RunStatus, guard=None, **fields) -> dict:
     fence, is called right before the write and raises to stop it.
     """
     to = RunStatus(to)
-    current = RunStatus(run_state.read_state(run)["status"])
+    current = RunStatus(run_state.read_state(run, repair=False)["status"])  # a repair is a write: after guard()
     if to not in ALLOWED_MOVES[current]:
         raise SupersmmError(f"run {run}: its status cannot move from {current} to {to}")
     if guard is not None:

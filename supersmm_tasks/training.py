@@ -28,7 +28,8 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
-from . import pipeline, run_state, training_log
+from . import faults, pipeline, run_state, training_log
+from .chunk import ChunkResult, ChunkSpan
 from .checkpoint import (
     CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints,
     restore_variables, save_checkpoint,
@@ -38,23 +39,13 @@ from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import decode_logits, error_rates
 from .model import PRESETS, build_model, ctc_loss, gpu_present, logit_lengths
 from .run_config import RunConfig, load_run_config
+from .run_status import CONTROL_REQUESTS, RunStatus, transition
 from .schedule import StepSchedule
 from .vocabulary import load_vocabulary
 
 CHECKPOINTS_KEPT = 3
 ETA_EPOCHS = 5  # the ETA uses the mean time of this many recent epochs
 BEST_MODEL_FILE = "best.keras"
-
-
-@dataclass
-class ChunkResult:
-    run: str
-    last_completed_epoch: int
-    status: str  # "running" when epochs remain, else completed / paused / cancelled
-    stop_reason: str | None
-    best_val_ser: float | None
-    best_epoch: int | None
-    epochs_trained: int
 
 
 @dataclass
@@ -227,17 +218,17 @@ def _configure_determinism(config: RunConfig) -> None:
         tf_config.disable_op_determinism()
 
 
-def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, should_stop=None, on_progress=None,
-                worker: str | None = None, chunk: int | None = None) -> ChunkResult:
-    """Train epochs up to `last_epoch` (1-based, inclusive) from the run's newest checkpoint.
+def train_chunk(name: str, span: ChunkSpan, *, guard=None, should_stop=None, on_progress=None,
+                worker: str | None = None) -> ChunkResult:
+    """Train the epochs of `span` up to its last (1-based, inclusive) from the run's newest checkpoint.
 
     A redelivered chunk trains only what is missing. guard() is called before every write and
-    raises to abort; should_stop() is asked at every epoch boundary and may answer "paused" or
-    "cancelled"; on_progress(dict) hears about every batch and every finished epoch.
+    raises to abort; should_stop() is asked at every epoch boundary, the chunk's end included, and may
+    answer "paused" or "cancelled"; on_progress(dict) hears about every batch and every finished epoch.
     """
-    chunk_run = ChunkRun(name, guard, should_stop, on_progress, worker, chunk)
+    chunk_run = ChunkRun(name, guard, should_stop, faults.slowed(on_progress), worker, span)
     try:
-        return chunk_run.run(first_epoch, last_epoch)
+        return chunk_run.run()
     except chunk_run.GuardFailure as lost:
         raise lost.error from None  # another process owns the run now: write nothing more
     except ChunkInterrupted:
@@ -262,13 +253,14 @@ class ChunkRun:
         def __init__(self, error: BaseException):
             self.error = error
 
-    def __init__(self, name, guard, should_stop, on_progress, worker, chunk):
+    def __init__(self, name, guard, should_stop, on_progress, worker, span: ChunkSpan):
         self.name = name
+        self.span = span
         self._guard = guard
         self.should_stop = should_stop or (lambda: None)
         self.on_progress = on_progress or (lambda update: None)
         self.worker = worker or socket.gethostname()
-        self.chunk = chunk
+        self.chunk = span.chunk
 
     def guard(self) -> None:
         if self._guard is None:
@@ -290,22 +282,20 @@ class ChunkRun:
         """Best effort: mark the run failed with the error's one-line reason (not if we lost the run)."""
         reason = str(error) if isinstance(error, SupersmmError) else f"{type(error).__name__}: {error}"
         try:
-            self.write_state(status="failed", error=reason)
+            transition(self.name, RunStatus.FAILED, guard=self.guard, error=reason)
             self.log(f"chunk failed: {reason}")
         except Exception:
             pass
 
-    def run(self, first_epoch: int, last_epoch: int) -> ChunkResult:
+    def run(self) -> ChunkResult:
         self.guard()
         config = self.config = load_run_config(self.name)
         state = run_state.read_state(self.name)
-        if state["status"] in ("completed", "cancelled"):
+        if state["status"] in (RunStatus.COMPLETED, RunStatus.CANCELLED):
             return self.result(state, epochs_trained=0)
-        if first_epoch < 1 or last_epoch < first_epoch:
-            raise SupersmmError(f"invalid epoch range {first_epoch}-{last_epoch} for run {self.name!r}")
-        last_epoch = min(last_epoch, config.max_total_epochs)
-        if self.chunk is None:
-            self.chunk = (first_epoch - 1) // config.max_epochs_per_run + 1
+        if self.span.first_epoch < 1 or self.span.last_epoch < self.span.first_epoch:
+            raise SupersmmError(f"invalid epoch range {self.span.epochs} for run {self.name!r}")
+        last_epoch = min(self.span.last_epoch, config.max_total_epochs)
 
         _configure_determinism(config)
         checkpoint = latest_valid_checkpoint(run_state.checkpoints_dir(self.name), on_corrupt=self.discard_corrupt)
@@ -334,7 +324,7 @@ class ChunkRun:
         try:
             for epoch in range(progress.epoch + 1, last_epoch + 1):
                 requested = self.should_stop()
-                if requested in ("paused", "cancelled"):
+                if requested in CONTROL_REQUESTS:
                     return self.finish(progress, requested, f"{requested} by request", epochs_trained)
                 self.train_epoch(epoch, train_batches, val_batches, progress, summaries)
                 epochs_trained += 1
@@ -343,7 +333,10 @@ class ChunkRun:
                     return self.finish(progress, *stop, epochs_trained)
         finally:
             summaries.close()
-        return self.finish(progress, "running", None, epochs_trained)
+        requested = self.should_stop()  # asked during the chunk's last epoch
+        if requested in CONTROL_REQUESTS:
+            return self.finish(progress, requested, f"{requested} by request", epochs_trained)
+        return self.finish(progress, RunStatus.RUNNING, None, epochs_trained)
 
     def start_from_another_run(self, trainer: Trainer) -> None:
         config = self.config
@@ -383,8 +376,8 @@ class ChunkRun:
         changes = training_log.reconcile_run(self.name, progress.epoch, row_for=self.stored_row)
         for change in changes:
             self.log(f"training log repaired: {change}")
-        self.write_state(
-            status="running", last_completed_epoch=progress.epoch,
+        transition(
+            self.name, RunStatus.RUNNING, guard=self.guard, last_completed_epoch=progress.epoch,
             checkpoint=str(checkpoint.path) if checkpoint else "", best_epoch=progress.best_epoch,
             best_val_ser=progress.best_val_ser, worker=self.worker, chunk=self.chunk, error="", stop_reason="",
         )
@@ -399,14 +392,14 @@ class ChunkRun:
     def finished(self, progress: Progress) -> tuple[str, str] | None:
         """(status, stop_reason) once the run is over, else None."""
         if progress.epoch >= self.config.max_total_epochs:
-            return "completed", "max_total_epochs"
+            return RunStatus.COMPLETED, "max_total_epochs"
         if self.config.patience and progress.epochs_since_best >= self.config.patience:
-            return "completed", f"early stop: no val SER improvement in {self.config.patience} epochs"
+            return RunStatus.COMPLETED, f"early stop: no val SER improvement in {self.config.patience} epochs"
         return None
 
-    def finish(self, progress: Progress, status: str, stop_reason: str | None, epochs_trained: int) -> ChunkResult:
-        state = self.write_state(status=status, stop_reason=stop_reason or "")
-        if status != "running":
+    def finish(self, progress: Progress, status: RunStatus, stop_reason: str | None, epochs_trained: int) -> ChunkResult:
+        state = transition(self.name, status, guard=self.guard, stop_reason=stop_reason or "")
+        if status != RunStatus.RUNNING:
             self.log(f"run {status} at epoch {progress.epoch}: {stop_reason}")
         return self.result(state, epochs_trained)
 
