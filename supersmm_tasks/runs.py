@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from . import broker, chunk_queue, paths, run_keys, run_state, shutdown, training_log
+from . import broker, chunk_queue, paths, run_keys, run_state, training_log
 from .errors import SupersmmError
 from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
@@ -193,11 +193,13 @@ class _ForegroundRoute:
 
 
 def _start_foreground_worker(name: str, queue: str) -> tuple[subprocess.Popen, Path]:
+    from .shutdown import PARENT_VARIABLE  # it imports Celery's signals: not at the top, for `supersmm status`
+
     log_path = paths.private_state_dir() / "logs" / f"train_{name}_worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "celery", "-A", "supersmm_tasks", "worker", "-Q", queue,
                "-n", f"train_{name}_{os.getpid()}@%h", "--loglevel", "INFO"]
-    environment = {**os.environ, shutdown.PARENT_VARIABLE: str(os.getpid())}  # it stops when we are gone
+    environment = {**os.environ, PARENT_VARIABLE: str(os.getpid())}  # it stops when we are gone
     with open(log_path, "ab") as log:
         # Its own session: Ctrl-C reaches only us, and we decide how the worker stops.
         worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
