@@ -1,7 +1,7 @@
 """Celery configuration of SuperSMM (`celery -A supersmm_tasks worker` and `supersmm worker` read this module).
 
 Each task is one chunk of epochs of one run. A run never depends on a message being redelivered:
-a lost chunk is re-queued by the reconciler in `supersmm_tasks.tasks` (lease expired, no chunk
+a lost chunk is re-queued by the reconciler in `supersmm_tasks.reconciler` (lease expired, no chunk
 pending), so the settings below only have to keep duplicates rare and harmless.
 """
 from supersmm_tasks import broker

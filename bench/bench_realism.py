@@ -33,6 +33,7 @@ SER_GOALS = {"agnostic": 5.0, "semantic": 8.0, "camera": 10.0}  # issue 11
 TRAIN_AND_READ_REAL = """
 import json, sys, time
 from pathlib import Path
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.detect import detect
 from supersmm_tasks.evaluate import error_rates, evaluate_run, predict
 from supersmm_tasks.run_config import create_or_update_run
@@ -45,7 +46,7 @@ dataset = "camera_primus" if camera else "primus"
 generate_corpus(Path("data") / dataset, samples, seed=11, camera=camera, progress=False)
 detect()
 create_or_update_run("real", dataset, model="tiny", encoding=encoding, max_total_epochs=epochs)
-train_chunk("real", 1, epochs)
+train_chunk("real", ChunkSpan(1, epochs, 1))
 val_ser = evaluate_run("real", "val")["ser"]
 suffix = "_distorted.jpg" if camera else ".png"
 folders = sorted(f for f in real_dev.iterdir() if (f / f"{f.name}{suffix}").exists() and (f / f"{f.name}.{encoding}").exists())

@@ -312,10 +312,10 @@ class ScaleHome:
 
     def time_reconcile_pass(self) -> tuple[float, float]:
         """(CPU ms, wall ms) of one reconciler pass over every run, as a worker's reconciler thread makes it."""
-        from supersmm_tasks import broker, tasks
+        from supersmm_tasks import broker, reconciler
 
         started, cpu_started = time.perf_counter(), time.process_time()
-        tasks.reconcile_once(broker.client(self.url))
+        reconciler.reconcile_once(broker.client(self.url))
         return 1000 * (time.process_time() - cpu_started), 1000 * (time.perf_counter() - started)
 
     def commands(self) -> dict[str, int]:

@@ -76,13 +76,14 @@ def results(rows: list[dict]) -> list[tuple]:
 
 def undisturbed(seed: int) -> list[tuple]:
     """The CSV results of the run with this seed trained in one go, in this process."""
+    from supersmm_tasks.chunk import ChunkSpan
     from supersmm_tasks.run_config import create_or_update_run
     from supersmm_tasks.training import train_chunk
     from supersmm_tasks.training_log import read_rows
 
     name = f"reference{seed}"
     create_or_update_run(name, "primus", **run_settings(seed))
-    train_chunk(name, 1, EPOCHS)
+    train_chunk(name, ChunkSpan(1, EPOCHS, 1))
     return results(read_rows(name))
 
 

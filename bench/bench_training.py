@@ -33,6 +33,7 @@ TRAINING_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 import psutil
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.detect import detect
 from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.synth import generate_corpus
@@ -47,7 +48,7 @@ create_or_update_run("bench", "primus", model="tiny", encoding=encoding, max_tot
 rss_mb = []
 started = time.monotonic()
 for last in range(epochs_per_chunk, epochs + 1, epochs_per_chunk):
-    train_chunk("bench", last - epochs_per_chunk + 1, last)
+    train_chunk("bench", ChunkSpan(last - epochs_per_chunk + 1, last, last // epochs_per_chunk))
     rss_mb.append(psutil.Process().memory_info().rss / 2**20)
 print(json.dumps({"rss_mb": rss_mb, "val_ser": [float(r["val_ser"]) for r in read_rows("bench")],
                   "seconds": time.monotonic() - started}))
@@ -61,6 +62,7 @@ print(json.dumps({"rss_mb": rss_mb, "val_ser": [float(r["val_ser"]) for r in rea
 TIMED_SCRIPT = """
 import json, sys, time
 from supersmm_tasks import paths, run_state
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import read_rows
@@ -74,7 +76,7 @@ if recipe == "reference":
 epoch, started = 0, time.monotonic()
 while True:
     epoch += 1
-    train_chunk(name, epoch, epoch)
+    train_chunk(name, ChunkSpan(epoch, epoch, epoch))  # one epoch per chunk
     rows = read_rows(name)
     spent = float(rows[-1]["cumulative_time_sec"])
     if spent >= minutes * 60:

@@ -31,8 +31,9 @@ RESULT_COLUMNS = ("epoch", "loss", "val_loss", "val_ser", "learning_rate")
 
 TRAIN_SCRIPT = """
 import sys
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.training import train_chunk
-train_chunk(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+train_chunk(sys.argv[1], ChunkSpan(int(sys.argv[2]), int(sys.argv[3]), 1))
 """
 
 READ_SCRIPT = """

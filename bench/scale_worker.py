@@ -3,7 +3,7 @@
     celery -A scale_worker worker      (with bench/ on PYTHONPATH)
 
 runs the real chunk task of `supersmm_tasks.tasks` (pending marker, claim, lease and its heartbeat,
-fencing, the reconciler thread, the next chunk queued at the end) with one setting changed:
+fencing, the reconciler thread, the next chunk queued at the end: chunk_queue.py, reconciler.py) with one setting changed:
 celeryconfig's `supersmm_train_chunk` names `standin_train_chunk` below instead of
 `supersmm_tasks.training:train_chunk`. The stand-in keeps train_chunk's contract and its writes, in its
 order, through the project's own modules (checkpoint, training_log, run_state): it lines the CSV and
@@ -28,9 +28,11 @@ import numpy as np
 
 from supersmm_tasks import paths, run_state, training_log
 from supersmm_tasks.celery_app import app
+from supersmm_tasks.chunk import ChunkResult, ChunkSpan
 from supersmm_tasks.checkpoint import (
     CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
 )
+from supersmm_tasks.run_status import RunStatus, transition
 
 app.conf.supersmm_train_chunk = "scale_worker:standin_train_chunk"
 
@@ -40,25 +42,25 @@ STEP_S = float(os.environ.get(STEP_VARIABLE) or 0.005)  # the stand-in for an ep
 CHECKPOINTS_KEPT = 3
 
 
-def standin_train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, should_stop=None,
-                        on_progress=None, worker: str | None = None, chunk: int | None = None) -> None:
+def standin_train_chunk(name: str, span: ChunkSpan, *, guard=None, should_stop=None, on_progress=None,
+                        worker: str | None = None) -> ChunkResult:
     """train_chunk's writes without its training: see the module's docstring."""
     started = time.time()
     guard = guard or (lambda: None)
     worker = worker or socket.gethostname()
+    chunk = span.chunk
     folder = paths.checkpoints_dir(name)
     state = run_state.read_state(name)
-    if state["status"] in ("completed", "cancelled"):
-        return
+    if state["status"] in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+        return _result(state, epochs_trained=0)
     newest = latest_valid_checkpoint(folder)
     done = newest.epoch if newest else 0
     guard()
     training_log.reconcile_run(name, done, row_for=lambda epoch: _stored_row(folder, epoch))
-    guard()
-    state = run_state.write_state(name, status="running", last_completed_epoch=done, worker=worker, chunk=chunk,
-                                  checkpoint=str(newest.path) if newest else "", error="", stop_reason="")
-    status, reason = "running", ""
-    for epoch in range(done + 1, min(last_epoch, state["max_total_epochs"]) + 1):
+    state = transition(name, RunStatus.RUNNING, guard=guard, last_completed_epoch=done, worker=worker, chunk=chunk,
+                       checkpoint=str(newest.path) if newest else "", error="", stop_reason="")
+    status, reason = RunStatus.RUNNING, ""
+    for epoch in range(done + 1, min(span.last_epoch, state["max_total_epochs"]) + 1):
         request = should_stop() if should_stop else None
         if request:
             status, reason = request, f"{request} by request"
@@ -77,11 +79,20 @@ def standin_train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=N
         if on_progress:
             on_progress(row)
     else:
-        if min(last_epoch, state["max_total_epochs"]) >= state["max_total_epochs"]:
-            status, reason = "completed", "max_total_epochs"
-    guard()
-    run_state.write_state(name, status=status, stop_reason=reason)
+        request = should_stop() if should_stop else None  # asked during the chunk's last epoch
+        if min(span.last_epoch, state["max_total_epochs"]) >= state["max_total_epochs"]:
+            status, reason = RunStatus.COMPLETED, "max_total_epochs"
+        elif request:
+            status, reason = request, f"{request} by request"
+    state = transition(name, status, guard=guard, stop_reason=reason)
     _record_timing(name, chunk, worker, started, time.time())
+    return _result(state, epochs_trained=state["last_completed_epoch"] - done)
+
+
+def _result(state: dict, epochs_trained: int) -> ChunkResult:
+    return ChunkResult(run=state["run"], last_completed_epoch=state["last_completed_epoch"], status=state["status"],
+                       stop_reason=state.get("stop_reason") or None, best_val_ser=state.get("best_val_ser"),
+                       best_epoch=state.get("best_epoch"), epochs_trained=epochs_trained)
 
 
 def _stored_row(folder: Path, epoch: int) -> dict | None:

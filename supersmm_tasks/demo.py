@@ -103,13 +103,14 @@ def detect_corpus(folder: Path) -> str:
 def train(dataset: str, epochs: int, chunk: int, seed: int) -> int:
     """Train (or continue) run `demo` for `epochs` more epochs, `chunk` epochs per Celery task."""
     from . import run_state
+    from .run_status import RunStatus
     from .runs import train_foreground
 
     target = epochs
     if paths.config_path(RUN_NAME).is_file():
         state = run_state.read_state(RUN_NAME)
         done = state["last_completed_epoch"] or 0
-        target = done + epochs if state["status"] == "completed" else max(state["max_total_epochs"], epochs)
+        target = done + epochs if state["status"] == RunStatus.COMPLETED else max(state["max_total_epochs"], epochs)
         say(f"[3/4] continuing run {RUN_NAME} from epoch {done} to {target} (chunks of {chunk} epochs)")
     else:
         say(f"[3/4] training run {RUN_NAME} (tiny CRNN) for {target} epochs in chunks of {chunk}, "

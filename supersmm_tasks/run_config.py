@@ -15,6 +15,7 @@ from .durable import write_atomically
 from .corpus import load_dataset
 from .errors import SupersmmError
 from .presets import PRESETS
+from .run_status import RunStatus, transition
 from .vocabulary import ENCODINGS, load_vocabulary
 
 MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "patience", "queue", "priority")
@@ -167,7 +168,7 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         init_checkpoint=str(source[1].path) if source else None,
     )
     _write_config(config)
-    run_state.write_state(name, status="queued")
+    run_state.write_state(name)  # the run's first state, made from its config: status queued
     start = f", starting from run {source[0].run}'s best weights ({source[1].path.name})" if source else ""
     run_state.append_log(name, f"run created on dataset {config.dataset} ({train_samples} training samples), "
                                f"model {config.model}, {config.max_total_epochs} epochs at most, "
@@ -224,10 +225,11 @@ def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> Run
     _write_config(config)
     state = run_state.read_state(config.run)
     budget = {"max_total_epochs": config.max_total_epochs, "max_epochs_per_run": config.max_epochs_per_run}
-    if state["status"] == "completed" and state.get("stop_reason") == "max_total_epochs" \
+    if state["status"] == RunStatus.COMPLETED and state.get("stop_reason") == "max_total_epochs" \
             and config.max_total_epochs > state["last_completed_epoch"]:
-        budget.update(status="queued", stop_reason="")
-    run_state.write_state(config.run, **budget)
+        transition(config.run, RunStatus.QUEUED, stop_reason="", **budget)
+    else:
+        run_state.write_state(config.run, **budget)
     run_state.append_log(config.run, "settings changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
     return config
 

@@ -6,12 +6,12 @@ files on disk are the truth, and the reconciler rebuilds what a lost key meant.
 Redis keys of run R:
     supersmm:run:R:lease       who trains R now and with which fencing token (lease.py)
     supersmm:run:R:fence       R's fencing-token counter (lease.py)
-    supersmm:run:R:next_chunk  JSON of the chunk message queued for R: task_id, queue, queued_at, sent
-    supersmm:run:R:control     "paused" or "cancelled" when the user asked for it
-    supersmm:run:R:route       queue and priority overriding the run's config (`supersmm train`)
-    supersmm:run:R:progress    the trainer's latest progress report (JSON)
+    supersmm:run:R:next_chunk  the pending marker: JSON of the chunk message queued for R (chunk_queue.py)
+    supersmm:run:R:control     "paused" or "cancelled" when the user asked for it (chunk_queue.py)
+    supersmm:run:R:route       queue and priority overriding the run's config (`supersmm train`, runs.py)
+    supersmm:run:R:progress    the trainer's latest progress report (JSON, tasks.py)
 and one shared key:
-    supersmm:reconciler:lock   lets one worker's reconciler act per interval
+    supersmm:reconciler:lock   lets one worker's reconciler act per interval (reconciler.py)
 
 This module imports nothing heavy, so that `supersmm status` reads a run's keys without Celery.
 """

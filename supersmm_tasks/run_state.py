@@ -15,11 +15,10 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import paths, run_config  # run_config imports this module too: its names are looked up at call time
+from . import paths, run_config, run_status  # run_config imports this module too: its names are looked up at call time
 from .durable import write_atomically
 from .errors import SupersmmError
 
-STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
 FIELD_ORDER = (
     "run", "dataset", "status", "last_completed_epoch", "max_total_epochs", "max_epochs_per_run",
     "checkpoint", "best_epoch", "best_val_ser", "stop_reason", "worker", "chunk", "error", "updated_at",
@@ -81,8 +80,10 @@ def parse_state(text: str) -> dict:
     missing = [key for key in REQUIRED_FIELDS if key not in state]
     if missing:
         raise UnreadableState(f"missing {', '.join(missing)}")
-    if state["status"] not in STATUSES:
-        raise UnreadableState(f"unknown status {state['status']!r}")
+    try:
+        state["status"] = run_status.RunStatus(state["status"])
+    except ValueError:
+        raise UnreadableState(f"unknown status {state['status']!r}") from None
     try:
         for key in INT_FIELDS:
             state[key] = int(state[key]) if state.get(key) not in (None, "") else None
@@ -130,9 +131,9 @@ def peek_state(name: str) -> dict:
 
 
 def write_state(name: str, **fields) -> dict:
-    """Merge `fields` into the state, stamp updated_at and write it atomically, keeping a backup."""
-    if "status" in fields and fields["status"] not in STATUSES:
-        raise ValueError(f"unknown status {fields['status']!r}")
+    """Merge `fields` into the state, stamp updated_at and write it atomically, keeping a backup.
+
+    A new status is written by run_status.transition only, which checks the move first."""
     state = {**read_state(name), **fields, "updated_at": now_iso()}
     write_atomically(paths.state_path(name), format_state(state).encode())
     _rotate(paths.backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=paths.state_path(name))
@@ -143,7 +144,7 @@ def rebuild_state(name: str) -> dict:
     """A state from what survives: config.json, the newest verified checkpoint, the newest backup."""
     config = run_config.stored_config(name)
     state = {
-        "run": name, "dataset": config["dataset"], "status": "queued", "last_completed_epoch": 0,
+        "run": name, "dataset": config["dataset"], "status": run_status.RunStatus.QUEUED, "last_completed_epoch": 0,
         "max_total_epochs": config["max_total_epochs"], "max_epochs_per_run": config["max_epochs_per_run"],
         "checkpoint": "",
     }
@@ -161,9 +162,9 @@ def rebuild_state(name: str) -> dict:
             best_val_ser=checkpoint.meta["best_val_ser"],
         )
     if state["last_completed_epoch"] >= state["max_total_epochs"]:
-        state.update(status="completed", stop_reason=state.get("stop_reason") or "max_total_epochs")
-    elif state["status"] == "running":
-        state["status"] = "queued"  # whoever was training is gone; the run waits for its next chunk
+        state.update(status=run_status.RunStatus.COMPLETED, stop_reason=state.get("stop_reason") or "max_total_epochs")
+    elif state["status"] == run_status.RunStatus.RUNNING:
+        state["status"] = run_status.RunStatus.QUEUED  # whoever was training is gone; the run waits for its next chunk
     return state
 
 

@@ -8,7 +8,7 @@ Both read the run's state file and its rows of `logs/training_log.csv`:
   other run, the worker that trained it last (the state's, else the last CSV row's).
 
 `supersmm status` imports neither Celery nor TensorFlow: the lease and the control request are read
-through lease.py and run_keys.py.
+through lease.py and chunk_queue.py.
 """
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ import os
 
 import redis
 
-from . import broker, paths, run_keys, run_state, training_log
+from . import broker, chunk_queue, paths, run_state, training_log
 from .errors import SupersmmError
 from .lease import holder as lease_holder
+from .run_status import ACTIVE, RunStatus
 
-ACTIVE_STATUSES = ("queued", "running")  # the runs that have an ETA and may have a trainer
-STOP_REQUESTS = ("paused", "cancelled")  # what the user can ask of an active run through its control key
 
 
 # --- the rules -----------------------------------------------------------------------------------
@@ -33,7 +32,7 @@ def best_val_ser(state: dict, lowest_csv_val_ser: float | None) -> float | None:
 
 def eta(state: dict, last_row) -> str | None:
     """`last_row`: the run's last CSV row (a mapping of column to value), None when it has none."""
-    if state.get("status") not in ACTIVE_STATUSES or last_row is None:
+    if state.get("status") not in ACTIVE or last_row is None:
         return None
     return last_row["est_completion_time"] or None
 
@@ -41,10 +40,10 @@ def eta(state: dict, last_row) -> str | None:
 def worker(state: dict, last_row, holder: str | None = None) -> str | None:
     """`holder`: the lease's holder when the broker was asked ("" for nobody), None when it was not."""
     status = state.get("status")
-    if status in ACTIVE_STATUSES:
+    if status in ACTIVE:
         if holder is not None:
             return holder or None
-        return (state.get("worker") or None) if status == "running" else None
+        return (state.get("worker") or None) if status == RunStatus.RUNNING else None
     return state.get("worker") or (last_row["worker"] if last_row is not None else None) or None
 
 
@@ -83,38 +82,7 @@ def _status_row(connection: redis.Redis | None, name: str) -> dict:
         "eta": eta(state, last_row) or "",
         "worker": worker(state, last_row, holder) or "",
     }
-    request = _stop_request(connection, name) if connection is not None else None
-    if request and state["status"] in ACTIVE_STATUSES:
+    request = chunk_queue.read_control(connection, name) if connection is not None else None
+    if request and state["status"] in ACTIVE:
         row["requested"] = request
     return row
-
-
-def _stop_request(connection: redis.Redis, name: str) -> str | None:
-    """"paused" or "cancelled" while the user's request waits for the trainer; None when unreachable."""
-    try:
-        request = connection.get(run_keys.control_key(name))
-    except redis.RedisError:
-        return None
-    return request if request in STOP_REQUESTS else None
-
-
-STATUS_COLUMNS = (
-    ("run", "run"), ("dataset", "dataset"), ("status", "status"), ("epoch", "epoch"),
-    ("best_val_ser", "best val SER"), ("eta", "ETA"), ("worker", "worker"),
-)
-
-
-def format_status_table(rows: list[dict]) -> str:
-    if not rows:
-        return f"no runs yet in {paths.models_dir()} (start one with `supersmm enqueue NAME`)"
-    table = [[title for _, title in STATUS_COLUMNS]]
-    for row in rows:
-        cells = {
-            **row,
-            "status": row["status"] + (f" ({row['requested']} requested)" if row.get("requested") else ""),
-            "epoch": f"{row['last_completed_epoch']}/{row['max_total_epochs']}",
-            "best_val_ser": "" if row.get("best_val_ser") is None else f"{float(row['best_val_ser']):.2f}%",
-        }
-        table.append(["" if cells.get(key) is None else str(cells[key]) for key, _ in STATUS_COLUMNS])
-    widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import redis
 
-from . import broker, paths, run_keys, run_state, shutdown, tasks
+from . import broker, chunk_queue, paths, run_keys, run_state
 from .errors import SupersmmError
 from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
 from .run_config import create_or_update_run
+from .run_status import ACTIVE, RunStatus, transition
 
 FOREGROUND_ROUTE_TTL_S = 10  # shorter than a lease: when `supersmm train` dies, its route is gone before its lease
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `timeout`, `kill`, a closed terminal
@@ -50,22 +51,20 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
             return f"run {name} {_activity(connection, name) or 'was just picked up by a worker'}; nothing queued"
         create_or_update_run(name, dataset, **settings)
         state = run_state.read_state(name)
-        if state["status"] == "cancelled":
+        if state["status"] == RunStatus.CANCELLED:
             raise SupersmmError(f"run {name} was cancelled; start a new run under another name")
-        if state["status"] == "completed":
+        if state["status"] == RunStatus.COMPLETED:
             return (f"run {name} is complete ({state['last_completed_epoch']}/{state['max_total_epochs']} epochs, "
                     f"{state.get('stop_reason') or 'done'}); to train longer: "
                     f"supersmm enqueue {name} --max-total-epochs {state['max_total_epochs'] * 2}")
-        connection.delete(run_keys.control_key(name))
-        if state["status"] != "queued":
-            held.guard()
-            state = run_state.write_state(name, status="queued", error="")
-    task_id = tasks.queue_next_chunk(connection, name)
-    if task_id is None:
+        chunk_queue.clear_control(connection, name)
+        if state["status"] != RunStatus.QUEUED:
+            state = transition(name, RunStatus.QUEUED, guard=held.guard, error="")
+    marker = chunk_queue.queue_next_chunk(connection, name)
+    if marker is None:
         return f"run {name} {_activity(connection, name) or 'is queued'}"
-    queue, _ = tasks.run_route(connection, name)
-    epochs = task_id.split(":")[1]
-    return f"queued run {name}: epochs {epochs} of {state['max_total_epochs']} on queue {queue}"
+    return (f"queued run {name}: epochs {chunk_queue.marker_epochs(marker)} of {state['max_total_epochs']} "
+            f"on queue {marker['queue']}")
 
 
 def _activity(connection: redis.Redis, name: str) -> str:
@@ -73,10 +72,9 @@ def _activity(connection: redis.Redis, name: str) -> str:
     worker = lease_holder(connection, name)
     if worker:
         return f"is training on {worker}"
-    marker = tasks.pending_chunk(connection, name)
+    marker = chunk_queue.pending_chunk(connection, name)
     if marker:
-        epochs = marker["task_id"].split(":")[1]
-        return f"is queued (epochs {epochs} on queue {marker.get('queue')})"
+        return f"is queued (epochs {chunk_queue.marker_epochs(marker)} on queue {marker.get('queue')})"
     return ""
 
 
@@ -116,13 +114,13 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
     worker = None
     previous_handlers = {number: signal.signal(number, _exit_on_signal) for number in STOPPING_SIGNALS}
     try:
-        marker = tasks.pending_chunk(connection, name)
+        marker = chunk_queue.pending_chunk(connection, name)
         if marker and marker.get("queue") != queue:
-            tasks.withdraw_pending_chunk(connection, name)  # its message waits elsewhere; ours replaces it
+            chunk_queue.withdraw_pending_chunk(connection, name)  # its message waits elsewhere; ours replaces it
         print(_enqueue(connection, name, dataset, priority=priority, **overrides), file=sys.stderr)
         state = run_state.read_state(name)
-        if state["status"] not in tasks.ACTIVE_STATUSES:
-            return 0 if state["status"] == "completed" else 1
+        if state["status"] not in ACTIVE:
+            return 0 if state["status"] == RunStatus.COMPLETED else 1
         worker, log_path = _start_foreground_worker(name, queue)
         return _follow(connection, name, worker, log_path)
     finally:
@@ -195,11 +193,13 @@ class _ForegroundRoute:
 
 
 def _start_foreground_worker(name: str, queue: str) -> tuple[subprocess.Popen, Path]:
+    from .shutdown import PARENT_VARIABLE  # it imports Celery's signals: not at the top, for `supersmm status`
+
     log_path = paths.private_state_dir() / "logs" / f"train_{name}_worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "celery", "-A", "supersmm_tasks", "worker", "-Q", queue,
                "-n", f"train_{name}_{os.getpid()}@%h", "--loglevel", "INFO"]
-    environment = {**os.environ, shutdown.PARENT_VARIABLE: str(os.getpid())}  # it stops when we are gone
+    environment = {**os.environ, PARENT_VARIABLE: str(os.getpid())}  # it stops when we are gone
     with open(log_path, "ab") as log:
         # Its own session: Ctrl-C reaches only us, and we decide how the worker stops.
         worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -221,7 +221,7 @@ def _follow(connection: redis.Redis, name: str, worker: subprocess.Popen, log_pa
                 time.sleep(0.5)
                 state = run_state.read_state(name)
                 _update_bar(bar, connection, name, state)
-                if state["status"] not in tasks.ACTIVE_STATUSES:
+                if state["status"] not in ACTIVE:
                     break
                 if worker.poll() is not None:
                     bar.close()
@@ -231,7 +231,7 @@ def _follow(connection: redis.Redis, name: str, worker: subprocess.Popen, log_pa
                 if interrupted:
                     raise
                 interrupted = True
-                connection.set(run_keys.control_key(name), "paused")
+                chunk_queue.request_control(connection, name, RunStatus.PAUSED)
                 bar.write("pausing at the end of this epoch (Ctrl-C again to stop at once; the run then resumes from its last epoch)")
     except KeyboardInterrupt:
         worker.kill()
@@ -241,7 +241,7 @@ def _follow(connection: redis.Redis, name: str, worker: subprocess.Popen, log_pa
     print(_final_line(name, state), file=sys.stderr)
     if interrupted:
         return 130
-    return 0 if state["status"] == "completed" else 1
+    return 0 if state["status"] == RunStatus.COMPLETED else 1
 
 
 def _update_bar(bar, connection: redis.Redis, name: str, state: dict) -> None:
@@ -294,29 +294,28 @@ def run_worker(celery_args: list[str]) -> int:
 
 def pause(name: str) -> str:
     """Hold the run at its next epoch boundary (at once when no worker trains it)."""
-    return _request_stop(name, "paused")
+    return _request_stop(name, RunStatus.PAUSED)
 
 
 def cancel(name: str) -> str:
     """Stop the run for good, at its next epoch boundary (at once when no worker trains it)."""
-    return _request_stop(name, "cancelled")
+    return _request_stop(name, RunStatus.CANCELLED)
 
 
-def _request_stop(name: str, request: str) -> str:
+def _request_stop(name: str, request: RunStatus) -> str:
     _require_run(name)
     connection = broker.connect()
     state = run_state.read_state(name)
-    stoppable = tasks.ACTIVE_STATUSES + (("paused", "failed") if request == "cancelled" else ())
+    stoppable = ACTIVE + ((RunStatus.PAUSED, RunStatus.FAILED) if request == RunStatus.CANCELLED else ())
     if state["status"] not in stoppable:
         return f"run {name} is {state['status']}; nothing to do"
-    connection.set(run_keys.control_key(name), request)
+    chunk_queue.request_control(connection, name, request)
     with _idle_run_lease(connection, name) as held:
         if held is None:
             return (f"run {name} will be {request} at the end of its current epoch "
                     f"(training on {lease_holder(connection, name) or 'a worker'})")
-        tasks.withdraw_pending_chunk(connection, name)
-        held.guard()
-        run_state.write_state(name, status=request)
+        chunk_queue.withdraw_pending_chunk(connection, name)
+        transition(name, request, guard=held.guard)
     return f"run {name} {request} at epoch {state['last_completed_epoch']}/{state['max_total_epochs']}"
 
 
@@ -325,10 +324,10 @@ def resume(name: str) -> str:
     _require_run(name)
     connection = broker.connect()
     state = run_state.read_state(name)
-    if state["status"] == "paused":
+    if state["status"] == RunStatus.PAUSED:
         return _enqueue(connection, name, None)
-    if state["status"] in tasks.ACTIVE_STATUSES and tasks.read_control(connection, name) == "paused":
-        connection.delete(run_keys.control_key(name))
+    if state["status"] in ACTIVE and chunk_queue.read_control(connection, name) == RunStatus.PAUSED:
+        chunk_queue.clear_control(connection, name)
         return f"pause of run {name} withdrawn; it goes on"
     return f"run {name} is {state['status']}, not paused; nothing to do"
 

@@ -27,7 +27,8 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
-from . import paths, pipeline, run_state, training_log
+from . import faults, paths, pipeline, run_state, training_log
+from .chunk import ChunkResult, ChunkSpan
 from .checkpoint import (
     CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints,
     save_checkpoint,
@@ -37,21 +38,11 @@ from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import Score, score
 from .model import gpu_present
 from .run_config import RunConfig, load_run_config
+from .run_status import CONTROL_REQUESTS, RunStatus, transition
 from .trainer import TRAINERS, Trainer
 
 CHECKPOINTS_KEPT = 3
 ETA_EPOCHS = 5  # the ETA uses the mean time of this many recent epochs
-
-
-@dataclass
-class ChunkResult:
-    run: str
-    last_completed_epoch: int
-    status: str  # "running" when epochs remain, else completed / paused / cancelled
-    stop_reason: str | None
-    best_val_ser: float | None
-    best_epoch: int | None
-    epochs_trained: int
 
 
 def chunk_result(name: str, state: dict, epochs_trained: int) -> ChunkResult:
@@ -101,18 +92,18 @@ class Progress:
         return improved
 
 
-def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, should_stop=None, on_progress=None,
-                worker: str | None = None, chunk: int | None = None) -> ChunkResult:
-    """Train epochs up to `last_epoch` (1-based, inclusive) from the run's newest checkpoint.
+def train_chunk(name: str, span: ChunkSpan, *, guard=None, should_stop=None, on_progress=None,
+                worker: str | None = None) -> ChunkResult:
+    """Train the epochs of `span` up to its last (1-based, inclusive) from the run's newest checkpoint.
 
     A redelivered chunk trains only what is missing. guard() is called before every write and
-    raises to abort; should_stop() is asked at every epoch boundary and may answer "paused" or
-    "cancelled"; on_progress(dict) hears about every batch and every finished epoch.
+    raises to abort; should_stop() is asked at every epoch boundary, the chunk's end included, and may
+    answer "paused" or "cancelled"; on_progress(dict) hears about every batch and every finished epoch.
     """
     run = RunWriter(name, guard)
     try:
-        return _train(run, first_epoch, last_epoch, should_stop or (lambda: None),
-                      on_progress or (lambda update: None), worker or socket.gethostname(), chunk)
+        return _train(run, span, should_stop or (lambda: None), faults.slowed(on_progress or (lambda update: None)),
+                      worker or socket.gethostname())
     except LostRun as lost:
         raise lost.error from None  # another process owns the run now: write nothing more
     except ChunkInterrupted:
@@ -125,20 +116,17 @@ def train_chunk(name: str, first_epoch: int, last_epoch: int, *, guard=None, sho
         raise full from None
 
 
-def _train(run: RunWriter, first_epoch: int, last_epoch: int, should_stop, on_progress, worker: str,
-           chunk: int | None) -> ChunkResult:
+def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: str) -> ChunkResult:
     """The chunk from top to bottom: the config, the restore, the data, then train, validate and commit
     each epoch until the chunk's last, a stop request or the run's end."""
     run.guard()
     config = load_run_config(run.name)
     state = run_state.read_state(run.name)
-    if state["status"] in ("completed", "cancelled"):
+    if state["status"] in (RunStatus.COMPLETED, RunStatus.CANCELLED):
         return chunk_result(run.name, state, epochs_trained=0)
-    if first_epoch < 1 or last_epoch < first_epoch:
-        raise SupersmmError(f"invalid epoch range {first_epoch}-{last_epoch} for run {run.name!r}")
-    last_epoch = min(last_epoch, config.max_total_epochs)
-    if chunk is None:
-        chunk = (first_epoch - 1) // config.max_epochs_per_run + 1
+    if span.first_epoch < 1 or span.last_epoch < span.first_epoch:
+        raise SupersmmError(f"invalid epoch range {span.epochs} for run {run.name!r}")
+    last_epoch, chunk = min(span.last_epoch, config.max_total_epochs), span.chunk
     _configure_determinism(config)
 
     trainer, progress = restore_run(config, run, worker, chunk)
@@ -159,7 +147,7 @@ def _train(run: RunWriter, first_epoch: int, last_epoch: int, should_stop, on_pr
     try:
         for epoch in range(progress.epoch + 1, last_epoch + 1):
             requested = should_stop()
-            if requested in ("paused", "cancelled"):
+            if requested in CONTROL_REQUESTS:
                 return run.finish(progress, requested, f"{requested} by request", epochs_trained)
             started = time.monotonic()
             loss, samples = train_epoch(trainer, train_batches, epoch, on_progress, run.log)
@@ -184,7 +172,10 @@ def _train(run: RunWriter, first_epoch: int, last_epoch: int, should_stop, on_pr
                 return run.finish(progress, *stop, epochs_trained)
     finally:
         summaries.close()
-    return run.finish(progress, "running", None, epochs_trained)
+    requested = should_stop()  # asked during the chunk's last epoch
+    if requested in CONTROL_REQUESTS:
+        return run.finish(progress, requested, f"{requested} by request", epochs_trained)
+    return run.finish(progress, RunStatus.RUNNING, None, epochs_trained)
 
 
 def _disk_full(name: str, error: Exception) -> SupersmmError | None:
@@ -225,12 +216,12 @@ def start_from_another_run(config: RunConfig, trainer: Trainer, log) -> None:
         f"(val SER {checkpoint.meta.get('best_val_ser')}%), optimizer fresh")
 
 
-def finished(config: RunConfig, progress: Progress) -> tuple[str, str] | None:
+def finished(config: RunConfig, progress: Progress) -> tuple[RunStatus, str] | None:
     """(status, stop_reason) once the run is over, else None."""
     if progress.epoch >= config.max_total_epochs:
-        return "completed", "max_total_epochs"
+        return RunStatus.COMPLETED, "max_total_epochs"
     if config.patience and progress.epochs_since_best >= config.patience:
-        return "completed", f"early stop: no val SER improvement in {config.patience} epochs"
+        return RunStatus.COMPLETED, f"early stop: no val SER improvement in {config.patience} epochs"
     return None
 
 
@@ -365,8 +356,8 @@ class RunWriter:
         self.guard()
         for change in training_log.reconcile_run(self.name, progress.epoch, row_for=self.stored_row):
             self.log(f"training log repaired: {change}")
-        self.write_state(
-            status="running", last_completed_epoch=progress.epoch,
+        transition(
+            self.name, RunStatus.RUNNING, guard=self.guard, last_completed_epoch=progress.epoch,
             checkpoint=str(checkpoint.path) if checkpoint else "", best_epoch=progress.best_epoch,
             best_val_ser=progress.best_val_ser, worker=worker, chunk=chunk, error="", stop_reason="",
         )
@@ -405,9 +396,10 @@ class RunWriter:
             raise SupersmmError(f"cannot write {paths.best_model_path(self.name)}: "
                                 f"{error.strerror or error}") from None
 
-    def finish(self, progress: Progress, status: str, stop_reason: str | None, epochs_trained: int) -> ChunkResult:
-        state = self.write_state(status=status, stop_reason=stop_reason or "")
-        if status != "running":
+    def finish(self, progress: Progress, status: RunStatus, stop_reason: str | None,
+               epochs_trained: int) -> ChunkResult:
+        state = transition(self.name, status, guard=self.guard, stop_reason=stop_reason or "")
+        if status != RunStatus.RUNNING:
             self.log(f"run {status} at epoch {progress.epoch}: {stop_reason}")
         return chunk_result(self.name, state, epochs_trained)
 
@@ -415,7 +407,7 @@ class RunWriter:
         """Best effort: mark the run failed with the error's one-line reason (not if we lost the run)."""
         reason = str(error) if isinstance(error, SupersmmError) else f"{type(error).__name__}: {error}"
         try:
-            self.write_state(status="failed", error=reason)
+            transition(self.name, RunStatus.FAILED, guard=self.guard, error=reason)
             self.log(f"chunk failed: {reason}")
         except Exception:
             pass

@@ -337,6 +337,7 @@ def learned_run(tmp_path_factory) -> Path:
     """A SUPERSMM_HOME whose semantic run `run` (tiny model) has learned to read the real sample: trained for 20
     epochs on 32 copies of it (about a minute), so that it reads that staff as a staff, clef first.
     Tests set SUPERSMM_HOME to the returned folder themselves."""
+    from supersmm_tasks.chunk import ChunkSpan
     from supersmm_tasks.run_config import create_or_update_run
     from supersmm_tasks.training import train_chunk
 
@@ -348,5 +349,5 @@ def learned_run(tmp_path_factory) -> Path:
         # Memorising one staff: the plain recipe, as augmentation and a decaying rate would only slow it down.
         create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=LEARNED_EPOCHS,
                              augment=False, schedule="constant")
-        train_chunk("run", 1, LEARNED_EPOCHS)
+        train_chunk("run", ChunkSpan(1, LEARNED_EPOCHS, 1))
     return home

@@ -10,6 +10,7 @@ import pytest
 from conftest import detected_home
 from test_corpus import zero_the_middle_of_idat
 from supersmm_tasks import paths, run_state
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.corpus import load_dataset
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.pipeline import IMAGE_CACHE, EpochBatches
@@ -39,7 +40,7 @@ def test_an_image_damaged_after_detection_is_skipped_with_a_log_line(home):
     examples = damage_training_images(1)
     create_or_update_run("skips", "primus", model="tiny", batch_size=4, max_total_epochs=1)
 
-    assert train_chunk("skips", 1, 1).status == "completed"
+    assert train_chunk("skips", ChunkSpan(1, 1, 1)).status == "completed"
 
     [row] = read_rows("skips")
     assert int(row["dataset_size"]) == len(examples) - 1
@@ -59,6 +60,6 @@ def test_a_split_whose_images_mostly_fail_fails_the_run_with_the_reason(home):
     create_or_update_run("broken", "primus", model="tiny", batch_size=4, max_total_epochs=1)
 
     with pytest.raises(SupersmmError, match=f"of {len(examples)} images do not decode"):
-        train_chunk("broken", 1, 1)
+        train_chunk("broken", ChunkSpan(1, 1, 1))
     state = run_state.read_state("broken")
     assert state["status"] == "failed" and "run `supersmm detect`" in state["error"]

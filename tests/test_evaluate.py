@@ -4,6 +4,7 @@ from PIL import Image
 
 from conftest import detected_home
 from supersmm_tasks import paths, run_state
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.evaluate import edit_distance, error_rates, evaluate_run, predict
 from supersmm_tasks.run_config import create_or_update_run
@@ -16,7 +17,7 @@ def trained(tmp_path_factory, engraved_primus):
     """Run `run`: the tiny model after 3 epochs on 24 engraved incipits."""
     with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
         create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=3)
-        train_chunk("run", 1, 3)
+        train_chunk("run", ChunkSpan(1, 3, 1))
         yield home
 
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import require_real_dev
 from supersmm_tasks import paths, run_state
 from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.evaluate import evaluate_run
@@ -50,7 +51,7 @@ def home(tmp_path_factory):
 def pretrained(home):
     create_or_update_run("synth_pre", "synthetic", model="tiny", encoding="agnostic",
                          max_total_epochs=PRETRAIN_EPOCHS)
-    train_chunk("synth_pre", 1, PRETRAIN_EPOCHS)
+    train_chunk("synth_pre", ChunkSpan(1, PRETRAIN_EPOCHS, 1))
     return "synth_pre"
 
 
@@ -63,7 +64,7 @@ def test_a_run_fine_tuned_on_real_staves_reads_them_better_than_its_pretrained_s
     assert stored["init_checkpoint"] == str(paths.run_dir(pretrained) / "checkpoints" / f"epoch_{best:06d}.npz")
     assert config.train_samples >= 100  # of 129 real incipits: most train, the rest validate or test
 
-    train_chunk("real_ft", 1, 1)
+    train_chunk("real_ft", ChunkSpan(1, 1, 1))
     first = load_checkpoint(run_state.read_state("real_ft")["checkpoint"])
     start = load_checkpoint(stored["init_checkpoint"])
     # It began at the pretrained weights (one epoch moves them a little), with a fresh optimizer.
@@ -74,7 +75,7 @@ def test_a_run_fine_tuned_on_real_staves_reads_them_better_than_its_pretrained_s
     assert int(first.optimizer_arrays[0]) == math.ceil(first.meta["row"]["dataset_size"] / 4)  # Adam began again
     assert "starting from run synth_pre's weights" in paths.log_path("real_ft").read_text()
 
-    train_chunk("real_ft", 2, FINETUNE_EPOCHS)
+    train_chunk("real_ft", ChunkSpan(2, FINETUNE_EPOCHS, 1))
     before = evaluate_run(pretrained, split="val", dataset="primus")
     after = evaluate_run("real_ft", split="val")
     assert before["samples"] == after["samples"] == 11  # the same real validation staves
@@ -99,12 +100,12 @@ def test_fine_tuning_needs_the_same_labels_and_an_existing_trained_run(home, pre
 
 def test_a_fine_tuned_run_keeps_its_starting_point_and_says_when_it_is_gone(home):
     create_or_update_run("short_pre", "synthetic", model="tiny", encoding="agnostic", max_total_epochs=1)
-    train_chunk("short_pre", 1, 1)
+    train_chunk("short_pre", ChunkSpan(1, 1, 1))
     create_or_update_run("kept_ft", "primus", init_from="short_pre", max_total_epochs=2)
     with pytest.raises(SupersmmError, match="init_from"):
         create_or_update_run("kept_ft", init_from="synth_pre")
 
     (paths.run_dir("short_pre") / "checkpoints" / "epoch_000001.npz").unlink()
     with pytest.raises(SupersmmError, match="starts from run 'short_pre'.*gone or damaged"):
-        train_chunk("kept_ft", 1, 1)
+        train_chunk("kept_ft", ChunkSpan(1, 1, 1))
     assert run_state.read_state("kept_ft")["status"] == "failed"

@@ -12,9 +12,11 @@ import time
 import psutil
 import pytest
 
-from supersmm_tasks import broker, lease, paths, tasks
+from supersmm_tasks import broker, lease, paths
 from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.run_config import create_or_update_run
+from supersmm_tasks.run_status import ACTIVE
 from supersmm_tasks.training import train_chunk
 
 EPOCHS = 3
@@ -36,7 +38,7 @@ def undisturbed(training_home) -> list[tuple]:
     """The rows of the same run trained in one go, in this process."""
     create_or_update_run("undisturbed", "primus", model="tiny", batch_size=4, max_total_epochs=EPOCHS,
                          max_epochs_per_run=EPOCHS)
-    train_chunk("undisturbed", 1, EPOCHS)
+    train_chunk("undisturbed", ChunkSpan(1, EPOCHS, 1))
     return results(training_home, "undisturbed")
 
 
@@ -71,7 +73,7 @@ def test_supersmm_train_killed_mid_epoch_leaves_no_worker_and_continues_exactly(
             os.killpg(first.pid, signal.SIGKILL)
     assert not wait_until_gone(workers, 30), "the worker of the killed `supersmm train` is still running"
     state = training_home.state("fg")
-    assert state["status"] in tasks.ACTIVE_STATUSES and state["last_completed_epoch"] < EPOCHS
+    assert state["status"] in ACTIVE and state["last_completed_epoch"] < EPOCHS
     assert training_home.csv_epochs("fg") == list(range(1, state["last_completed_epoch"] + 1))
 
     second = subprocess.run(train_command("fg"), env=training_home.env, capture_output=True, text=True, timeout=400)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from supersmm_tasks import broker, lease, run_keys, run_summary, runs, tasks
+from supersmm_tasks import broker, chunk_queue, lease, run_keys, run_summary, runs, tasks
 from supersmm_tasks.errors import SupersmmError
 
 RECEIVED = re.compile(r"^\[(?P<time>[^\]]+?): INFO/MainProcess\] Task (?P<run>\w+): epochs (?P<epochs>\d+-\d+)\[.*\] received",
@@ -54,11 +54,11 @@ def test_a_run_trains_chunk_by_chunk_and_reports_its_status(training_home, worke
 def test_duplicate_chunk_messages_start_no_second_trainer(training_home, workers):
     training_home.enqueue("dup", epochs=2, chunk=1)
     cli_token = int(broker.client().get(run_keys.fence_key("dup")))
-    pending = tasks.pending_chunk(broker.client(), "dup")["task_id"]
+    pending = chunk_queue.pending_chunk(broker.client(), "dup")["task_id"]
     # The same message delivered twice, and a second chunk enqueued by hand for the same epochs.
     with tasks.app.connection_for_write(broker.broker_url()) as sender:
         for task_id in (pending, "dup:1-1:byhand"):
-            tasks.train_chunk_task.apply_async(args=("dup", 1, 1), task_id=task_id, connection=sender,
+            tasks.train_chunk_task.apply_async(args=("dup", 1, 1, 1), task_id=task_id, connection=sender,
                                                ignore_result=True, shadow="dup: epochs 1-1")
     first, second = workers.start("first"), workers.start("second")
 

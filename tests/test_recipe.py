@@ -12,6 +12,7 @@ import tensorflow as tf
 from conftest import detected_home
 from supersmm_tasks.augment import augmented, camera_damaged
 from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.corpus import load_dataset
 from supersmm_tasks.pipeline import epoch_batches, load_image
 from supersmm_tasks.run_config import create_or_update_run, load_run_config
@@ -151,13 +152,13 @@ def forget_trainer():
 
 def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_bit(home):
     new_run("whole")
-    train_chunk("whole", 1, EPOCHS)
+    train_chunk("whole", ChunkSpan(1, EPOCHS, 1))
     new_run("resumed")
-    train_chunk("resumed", 1, 1)
+    train_chunk("resumed", ChunkSpan(1, 1, 1))
     forget_trainer()
-    train_chunk("resumed", 2, EPOCHS)
+    train_chunk("resumed", ChunkSpan(2, EPOCHS, 1))
     new_run("unaugmented", augment=False)
-    train_chunk("unaugmented", 1, EPOCHS)
+    train_chunk("unaugmented", ChunkSpan(1, EPOCHS, 1))
 
     config = load_run_config("whole")
     assert (config.augment, config.schedule) == (True, "cosine")

@@ -78,11 +78,12 @@ def test_a_page_of_stacked_real_staves_is_read_staff_by_staff_into_one_score(hom
 
 
 def test_an_agnostic_run_says_in_one_line_that_it_makes_no_score(home, staff_png, tmp_path):
+    from supersmm_tasks.chunk import ChunkSpan
     from supersmm_tasks.run_config import create_or_update_run
     from supersmm_tasks.training import train_chunk
 
     create_or_update_run("agnostic", "primus", model="tiny", batch_size=4, max_total_epochs=1, encoding="agnostic")
-    train_chunk("agnostic", 1, 1)
+    train_chunk("agnostic", ChunkSpan(1, 1, 1))
 
     result = supersmm("predict", "agnostic", staff_png, "--score-dir", tmp_path / "scores")
 

@@ -17,6 +17,7 @@ import pytest
 from conftest import detected_home
 from supersmm_tasks import durable, paths, run_state, run_summary
 from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.training import train_chunk
@@ -28,12 +29,13 @@ RESULT_COLUMNS = ("epoch", "max_total_epochs", "loss", "val_loss", "val_ser", "v
                   "learning_rate", "batch_size", "dataset_size", "remaining_epochs")
 TRAINER_SCRIPT = """
 import sys
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.training import train_chunk
 
 def report(update):
     print(update["epoch"], update.get("batch", "end"), flush=True)
 
-train_chunk(sys.argv[1], 1, int(sys.argv[2]), on_progress=report)
+train_chunk(sys.argv[1], ChunkSpan(1, int(sys.argv[2]), 1), on_progress=report)
 """
 
 
@@ -48,7 +50,7 @@ def home(tmp_path_factory, engraved_primus):
 def straight(home):
     """The reference: run `straight`, trained without any disturbance."""
     new_run("straight")
-    assert train_chunk("straight", 1, EPOCHS).last_completed_epoch == EPOCHS
+    assert train_chunk("straight", ChunkSpan(1, EPOCHS, 1)).last_completed_epoch == EPOCHS
     return "straight"
 
 
@@ -85,7 +87,7 @@ def test_a_run_killed_at_a_random_moment_resumes_bit_for_bit(home, straight):
     os.kill(trainer.pid, signal.SIGKILL)
     trainer.wait()
 
-    result = train_chunk("killed", 1, EPOCHS)
+    result = train_chunk("killed", ChunkSpan(1, EPOCHS, 1))
 
     assert result.last_completed_epoch == EPOCHS, moment
     assert results("killed") == results("straight"), moment
@@ -94,25 +96,25 @@ def test_a_run_killed_at_a_random_moment_resumes_bit_for_bit(home, straight):
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(home, straight):
     new_run("damaged")
-    train_chunk("damaged", 1, 3)
+    train_chunk("damaged", ChunkSpan(1, 3, 1))
     newest = paths.run_dir("damaged") / "checkpoints" / "epoch_000003.npz"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
 
-    paused = train_chunk("damaged", 1, EPOCHS, should_stop=lambda: "paused")
+    paused = train_chunk("damaged", ChunkSpan(1, EPOCHS, 1), should_stop=lambda: "paused")
 
     assert paused.last_completed_epoch == 2
     assert run_state.read_state("damaged")["checkpoint"].endswith("epoch_000002.npz")
     assert [r[0] for r in results("damaged")] == ["1", "2"]
     assert "epoch_000003.npz is damaged" in (paths.run_dir("damaged") / "logs" / "training_output.log").read_text()
 
-    train_chunk("damaged", 1, EPOCHS)
+    train_chunk("damaged", ChunkSpan(1, EPOCHS, 1))
     assert results("damaged") == results("straight")
     assert max_difference(final_arrays("damaged"), final_arrays("straight")) == 0.0
 
 
 def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, straight, monkeypatch):
     new_run("full")
-    train_chunk("full", 1, 1)
+    train_chunk("full", ChunkSpan(1, 1, 1))
     write = durable._write_fully
 
     def disk_fills_during_big_writes(fd, data):
@@ -123,7 +125,7 @@ def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, s
 
     monkeypatch.setattr(durable, "_write_fully", disk_fills_during_big_writes)
     with pytest.raises(SupersmmError, match="disk full"):
-        train_chunk("full", 1, EPOCHS)
+        train_chunk("full", ChunkSpan(1, EPOCHS, 1))
 
     folder = paths.run_dir("full") / "checkpoints"
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".npz") == ["epoch_000001.npz"]
@@ -134,14 +136,14 @@ def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, s
     assert [r[0] for r in results("full")] == ["1"]
 
     monkeypatch.setattr(durable, "_write_fully", write)  # space freed
-    assert train_chunk("full", 1, EPOCHS).last_completed_epoch == EPOCHS
+    assert train_chunk("full", ChunkSpan(1, EPOCHS, 1)).last_completed_epoch == EPOCHS
     assert results("full") == results("straight")
 
 
 def test_a_lost_state_file_is_rebuilt_from_the_checkpoints(home):
     new_run("lost")
-    train_chunk("lost", 1, 1)
-    train_chunk("lost", 1, 2)
+    train_chunk("lost", ChunkSpan(1, 1, 1))
+    train_chunk("lost", ChunkSpan(1, 2, 1))
     state_file = paths.run_dir("lost") / "training_state.txt"
 
     for damage in (lambda: state_file.write_bytes(b"\x00\xffnot a state"), state_file.unlink,
@@ -152,17 +154,17 @@ def test_a_lost_state_file_is_rebuilt_from_the_checkpoints(home):
         assert state["checkpoint"].endswith("epoch_000002.npz")
         assert run_state.parse_state(state_file.read_text()) == state
 
-    assert train_chunk("lost", 1, 3).epochs_trained == 1
-    assert train_chunk("lost", 1, 4).epochs_trained == 1
+    assert train_chunk("lost", ChunkSpan(1, 3, 1)).epochs_trained == 1
+    assert train_chunk("lost", ChunkSpan(1, 4, 1)).epochs_trained == 1
     assert [r[0] for r in results("lost")] == ["1", "2", "3", "4"]
     assert "was unreadable" in (paths.run_dir("lost") / "logs" / "training_output.log").read_text()
 
 
 def test_backups_rotate_and_stay_bounded(home):
     new_run("backed")
-    train_chunk("backed", 1, 1)
+    train_chunk("backed", ChunkSpan(1, 1, 1))
     for _ in range(4):  # redelivered chunks: no training, but state writes and a log backup each
-        assert train_chunk("backed", 1, 1).epochs_trained == 0
+        assert train_chunk("backed", ChunkSpan(1, 1, 1)).epochs_trained == 0
 
     backups = sorted(p.name for p in (paths.run_dir("backed") / "backups").iterdir())
     assert backups == [f"training_output.{n}.log" for n in range(1, run_state.LOG_BACKUPS_KEPT + 1)] + \
@@ -173,13 +175,13 @@ def test_backups_rotate_and_stay_bounded(home):
 
 def test_a_csv_row_lost_in_a_crash_is_restored_from_its_checkpoint(home):
     new_run("rows")
-    train_chunk("rows", 1, 1)
+    train_chunk("rows", ChunkSpan(1, 1, 1))
     before = results("rows")
     csv_file = paths.training_log_csv()
     text = csv_file.read_text()
     csv_file.write_text(text[: text.rstrip("\n").rfind("\n") + 1] + "2026-01-01T00:00:00+00:00,rows,pri")
 
-    assert train_chunk("rows", 1, 1).epochs_trained == 0
+    assert train_chunk("rows", ChunkSpan(1, 1, 1)).epochs_trained == 0
 
     assert results("rows") == before
     assert csv_file.read_text().endswith("\n")
@@ -203,7 +205,7 @@ def test_a_rebuilt_state_keeps_the_runs_status_and_status_writes_nothing(home, s
         state_file.write_text(original)
 
     new_run("held")
-    train_chunk("held", 1, 1)
+    train_chunk("held", ChunkSpan(1, 1, 1))
     for status in ("paused", "cancelled", "failed"):
         run_state.write_state("held", status=status)
         paths.state_path("held").unlink()

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from supersmm_tasks import broker, lease, paths, tasks
+from supersmm_tasks import broker, chunk_queue, lease, paths
 from supersmm_tasks.checkpoint import latest_valid_checkpoint
 
 
@@ -31,6 +31,7 @@ def final_weights(name: str) -> list[np.ndarray]:
 
 
 def test_killed_three_times_mid_epoch_the_run_ends_with_the_weights_of_an_uninterrupted_run(training_home, workers):
+    from supersmm_tasks.chunk import ChunkSpan
     from supersmm_tasks.training import train_chunk
 
     seed = random.randrange(1 << 30)
@@ -50,7 +51,7 @@ def test_killed_three_times_mid_epoch_the_run_ends_with_the_weights_of_an_uninte
 
     worker.kill()  # the reference run trains here, in one call, and no worker may pick it up
     training_home.create("uninterrupted", epochs=4, chunk=4)
-    train_chunk("uninterrupted", 1, 4)
+    train_chunk("uninterrupted", ChunkSpan(1, 4, 1))
     for healed, reference in zip(final_weights("healed"), final_weights("uninterrupted"), strict=True):
         assert np.array_equal(healed, reference)
 
@@ -91,7 +92,7 @@ def test_a_kill_between_taking_a_chunk_and_claiming_its_run_heals(training_home,
     # The dead worker took the chunk's message (unacknowledged until visibility_timeout, 30 days) and the
     # run's marker still names that message.
     assert training_home.state("untaken")["status"] == "queued"
-    assert tasks.pending_chunk(broker.client(), "untaken")
+    assert chunk_queue.pending_chunk(broker.client(), "untaken")
 
     healer = workers.start("healer")
     state = training_home.wait_until_finished("untaken", 240, [healer])

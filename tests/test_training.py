@@ -10,6 +10,7 @@ import tensorflow as tf
 from conftest import detected_home
 from supersmm_tasks import paths, run_state
 from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run, epoch_budget, load_run_config
 from supersmm_tasks.training import train_chunk
@@ -32,9 +33,9 @@ def shared(home):
     """Run `shared` (5 epochs): a first chunk of epochs 1-3, the same chunk redelivered, then 4-5."""
     new_run("shared", max_total_epochs=5)
     updates = []
-    first = train_chunk("shared", 1, 3, on_progress=updates.append, worker="w1", chunk=1)
-    redelivered = train_chunk("shared", 1, 3, worker="w2", chunk=1)
-    last = train_chunk("shared", 4, 5, worker="w1", chunk=2)
+    first = train_chunk("shared", ChunkSpan(1, 3, 1), on_progress=updates.append, worker="w1")
+    redelivered = train_chunk("shared", ChunkSpan(1, 3, 1), worker="w2")
+    last = train_chunk("shared", ChunkSpan(4, 5, 2), worker="w1")
     return {"first": first, "redelivered": redelivered, "last": last, "updates": updates}
 
 
@@ -89,7 +90,7 @@ def test_a_missing_dataset_or_run_is_a_clear_error(home):
     with pytest.raises(SupersmmError, match="not detected"):
         create_or_update_run("orphan", "no_such_data")
     with pytest.raises(SupersmmError, match="does not exist"):
-        train_chunk("never_made", 1, 1)
+        train_chunk("never_made", ChunkSpan(1, 1, 1))
 
 
 def test_a_chunk_writes_every_run_file(shared):
@@ -143,7 +144,7 @@ def test_the_run_completes_at_its_epoch_budget(shared):
     assert (shared["last"].status, shared["last"].stop_reason) == ("completed", "max_total_epochs")
     state = run_state.read_state("shared")
     assert (state["status"], state["last_completed_epoch"]) == ("completed", 5)
-    assert train_chunk("shared", 6, 8).epochs_trained == 0
+    assert train_chunk("shared", ChunkSpan(6, 8, 1)).epochs_trained == 0
 
 
 def test_batch_norm_statistics_are_learned_and_saved(shared):
@@ -159,7 +160,7 @@ def test_batch_norm_statistics_are_learned_and_saved(shared):
 def test_patience_stops_the_run_when_val_ser_stops_improving(home):
     new_run("patient", max_total_epochs=12, patience=2)
 
-    result = train_chunk("patient", 1, 12)
+    result = train_chunk("patient", ChunkSpan(1, 12, 1))
 
     ser = [float(row["val_ser"]) for row in read_rows("patient")]
     assert len(ser) < 12, f"val SER improved at every one of 12 epochs, so patience was never tested: {ser}"
@@ -176,11 +177,11 @@ def test_each_chunk_sets_op_determinism_as_its_run_asks(home):
     new_run("loose", max_total_epochs=2, deterministic=False)
     new_run("strict", max_total_epochs=1, deterministic=True)
 
-    assert train_chunk("loose", 1, 1).last_completed_epoch == 1
+    assert train_chunk("loose", ChunkSpan(1, 1, 1)).last_completed_epoch == 1
     assert not tf_config.is_op_determinism_enabled()
-    train_chunk("strict", 1, 1)
+    train_chunk("strict", ChunkSpan(1, 1, 1))
     assert tf_config.is_op_determinism_enabled()
-    assert train_chunk("loose", 2, 2).status == "completed"
+    assert train_chunk("loose", ChunkSpan(2, 2, 1)).status == "completed"
     assert not tf_config.is_op_determinism_enabled()
     assert epochs_logged("loose") == [1, 2]
     tf_config.enable_op_determinism()  # as the other tests expect
@@ -193,7 +194,7 @@ def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains
     config = new_run("open", max_total_epochs=1)
     assert config.deterministic is None and load_run_config("open").deterministic is None
     tf_config.disable_op_determinism()
-    train_chunk("open", 1, 1)  # this machine has no GPU
+    train_chunk("open", ChunkSpan(1, 1, 1))  # this machine has no GPU
     assert tf_config.is_op_determinism_enabled()
     assert "deterministic)" in paths.log_path("open").read_text()
 
@@ -206,19 +207,19 @@ def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(home):
     new_run("controlled", max_total_epochs=5)
     answers = iter([None, "paused"])
 
-    paused = train_chunk("controlled", 1, 5, should_stop=lambda: next(answers))
+    paused = train_chunk("controlled", ChunkSpan(1, 5, 1), should_stop=lambda: next(answers))
 
     assert (paused.status, paused.last_completed_epoch) == ("paused", 1)
     assert run_state.read_state("controlled")["status"] == "paused"
-    cancelled = train_chunk("controlled", 2, 5, should_stop=lambda: "cancelled")
+    cancelled = train_chunk("controlled", ChunkSpan(2, 5, 1), should_stop=lambda: "cancelled")
     assert (cancelled.status, cancelled.last_completed_epoch) == ("cancelled", 1)
-    assert train_chunk("controlled", 2, 5).epochs_trained == 0  # a cancelled run stays cancelled
+    assert train_chunk("controlled", ChunkSpan(2, 5, 1)).epochs_trained == 0  # a cancelled run stays cancelled
     assert epochs_logged("controlled") == [1]
 
 
 def test_a_guard_that_fails_stops_every_further_write(home):
     new_run("guarded", max_total_epochs=3)
-    train_chunk("guarded", 1, 1)
+    train_chunk("guarded", ChunkSpan(1, 1, 1))
     calls = []
 
     def guard():
@@ -227,7 +228,7 @@ def test_a_guard_that_fails_stops_every_further_write(home):
             raise LeaseLost("another worker owns the run")
 
     with pytest.raises(LeaseLost):
-        train_chunk("guarded", 2, 3, guard=guard)
+        train_chunk("guarded", ChunkSpan(2, 3, 1), guard=guard)
 
     assert snapshot(home) == calls[-1]
     assert run_state.read_state("guarded")["status"] != "failed"

@@ -19,6 +19,7 @@ from .. import paths
 from ..errors import SupersmmError
 from ..run_config import stored_config
 from ..run_state import peek_state
+from ..run_status import RunStatus
 from ..run_summary import best_val_ser, eta, worker
 from ..training_log import COLUMNS
 
@@ -138,7 +139,7 @@ def run_summary(name: str, rows: pd.DataFrame, now: datetime | None = None) -> d
         "eta": eta(state, last),
         "worker": worker(state, last),
         "last_update": last_activity.isoformat() if last_activity else None,
-        "stale": status == "running" and quiet_seconds is not None and quiet_seconds > stale_after,
+        "stale": status == RunStatus.RUNNING and quiet_seconds is not None and quiet_seconds > stale_after,
     }
 
 

@@ -1,0 +1,244 @@
+"""The chunk queue protocol: which chunk message of a run counts, who may train it, where it goes.
+
+A run has at most one chunk message that counts: the one named by its pending marker. The task that
+carries it claims the run's lease and deletes the marker in one atomic step; any other copy (a
+redelivery, a double enqueue, a message of a paused or re-routed run) finds a marker that is not its
+own and does nothing. When a chunk ends the trainer releases the lease and queues the next chunk at
+the back of the run's queue, so runs sharing a pool take turns.
+
+The marker is JSON: task_id, queue, queued_at, sent, and the chunk's span (first_epoch, last_epoch,
+chunk). Every key may be lost (a failover loses the last writes; a Redis may come back empty): the
+run's files on disk are the truth, and the reconciler (reconciler.py) queues again a run that should
+train and has neither lease nor marker. The keys are named in run_keys.py.
+
+Celery is imported only to send a chunk, so that `supersmm status` reads the keys without it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+
+import redis
+
+from . import broker, run_config, run_state
+from .chunk import ChunkSpan
+from .lease import FIRST_TOKEN_LUA, Lease, ttl_seconds
+from .run_keys import control_key, fence_key, lease_key, pending_key, route_key
+from .run_status import CONTROL_REQUESTS, RunStatus
+
+logger = logging.getLogger(__name__)
+
+CHUNK_TASK = "supersmm_tasks.train_chunk"  # the Celery task that trains a chunk (tasks.py)
+CLAIM_RETRY_S = 0.5
+
+# The marker is a JSON string (so that one MGET reads every run's marker); Lua reads its task id.
+_MARKER_TASK_ID = """
+local function marker_task_id(key)
+  local marker = redis.call('GET', key)
+  if not marker then return false end
+  return cjson.decode(marker)['task_id']
+end
+"""
+
+# Set the pending marker to a new chunk unless another live marker or a trainer is there.
+# ARGV: new task id, the new marker (JSON), the stale task id it may replace ('' for none)
+_MARK_PENDING = _MARKER_TASK_ID + """
+local current = marker_task_id(KEYS[1])
+if current and current ~= ARGV[3] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+# The chunk named by the marker takes the lease (a new fencing token) and consumes the marker.
+# Returns the token, 0 when someone holds the lease, -1 when the marker names another chunk.
+_CLAIM = _MARKER_TASK_ID + FIRST_TOKEN_LUA + """
+if marker_task_id(KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local token = next_token(KEYS[3])
+redis.call('SET', KEYS[2], token .. '|' .. ARGV[3], 'PX', ARGV[2])
+redis.call('DEL', KEYS[1])
+return token
+"""
+
+# The marker may already be claimed (deleted) by a fast worker: never recreate it. ARGV: task id, marker.
+_MARK_SENT = _MARKER_TASK_ID + """
+if marker_task_id(KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') and 1 end
+return 0
+"""
+
+_DELETE_MARKER_IF_MINE = _MARKER_TASK_ID + """
+if marker_task_id(KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _celery_app():
+    from .celery_app import app
+
+    return app
+
+
+def worker_redis() -> redis.Redis:
+    """The Redis this process's Celery app uses as its broker (never starts an embedded one)."""
+    return broker.client(_celery_app().conf.broker_url)
+
+
+# --- where the next chunk goes --------------------------------------------------------------------
+
+def run_route(connection: redis.Redis, run: str) -> tuple[str, int]:
+    """The queue and priority of the run's chunks: a live `supersmm train` override, else the run's config."""
+    override = connection.hgetall(route_key(run))
+    if override:
+        return override["queue"], int(override["priority"])
+    return configured_route(run)
+
+
+def configured_route(run: str) -> tuple[str, int]:
+    """The queue and priority in the run's config."""
+    conf = _celery_app().conf
+    config = run_config.stored_config(run)
+    priority = config.get("priority")
+    return (config.get("queue") or conf.task_default_queue,
+            conf.task_default_priority if priority is None else int(priority))
+
+
+# --- the pending marker and the chunk's message ------------------------------------------------------
+
+def queue_next_chunk(connection: redis.Redis, run: str, replacing: str = "") -> dict | None:
+    """Queue the run's next chunk; its marker, or None when a chunk is already pending, a trainer holds
+    the run or no epoch is left.
+
+    `replacing` names a pending marker known to be stale (the reconciler's case).
+    """
+    span = ChunkSpan.next_of(run_state.read_state(run))
+    if span is None:
+        return None
+    queue, priority = run_route(connection, run)
+    task_id = f"{run}:{span.epochs}:{secrets.token_hex(4)}"
+    marker = {"task_id": task_id, "queue": queue, "queued_at": time.time(), "sent": False,
+              "first_epoch": span.first_epoch, "last_epoch": span.last_epoch, "chunk": span.chunk}
+    marked = run_script(connection, _MARK_PENDING, [pending_key(run), lease_key(run)],
+                        [task_id, json.dumps(marker), replacing])
+    if not marked:
+        return None
+    _send_chunk(run, span, task_id, queue, priority)
+    marker["sent"] = True
+    run_script(connection, _MARK_SENT, [pending_key(run)], [task_id, json.dumps(marker)])
+    return marker
+
+
+def _send_chunk(run: str, span: ChunkSpan, task_id: str, queue: str, priority: int) -> None:
+    """The chunk's message, carrying its span as plain numbers.
+
+    Sent through the broker of this moment's environment and without waiting on the result backend:
+    one process may serve several homes (tests, benchmarks). A pool per URL keeps one connection for
+    all sends. Progress reaches the backend through update_state(); outcomes reach Flower through events.
+    """
+    with _producer_pool(broker.broker_url()).acquire(block=True) as producer:
+        _celery_app().send_task(
+            CHUNK_TASK, args=(run, span.first_epoch, span.last_epoch, span.chunk), task_id=task_id, queue=queue,
+            priority=priority, shadow=f"{run}: epochs {span.epochs}", producer=producer, ignore_result=True)
+
+
+_producer_pools: dict = {}
+
+
+def _producer_pool(url: str):
+    """kombu's producer pool for a broker URL, made once per process (connections stay open between sends)."""
+    if url not in _producer_pools:
+        from kombu.pools import producers
+
+        app = _celery_app()
+        # The transport options of this URL, not of the one the process started with (celeryconfig's).
+        options = dict(app.conf.broker_transport_options)
+        if broker.is_sentinel(url):
+            options["master_name"] = broker.sentinel_master()
+        _producer_pools[url] = producers[app.connection_for_write(url, transport_options=options)]
+    return _producer_pools[url]
+
+
+def run_script(connection: redis.Redis, source: str, keys: list, args: list):
+    """Run a Lua script by its hash (redis-py loads it again where a Redis restarted empty)."""
+    if source not in _scripts:
+        _scripts[source] = connection.register_script(source)
+    return _scripts[source](keys=keys, args=args, client=connection)
+
+
+_scripts: dict[str, object] = {}
+
+
+def parse_marker(stored: str | None) -> dict:
+    """A pending marker as stored ({} when none, or unreadable)."""
+    try:
+        marker = json.loads(stored) if stored else {}
+    except ValueError:
+        return {}
+    return marker if isinstance(marker, dict) and "task_id" in marker else {}
+
+
+def pending_chunk(connection: redis.Redis, run: str) -> dict:
+    """The run's pending marker ({} when none)."""
+    return parse_marker(connection.get(pending_key(run)))
+
+
+def marker_epochs(marker: dict) -> str:
+    """"first-last" of the chunk a marker names."""
+    return f"{marker.get('first_epoch')}-{marker.get('last_epoch')}"
+
+
+def withdraw_pending_chunk(connection: redis.Redis, run: str) -> None:
+    """Make the queued message of the run stale: it will find no marker and do nothing."""
+    connection.delete(pending_key(run))
+
+
+def delete_marker_if_mine(connection: redis.Redis, run: str, task_id: str) -> None:
+    try:
+        run_script(connection, _DELETE_MARKER_IF_MINE, [pending_key(run)], [task_id])
+    except redis.RedisError as error:  # the reconciler deals with a marker left behind
+        logger.warning("run %s: could not withdraw the marker of chunk %s (%s)", run, task_id, error)
+
+
+# --- claiming a run for a chunk ----------------------------------------------------------------------
+
+def claim(connection: redis.Redis, run: str, task_id: str, worker: str) -> Lease | None:
+    """The run's lease for chunk task_id, or None when the chunk is stale.
+
+    A lease still held means the previous holder is finishing or dying; its lease expires within
+    one TTL, so wait that long before giving the chunk back to the reconciler.
+    """
+    ttl_s = ttl_seconds()
+    deadline = time.monotonic() + 2 * ttl_s
+    while True:
+        token = int(run_script(connection, _CLAIM, [pending_key(run), lease_key(run), fence_key(run)],
+                               [task_id, int(ttl_s * 1000), worker]))
+        if token > 0:
+            return Lease(connection, run, token, ttl_s)
+        if token < 0:
+            return None
+        if time.monotonic() >= deadline:
+            delete_marker_if_mine(connection, run, task_id)
+            return None
+        time.sleep(CLAIM_RETRY_S)
+
+
+# --- the user's control requests (pause, cancel) ----------------------------------------------------
+
+def request_control(connection: redis.Redis, run: str, request: RunStatus) -> None:
+    """Ask the run's trainer to stop at its next epoch boundary, paused or cancelled."""
+    connection.set(control_key(run), RunStatus(request).value)
+
+
+def clear_control(connection: redis.Redis, run: str) -> None:
+    connection.delete(control_key(run))
+
+
+def read_control(connection: redis.Redis, run: str) -> RunStatus | None:
+    """PAUSED or CANCELLED when the user asked for it, else None (also when Redis is unreachable)."""
+    try:
+        request = connection.get(control_key(run))
+    except redis.RedisError:
+        return None
+    return RunStatus(request) if request in CONTROL_REQUESTS else None

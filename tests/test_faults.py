@@ -1,0 +1,39 @@
+"""SUPERSMM_FAULT: names are checked (a typo stops the worker at its start), slow_batches works without Celery."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from supersmm_tasks import faults
+from supersmm_tasks.errors import SupersmmError
+
+
+def test_an_unknown_fault_name_is_refused(monkeypatch):
+    monkeypatch.setenv(faults.FAULT_VARIABLE, "slow_batches,after_chekpoint")
+
+    with pytest.raises(SupersmmError, match="unknown fault after_chekpoint"):
+        faults.injected()
+
+
+def test_slow_batches_slows_every_progress_report_outside_celery(monkeypatch):
+    heard = []
+    monkeypatch.setenv(faults.FAULT_VARIABLE, "")
+    assert faults.slowed(heard.append) == heard.append
+
+    monkeypatch.setenv(faults.FAULT_VARIABLE, "slow_batches")
+    started = time.monotonic()
+    report = faults.slowed(heard.append)
+    report({"batch": 1})
+    report({"batch": 2})
+
+    assert time.monotonic() - started >= 2 * faults.SLOW_BATCH_S
+    assert heard == [{"batch": 1}, {"batch": 2}]
+
+
+def test_a_worker_with_an_unknown_fault_stops_at_its_start_with_one_line(workers):
+    worker = workers.start("typo", wait=False, SUPERSMM_FAULT="before_clam")
+
+    assert worker.process.wait(timeout=120) == 1
+    assert "supersmm: error: SUPERSMM_FAULT: unknown fault before_clam" in worker.log()
+    assert "Traceback" not in worker.log()

@@ -1,0 +1,78 @@
+"""A run's status moves only as the table allows, on a real run folder: allowed moves write, others write nothing."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import add_sample, detected_home
+from supersmm_tasks import run_state
+from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.lease import LeaseLost
+from supersmm_tasks.run_config import create_or_update_run
+from supersmm_tasks.run_status import ALLOWED_MOVES, RunStatus, transition
+
+ALLOWED = [(start, to) for start, targets in ALLOWED_MOVES.items() for to in sorted(targets)]
+FORBIDDEN = [(start, to) for start in RunStatus for to in RunStatus if to not in ALLOWED_MOVES[start]]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> str:
+    """Run `moves` created on a corpus of four copies of the real sample."""
+    data_root = tmp_path_factory.mktemp("status_data")
+    for copy in range(4):
+        add_sample(data_root / "primus", f"{copy:09d}-1_1_1")
+    with detected_home(tmp_path_factory.mktemp("status_home"), data_root):
+        create_or_update_run("moves", "primus", model="tiny")
+        yield "moves"
+
+
+def start_at(run: str, status: RunStatus) -> bytes:
+    """Put the run in `status` (as a test sets a scene, not a move) and return the state file's bytes."""
+    run_state.write_state(run, status=status, error="")
+    return run_state.state_path(run).read_bytes()
+
+
+def test_a_new_run_starts_queued(run):
+    assert run_state.read_state(run)["status"] == RunStatus.QUEUED
+    assert "status: queued\n" in run_state.state_path(run).read_text()
+
+
+@pytest.mark.parametrize("start, to", ALLOWED, ids=[f"{a}-{b}" for a, b in ALLOWED])
+def test_an_allowed_move_writes_the_status_and_its_fields(run, start, to):
+    start_at(run, start)
+    guarded = []
+
+    written = transition(run, to, guard=lambda: guarded.append(True), error="why")
+
+    assert written["status"] == to and guarded == [True]
+    state = run_state.read_state(run)
+    assert (state["status"], state["error"]) == (to, "why")
+    assert f"status: {to.value}\n" in run_state.state_path(run).read_text()
+
+
+@pytest.mark.parametrize("start, to", FORBIDDEN, ids=[f"{a}-{b}" for a, b in FORBIDDEN])
+def test_a_forbidden_move_is_refused_and_writes_nothing(run, start, to):
+    before = start_at(run, start)
+    guarded = []
+
+    with pytest.raises(SupersmmError, match=f"run {run}: its status cannot move from {start.value} to {to.value}"):
+        transition(run, to, guard=lambda: guarded.append(True), error="why")
+
+    assert run_state.state_path(run).read_bytes() == before and guarded == []
+
+
+def test_a_failed_guard_writes_nothing(run):
+    before = start_at(run, RunStatus.RUNNING)
+
+    def lost():
+        raise LeaseLost("another worker owns the run")
+
+    with pytest.raises(LeaseLost):
+        transition(run, RunStatus.COMPLETED, guard=lost, stop_reason="max_total_epochs")
+
+    assert run_state.state_path(run).read_bytes() == before
+
+
+def test_statuses_are_the_words_of_the_state_file_and_the_contract():
+    assert [status.value for status in RunStatus] == [
+        "queued", "running", "paused", "completed", "cancelled", "failed"]
+    assert f"{RunStatus.PAUSED}" == str(RunStatus.PAUSED) == "paused" and RunStatus.PAUSED == "paused"
