@@ -86,3 +86,25 @@ def _status_row(connection: redis.Redis | None, name: str) -> dict:
     if request and state["status"] in ACTIVE:
         row["requested"] = request
     return row
+
+
+STATUS_COLUMNS = (
+    ("run", "run"), ("dataset", "dataset"), ("status", "status"), ("epoch", "epoch"),
+    ("best_val_ser", "best val SER"), ("eta", "ETA"), ("worker", "worker"),
+)
+
+
+def format_status_table(rows: list[dict]) -> str:
+    if not rows:
+        return f"no runs yet in {paths.models_dir()} (start one with `supersmm enqueue NAME`)"
+    table = [[title for _, title in STATUS_COLUMNS]]
+    for row in rows:
+        cells = {
+            **row,
+            "status": row["status"] + (f" ({row['requested']} requested)" if row.get("requested") else ""),
+            "epoch": f"{row['last_completed_epoch']}/{row['max_total_epochs']}",
+            "best_val_ser": "" if row.get("best_val_ser") is None else f"{float(row['best_val_ser']):.2f}%",
+        }
+        table.append(["" if cells.get(key) is None else str(cells[key]) for key, _ in STATUS_COLUMNS])
+    widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table)
