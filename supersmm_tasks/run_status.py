@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from enum import Enum
 
-from . import run_state
 from .errors import SupersmmError
 
 
@@ -54,6 +53,8 @@ def transition(run: str, to: RunStatus, guard=None, **fields) -> dict:
     Refuses (SupersmmError, nothing written) a move the table does not allow. guard(), the lease's
     fence, is called right before the write and raises to stop it.
     """
+    from . import run_state  # run_state parses the status into RunStatus: it imports this module
+
     to = RunStatus(to)
     current = RunStatus(run_state.read_state(run, repair=False)["status"])  # a repair is a write: after guard()
     if to not in ALLOWED_MOVES[current]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import add_sample, detected_home
-from supersmm_tasks import run_state
+from supersmm_tasks import paths, run_state
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.lease import LeaseLost
 from supersmm_tasks.run_config import create_or_update_run
@@ -28,12 +28,12 @@ def run(tmp_path_factory) -> str:
 def start_at(run: str, status: RunStatus) -> bytes:
     """Put the run in `status` (as a test sets a scene, not a move) and return the state file's bytes."""
     run_state.write_state(run, status=status, error="")
-    return run_state.state_path(run).read_bytes()
+    return paths.state_path(run).read_bytes()
 
 
 def test_a_new_run_starts_queued(run):
     assert run_state.read_state(run)["status"] == RunStatus.QUEUED
-    assert "status: queued\n" in run_state.state_path(run).read_text()
+    assert "status: queued\n" in paths.state_path(run).read_text()
 
 
 @pytest.mark.parametrize("start, to", ALLOWED, ids=[f"{a}-{b}" for a, b in ALLOWED])
@@ -46,7 +46,7 @@ def test_an_allowed_move_writes_the_status_and_its_fields(run, start, to):
     assert written["status"] == to and guarded == [True]
     state = run_state.read_state(run)
     assert (state["status"], state["error"]) == (to, "why")
-    assert f"status: {to.value}\n" in run_state.state_path(run).read_text()
+    assert f"status: {to.value}\n" in paths.state_path(run).read_text()
 
 
 @pytest.mark.parametrize("start, to", FORBIDDEN, ids=[f"{a}-{b}" for a, b in FORBIDDEN])
@@ -57,7 +57,7 @@ def test_a_forbidden_move_is_refused_and_writes_nothing(run, start, to):
     with pytest.raises(SupersmmError, match=f"run {run}: its status cannot move from {start.value} to {to.value}"):
         transition(run, to, guard=lambda: guarded.append(True), error="why")
 
-    assert run_state.state_path(run).read_bytes() == before and guarded == []
+    assert paths.state_path(run).read_bytes() == before and guarded == []
 
 
 def test_a_failed_guard_writes_nothing(run):
@@ -69,7 +69,7 @@ def test_a_failed_guard_writes_nothing(run):
     with pytest.raises(LeaseLost):
         transition(run, RunStatus.COMPLETED, guard=lost, stop_reason="max_total_epochs")
 
-    assert run_state.state_path(run).read_bytes() == before
+    assert paths.state_path(run).read_bytes() == before
 
 
 def test_statuses_are_the_words_of_the_state_file_and_the_contract():
