@@ -14,6 +14,7 @@ import redis
 from supersmm_tasks import broker
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.lease import Lease, LeaseLost, holder
+from supersmm_tasks.testing import free_port
 
 
 @pytest.fixture
@@ -127,11 +128,7 @@ def test_an_unreachable_broker_gives_one_clear_line(tmp_path, command):
 
 
 def redis_server_port_that_is_closed() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()
 
 
 def test_connect_names_the_broker_without_its_password():

@@ -25,6 +25,7 @@ from supersmm_tasks import paths, run_state, training_log
 from supersmm_tasks.dashboard.previews import token_diff
 from supersmm_tasks.dashboard.server import STATIC_DIR, serve
 from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.testing import free_port
 
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -78,12 +79,6 @@ def two_epoch_run(home):
 
 
 # ------------------------------------------------------------------ a real server and a real browser
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def get(url: str, credentials: str | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from supersmm_tasks.testing import free_port
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 CREDENTIALS = "watcher:s3cret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get_json(url: str, credentials: str | None = CREDENTIALS):

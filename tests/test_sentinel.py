@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import _free_port, redis_server_binary
+from supersmm_tasks.testing import free_port, redis_server_binary
 from test_selfheal import training_epoch
 
 MASTER_NAME = "supersmm_master"  # not the default, so that SUPERSMM_SENTINEL_MASTER is what finds it
@@ -42,7 +42,7 @@ class SentinelGroup:
     def __init__(self, folder: Path):
         self.folder = folder
         self.processes: dict[str, subprocess.Popen] = {}
-        self.ports = {name: _free_port() for name in ("master", "replica", "s1", "s2", "s3")}
+        self.ports = {name: free_port() for name in ("master", "replica", "s1", "s2", "s3")}
 
     def start(self) -> None:
         self._redis("master")
