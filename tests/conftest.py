@@ -10,8 +10,11 @@ supersmm_tasks.testing, the harness that bench/ uses too).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +126,42 @@ def engraved_primus(tmp_path_factory) -> Path:
     data_root = tmp_path_factory.mktemp("engraved")
     generate_corpus(data_root / "primus", 24, seed=0, workers=2, progress=False)
     return data_root
+
+
+@pytest.fixture(scope="module")
+def engraved_home(tmp_path_factory, engraved_primus) -> Path:
+    """A SUPERSMM_HOME with the 24 engraved incipits detected as `primus`, one per test module; each test
+    uses its own run names."""
+    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
+        yield home
+
+
+def final_arrays(run: str) -> list:
+    """The weights and the optimizer's state in the checkpoint that the run's state names."""
+    from supersmm_tasks import run_state
+    from supersmm_tasks.checkpoint import load_checkpoint
+
+    stored = load_checkpoint(run_state.read_state(run)["checkpoint"])
+    return stored.model_arrays + stored.optimizer_arrays
+
+
+EPOCH_IN_ANOTHER_PROCESS = """
+import hashlib, json, sys
+from supersmm_tasks.corpus import Example
+from supersmm_tasks.pipeline import epoch_batches
+examples = [Example(**e) for e in json.load(open(sys.argv[1]))]
+print(json.dumps([{summary} for b in epoch_batches(examples, **json.loads(sys.argv[2]))]))
+"""
+
+
+def epoch_in_another_process(examples, folder: Path, summary: str, **options) -> subprocess.CompletedProcess:
+    """A fresh Python process that builds epoch_batches(examples, **options) and prints, as its last line,
+    the JSON list of `summary` (an expression of one batch `b`, which may use hashlib) over the batches."""
+    examples_file = folder / "examples.json"
+    examples_file.write_text(json.dumps([e.__dict__ for e in examples]))
+    program = EPOCH_IN_ANOTHER_PROCESS.format(summary=summary)
+    return subprocess.run([sys.executable, "-c", program, str(examples_file), json.dumps(options)],
+                          capture_output=True, text=True, timeout=180)
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 import pytest
 from PIL import Image
 
-from conftest import detected_home
 from supersmm_tasks import paths, run_state
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.evaluate import edit_distance, error_rates, evaluate_run, predict
@@ -12,12 +11,11 @@ from supersmm_tasks.training_log import read_rows
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, engraved_primus):
+def trained(engraved_home):
     """Run `run`: the tiny model after 3 epochs on 24 engraved incipits."""
-    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
-        create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=3)
-        train_chunk("run", 1, 3)
-        yield home
+    create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=3)
+    train_chunk("run", 1, 3)
+    return engraved_home
 
 
 @pytest.mark.parametrize("predicted, truth, distance", [

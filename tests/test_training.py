@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import detected_home
 from supersmm_tasks import paths, run_state
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.errors import SupersmmError
@@ -21,14 +20,7 @@ class LeaseLost(Exception):
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, engraved_primus):
-    """A SUPERSMM_HOME with the 24 engraved incipits detected as `primus`; each test uses its own run name."""
-    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
-        yield home
-
-
-@pytest.fixture(scope="module")
-def shared(home):
+def shared(engraved_home):
     """Run `shared` (5 epochs): a first chunk of epochs 1-3, the same chunk redelivered, then 4-5."""
     new_run("shared", max_total_epochs=5)
     updates = []
@@ -54,11 +46,11 @@ def test_epoch_budget_follows_the_contract_at_its_edges(n_train, expected):
     assert epoch_budget(n_train) == expected
 
 
-def test_a_new_run_gets_a_full_config_and_a_queued_state(home):
+def test_a_new_run_gets_a_full_config_and_a_queued_state(engraved_home):
     config = create_or_update_run("fresh", "primus", model="tiny")
 
     stored = json.loads((paths.run_dir("fresh") / "config.json").read_text())
-    train_ids = (home / "datasets" / "primus.split" / "train.txt").read_text().split()
+    train_ids = (engraved_home / "datasets" / "primus.split" / "train.txt").read_text().split()
     assert stored["dataset_path"] == str(paths.data_root() / "primus")
     assert set(stored["split_files"]) == {"train", "val", "test"}
     assert (stored["train_samples"], stored["model"], stored["batch_size"]) == (len(train_ids), "tiny", 4)
@@ -67,7 +59,7 @@ def test_a_new_run_gets_a_full_config_and_a_queued_state(home):
     assert (state["status"], state["last_completed_epoch"], state["max_total_epochs"]) == ("queued", 0, 10_000)
 
 
-def test_an_existing_run_takes_new_budgets_but_refuses_a_new_model(home):
+def test_an_existing_run_takes_new_budgets_but_refuses_a_new_model(engraved_home):
     new_run("changed")
 
     create_or_update_run("changed", max_total_epochs=7, max_epochs_per_run=3, patience=2)
@@ -80,12 +72,12 @@ def test_an_existing_run_takes_new_budgets_but_refuses_a_new_model(home):
 
 
 @pytest.mark.parametrize("name", ["Bad-Name", "../escape", "x" * 41, ""])
-def test_bad_run_names_are_refused_in_one_line(home, name):
+def test_bad_run_names_are_refused_in_one_line(engraved_home, name):
     with pytest.raises(SupersmmError, match="invalid run name"):
         create_or_update_run(name, "primus")
 
 
-def test_a_missing_dataset_or_run_is_a_clear_error(home):
+def test_a_missing_dataset_or_run_is_a_clear_error(engraved_home):
     with pytest.raises(SupersmmError, match="not detected"):
         create_or_update_run("orphan", "no_such_data")
     with pytest.raises(SupersmmError, match="does not exist"):
@@ -156,7 +148,7 @@ def test_batch_norm_statistics_are_learned_and_saved(shared):
     assert all(np.abs(a - 1).max() > 0 for n, a in moving.items() if n.endswith("moving_variance"))
 
 
-def test_patience_stops_the_run_when_val_ser_stops_improving(home):
+def test_patience_stops_the_run_when_val_ser_stops_improving(engraved_home):
     new_run("patient", max_total_epochs=12, patience=2)
 
     result = train_chunk("patient", 1, 12)
@@ -170,7 +162,7 @@ def test_patience_stops_the_run_when_val_ser_stops_improving(home):
     assert (state["status"], state["best_epoch"]) == ("completed", result.best_epoch)
 
 
-def test_each_chunk_sets_op_determinism_as_its_run_asks(home):
+def test_each_chunk_sets_op_determinism_as_its_run_asks(engraved_home):
     from tensorflow.python.framework import config as tf_config
 
     new_run("loose", max_total_epochs=2, deterministic=False)
@@ -186,7 +178,7 @@ def test_each_chunk_sets_op_determinism_as_its_run_asks(home):
     tf_config.enable_op_determinism()  # as the other tests expect
 
 
-def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains(home, monkeypatch):
+def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains(engraved_home, monkeypatch):
     from tensorflow.python.framework import config as tf_config
     from supersmm_tasks import training
 
@@ -202,7 +194,7 @@ def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains
     assert training.deterministic(new_run("strict_on_gpu", deterministic=True))
 
 
-def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(home):
+def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(engraved_home):
     new_run("controlled", max_total_epochs=5)
     answers = iter([None, "paused"])
 
@@ -216,20 +208,20 @@ def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(home):
     assert epochs_logged("controlled") == [1]
 
 
-def test_a_guard_that_fails_stops_every_further_write(home):
+def test_a_guard_that_fails_stops_every_further_write(engraved_home):
     new_run("guarded", max_total_epochs=3)
     train_chunk("guarded", 1, 1)
     calls = []
 
     def guard():
-        calls.append(snapshot(home))
+        calls.append(snapshot(engraved_home))
         if len(calls) == 6:  # among the writes that end epoch 2
             raise LeaseLost("another worker owns the run")
 
     with pytest.raises(LeaseLost):
         train_chunk("guarded", 2, 3, guard=guard)
 
-    assert snapshot(home) == calls[-1]
+    assert snapshot(engraved_home) == calls[-1]
     assert run_state.read_state("guarded")["status"] != "failed"
 
 
