@@ -52,6 +52,20 @@ def real_sample() -> Path:
     """The folder of one real PrIMuS incipit of the development set."""
     return require_real_dev() / REAL_SAMPLE_ID
 
+
+# A test that uses one of these fixtures, directly or through another, is an integration test: it trains
+# through the queue or starts `celery worker` processes, drives a browser (test_dashboard's `browser`) or
+# reads with a run trained for a minute.
+INTEGRATION_FIXTURES = {"workers", "training_home", "browser", "learned_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that use an integration fixture, so that a new one joins the slow tier by itself."""
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
+
 TEST_LEASE_TTL_S = "3"
 TEST_RECONCILE_INTERVAL_S = "1"
 

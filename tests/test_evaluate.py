@@ -34,6 +34,7 @@ def test_error_rates_are_percentages_over_all_symbols_and_sequences():
     assert sequence_error == pytest.approx(100 * 2 / 3)
 
 
+@pytest.mark.integration
 def test_evaluating_the_best_checkpoint_reproduces_its_val_ser(trained):
     state = run_state.read_state("run")
     best_row = next(r for r in read_rows("run") if int(r["epoch"]) == state["best_epoch"])
@@ -46,6 +47,7 @@ def test_evaluating_the_best_checkpoint_reproduces_its_val_ser(trained):
     assert result["sequence_error"] == pytest.approx(float(best_row["val_sequence_error"]))
 
 
+@pytest.mark.integration
 def test_test_split_and_beam_search(trained):
     greedy = evaluate_run("run", split="test")
     beam = evaluate_run("run", split="test", beam_width=4)
@@ -57,6 +59,7 @@ def test_test_split_and_beam_search(trained):
         evaluate_run("run", split="train")
 
 
+@pytest.mark.integration
 def test_predict_reads_png_and_jpeg_of_any_size_and_colour(trained, tmp_path):
     sample = sorted((paths.data_root() / "primus").iterdir())[0]
     png = sample / f"{sample.name}.png"
@@ -70,6 +73,7 @@ def test_predict_reads_png_and_jpeg_of_any_size_and_colour(trained, tmp_path):
     assert all(isinstance(token, str) for tokens in predictions for token in tokens)
 
 
+@pytest.mark.integration
 def test_bad_images_and_missing_runs_are_clear_errors(trained, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
@@ -82,6 +86,7 @@ def test_bad_images_and_missing_runs_are_clear_errors(trained, tmp_path):
         evaluate_run("no_such_run")
 
 
+@pytest.mark.integration
 def test_a_run_without_checkpoints_cannot_be_evaluated(trained):
     create_or_update_run("untrained", "primus", model="tiny")
 
@@ -90,6 +95,7 @@ def test_a_run_without_checkpoints_cannot_be_evaluated(trained):
     assert paths.run_dir("untrained").is_dir()
 
 
+@pytest.mark.integration
 def test_evaluating_never_writes_the_runs_state(trained):
     state_file = run_state.state_path("run")
     saved = state_file.read_bytes()

@@ -16,6 +16,8 @@ import pytest
 
 from supersmm_tasks.testing import free_port
 
+pytestmark = pytest.mark.integration  # a real Flower process on real workers
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 CREDENTIALS = "watcher:s3cret"

@@ -83,6 +83,7 @@ def test_bucketing_by_width_cuts_padding(crops):
     assert padded < 0.8 * unbucketed
 
 
+@pytest.mark.integration
 def test_an_epoch_is_the_same_in_another_process_and_differs_between_epochs(crops, tmp_path):
     widths_and_lengths = "b['image_width'].numpy().tolist() + b['label_length'].numpy().tolist()"
     other = epoch_in_another_process(crops, tmp_path, widths_and_lengths,

@@ -93,6 +93,7 @@ def images_of(examples, **options):
     return [batch["image"].numpy() for batch in epoch_batches(examples, **settings)]
 
 
+@pytest.mark.integration
 def test_augmented_batches_are_the_same_in_another_process_and_change_every_epoch(examples, tmp_path):
     image_hash = "hashlib.sha256(b['image'].numpy().tobytes()).hexdigest()"
     other = epoch_in_another_process(examples, tmp_path, image_hash,
@@ -126,6 +127,7 @@ def forget_trainer():
     keras.backend.clear_session(free_memory=True)
 
 
+@pytest.mark.integration
 def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_bit(engraved_home):
     new_run("whole")
     train_chunk("whole", 1, EPOCHS)

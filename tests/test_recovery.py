@@ -22,6 +22,8 @@ from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import read_rows
 
+pytestmark = pytest.mark.integration  # every test trains, some in killed subprocesses
+
 EPOCHS = 4
 # Columns that depend on the training only (not on clocks, processes or file names).
 RESULT_COLUMNS = ("epoch", "max_total_epochs", "loss", "val_loss", "val_ser", "val_sequence_error",

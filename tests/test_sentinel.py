@@ -19,6 +19,8 @@ import redis
 from supersmm_tasks.testing import free_port, redis_server_binary
 from test_selfheal import training_epoch
 
+pytestmark = pytest.mark.integration  # a master, a replica and three Sentinels, each a real process
+
 MASTER_NAME = "supersmm_master"  # not the default, so that SUPERSMM_SENTINEL_MASTER is what finds it
 PASSWORD = "sentinel-s3cret"  # the master's and the replica's; the Sentinels have none
 

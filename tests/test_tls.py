@@ -25,6 +25,8 @@ from supersmm_tasks.testing import free_port, redis_server_binary, wait_until_an
 DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")  # built with TLS (a redis-server elsewhere may not be)
 from test_flower import get_json
 
+pytestmark = pytest.mark.integration  # a TLS redis-server and commands in subprocesses
+
 PASSWORD = "tls-s3cret-4"
 
 

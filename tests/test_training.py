@@ -84,6 +84,7 @@ def test_a_missing_dataset_or_run_is_a_clear_error(engraved_home):
         train_chunk("never_made", 1, 1)
 
 
+@pytest.mark.integration
 def test_a_chunk_writes_every_run_file(shared):
     assert (shared["first"].status, shared["first"].last_completed_epoch) == ("running", 3)
     rows = read_rows("shared")
@@ -112,6 +113,7 @@ def test_a_chunk_writes_every_run_file(shared):
     assert (paths.run_dir("shared") / "checkpoints" / "best.keras").is_file()
 
 
+@pytest.mark.integration
 def test_tensorboard_gets_loss_val_ser_and_learning_rate(shared):
     tags = set()
     for events in (paths.run_dir("shared") / "tensorboard").glob("events.out.tfevents.*"):
@@ -120,17 +122,20 @@ def test_tensorboard_gets_loss_val_ser_and_learning_rate(shared):
     assert {"loss", "val_ser", "val_loss", "learning_rate"} <= tags
 
 
+@pytest.mark.integration
 def test_checkpoints_keep_the_last_three_plus_the_best(shared):
     best = run_state.read_state("shared")["best_epoch"]
     kept = sorted(p.name for p in (paths.run_dir("shared") / "checkpoints").glob("epoch_*.npz"))
     assert kept == sorted({f"epoch_{e:06d}.npz" for e in (3, 4, 5, best)})
 
 
+@pytest.mark.integration
 def test_a_redelivered_chunk_trains_only_what_is_missing(shared):
     assert (shared["redelivered"].epochs_trained, shared["redelivered"].last_completed_epoch) == (0, 3)
     assert (shared["last"].epochs_trained, shared["last"].last_completed_epoch) == (2, 5)
 
 
+@pytest.mark.integration
 def test_the_run_completes_at_its_epoch_budget(shared):
     assert (shared["last"].status, shared["last"].stop_reason) == ("completed", "max_total_epochs")
     state = run_state.read_state("shared")
@@ -138,6 +143,7 @@ def test_the_run_completes_at_its_epoch_budget(shared):
     assert train_chunk("shared", 6, 8).epochs_trained == 0
 
 
+@pytest.mark.integration
 def test_batch_norm_statistics_are_learned_and_saved(shared):
     stored = load_checkpoint(run_state.read_state("shared")["checkpoint"])
 
@@ -148,6 +154,7 @@ def test_batch_norm_statistics_are_learned_and_saved(shared):
     assert all(np.abs(a - 1).max() > 0 for n, a in moving.items() if n.endswith("moving_variance"))
 
 
+@pytest.mark.integration
 def test_patience_stops_the_run_when_val_ser_stops_improving(engraved_home):
     new_run("patient", max_total_epochs=12, patience=2)
 
@@ -162,6 +169,7 @@ def test_patience_stops_the_run_when_val_ser_stops_improving(engraved_home):
     assert (state["status"], state["best_epoch"]) == ("completed", result.best_epoch)
 
 
+@pytest.mark.integration
 def test_each_chunk_sets_op_determinism_as_its_run_asks(engraved_home):
     from tensorflow.python.framework import config as tf_config
 
@@ -178,6 +186,7 @@ def test_each_chunk_sets_op_determinism_as_its_run_asks(engraved_home):
     tf_config.enable_op_determinism()  # as the other tests expect
 
 
+@pytest.mark.integration
 def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains(engraved_home, monkeypatch):
     from tensorflow.python.framework import config as tf_config
     from supersmm_tasks import training
@@ -194,6 +203,7 @@ def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains
     assert training.deterministic(new_run("strict_on_gpu", deterministic=True))
 
 
+@pytest.mark.integration
 def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(engraved_home):
     new_run("controlled", max_total_epochs=5)
     answers = iter([None, "paused"])
@@ -208,6 +218,7 @@ def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(engraved_home):
     assert epochs_logged("controlled") == [1]
 
 
+@pytest.mark.integration
 def test_a_guard_that_fails_stops_every_further_write(engraved_home):
     new_run("guarded", max_total_epochs=3)
     train_chunk("guarded", 1, 1)
@@ -230,6 +241,7 @@ def snapshot(home) -> dict:
             if p.is_file()}
 
 
+@pytest.mark.integration
 def test_the_tiny_model_learns(shared):
     """Cheap evidence that training works: CTC loss on training and validation data falls fast.
     Val SER itself needs a few hundred steps to leave 100%; bench/bench_training.py measures it."""
@@ -241,6 +253,7 @@ def test_the_tiny_model_learns(shared):
     assert min(val_loss) < 0.9 * val_loss[0], f"validation loss per epoch: {val_loss}"
 
 
+@pytest.mark.integration
 def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32(tmp_path):
     """The GPU's path, run on the CPU: float16 layers, float32 weights and CTC loss, a scaled loss; a checkpoint
     carries the weights, Adam's state and the loss scale to a float32 trainer and back."""
