@@ -2,7 +2,9 @@
 
     RedisServer(folder, *options)   a redis-server on a free loopback port with an append-only file in `folder`
     Workers(log_folder, env)        starts `celery -A supersmm_tasks worker` subprocesses; kill_all() at the end
-    free_port(), wait_for(condition, timeout_s, what)
+    wait_for(condition, timeout_s, what)
+
+A free port is supersmm_tasks.broker.free_loopback_port (the embedded broker needs one too).
 
 tests/conftest.py wraps these in fixtures and bench/ uses them directly. They live in the package, as
 celery.contrib.testing does, because the benchmarks run as plain scripts and as modules loaded from their
@@ -21,15 +23,10 @@ from pathlib import Path
 
 import redis
 
+from supersmm_tasks.broker import free_loopback_port
+
 REPO = Path(__file__).resolve().parents[1]
 REDIS_START_S = 20
-
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on at the moment."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.05):
@@ -71,7 +68,7 @@ class RedisServer:
     def __init__(self, folder: Path, *options: str):
         self.folder = folder
         self.options = options
-        self.port = free_port()
+        self.port = free_loopback_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 

@@ -14,7 +14,6 @@ import redis
 from supersmm_tasks import broker
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.lease import Lease, LeaseLost, holder
-from supersmm_tasks.testing import free_port
 
 
 @pytest.fixture
@@ -132,7 +131,7 @@ def test_an_unreachable_broker_gives_one_clear_line(tmp_path, command):
 
 
 def redis_server_port_that_is_closed() -> int:
-    return free_port()
+    return broker.free_loopback_port()
 
 
 def test_connect_names_the_broker_without_its_password():

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supersmm_tasks.testing import free_port
+from supersmm_tasks.broker import free_loopback_port
 
 pytestmark = pytest.mark.integration  # a real Flower process on real workers
 
@@ -33,7 +33,7 @@ def get_json(url: str, credentials: str | None = CREDENTIALS):
 
 def start_flower(env: dict, log_path, *options: str) -> tuple[str, subprocess.Popen]:
     """A real Flower on the project's app and a free loopback port, once it answers HTTP."""
-    port = free_port()
+    port = free_loopback_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "supersmm_tasks", "flower", f"--port={port}",
                                     *options], env=env, stdout=log, stderr=subprocess.STDOUT)
