@@ -15,13 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from supersmm_tasks.testing import RedisServer, Workers
+from supersmm_tasks.testing import RedisServer, Workers, wait_for
 
 # The real PrIMuS incipits of the development set, read in place (the corpus is its authors': never copied
 # into the project). `.ci/run` sets the variable to ../shared/primus-real-dev; where it is unset, the tests
@@ -234,16 +233,17 @@ class TrainingHome:
     def wait_for(self, condition, timeout_s: float, what: str, workers=(), run: str | None = None):
         """Poll condition() until it returns something truthy; fail with the workers' logs on timeout,
         or at once when `run` has failed."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def holds():
             result = condition()
-            if result:
-                return result
-            if run is not None and self.state(run)["status"] == "failed":
+            if not result and run is not None and self.state(run)["status"] == "failed":
                 pytest.fail(f"run {run} failed while waiting for {what}: {self.state(run)['error']}")
-            time.sleep(0.2)
-        logs = "\n".join(f"--- {w.name}:\n{w.log()[-4000:]}" for w in workers)
-        pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{logs}")
+            return result
+
+        try:
+            return wait_for(holds, timeout_s, what, poll_s=0.2)
+        except TimeoutError as timeout:
+            logs = "\n".join(f"--- {w.name}:\n{w.log()[-4000:]}" for w in workers)
+            pytest.fail(f"{timeout}\n{logs}")
 
     def wait_until_finished(self, name: str, timeout_s: float, workers=()) -> dict:
         self.wait_for(lambda: self.state(name)["status"] not in ("queued", "running"), timeout_s,
