@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from supersmm_tasks.testing import wait_for
+
 BENCH_DIR = Path(__file__).resolve().parent
 GOAL_S = 0.5
 
@@ -26,14 +28,14 @@ def run(quick: bool) -> list[dict]:
     queue = _bench_queue()
     count = 6 if quick else 12
     with queue.bench_home() as home:
-        busy = [home.start_worker(f"busy{number}") for number in range(2)]
+        busy = [home.workers.start(f"busy{number}", wait=False) for number in range(2)]
         for number, worker in enumerate(busy):
             home.enqueue(f"training{number}", epochs=10_000, chunk=5_000)
         for number in range(2):
-            queue.wait_for(lambda: home.progress(f"training{number}").get("batch", 0) >= 1, 300,
+            wait_for(lambda: home.progress(f"training{number}").get("batch", 0) >= 1, 300,
                            f"run training{number} to train")
         seconds = [timed_enqueue(f"sweep{number:03d}") for number in range(count)]
-        trained_meanwhile = all(worker.poll() is None for worker in busy)
+        trained_meanwhile = all(worker.is_running() for worker in busy)
     p50, p95 = queue.percentile(seconds, 50), queue.percentile(seconds, 95)
     return [
         {"name": "enqueue_seconds_p50", "value": round(p50, 3), "unit": "s", "goal": f"<= {GOAL_S}",

@@ -16,14 +16,14 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from supersmm_tasks.testing import RedisServer, Workers, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 FIT_DATASET = "fit"  # a corpus of a few hundred incipits, so an epoch outweighs its fixed per-epoch work
@@ -61,23 +61,18 @@ def percentile(values: list[float], percent: float) -> float:
 def bench_home():
     """A temporary SUPERSMM_HOME with a tiny engraved corpus, on its own redis-server; workers started in it are killed at the end."""
     folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_queue_"))
-    port = free_port()
-    redis_server = subprocess.Popen(
-        [shutil.which("redis-server") or redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
-         "--dir", str(folder), "--appendonly", "yes", "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis_server = RedisServer(folder)
     saved = dict(os.environ)
-    os.environ.update(SUPERSMM_HOME=str(folder / "home"), SUPERSMM_BROKER_URL=f"redis://127.0.0.1:{port}/0",
+    os.environ.update(SUPERSMM_HOME=str(folder / "home"), SUPERSMM_BROKER_URL=redis_server.url,
                       SUPERSMM_DATA_ROOT=str(folder / "data"))
     home = BenchHome(folder)
     try:
+        redis_server.start()
         home.prepare_corpus()
         yield home
     finally:
-        for worker in home.workers:
-            kill(worker)
-        redis_server.terminate()
-        redis_server.wait()
+        home.workers.kill_all()
+        redis_server.stop()
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(folder, ignore_errors=True)
@@ -86,7 +81,7 @@ def bench_home():
 class BenchHome:
     def __init__(self, folder: Path):
         self.folder = folder
-        self.workers: list[subprocess.Popen] = []
+        self.workers = Workers(folder, dict(os.environ))
 
     def prepare_corpus(self) -> None:
         from supersmm_tasks.detect import detect
@@ -94,16 +89,6 @@ class BenchHome:
 
         generate_corpus(self.folder / "data" / "primus", 20, seed=0, progress=False)
         detect()
-
-    def start_worker(self, name: str) -> subprocess.Popen:
-        log = open(self.folder / f"worker_{name}.log", "ab")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "supersmm_tasks", "worker", "-n", f"{name}@%h",
-             "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-        worker.hostname = f"{name}@{socket.gethostname()}"
-        self.workers.append(worker)
-        return worker
 
     def prepare_fit_corpus(self, samples: int) -> None:
         from supersmm_tasks.detect import detect
@@ -125,22 +110,6 @@ class BenchHome:
         return json.loads(broker.client().get(run_keys.progress_key(name)) or "{}")
 
 
-def kill(worker: subprocess.Popen) -> None:
-    if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
-
-
-def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(poll_s)
-    raise TimeoutError(f"bench_queue: timed out after {timeout_s} s waiting for {what}")
-
-
 # --- takeover after SIGKILL ----------------------------------------------------------------------
 
 def measure_takeovers(home: BenchHome, kills: int) -> tuple[list[float], list[float]]:
@@ -148,7 +117,7 @@ def measure_takeovers(home: BenchHome, kills: int) -> tuple[list[float], list[fl
     from supersmm_tasks import run_state
 
     home.enqueue("takeover", epochs=10_000, chunk=5_000)
-    live = {w.hostname: w for w in (home.start_worker("a0"), home.start_worker("b0"))}
+    live = {w.hostname: w for w in (home.workers.start("a0", wait=False), home.workers.start("b0", wait=False))}
     moments = random.Random(0)
     takeovers, lost = [], []
     for number in range(1, kills + 1):
@@ -157,8 +126,8 @@ def measure_takeovers(home: BenchHome, kills: int) -> tuple[list[float], list[fl
         at_kill = wait_for(lambda: mid_epoch(home.progress("takeover"), live), 300, "a trainer mid-epoch")
         victim = live.pop(at_kill["worker"])
         killed_at = time.monotonic()
-        kill(victim)
-        replacement = home.start_worker(f"replacement{number}")
+        victim.kill()
+        replacement = home.workers.start(f"replacement{number}", wait=False)
         live[replacement.hostname] = replacement
         resumed = wait_for(lambda: trained_by_other(home.progress("takeover"), victim.hostname), 300,
                            "another worker to train the run")
@@ -199,8 +168,7 @@ def measure_fit_overhead(home: BenchHome, quick: bool) -> tuple[float, float]:
     """
     samples, epochs, rounds = (150, 4, 1) if quick else (300, 6, 2)
     home.prepare_fit_corpus(samples)
-    for worker in home.workers:
-        kill(worker)
+    home.workers.kill_all()
     chunked, plain = [], []
     for number in range(rounds):  # alternated: both see the same load on a shared machine
         plain.append(plain_fit_samples_per_second(home, epochs))
@@ -212,16 +180,14 @@ def chunked_samples_per_second(home: BenchHome, run: str, epochs: int) -> float:
     from supersmm_tasks import run_state
     from supersmm_tasks.training_log import read_rows
 
-    worker = home.start_worker(run)
-    wait_for(lambda: "ready." in (home.folder / f"worker_{run}.log").read_text(errors="replace"), 120,
-             "the worker to start", poll_s=0.2)
+    worker = home.workers.start(run, wait=False).wait_ready(timeout_s=120)
     time.sleep(10)  # let its warm-up import TensorFlow, as a long-running worker has
     started = time.monotonic()
     home.enqueue(run, epochs=epochs, chunk=max(1, epochs // 2), dataset=FIT_DATASET, model=FIT_MODEL,
                  batch_size=None)  # the preset's, as the plain script uses
     wait_for(lambda: run_state.read_state(run)["status"] == "completed", 1800, "the chunked run", poll_s=0.1)
     elapsed = time.monotonic() - started
-    kill(worker)
+    worker.kill()
     return sum(int(row["dataset_size"]) for row in read_rows(run)) / elapsed
 
 
@@ -277,18 +243,6 @@ def plain_fit(dataset_name: str, epochs: int, folder: Path) -> float:
     model.fit(batches(train_examples, True), validation_data=batches(dataset.examples("val", "semantic"), False),
               epochs=epochs, callbacks=[checkpoint], verbose=0)
     return epochs * len(train_examples) / (time.monotonic() - started)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def redis_binary() -> str:
-    from supersmm_tasks.broker import redis_server_binary
-
-    return redis_server_binary()
 
 
 if __name__ == "__main__":

@@ -30,16 +30,14 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.bench_queue import free_port, percentile
+from bench.bench_queue import percentile
+from supersmm_tasks.testing import RedisServer, Worker, Workers
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -182,21 +180,16 @@ def corpus():
 def scale_home(data_root: Path):
     """A SUPERSMM_HOME on its own redis-server (append-only file, as a cluster's Redis would run)."""
     folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_scale_"))
-    port = free_port()
-    redis_server = subprocess.Popen(
-        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-         "--appendonly", "yes", "--save", "", "--maxclients", "10000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis_server = RedisServer(folder, "--maxclients", "10000")
     saved = dict(os.environ)
-    home = ScaleHome(folder, f"redis://127.0.0.1:{port}/0", data_root)
+    home = ScaleHome(folder, redis_server.url, data_root)
     os.environ.update(home.env)
     try:
-        home.wait_for_redis()
+        redis_server.start()
         yield home
     finally:
-        home.stop_workers()
-        redis_server.terminate()
-        redis_server.wait()
+        home.workers.kill_all()
+        redis_server.stop()
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(folder, ignore_errors=True)
@@ -212,25 +205,13 @@ class ScaleHome:
             "SUPERSMM_HOME": str(folder / "home"), "SUPERSMM_BROKER_URL": url, "SUPERSMM_DATA_ROOT": str(data_root),
             "SUPERSMM_SCALE_TIMINGS": str(self.timings_dir),
         }
-        self.workers: list[subprocess.Popen] = []
-        self.started = 0
+        self.workers = Workers(folder, {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join([str(BENCH), str(REPO)])},
+                               app="scale_worker", cwd=folder)
 
     def redis(self):
         import redis
 
         return redis.Redis.from_url(self.url, decode_responses=True)
-
-    def wait_for_redis(self) -> None:
-        import redis
-
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                self.redis().ping()
-                return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server at {self.url} did not start")
 
     def detect(self) -> None:
         from supersmm_tasks.detect import detect
@@ -249,42 +230,14 @@ class ScaleHome:
         for first in range(0, count, STARTS_AT_ONCE):
             batch = [self.start_worker() for _ in range(min(STARTS_AT_ONCE, count - first))]
             for worker in batch:
-                self.wait_ready(worker)
+                worker.wait_ready(timeout_s=180)
 
-    def start_worker(self) -> subprocess.Popen:
-        self.started += 1
-        log = open(self.folder / f"worker_{self.started}.log", "wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "scale_worker", "worker", "-n", f"scale{self.started}@%h",
-             "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            env={**os.environ, **self.env, "PYTHONPATH": os.pathsep.join([str(BENCH), str(REPO)])},
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.folder, start_new_session=True)
-        worker.log_path = log.name
-        log.close()
-        self.workers.append(worker)
-        return worker
-
-    def wait_ready(self, worker: subprocess.Popen, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if "ready." in Path(worker.log_path).read_text(errors="replace"):
-                return
-            if worker.poll() is not None:
-                raise RuntimeError(f"a scale worker exited: {Path(worker.log_path).read_text(errors='replace')[-2000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"a scale worker was not ready after {timeout_s} s ({worker.log_path})")
+    def start_worker(self) -> Worker:
+        return self.workers.start(f"scale{len(self.workers.started) + 1}", wait=False)
 
     def kill_and_replace_one(self) -> None:
-        victim = random.choice([w for w in self.workers if w.poll() is None])
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
+        random.choice(self.workers.running()).kill()
         self.start_worker()
-
-    def stop_workers(self) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
 
     def timeout_s(self, run_count: int) -> float:
         return 600 + 4 * run_count

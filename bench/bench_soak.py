@@ -16,13 +16,13 @@ import importlib.util
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from supersmm_tasks.testing import RedisServer
 
 BENCH_DIR = Path(__file__).resolve().parent
 RUNS = 4
@@ -94,7 +94,7 @@ def run_settings(seed: int) -> dict:
 def disturb_until_done(home: "SoakHome", names: list[str]) -> tuple[int, int]:
     """Kill workers and restart Redis at seeded random moments until every run is over; (kills, restarts)."""
     moments = random.Random(SCHEDULE_SEED)
-    workers = [home.start_worker(f"soak_w{number}") for number in range(WORKERS)]
+    workers = [home.workers.start(f"soak_w{number}", wait=False) for number in range(WORKERS)]
     kills = restarts = 0
     deadline = time.monotonic() + TIMEOUT_S
     while not home.all_finished(names):
@@ -107,40 +107,21 @@ def disturb_until_done(home: "SoakHome", names: list[str]) -> tuple[int, int]:
             restarts += 1
         else:
             victim = workers.pop(moments.randrange(len(workers)))
-            queue.kill(victim)
+            victim.kill()
             kills += 1
-            workers.append(home.start_worker(f"soak_w{WORKERS + kills}"))
+            workers.append(home.workers.start(f"soak_w{WORKERS + kills}", wait=False))
     return kills, restarts
 
 
 class SoakHome(queue.BenchHome):
     """The bench's home with its own Redis process, which the soak restarts."""
 
-    def __init__(self, folder: Path, port: int):
+    def __init__(self, folder: Path, redis_server: RedisServer):
         super().__init__(folder)
-        self.port = port
-        self.redis: subprocess.Popen | None = None
-
-    def start_redis(self) -> None:
-        self.redis = subprocess.Popen(
-            [shutil.which("redis-server") or queue.redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        queue.wait_for(self._redis_answers, 30, "Redis to start", poll_s=0.1)
-
-    def _redis_answers(self) -> bool:
-        import redis
-
-        try:
-            return bool(redis.Redis(port=self.port).ping())
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            return False
+        self.redis = redis_server
 
     def restart_redis(self, down_s: float) -> None:
-        self.redis.terminate()
-        self.redis.wait()
-        time.sleep(down_s)
-        self.start_redis()
+        self.redis.restart(down_for_s=down_s)
 
     def enqueue(self, name: str, seed: int) -> None:
         from supersmm_tasks import runs
@@ -171,20 +152,17 @@ class SoakHome(queue.BenchHome):
 def soak_home():
     folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_soak_"))
     saved = dict(os.environ)
-    port = queue.free_port()
-    home = SoakHome(folder, port)
-    os.environ.update(SUPERSMM_HOME=str(folder / "home"), SUPERSMM_BROKER_URL=f"redis://127.0.0.1:{port}/0",
+    redis_server = RedisServer(folder, "--appendfsync", "always")
+    os.environ.update(SUPERSMM_HOME=str(folder / "home"), SUPERSMM_BROKER_URL=redis_server.url,
                       SUPERSMM_DATA_ROOT=str(folder / "data"))
+    home = SoakHome(folder, redis_server)
     try:
-        home.start_redis()
+        redis_server.start()
         home.prepare_corpus()
         yield home
     finally:
-        for worker in home.workers:
-            queue.kill(worker)
-        if home.redis is not None:
-            home.redis.send_signal(signal.SIGTERM)
-            home.redis.wait()
+        home.workers.kill_all()
+        redis_server.stop()
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(folder, ignore_errors=True)

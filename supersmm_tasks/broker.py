@@ -263,7 +263,7 @@ def _start_redis_server() -> str:
         url = f"redis+socket://{socket_path}"
         listen = ["port 0", f"unixsocket {socket_path}", "unixsocketperm 700"]
     else:
-        url = _previous_loopback_url() or f"redis://:{secrets.token_hex(16)}@127.0.0.1:{_free_loopback_port()}/0"
+        url = _previous_loopback_url() or f"redis://:{secrets.token_hex(16)}@127.0.0.1:{free_loopback_port()}/0"
         password, port = urlsplit(url).password, urlsplit(url).port
         listen = ["bind 127.0.0.1", f"port {port}", f"requirepass {password}"]
     config = directory / "redis.conf"
@@ -336,7 +336,8 @@ def _wait_for_exit(pid: int | None, timeout_s: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
+    """A loopback TCP port that nothing listens on at the moment."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

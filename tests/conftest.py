@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis server process and real `celery worker` subprocesses.
+"""Shared fixtures: a real Redis server process and real `celery worker` subprocesses (started by
+supersmm_tasks.testing, the harness that bench/ uses too).
 
     redis_server   a redis-server on a free loopback port with an append-only file; restart() / stop() / crash() / wipe()
     supersmm_env   SUPERSMM_HOME in a temporary folder, SUPERSMM_BROKER_URL on redis_server, short lease
@@ -9,18 +10,17 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import redis
+
+from supersmm_tasks.testing import RedisServer, Workers, wait_for
 
 # The real PrIMuS incipits of the development set, read in place (the corpus is its authors': never copied
 # into the project). `.ci/run` sets the variable to ../shared/primus-real-dev; where it is unset, the tests
@@ -51,78 +51,27 @@ def real_sample() -> Path:
     """The folder of one real PrIMuS incipit of the development set."""
     return require_real_dev() / REAL_SAMPLE_ID
 
+
+# A test that uses one of these fixtures, directly or through another, is an integration test: it trains
+# through the queue or starts `celery worker` processes, drives a browser (test_dashboard's `browser`) or
+# reads with a run trained for a minute.
+INTEGRATION_FIXTURES = {"workers", "training_home", "browser", "learned_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that use an integration fixture, so that a new one joins the slow tier by itself."""
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
+
 TEST_LEASE_TTL_S = "3"
 TEST_RECONCILE_INTERVAL_S = "1"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_answering(client: redis.Redis, what: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            client.ping()
-            return
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start")
-
-
-def redis_server_binary() -> str:
-    from supersmm_tasks.broker import redis_server_binary as shipped_or_on_path
-
-    return shutil.which("redis-server") or shipped_or_on_path()
-
-
-class RedisServer:
-    """A real redis-server process with persistence, which tests may stop and restart on the same port."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_answering(redis.Redis.from_url(self.url), f"redis-server on port {self.port}")
-
-    def stop(self) -> None:
-        """SIGTERM: Redis flushes its append-only file and exits."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def restart(self, down_for_s: float = 0.0) -> None:
-        self.stop()
-        time.sleep(down_for_s)
-        self.start()
-
-    def crash(self) -> None:
-        """SIGKILL: Redis dies as in a power cut; what its append-only file holds (every write) survives."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def wipe(self) -> None:
-        """Delete its data files, so that the next start() is an empty Redis (a new machine, a lost disk)."""
-        for item in self.folder.iterdir():
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, decode_responses=True)
-
-
 @pytest.fixture
 def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
+    server = RedisServer(tmp_path / "redis", "--appendfsync", "always")  # every write survives a crash()
     server.folder.mkdir()
     server.start()
     yield server
@@ -148,66 +97,12 @@ def supersmm_env(tmp_path, redis_server, monkeypatch) -> dict:
     return {**os.environ, **settings}
 
 
-class Worker:
-    """A real `celery -A supersmm_tasks worker` subprocess in its own process group."""
-
-    def __init__(self, name: str, env: dict, log_path: Path, queues: str | None = None):
-        self.name = name
-        self.log_path = log_path
-        command = [sys.executable, "-m", "celery", "-A", "supersmm_tasks", "worker",
-                   "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
-        if queues:
-            command += ["-Q", queues]
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True, cwd=Path(__file__).resolve().parents[1])
-
-    @property
-    def hostname(self) -> str:
-        return f"{self.name}@{socket.gethostname()}"
-
-    def wait_ready(self, timeout_s: float = 60) -> "Worker":
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if "ready." in self.log():
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"worker {self.name} not ready after {timeout_s} s:\n{self.log()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL, no warning: the worker dies as in a power cut."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
 @pytest.fixture
-def workers(tmp_path, supersmm_env):
-    """workers.start(name, queues=None, **extra_env) -> a ready Worker; all are killed after the test."""
-    started: list[Worker] = []
-
-    class Workers:
-        def start(self, name: str, queues: str | None = None, wait: bool = True, **extra_env) -> Worker:
-            worker = Worker(name, {**supersmm_env, **extra_env}, tmp_path / f"worker_{name}_{len(started)}.log", queues)
-            started.append(worker)
-            return worker.wait_ready() if wait else worker
-
-    yield Workers()
-    for worker in started:
-        worker.kill()
+def workers(tmp_path, supersmm_env) -> Workers:
+    """workers.start(name, queues=None, wait=True, **extra_env) -> a ready Worker; all are killed after the test."""
+    started = Workers(tmp_path, supersmm_env)
+    yield started
+    started.kill_all()
 
 
 @pytest.fixture(scope="session")
@@ -244,6 +139,42 @@ def engraved_primus(tmp_path_factory) -> Path:
     data_root = tmp_path_factory.mktemp("engraved")
     generate_corpus(data_root / "primus", 24, seed=0, workers=2, progress=False)
     return data_root
+
+
+@pytest.fixture(scope="module")
+def engraved_home(tmp_path_factory, engraved_primus) -> Path:
+    """A SUPERSMM_HOME with the 24 engraved incipits detected as `primus`, one per test module; each test
+    uses its own run names."""
+    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
+        yield home
+
+
+def final_arrays(run: str) -> list:
+    """The weights and the optimizer's state in the checkpoint that the run's state names."""
+    from supersmm_tasks import run_state
+    from supersmm_tasks.checkpoint import load_checkpoint
+
+    stored = load_checkpoint(run_state.read_state(run)["checkpoint"])
+    return stored.model_arrays + stored.optimizer_arrays
+
+
+EPOCH_IN_ANOTHER_PROCESS = """
+import hashlib, json, sys
+from supersmm_tasks.corpus import Example
+from supersmm_tasks.pipeline import epoch_batches
+examples = [Example(**e) for e in json.load(open(sys.argv[1]))]
+print(json.dumps([{summary} for b in epoch_batches(examples, **json.loads(sys.argv[2]))]))
+"""
+
+
+def epoch_in_another_process(examples, folder: Path, summary: str, **options) -> subprocess.CompletedProcess:
+    """A fresh Python process that builds epoch_batches(examples, **options) and prints, as its last line,
+    the JSON list of `summary` (an expression of one batch `b`, which may use hashlib) over the batches."""
+    examples_file = folder / "examples.json"
+    examples_file.write_text(json.dumps([e.__dict__ for e in examples]))
+    program = EPOCH_IN_ANOTHER_PROCESS.format(summary=summary)
+    return subprocess.run([sys.executable, "-c", program, str(examples_file), json.dumps(options)],
+                          capture_output=True, text=True, timeout=180)
 
 
 @contextmanager
@@ -302,16 +233,17 @@ class TrainingHome:
     def wait_for(self, condition, timeout_s: float, what: str, workers=(), run: str | None = None):
         """Poll condition() until it returns something truthy; fail with the workers' logs on timeout,
         or at once when `run` has failed."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def holds():
             result = condition()
-            if result:
-                return result
-            if run is not None and self.state(run)["status"] == "failed":
+            if not result and run is not None and self.state(run)["status"] == "failed":
                 pytest.fail(f"run {run} failed while waiting for {what}: {self.state(run)['error']}")
-            time.sleep(0.2)
-        logs = "\n".join(f"--- {w.name}:\n{w.log()[-4000:]}" for w in workers)
-        pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{logs}")
+            return result
+
+        try:
+            return wait_for(holds, timeout_s, what, poll_s=0.2)
+        except TimeoutError as timeout:
+            logs = "\n".join(f"--- {w.name}:\n{w.log()[-4000:]}" for w in workers)
+            pytest.fail(f"{timeout}\n{logs}")
 
     def wait_until_finished(self, name: str, timeout_s: float, workers=()) -> dict:
         self.wait_for(lambda: self.state(name)["status"] not in ("queued", "running"), timeout_s,

@@ -25,6 +25,7 @@ def embedded_home(tmp_path, monkeypatch):
     broker.stop_embedded()
 
 
+@pytest.mark.integration
 def test_embedded_broker_is_private_persistent_and_reused(embedded_home):
     url = broker.broker_url()
     assert url.startswith("redis+socket://")
@@ -41,6 +42,7 @@ def test_embedded_broker_is_private_persistent_and_reused(embedded_home):
     assert broker.client().get("survives") == "a restart"
 
 
+@pytest.mark.integration
 def test_celery_and_a_second_process_reuse_the_embedded_broker(embedded_home):
     url = broker.ensure_embedded()
     seen = subprocess.run(
@@ -50,6 +52,7 @@ def test_celery_and_a_second_process_reuse_the_embedded_broker(embedded_home):
     assert seen.stdout.split() == [url, url]
 
 
+@pytest.mark.integration
 def test_embedded_broker_falls_back_to_loopback_with_a_password_when_the_socket_path_is_too_long(tmp_path, monkeypatch):
     home = tmp_path / ("long_folder_name_" * 6)
     monkeypatch.setenv("SUPERSMM_HOME", str(home))
@@ -112,6 +115,7 @@ def test_lease_and_fencing_counter_survive_a_redis_restart(redis_server):
     assert again.token > lease.token
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", [["status"], ["pause", "primus"], ["enqueue", "primus"]])
 def test_an_unreachable_broker_gives_one_clear_line(tmp_path, command):
     closed_port = redis_server_port_that_is_closed()
@@ -127,11 +131,7 @@ def test_an_unreachable_broker_gives_one_clear_line(tmp_path, command):
 
 
 def redis_server_port_that_is_closed() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return broker.free_loopback_port()
 
 
 def test_connect_names_the_broker_without_its_password():
@@ -141,6 +141,7 @@ def test_connect_names_the_broker_without_its_password():
     assert isinstance(broker.client("redis+socket:///tmp/nowhere.sock"), redis.Redis)
 
 
+@pytest.mark.integration
 def test_workers_bring_back_an_embedded_broker_that_died_but_not_one_stopped_on_purpose(embedded_home):
     url = broker.ensure_embedded()
     broker.client(url).set("kept", "yes")
@@ -157,6 +158,7 @@ def test_workers_bring_back_an_embedded_broker_that_died_but_not_one_stopped_on_
     assert broker.embedded_url_if_running() is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("url", [
     "sentinel://", "sentinel://127.0.0.1;sentinel://127.0.0.1:26379", "amqp://guest:s3cret@host//",
     "redis://:s3cret@127.0.0.1:notaport/0", "http://127.0.0.1:6379",

@@ -36,6 +36,7 @@ def damage_training_images(count: int) -> list:
     return examples
 
 
+@pytest.mark.integration
 def test_an_image_damaged_after_detection_is_skipped_with_a_log_line(home):
     examples = damage_training_images(1)
     create_or_update_run("skips", "primus", model="tiny", batch_size=4, max_total_epochs=1)

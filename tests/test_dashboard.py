@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from supersmm_tasks import paths, run_state, training_log
+from supersmm_tasks.broker import free_loopback_port
 from supersmm_tasks.dashboard.previews import token_diff
 from supersmm_tasks.dashboard.server import STATIC_DIR, serve
 from supersmm_tasks.errors import SupersmmError
@@ -79,12 +80,6 @@ def two_epoch_run(home):
 
 # ------------------------------------------------------------------ a real server and a real browser
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def get(url: str, credentials: str | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url)
     if credentials:
@@ -97,7 +92,7 @@ def get(url: str, credentials: str | None = None) -> tuple[int, bytes]:
 
 
 def start_server(home: Path, *, username: str | None = None, password: str | None = None):
-    port = free_port()
+    port = free_loopback_port()
     code = f"from supersmm_tasks.dashboard import serve; serve(port={port}, username={username!r}, password={password!r})"
     process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "SUPERSMM_HOME": str(home)})
     base = f"http://127.0.0.1:{port}"
@@ -333,7 +328,7 @@ def test_basic_auth_when_a_password_is_set(home):
 
 def test_refuses_non_loopback_address_without_password():
     with pytest.raises(SupersmmError, match="password"):
-        serve(host="0.0.0.0", port=free_port())
+        serve(host="0.0.0.0", port=free_loopback_port())
 
 
 def test_token_diff_marks_what_was_misread():

@@ -14,6 +14,8 @@ from supersmm_tasks.errors import SupersmmError
 
 from test_dashboard import get, start_server
 
+pytestmark = pytest.mark.integration  # engraves a corpus and trains a run
+
 SAMPLES = 30
 
 

@@ -161,6 +161,7 @@ def test_the_repository_carries_the_generated_primus_scripts():
     assert (REPOSITORY / "scripts" / "continue_primus_training.sh").read_text() == detection.continue_script("primus")
 
 
+@pytest.mark.integration
 def test_detect_json_command_prints_the_contract_object(home):
     for number in range(3):
         add_sample(home / "corpora" / "primus", f"s{number}")

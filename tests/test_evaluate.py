@@ -2,7 +2,6 @@
 import pytest
 from PIL import Image
 
-from conftest import detected_home
 from supersmm_tasks import paths, run_state
 from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.errors import SupersmmError
@@ -13,12 +12,11 @@ from supersmm_tasks.training_log import read_rows
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, engraved_primus):
+def trained(engraved_home):
     """Run `run`: the tiny model after 3 epochs on 24 engraved incipits."""
-    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
-        create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=3)
-        train_chunk("run", ChunkSpan(1, 3, 1))
-        yield home
+    create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=3)
+    train_chunk("run", ChunkSpan(1, 3, 1))
+    return engraved_home
 
 
 @pytest.mark.parametrize("predicted, truth, distance", [
@@ -37,6 +35,7 @@ def test_error_rates_are_percentages_over_all_symbols_and_sequences():
     assert sequence_error == pytest.approx(100 * 2 / 3)
 
 
+@pytest.mark.integration
 def test_evaluating_the_best_checkpoint_reproduces_its_val_ser(trained):
     state = run_state.read_state("run")
     best_row = next(r for r in read_rows("run") if int(r["epoch"]) == state["best_epoch"])
@@ -49,6 +48,7 @@ def test_evaluating_the_best_checkpoint_reproduces_its_val_ser(trained):
     assert result["sequence_error"] == pytest.approx(float(best_row["val_sequence_error"]))
 
 
+@pytest.mark.integration
 def test_test_split_and_beam_search(trained):
     greedy = evaluate_run("run", split="test")
     beam = evaluate_run("run", split="test", beam_width=4)
@@ -60,6 +60,7 @@ def test_test_split_and_beam_search(trained):
         evaluate_run("run", split="train")
 
 
+@pytest.mark.integration
 def test_predict_reads_png_and_jpeg_of_any_size_and_colour(trained, tmp_path):
     sample = sorted((paths.data_root() / "primus").iterdir())[0]
     png = sample / f"{sample.name}.png"
@@ -73,6 +74,7 @@ def test_predict_reads_png_and_jpeg_of_any_size_and_colour(trained, tmp_path):
     assert all(isinstance(token, str) for tokens in predictions for token in tokens)
 
 
+@pytest.mark.integration
 def test_bad_images_and_missing_runs_are_clear_errors(trained, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
@@ -85,6 +87,7 @@ def test_bad_images_and_missing_runs_are_clear_errors(trained, tmp_path):
         evaluate_run("no_such_run")
 
 
+@pytest.mark.integration
 def test_a_run_without_checkpoints_cannot_be_evaluated(trained):
     create_or_update_run("untrained", "primus", model="tiny")
 
@@ -93,6 +96,7 @@ def test_a_run_without_checkpoints_cannot_be_evaluated(trained):
     assert paths.run_dir("untrained").is_dir()
 
 
+@pytest.mark.integration
 def test_evaluating_never_writes_the_runs_state(trained):
     state_file = paths.state_path("run")
     saved = state_file.read_bytes()

@@ -16,6 +16,8 @@ from supersmm_tasks.evaluate import evaluate_run
 from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.training import train_chunk
 
+pytestmark = pytest.mark.integration  # two runs of 10 epochs each
+
 PRETRAIN_SAMPLES = 200
 PRETRAIN_EPOCHS = 10
 FINETUNE_EPOCHS = 10

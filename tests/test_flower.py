@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from supersmm_tasks.broker import free_loopback_port
+
+pytestmark = pytest.mark.integration  # a real Flower process on real workers
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 CREDENTIALS = "watcher:s3cret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get_json(url: str, credentials: str | None = CREDENTIALS):
@@ -36,7 +33,7 @@ def get_json(url: str, credentials: str | None = CREDENTIALS):
 
 def start_flower(env: dict, log_path, *options: str) -> tuple[str, subprocess.Popen]:
     """A real Flower on the project's app and a free loopback port, once it answers HTTP."""
-    port = free_port()
+    port = free_loopback_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "supersmm_tasks", "flower", f"--port={port}",
                                     *options], env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,14 +1,12 @@
 """The tf.data input pipeline on the real PrIMuS sample and on crops of it of many widths."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE
+from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE, epoch_in_another_process
 from supersmm_tasks.corpus import Example, load_dataset, read_label
 from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
@@ -85,21 +83,11 @@ def test_bucketing_by_width_cuts_padding(crops):
     assert padded < 0.8 * unbucketed
 
 
+@pytest.mark.integration
 def test_an_epoch_is_the_same_in_another_process_and_differs_between_epochs(crops, tmp_path):
-    examples_file = tmp_path / "examples.json"
-    examples_file.write_text(json.dumps([e.__dict__ for e in crops]))
-    program = (
-        "import json, sys\n"
-        "from supersmm_tasks.corpus import Example\n"
-        "from supersmm_tasks.pipeline import epoch_batches\n"
-        "examples = [Example(**e) for e in json.load(open(sys.argv[1]))]\n"
-        "batches = epoch_batches(examples, encoding='semantic', height=64, batch_size=4, seed=3, epoch=1,"
-        " training=True)\n"
-        "print(json.dumps([b['image_width'].numpy().tolist() + b['label_length'].numpy().tolist()"
-        " for b in batches]))\n"
-    )
-    other = subprocess.run([sys.executable, "-c", program, str(examples_file)], capture_output=True, text=True,
-                           timeout=120)
+    widths_and_lengths = "b['image_width'].numpy().tolist() + b['label_length'].numpy().tolist()"
+    other = epoch_in_another_process(crops, tmp_path, widths_and_lengths,
+                                     encoding="semantic", height=64, batch_size=4, seed=3, epoch=1, training=True)
 
     assert other.returncode == 0, other.stderr
     assert json.loads(other.stdout.splitlines()[-1]) == order_of(batches_of(crops))

@@ -1,23 +1,20 @@
 """The learning recipe: learning-rate schedules, online augmentation drawn from (seed, epoch, sample), and runs
 that augment and follow a schedule while resuming bit for bit."""
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import detected_home
+from conftest import epoch_in_another_process, final_arrays
 from supersmm_tasks.augment import augmented, camera_damaged
-from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.corpus import load_dataset
 from supersmm_tasks.pipeline import epoch_batches, load_image
 from supersmm_tasks.run_config import create_or_update_run, load_run_config
 from supersmm_tasks.schedule import COSINE_FLOOR, ONECYCLE_END, ONECYCLE_START, StepSchedule
-from supersmm_tasks import paths, run_state
+from supersmm_tasks import paths
 from supersmm_tasks.trainer import TRAINERS
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import read_rows
@@ -27,13 +24,7 @@ RESULT_COLUMNS = ("epoch", "loss", "val_loss", "val_ser", "learning_rate")
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, engraved_primus):
-    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
-        yield home
-
-
-@pytest.fixture(scope="module")
-def examples(home):
+def examples(engraved_home):
     return load_dataset("primus").examples("train", "semantic")
 
 
@@ -103,20 +94,12 @@ def images_of(examples, **options):
     return [batch["image"].numpy() for batch in epoch_batches(examples, **settings)]
 
 
+@pytest.mark.integration
 def test_augmented_batches_are_the_same_in_another_process_and_change_every_epoch(examples, tmp_path):
-    examples_file = tmp_path / "examples.json"
-    examples_file.write_text(json.dumps([e.__dict__ for e in examples]))
-    program = (
-        "import json, sys, hashlib\n"
-        "from supersmm_tasks.corpus import Example\n"
-        "from supersmm_tasks.pipeline import epoch_batches\n"
-        "examples = [Example(**e) for e in json.load(open(sys.argv[1]))]\n"
-        "batches = epoch_batches(examples, encoding='semantic', height=64, batch_size=4, seed=3, epoch=1,"
-        " training=True, augment=True, cache=False)\n"
-        "print(json.dumps([hashlib.sha256(b['image'].numpy().tobytes()).hexdigest() for b in batches]))\n"
-    )
-    other = subprocess.run([sys.executable, "-c", program, str(examples_file)], capture_output=True, text=True,
-                           timeout=180)
+    image_hash = "hashlib.sha256(b['image'].numpy().tobytes()).hexdigest()"
+    other = epoch_in_another_process(examples, tmp_path, image_hash,
+                                     encoding="semantic", height=64, batch_size=4, seed=3, epoch=1, training=True,
+                                     augment=True, cache=False)
     import hashlib
 
     here = images_of(examples, augment=True)
@@ -135,11 +118,6 @@ def results(name: str) -> list[tuple]:
     return [tuple(row[c] for c in RESULT_COLUMNS) for row in read_rows(name)]
 
 
-def final_arrays(name: str) -> list[np.ndarray]:
-    stored = load_checkpoint(run_state.read_state(name)["checkpoint"])
-    return stored.model_arrays + stored.optimizer_arrays
-
-
 def new_run(name: str, **settings):
     return create_or_update_run(name, "primus", model="tiny", batch_size=4, max_total_epochs=EPOCHS, **settings)
 
@@ -150,7 +128,8 @@ def forget_trainer():
     keras.backend.clear_session(free_memory=True)
 
 
-def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_bit(home):
+@pytest.mark.integration
+def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_bit(engraved_home):
     new_run("whole")
     train_chunk("whole", ChunkSpan(1, EPOCHS, 1))
     new_run("resumed")
@@ -169,7 +148,7 @@ def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_
     assert [row[1] for row in results("unaugmented")] != [row[1] for row in results("whole")]
 
 
-def test_recipe_settings_are_fixed_for_the_run_and_old_configs_read_as_before_the_recipe(home):
+def test_recipe_settings_are_fixed_for_the_run_and_old_configs_read_as_before_the_recipe(engraved_home):
     new_run("fixed", schedule="onecycle", augment=False)
     with pytest.raises(Exception, match="schedule"):
         create_or_update_run("fixed", schedule="cosine")

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import detected_home
+from conftest import final_arrays
 from supersmm_tasks import durable, paths, run_state, run_summary
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.chunk import ChunkSpan
@@ -22,6 +22,8 @@ from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.training import train_chunk
 from supersmm_tasks.training_log import read_rows
+
+pytestmark = pytest.mark.integration  # every test trains, some in killed subprocesses
 
 EPOCHS = 4
 # Columns that depend on the training only (not on clocks, processes or file names).
@@ -40,14 +42,7 @@ train_chunk(sys.argv[1], ChunkSpan(1, int(sys.argv[2]), 1), on_progress=report)
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, engraved_primus):
-    """A SUPERSMM_HOME with the 24 engraved incipits detected as `primus`; each test uses its own run names."""
-    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
-        yield home
-
-
-@pytest.fixture(scope="module")
-def straight(home):
+def straight(engraved_home):
     """The reference: run `straight`, trained without any disturbance."""
     new_run("straight")
     assert train_chunk("straight", ChunkSpan(1, EPOCHS, 1)).last_completed_epoch == EPOCHS
@@ -62,17 +57,12 @@ def results(name: str) -> list[tuple]:
     return [tuple(row[c] for c in RESULT_COLUMNS) for row in read_rows(name)]
 
 
-def final_arrays(name: str) -> list[np.ndarray]:
-    stored = load_checkpoint(run_state.read_state(name)["checkpoint"])
-    return stored.model_arrays + stored.optimizer_arrays
-
-
 def max_difference(left: list[np.ndarray], right: list[np.ndarray]) -> float:
     assert len(left) == len(right)
     return max(float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0 for a, b in zip(left, right))
 
 
-def test_a_run_killed_at_a_random_moment_resumes_bit_for_bit(home, straight):
+def test_a_run_killed_at_a_random_moment_resumes_bit_for_bit(engraved_home, straight):
     new_run("killed")
     lines_per_epoch = int(read_rows("straight")[0]["dataset_size"]) // 4 + 1  # its batches, then the epoch's end
     kill_after = random.randrange(1, EPOCHS * lines_per_epoch - 1)
@@ -94,7 +84,7 @@ def test_a_run_killed_at_a_random_moment_resumes_bit_for_bit(home, straight):
     assert max_difference(final_arrays("killed"), final_arrays("straight")) == 0.0, moment
 
 
-def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(home, straight):
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(engraved_home, straight):
     new_run("damaged")
     train_chunk("damaged", ChunkSpan(1, 3, 1))
     newest = paths.run_dir("damaged") / "checkpoints" / "epoch_000003.npz"
@@ -112,7 +102,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(home, straight
     assert max_difference(final_arrays("damaged"), final_arrays("straight")) == 0.0
 
 
-def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, straight, monkeypatch):
+def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(engraved_home, straight, monkeypatch):
     new_run("full")
     train_chunk("full", ChunkSpan(1, 1, 1))
     write = durable._write_fully
@@ -140,7 +130,7 @@ def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(home, s
     assert results("full") == results("straight")
 
 
-def test_a_lost_state_file_is_rebuilt_from_the_checkpoints(home):
+def test_a_lost_state_file_is_rebuilt_from_the_checkpoints(engraved_home):
     new_run("lost")
     train_chunk("lost", ChunkSpan(1, 1, 1))
     train_chunk("lost", ChunkSpan(1, 2, 1))
@@ -160,7 +150,7 @@ def test_a_lost_state_file_is_rebuilt_from_the_checkpoints(home):
     assert "was unreadable" in (paths.run_dir("lost") / "logs" / "training_output.log").read_text()
 
 
-def test_backups_rotate_and_stay_bounded(home):
+def test_backups_rotate_and_stay_bounded(engraved_home):
     new_run("backed")
     train_chunk("backed", ChunkSpan(1, 1, 1))
     for _ in range(4):  # redelivered chunks: no training, but state writes and a log backup each
@@ -173,7 +163,7 @@ def test_backups_rotate_and_stay_bounded(home):
     assert newest["last_completed_epoch"] == 1
 
 
-def test_a_csv_row_lost_in_a_crash_is_restored_from_its_checkpoint(home):
+def test_a_csv_row_lost_in_a_crash_is_restored_from_its_checkpoint(engraved_home):
     new_run("rows")
     train_chunk("rows", ChunkSpan(1, 1, 1))
     before = results("rows")
@@ -187,7 +177,7 @@ def test_a_csv_row_lost_in_a_crash_is_restored_from_its_checkpoint(home):
     assert csv_file.read_text().endswith("\n")
 
 
-def test_a_rebuilt_state_keeps_the_runs_status_and_status_writes_nothing(home, straight):
+def test_a_rebuilt_state_keeps_the_runs_status_and_status_writes_nothing(engraved_home, straight):
     state_file = paths.state_path("straight")
     log_file = paths.log_path("straight")
     original, log_before = state_file.read_text(), log_file.read_text()

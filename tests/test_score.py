@@ -103,6 +103,7 @@ def real_labels(real_dev: Path) -> dict[str, list[str]]:
             for folder in sorted(real_dev.iterdir()) if (folder / f"{folder.name}.semantic").is_file()}
 
 
+@pytest.mark.integration
 def test_all_real_dev_labels_become_musicxml_midi_and_mei_that_hold_them(real_dev, tmp_path):
     labels = real_labels(real_dev)
     assert len(labels) == 129
@@ -110,6 +111,7 @@ def test_all_real_dev_labels_become_musicxml_midi_and_mei_that_hold_them(real_de
         assert_every_format_holds([tokens], tmp_path, sample_id)
 
 
+@pytest.mark.integration
 def test_synthetic_incipits_become_musicxml_midi_and_mei_that_hold_them(tmp_path):
     rng = random.Random(13)
     for index in range(SYNTHETIC_INCIPITS):
@@ -180,6 +182,7 @@ def run_supersmm(*arguments, cwd=None) -> subprocess.CompletedProcess:
                           text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.integration
 def test_score_command_writes_the_format_its_suffix_names(real_sample, tmp_path):
     labels = real_sample / f"{real_sample.name}.semantic"
     for name in ("score.musicxml", "score.xml", "score.mid", "score.mei"):
@@ -190,6 +193,7 @@ def test_score_command_writes_the_format_its_suffix_names(real_sample, tmp_path)
     assert "<mei" in (tmp_path / "score.mei").read_text("utf-8")
 
 
+@pytest.mark.integration
 def test_score_command_reports_a_bad_token_in_one_line_and_writes_nothing(tmp_path):
     labels = tmp_path / "bad.semantic"
     labels.write_text("clef-G2\ttimeSignature-C\tnote-C4_quarter\tnote-C4_quaver\t")
@@ -204,6 +208,7 @@ def test_score_command_reports_a_bad_token_in_one_line_and_writes_nothing(tmp_pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.semantic"]
 
 
+@pytest.mark.integration
 def test_musescore_converts_exported_musicxml_to_pdf(real_dev, tmp_path):
     musescore = shutil.which("musescore3") or shutil.which("mscore3")
     if musescore is None:

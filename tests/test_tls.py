@@ -20,10 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import _free_port, redis_server_binary, wait_until_answering
+from supersmm_tasks.broker import free_loopback_port
+from supersmm_tasks.testing import redis_server_binary, wait_until_answering
 
 DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")  # built with TLS (a redis-server elsewhere may not be)
 from test_flower import get_json
+
+pytestmark = pytest.mark.integration  # a TLS redis-server and commands in subprocesses
 
 PASSWORD = "tls-s3cret-4"
 
@@ -73,7 +76,7 @@ class TlsRedis:
         self.authority, key, certificate = write_authority(folder, "test_authority")
         self.stranger, _, _ = write_authority(folder, "another_authority")
         server_certificate, server_key = write_server_certificate(folder, key, certificate)
-        self.port = _free_port()
+        self.port = free_loopback_port()
         self.process = subprocess.Popen(
             [str(DEBIAN_REDIS_SERVER) if DEBIAN_REDIS_SERVER.exists() else redis_server_binary(),
              "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
@@ -119,7 +122,7 @@ def test_a_run_completes_over_tls_and_flower_and_the_dashboard_see_it(tls_home, 
     assert state["status"] == "completed"
     assert tls_home.csv_epochs("sealed") == [1, 2]
 
-    flower_port, dashboard_port = _free_port(), _free_port()
+    flower_port, dashboard_port = free_loopback_port(), free_loopback_port()
     started = [
         subprocess.Popen([sys.executable, "-m", "celery", "-A", "supersmm_tasks", "flower", f"--port={flower_port}",
                           "--basic-auth=watcher:s3cret"], env=tls_home.env,

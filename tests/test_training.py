@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import detected_home
 from supersmm_tasks import paths, run_state
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.chunk import ChunkSpan
@@ -22,14 +21,7 @@ class LeaseLost(Exception):
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, engraved_primus):
-    """A SUPERSMM_HOME with the 24 engraved incipits detected as `primus`; each test uses its own run name."""
-    with detected_home(tmp_path_factory.mktemp("home"), engraved_primus) as home:
-        yield home
-
-
-@pytest.fixture(scope="module")
-def shared(home):
+def shared(engraved_home):
     """Run `shared` (5 epochs): a first chunk of epochs 1-3, the same chunk redelivered, then 4-5."""
     new_run("shared", max_total_epochs=5)
     updates = []
@@ -55,11 +47,11 @@ def test_epoch_budget_follows_the_contract_at_its_edges(n_train, expected):
     assert epoch_budget(n_train) == expected
 
 
-def test_a_new_run_gets_a_full_config_and_a_queued_state(home):
+def test_a_new_run_gets_a_full_config_and_a_queued_state(engraved_home):
     config = create_or_update_run("fresh", "primus", model="tiny")
 
     stored = json.loads((paths.run_dir("fresh") / "config.json").read_text())
-    train_ids = (home / "datasets" / "primus.split" / "train.txt").read_text().split()
+    train_ids = (engraved_home / "datasets" / "primus.split" / "train.txt").read_text().split()
     assert stored["dataset_path"] == str(paths.data_root() / "primus")
     assert set(stored["split_files"]) == {"train", "val", "test"}
     assert (stored["train_samples"], stored["model"], stored["batch_size"]) == (len(train_ids), "tiny", 4)
@@ -68,7 +60,7 @@ def test_a_new_run_gets_a_full_config_and_a_queued_state(home):
     assert (state["status"], state["last_completed_epoch"], state["max_total_epochs"]) == ("queued", 0, 10_000)
 
 
-def test_an_existing_run_takes_new_budgets_but_refuses_a_new_model(home):
+def test_an_existing_run_takes_new_budgets_but_refuses_a_new_model(engraved_home):
     new_run("changed")
 
     create_or_update_run("changed", max_total_epochs=7, max_epochs_per_run=3, patience=2)
@@ -81,18 +73,19 @@ def test_an_existing_run_takes_new_budgets_but_refuses_a_new_model(home):
 
 
 @pytest.mark.parametrize("name", ["Bad-Name", "../escape", "x" * 41, ""])
-def test_bad_run_names_are_refused_in_one_line(home, name):
+def test_bad_run_names_are_refused_in_one_line(engraved_home, name):
     with pytest.raises(SupersmmError, match="invalid run name"):
         create_or_update_run(name, "primus")
 
 
-def test_a_missing_dataset_or_run_is_a_clear_error(home):
+def test_a_missing_dataset_or_run_is_a_clear_error(engraved_home):
     with pytest.raises(SupersmmError, match="not detected"):
         create_or_update_run("orphan", "no_such_data")
     with pytest.raises(SupersmmError, match="does not exist"):
         train_chunk("never_made", ChunkSpan(1, 1, 1))
 
 
+@pytest.mark.integration
 def test_a_chunk_writes_every_run_file(shared):
     assert (shared["first"].status, shared["first"].last_completed_epoch) == ("running", 3)
     rows = read_rows("shared")
@@ -121,6 +114,7 @@ def test_a_chunk_writes_every_run_file(shared):
     assert (paths.run_dir("shared") / "checkpoints" / "best.keras").is_file()
 
 
+@pytest.mark.integration
 def test_tensorboard_gets_loss_val_ser_and_learning_rate(shared):
     tags = set()
     for events in (paths.run_dir("shared") / "tensorboard").glob("events.out.tfevents.*"):
@@ -129,17 +123,20 @@ def test_tensorboard_gets_loss_val_ser_and_learning_rate(shared):
     assert {"loss", "val_ser", "val_loss", "learning_rate"} <= tags
 
 
+@pytest.mark.integration
 def test_checkpoints_keep_the_last_three_plus_the_best(shared):
     best = run_state.read_state("shared")["best_epoch"]
     kept = sorted(p.name for p in (paths.run_dir("shared") / "checkpoints").glob("epoch_*.npz"))
     assert kept == sorted({f"epoch_{e:06d}.npz" for e in (3, 4, 5, best)})
 
 
+@pytest.mark.integration
 def test_a_redelivered_chunk_trains_only_what_is_missing(shared):
     assert (shared["redelivered"].epochs_trained, shared["redelivered"].last_completed_epoch) == (0, 3)
     assert (shared["last"].epochs_trained, shared["last"].last_completed_epoch) == (2, 5)
 
 
+@pytest.mark.integration
 def test_the_run_completes_at_its_epoch_budget(shared):
     assert (shared["last"].status, shared["last"].stop_reason) == ("completed", "max_total_epochs")
     state = run_state.read_state("shared")
@@ -147,6 +144,7 @@ def test_the_run_completes_at_its_epoch_budget(shared):
     assert train_chunk("shared", ChunkSpan(6, 8, 1)).epochs_trained == 0
 
 
+@pytest.mark.integration
 def test_batch_norm_statistics_are_learned_and_saved(shared):
     stored = load_checkpoint(run_state.read_state("shared")["checkpoint"])
 
@@ -157,7 +155,8 @@ def test_batch_norm_statistics_are_learned_and_saved(shared):
     assert all(np.abs(a - 1).max() > 0 for n, a in moving.items() if n.endswith("moving_variance"))
 
 
-def test_patience_stops_the_run_when_val_ser_stops_improving(home):
+@pytest.mark.integration
+def test_patience_stops_the_run_when_val_ser_stops_improving(engraved_home):
     new_run("patient", max_total_epochs=12, patience=2)
 
     result = train_chunk("patient", ChunkSpan(1, 12, 1))
@@ -171,7 +170,8 @@ def test_patience_stops_the_run_when_val_ser_stops_improving(home):
     assert (state["status"], state["best_epoch"]) == ("completed", result.best_epoch)
 
 
-def test_each_chunk_sets_op_determinism_as_its_run_asks(home):
+@pytest.mark.integration
+def test_each_chunk_sets_op_determinism_as_its_run_asks(engraved_home):
     from tensorflow.python.framework import config as tf_config
 
     new_run("loose", max_total_epochs=2, deterministic=False)
@@ -187,7 +187,8 @@ def test_each_chunk_sets_op_determinism_as_its_run_asks(home):
     tf_config.enable_op_determinism()  # as the other tests expect
 
 
-def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains(home, monkeypatch):
+@pytest.mark.integration
+def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains(engraved_home, monkeypatch):
     from tensorflow.python.framework import config as tf_config
     from supersmm_tasks import training
 
@@ -203,7 +204,8 @@ def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains
     assert training.deterministic(new_run("strict_on_gpu", deterministic=True))
 
 
-def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(home):
+@pytest.mark.integration
+def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(engraved_home):
     new_run("controlled", max_total_epochs=5)
     answers = iter([None, "paused"])
 
@@ -217,20 +219,21 @@ def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(home):
     assert epochs_logged("controlled") == [1]
 
 
-def test_a_guard_that_fails_stops_every_further_write(home):
+@pytest.mark.integration
+def test_a_guard_that_fails_stops_every_further_write(engraved_home):
     new_run("guarded", max_total_epochs=3)
     train_chunk("guarded", ChunkSpan(1, 1, 1))
     calls = []
 
     def guard():
-        calls.append(snapshot(home))
+        calls.append(snapshot(engraved_home))
         if len(calls) == 6:  # among the writes that end epoch 2
             raise LeaseLost("another worker owns the run")
 
     with pytest.raises(LeaseLost):
         train_chunk("guarded", ChunkSpan(2, 3, 1), guard=guard)
 
-    assert snapshot(home) == calls[-1]
+    assert snapshot(engraved_home) == calls[-1]
     assert run_state.read_state("guarded")["status"] != "failed"
 
 
@@ -239,6 +242,7 @@ def snapshot(home) -> dict:
             if p.is_file()}
 
 
+@pytest.mark.integration
 def test_the_tiny_model_learns(shared):
     """Cheap evidence that training works: CTC loss on training and validation data falls fast.
     Val SER itself needs a few hundred steps to leave 100%; bench/bench_training.py measures it."""
@@ -250,6 +254,7 @@ def test_the_tiny_model_learns(shared):
     assert min(val_loss) < 0.9 * val_loss[0], f"validation loss per epoch: {val_loss}"
 
 
+@pytest.mark.integration
 def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32(tmp_path):
     """The GPU's path, run on the CPU: float16 layers, float32 weights and CTC loss, a scaled loss; a checkpoint
     carries the weights, Adam's state and the loss scale to a float32 trainer and back."""
