@@ -8,6 +8,7 @@ from pathlib import Path
 
 import verovio
 
+from .durable import write_atomically
 from .errors import SupersmmError
 from .synth.engrave import VEROVIO_OPTIONS as ENGRAVING_OPTIONS
 from .synth.pae import UnsupportedToken, semantic_to_pae
@@ -41,11 +42,8 @@ def write_svg(tokens: list[str], path: Path) -> Path:
     """Engrave `tokens` into the SVG file `path` (written whole or not at all)."""
     path = Path(path)
     svg = render_svg(tokens)
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_text(svg, "utf-8")
-        partial.replace(path)
+        write_atomically(path, svg.encode("utf-8"))
     except OSError as error:
-        partial.unlink(missing_ok=True)
         raise SupersmmError(f"cannot write {path}: {error.strerror or error}") from None
     return path

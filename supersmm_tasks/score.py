@@ -20,6 +20,7 @@ from pathlib import Path
 
 import music21
 
+from .durable import write_atomically
 from .errors import SupersmmError
 from .synth.notation import (
     CLEF_BOTTOM_LINE, KEY_SIGNATURES, Note, meter_length, parse_note, parse_rest,
@@ -279,12 +280,9 @@ def write_score(staves: list[list[str]], path: Path) -> Path:
     """Writes the staves as one score to `path` (format by suffix), whole or not at all."""
     path = Path(path)
     content = score_bytes(staves, score_format(path), title=path.stem)
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_bytes(content)
-        partial.replace(path)
+        write_atomically(path, content)
     except OSError as error:
-        partial.unlink(missing_ok=True)
         raise SupersmmError(f"cannot write {path}: {error.strerror or error}") from None
     return path
 
