@@ -54,7 +54,7 @@ def timed_enqueue(name: str) -> float:
         capture_output=True, text=True, cwd=BENCH_DIR.parent)
     seconds = time.perf_counter() - started
     if finished.returncode != 0 or not finished.stdout.startswith(f"queued run {name}"):
-        raise RuntimeError(f"bench_enqueue: `supersmm enqueue {name}` failed: {finished.stderr.strip()}")
+        raise RuntimeError(f"bench_enqueue: `supersmm enqueue {name}` failed: {(finished.stderr or finished.stdout).strip()}")
     return seconds
 
 

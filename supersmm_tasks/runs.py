@@ -60,8 +60,10 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
         chunk_queue.clear_control(connection, name)
         if state["status"] != RunStatus.QUEUED:
             state = transition(name, RunStatus.QUEUED, guard=held.guard, error="")
-    marker = chunk_queue.queue_next_chunk(connection, name)
-    if marker is None:
+    # A worker's reconciler may queue the chunk between our lease's release and this line: the run is
+    # queued all the same, by its one marker.
+    marker = chunk_queue.queue_next_chunk(connection, name) or chunk_queue.pending_chunk(connection, name)
+    if not marker:
         return f"run {name} {_activity(connection, name) or 'is queued'}"
     return (f"queued run {name}: epochs {chunk_queue.marker_epochs(marker)} of {state['max_total_epochs']} "
             f"on queue {marker['queue']}")

@@ -30,3 +30,19 @@ def test_enqueue_creates_and_queues_a_run_without_importing_tensorflow(training_
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "is queued (epochs 1-3" in again.stderr
     assert "tensorflow imported: False" in again.stderr
+
+
+def test_enqueue_reports_the_run_queued_when_a_reconciler_queues_it_first(training_home, monkeypatch):
+    """A worker's reconciler may queue a new run's chunk between the CLI's lease release and its own send."""
+    from supersmm_tasks import broker, chunk_queue, reconciler, runs
+    from supersmm_tasks.lease import Lease
+
+    release = Lease.release
+
+    def release_then_reconcile(lease):
+        release(lease)
+        assert reconciler.reconcile_once(broker.client()) == ["raced"]
+
+    monkeypatch.setattr(Lease, "release", release_then_reconcile)
+    assert training_home.enqueue("raced", epochs=3, chunk=3) == "queued run raced: epochs 1-3 of 3 on queue supersmm"
+    assert chunk_queue.marker_epochs(chunk_queue.pending_chunk(broker.client(), "raced")) == "1-3"
