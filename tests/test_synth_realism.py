@@ -2,6 +2,7 @@
 camera damage, each measured on the real files (read in place through SUPERSMM_REAL_DEV)."""
 from __future__ import annotations
 
+import collections
 import glob
 import io
 import random
@@ -16,6 +17,7 @@ from PIL import Image
 from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.synth.camera import camera_jpeg
 from supersmm_tasks.synth.music import random_incipit
+from supersmm_tasks.synth.rasterize import staff_line_runs
 from supersmm_tasks.synth.realism import height_ratios, photo_measures
 from supersmm_tasks.synth.statistics import (
     FAMILIES, distances, distinct_per_100, distributions, read_semantic_labels, total_variation,
@@ -86,6 +88,23 @@ def test_our_engravings_of_the_real_incipits_are_as_tall_as_the_real_pngs(real_d
     ratios = height_ratios(real_dev_folder)
     assert len(ratios) >= 120
     assert 0.95 <= stats.median(ratios.values()) <= 1.05
+
+
+def staff_line_thickness(pngs) -> collections.Counter:
+    """How many staff lines of the images are how many pixels thick."""
+    return collections.Counter(rows for path in pngs
+                               for _, rows in staff_line_runs(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) < 128))
+
+
+def test_our_staff_lines_are_as_thick_as_the_real_pngs(real_dev_folder, tmp_path):
+    real = staff_line_thickness(sorted(real_dev_folder.glob("*/*.png")))
+    assert sum(real.values()) >= 5 * 120  # five lines a staff
+    generate_corpus(tmp_path, 12, seed=3, workers=2, progress=False)
+    ours = staff_line_thickness(sorted(tmp_path.glob("*/*.png")))
+    assert sum(ours.values()) >= 5 * 12
+    (real_rows, _), (our_rows, _) = real.most_common(1)[0], ours.most_common(1)[0]
+    assert our_rows == real_rows, (ours, real)
+    assert ours[our_rows] / sum(ours.values()) >= 0.9
 
 
 def test_png_ink_is_two_tone_and_one_bit_like_the_real_pngs(real_dev_folder, tmp_path):

@@ -32,6 +32,7 @@ _SILENT_TAGS = {"desc", "style", "title"}
 DEFAULT_STROKE_WIDTH = 1.0  # Verovio's CSS strokes every shape in currentColor; SVG's default width is 1
 INK_BELOW = 250  # an anti-aliased pixel darker than this (about 2% covered) is ink in a two-tone image
 MARGIN = 1  # white pixels around the ink, as in the real PNGs
+STAFF_LINE_ROWS = 3  # the staff lines of the real PNGs are 3 pixels thick
 PAPER = 255
 
 
@@ -54,15 +55,40 @@ def svg_to_gray(svg_text: str) -> np.ndarray:
 
 
 def primus_image(gray: np.ndarray) -> np.ndarray:
-    """An anti-aliased engraving as PrIMuS has it: cropped to its ink plus MARGIN, paper and one ink tone."""
-    ink = gray < INK_BELOW
+    """An anti-aliased engraving as PrIMuS has it: cropped to its ink plus MARGIN, paper and one ink tone,
+    staff lines STAFF_LINE_ROWS thick."""
+    drawn = gray < INK_BELOW
+    ink = thicken_staff_lines(drawn)
     rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
         raise ValueError("the engraving has no ink")
     crop = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
-    tone = np.uint8(round(float(gray[ink].mean())))
+    tone = np.uint8(round(float(gray[drawn].mean())))  # the grown rows of staff line take the same tone
     two_tone = np.where(ink[crop], tone, np.uint8(PAPER)).astype(np.uint8)
     return np.pad(two_tone, MARGIN, constant_values=PAPER)
+
+
+def staff_line_runs(ink: np.ndarray) -> list[tuple[int, int]]:
+    """(first row, rows) of each staff line: a run of rows more than half inked."""
+    line_rows = np.flatnonzero(ink.mean(axis=1) > 0.5)
+    runs: list[tuple[int, int]] = []
+    for row in line_rows:
+        if runs and runs[-1][0] + runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((int(row), 1))
+    return runs
+
+
+def thicken_staff_lines(ink: np.ndarray) -> np.ndarray:
+    """Staff lines grown downwards to STAFF_LINE_ROWS rows, as thick as the real PNGs' (Verovio's are 2 rows
+    at this scale: its lines sit on pixel boundaries, so they cover an even number of rows)."""
+    ink = ink.copy()
+    for first, rows in staff_line_runs(ink):
+        last = first + rows - 1
+        for row in range(last + 1, min(first + STAFF_LINE_ROWS, ink.shape[0])):
+            ink[row] |= ink[last]
+    return ink
 
 
 def two_tone_png(image: np.ndarray) -> bytes:
