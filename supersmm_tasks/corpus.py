@@ -32,8 +32,6 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from . import paths
 from .durable import write_atomically
 from .errors import SupersmmError
@@ -361,6 +359,8 @@ def check_decodes(path: Path, shown: str) -> None:
 def check_image(path: Path, where: str = "", limits: ImageLimits | None = None) -> tuple[int, int]:
     """The image's (width, height), after checking it is a complete PNG or JPEG of a size within `limits`
     (the ones in force by default) that decodes in full."""
+    from PIL import Image  # here, not at the top: queueing a run reads its dataset without PIL
+
     shown = f"{where}/{path.name}" if where else str(path)
     try:
         with open(path, "rb") as file:
@@ -375,7 +375,7 @@ def check_image(path: Path, where: str = "", limits: ImageLimits | None = None) 
                 kind, size = image.format, image.size
     except FileNotFoundError:
         raise SampleProblem(f"{shown}: image missing") from None
-    except UnidentifiedImageError:
+    except Image.UnidentifiedImageError:
         raise SampleProblem(f"{shown}: not a PNG or JPEG image (empty or unreadable)") from None
     except OSError as error:
         raise SampleProblem(f"{shown}: cannot be read ({error.strerror or error})") from None

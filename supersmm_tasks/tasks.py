@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ from .lease import Lease, LeaseLost
 from .run_keys import progress_key
 from .run_status import ACTIVE, RunStatus, transition
 from .shutdown import raise_if_stopping
+from .worker_priority import NICE_VARIABLE, lower_worker_priority
 
 logger = logging.getLogger(__name__)
 
@@ -112,15 +114,18 @@ def _progress_reporter(task, connection, run: str, span: ChunkSpan, worker: str)
 # --- the worker --------------------------------------------------------------------------------------
 
 @worker_init.connect
-def _refuse_unknown_faults(**_) -> None:
+def _prepare_worker(**_) -> None:
+    """Refuse unknown fault names; train behind the user's own commands (worker_priority.py)."""
     try:
         faults.injected()
+        lower_worker_priority()
     except SupersmmError as error:  # one line, as `supersmm` prints its errors
         raise SystemExit(f"supersmm: error: {error}") from None
 
 
 @worker_ready.connect
 def _start_worker_threads(sender=None, **_) -> None:
+    logger.info("training at niceness %d (%s)", os.nice(0), NICE_VARIABLE)  # logging is set up by now
     reconciler.start(getattr(sender, "hostname", None) or socket.gethostname())
     # Import the trainer (TensorFlow) now rather than when a chunk arrives: a takeover starts training sooner.
     threading.Thread(target=chunk_trainer, name="supersmm-warm-up", daemon=True).start()
