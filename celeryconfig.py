@@ -38,7 +38,9 @@ worker_concurrency = 1
 # One process: the chunk trains in a thread next to the consumer, which keeps sending heartbeats and
 # events (Flower sees a busy worker as online) and the reconciler thread running.
 worker_pool = "threads"
-task_track_started = True
+# Flower learns that a chunk started from the worker's events; storing STARTED in the result backend too
+# would cost every chunk a Redis round trip that nothing reads.
+task_track_started = False
 
 broker_transport_options = {
     # Above the longest chunk (a 500-epoch chunk of the paper model on full PrIMuS takes days).

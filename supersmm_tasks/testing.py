@@ -3,6 +3,7 @@
     RedisServer(folder, *options)   a redis-server on a free loopback port with an append-only file in `folder`
     Workers(log_folder, env)        starts `celery -A supersmm_tasks worker` subprocesses; kill_all() at the end
     wait_for(condition, timeout_s, what)
+    headless_chromium(window)       a selenium driver of Debian's headless Chromium, with a fresh profile
 
 A free port is broker.free_loopback_port (the embedded broker needs one too).
 
@@ -18,7 +19,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -27,6 +30,11 @@ from supersmm_tasks import broker
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS_START_S = 20
+# Without the background-networking flags Chromium keeps trying hosts that a closed network refuses.
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+)
 
 
 def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.05):
@@ -177,3 +185,21 @@ class Workers:
     def kill_all(self) -> None:
         for worker in self.started:
             worker.kill()
+
+
+@contextmanager
+def headless_chromium(window: str = "1400,1500"):
+    """A selenium driver of /usr/bin/chromium (Debian's chromium and chromium-driver), quit at the end."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in (*CHROMIUM_FLAGS, f"--window-size={window}"):
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="supersmm-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()

@@ -12,7 +12,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,11 +25,8 @@ from supersmm_tasks.broker import free_loopback_port
 from supersmm_tasks.dashboard.previews import token_diff
 from supersmm_tasks.dashboard.server import STATIC_DIR, serve
 from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.testing import headless_chromium
 
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1500",
-)
 # XML namespace names are identifiers that browsers never fetch.
 NAMESPACE_URLS = ("http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink")
 
@@ -118,19 +114,8 @@ def server(home):
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    with tempfile.TemporaryDirectory(prefix="supersmm-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with headless_chromium() as driver:
+        yield driver
 
 
 def wait_for(driver, condition, timeout: float = 30):
