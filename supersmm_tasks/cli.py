@@ -208,7 +208,6 @@ def predict(name, images, render_path, score_dir, score_format):
         raise SupersmmError("--render takes exactly one IMAGE")
     recognizer = Recognizer.load(name)
     if score_dir:
-        recognizer.require_semantic()
         score_paths = _score_paths(images, score_dir, SUFFIX_OF_FORMAT[score_format])
     failed = False
     for image in images:
@@ -217,7 +216,8 @@ def predict(name, images, render_path, score_dir, score_format):
             click.echo("\t".join(tokens))
         if score_dir:
             try:
-                click.echo(f"score written to {write_score(staves, score_paths[image])}", err=True)
+                click.echo(f"score written to {write_score(recognizer.semantic(staves), score_paths[image])}",
+                           err=True)
             except SupersmmError as error:  # the model's reading of this image is no score; the others may be
                 click.echo(f"supersmm: error: no score for {image}: {error}", err=True)
                 failed = True

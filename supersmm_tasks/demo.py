@@ -3,7 +3,8 @@
 1. engrave a small synthetic corpus (clean PNGs and camera JPEGs) into `data/demo/`,
 2. detect it (dataset `demo`: its split, config and train / continue scripts),
 3. train run `demo` (the tiny CRNN) chunk by chunk on the embedded broker with a worker of its own,
-4. print the validation SER, one validation image read by the model against its truth, and what to run next.
+4. print the validation SER, one validation image read by the model against its truth, that reading as
+   music (engraved again, and as MusicXML), and what to run next.
 
 Run it again in the same folder and it reuses the corpus and continues the same run for a few more epochs.
 """
@@ -125,9 +126,11 @@ def train(dataset: str, epochs: int, chunk: int, seed: int) -> int:
 
 def show_result() -> None:
     """Validation SER of the best checkpoint, and one validation incipit as read by the model."""
+    from .agnostic_to_semantic import agnostic_to_semantic
     from .corpus import load_dataset
     from .evaluate import edit_distance, evaluate_run, predict
     from .render import write_svg
+    from .score import write_score
     from .run_config import load_run_config
 
     result = evaluate_run(RUN_NAME, split="val")
@@ -145,13 +148,16 @@ def show_result() -> None:
     errors = edit_distance(prediction, example.tokens)
     say(f"      {errors} symbol error{'s' if errors != 1 else ''} in {len(example.tokens)} "
         f"(insertions, deletions and substitutions)")
-    if config.encoding != "semantic":
-        return  # only semantic tokens name pitches and durations that can be engraved again
     try:
-        svg = write_svg(prediction, paths.run_dir(RUN_NAME) / "demo_prediction.svg")
+        music = prediction if config.encoding == "semantic" else agnostic_to_semantic(prediction)
+        if music is not prediction:
+            say(f"      as music: {' '.join(music)}")
+        svg = write_svg(music, paths.run_dir(RUN_NAME) / "demo_prediction.svg")
+        score = write_score([music], paths.run_dir(RUN_NAME) / "demo_prediction.musicxml")
         say(f"      what the model read, engraved again by Verovio: {svg}")
+        say(f"      and as a score (MusicXML, opens in MuseScore): {score}")
     except SupersmmError as error:
-        say(f"      ({error})")
+        say(f"      (no score of it: {error})")
 
 
 def show_next_steps(home_given: bool) -> None:

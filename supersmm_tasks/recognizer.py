@@ -109,14 +109,16 @@ class Recognizer:
         """Reads the image's staves and writes them as one score; the format follows the suffix of `path`."""
         from .score import write_score
 
-        self.require_semantic()
-        return write_score(self.read_page(image), Path(path))
+        return write_score(self.semantic(self.read_page(image)), Path(path))
 
-    def require_semantic(self) -> None:
-        if self.encoding != "semantic":
-            raise SupersmmError(
-                f"{self.source} reads {self.encoding} tokens (symbols and their places on the staff, not pitches "
-                "and durations): a score needs a model trained with --encoding semantic")
+    def semantic(self, staves: list[list[str]]) -> list[list[str]]:
+        """The staves this model read as semantic tokens (pitches and durations): an agnostic model's reading
+        is turned into them by agnostic_to_semantic; SupersmmError where it cannot be."""
+        if self.encoding == "semantic":
+            return staves
+        from .agnostic_to_semantic import agnostic_to_semantic
+
+        return [agnostic_to_semantic(tokens) for tokens in staves]
 
     def _tokens(self, data: bytes, shown: str) -> list[str]:
         try:

@@ -55,7 +55,7 @@ def real_sample() -> Path:
 # A test that uses one of these fixtures, directly or through another, is an integration test: it trains
 # through the queue or starts `celery worker` processes, drives a browser (test_dashboard's `browser`) or
 # reads with a run trained for a minute.
-INTEGRATION_FIXTURES = {"workers", "training_home", "browser", "learned_run"}
+INTEGRATION_FIXTURES = {"workers", "training_home", "browser", "learned_run", "learned_agnostic_run"}
 
 
 def pytest_collection_modifyitems(items):
@@ -269,6 +269,16 @@ def learned_run(tmp_path_factory) -> Path:
     """A SUPERSMM_HOME whose semantic run `run` (tiny model) has learned to read the real sample: trained for 20
     epochs on 32 copies of it (about a minute), so that it reads that staff as a staff, clef first.
     Tests set SUPERSMM_HOME to the returned folder themselves."""
+    return learn_the_real_sample(tmp_path_factory, "semantic")
+
+
+@pytest.fixture(scope="session")
+def learned_agnostic_run(tmp_path_factory) -> Path:
+    """The same as learned_run with agnostic labels."""
+    return learn_the_real_sample(tmp_path_factory, "agnostic")
+
+
+def learn_the_real_sample(tmp_path_factory, encoding: str) -> Path:
     from supersmm_tasks.chunk import ChunkSpan
     from supersmm_tasks.run_config import create_or_update_run
     from supersmm_tasks.training import train_chunk
@@ -280,6 +290,6 @@ def learned_run(tmp_path_factory) -> Path:
     with detected_home(tmp_path_factory.mktemp("learned_home"), data_root) as home:
         # Memorising one staff: the plain recipe, as augmentation and a decaying rate would only slow it down.
         create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=LEARNED_EPOCHS,
-                             augment=False, schedule="constant")
+                             augment=False, schedule="constant", encoding=encoding)
         train_chunk("run", ChunkSpan(1, LEARNED_EPOCHS, 1))
     return home

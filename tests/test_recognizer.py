@@ -77,20 +77,26 @@ def test_a_page_of_stacked_real_staves_is_read_staff_by_staff_into_one_score(hom
     assert musicxml.count('new-system="yes"') == 2 and musicxml.count("<part ") == 1
 
 
-def test_an_agnostic_run_says_in_one_line_that_it_makes_no_score(home, staff_png, tmp_path):
-    from supersmm_tasks.chunk import ChunkSpan
-    from supersmm_tasks.run_config import create_or_update_run
-    from supersmm_tasks.training import train_chunk
+def test_an_agnostic_run_writes_the_score_of_what_it_read(learned_agnostic_run, staff_png, tmp_path, monkeypatch):
+    from supersmm_tasks.agnostic_to_semantic import agnostic_to_semantic
 
-    create_or_update_run("agnostic", "primus", model="tiny", batch_size=4, max_total_epochs=1, encoding="agnostic")
-    train_chunk("agnostic", ChunkSpan(1, 1, 1))
+    monkeypatch.setenv("SUPERSMM_HOME", str(learned_agnostic_run))
+    result = supersmm("predict", "run", staff_png, "--score-dir", tmp_path / "scores")
 
-    result = supersmm("predict", "agnostic", staff_png, "--score-dir", tmp_path / "scores")
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    tokens = line.split("\t")
+    assert tokens[0].startswith("clef.")  # it prints what it reads: agnostic tokens
+    musicxml = tmp_path / "scores" / f"{staff_png.stem}.musicxml"
+    assert musicxml_notes_and_rests(musicxml) == expected_notes_and_rests([agnostic_to_semantic(tokens)])
 
-    assert result.returncode == 1
-    (message,) = messages(result)
-    assert "agnostic" in message and "--encoding semantic" in message
-    assert not (tmp_path / "scores").exists()
+
+def test_an_agnostic_reading_that_is_no_music_is_one_line_and_no_score(learned_agnostic_run, monkeypatch):
+    monkeypatch.setenv("SUPERSMM_HOME", str(learned_agnostic_run))
+    recognizer = Recognizer.load("run")
+
+    with pytest.raises(SupersmmError, match="token 2 'dot-S3': cannot be read here"):
+        recognizer.semantic([["clef.G-L2", "dot-S3"]])
 
 
 def test_two_images_of_the_same_name_would_overwrite_each_others_score(home, staff_png, tmp_path):

@@ -130,12 +130,12 @@ def compute_previews(name: str, count: int) -> list[PreviewImage]:
     images = []
     for example, prediction in zip(examples, predictions):
         image_path = Path(example.image_path)
-        if config.encoding == "semantic":
-            engraving, problem = _engrave(prediction)
-            score, score_problem = _musicxml(prediction)
+        music, problem = _as_semantic(prediction, config.encoding)
+        if music is None:
+            engraving, score, score_problem = None, None, problem
         else:
-            engraving, problem = None, "only semantic predictions can be engraved"
-            score, score_problem = None, "only semantic predictions make a score"
+            engraving, problem = _engrave(music)
+            score, score_problem = _musicxml(music)
         images.append(PreviewImage(
             id=example.id,
             truth=list(example.tokens),
@@ -149,6 +149,18 @@ def compute_previews(name: str, count: int) -> list[PreviewImage]:
             score_problem=score_problem,
         ))
     return images
+
+
+def _as_semantic(prediction: list[str], encoding: str) -> tuple[list[str] | None, str | None]:
+    """(the prediction as semantic tokens, None), or (None, why it cannot be read as music)."""
+    if encoding == "semantic":
+        return prediction, None
+    from ..agnostic_to_semantic import agnostic_to_semantic
+
+    try:
+        return agnostic_to_semantic(prediction), None
+    except SupersmmError as error:
+        return None, f"not readable as music: {error}"
 
 
 def _engrave(tokens: list[str]) -> tuple[str | None, str | None]:
