@@ -7,6 +7,8 @@
     real_ser_agnostic     SER on the real PNGs of a `tiny` model trained only on a synthetic corpus
     real_ser_semantic     the same with semantic labels
     real_ser_camera       SER on the 30 real Camera-PrIMuS `_distorted.jpg` of a model trained on `--camera`
+    real_ser_semantic_via_agnostic  the agnostic model's reading of the real PNGs turned into semantic tokens
+                          (agnostic_to_semantic), scored against the real semantic labels
 Each SER figure also gives the same model's val SER on its synthetic corpus, and how long it took. The
 models train and predict through the project's own code (generate_corpus, detect, train_chunk, predict).
 """
@@ -53,8 +55,21 @@ folders = sorted(f for f in real_dev.iterdir() if (f / f"{f.name}{suffix}").exis
 truths = [(f / f"{f.name}.{encoding}").read_text().split() for f in folders]
 predictions = predict("real", [str(f / f"{f.name}{suffix}") for f in folders])
 real_ser, real_sequence_error = error_rates(predictions, truths)
-print(json.dumps({"val_ser": val_ser, "real_ser": real_ser, "real_sequence_error": real_sequence_error,
-                  "real_images": len(folders), "seconds": time.monotonic() - started}))
+result = {"val_ser": val_ser, "real_ser": real_ser, "real_sequence_error": real_sequence_error,
+          "real_images": len(folders), "seconds": time.monotonic() - started}
+if encoding == "agnostic":  # the same reading turned into music, against the real semantic labels
+    from supersmm_tasks.agnostic_to_semantic import agnostic_to_semantic
+    from supersmm_tasks.errors import SupersmmError
+
+    def as_music(tokens):
+        try:
+            return agnostic_to_semantic(tokens)
+        except SupersmmError:  # no music at all: every token of the incipit counts as missed
+            return []
+
+    semantic_truths = [(f / f"{f.name}.semantic").read_text().split() for f in folders]
+    result["real_ser_as_semantic"] = error_rates([as_music(p) for p in predictions], semantic_truths)[0]
+print(json.dumps(result))
 """
 
 
@@ -67,7 +82,7 @@ def run(quick: bool) -> list[dict]:
     figures = corpus_figures(real_dev) + [image_height_ratio(real_dev)]
     samples, epochs = (300, 10) if quick else (1000, 20)
     for name in ("agnostic", "semantic", "camera"):
-        figures.append(real_ser(name, real_dev, samples, epochs))
+        figures += real_ser(name, real_dev, samples, epochs)
     return figures
 
 
@@ -102,18 +117,27 @@ def image_height_ratio(real_dev: Path) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def real_ser(name: str, real_dev: Path, samples: int, epochs: int) -> dict:
+def real_ser(name: str, real_dev: Path, samples: int, epochs: int) -> list[dict]:
+    """real_ser_NAME; for the agnostic model also real_ser_semantic_via_agnostic: its reading turned into music
+    (agnostic_to_semantic), scored against the real semantic labels with the semantic goal."""
     camera = name == "camera"
     encoding = "agnostic" if camera else name
     result = _train_and_read_real(samples, epochs, encoding, camera, real_dev)
     goal = SER_GOALS[name]
     corpus = f"{samples} {'--camera ' if camera else ''}synthetic incipits, {epochs} epochs, {encoding}"
-    return {"name": f"real_ser_{name}", "value": round(result["real_ser"], 1),
-            "unit": f"% SER on {result['real_images']} real {'photos' if camera else 'PNGs'} ({corpus}; synthetic val "
-                    f"SER {result['val_ser']:.1f}%; {result['seconds'] / 60:.1f} min)",
-            "goal": f"<= {goal}", "ok": result["real_ser"] <= goal, "val_ser": round(result["val_ser"], 1),
-            "real_sequence_error": round(result["real_sequence_error"], 1),
-            "minutes": round(result["seconds"] / 60, 1)}
+    images = f"{result['real_images']} real {'photos' if camera else 'PNGs'}"
+    figures = [{"name": f"real_ser_{name}", "value": round(result["real_ser"], 1),
+                "unit": f"% SER on {images} ({corpus}; synthetic val SER {result['val_ser']:.1f}%; "
+                        f"{result['seconds'] / 60:.1f} min)",
+                "goal": f"<= {goal}", "ok": result["real_ser"] <= goal, "val_ser": round(result["val_ser"], 1),
+                "real_sequence_error": round(result["real_sequence_error"], 1),
+                "minutes": round(result["seconds"] / 60, 1)}]
+    if name == "agnostic":
+        music_ser, goal = result["real_ser_as_semantic"], SER_GOALS["semantic"]
+        figures.append({"name": "real_ser_semantic_via_agnostic", "value": round(music_ser, 1),
+                        "unit": f"% semantic SER on {images} of the real_ser_agnostic model's reading turned into "
+                                "music (agnostic_to_semantic)", "goal": f"<= {goal}", "ok": music_ser <= goal})
+    return figures
 
 
 def _train_and_read_real(samples: int, epochs: int, encoding: str, camera: bool, real_dev: Path) -> dict:
