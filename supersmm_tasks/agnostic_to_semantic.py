@@ -23,7 +23,7 @@ import re
 
 from .errors import SupersmmError
 from .synth.agnostic import BEAMS
-from .synth.notation import CLEF_BOTTOM_LINE, KEY_BY_FIFTHS, STEPS, Note, Rest, key_alterations
+from .synth.notation import CLEF_BOTTOM_LINE, KEY_BY_FIFTHS, KEY_SIGNATURES, STEPS, Note, Rest, key_alterations
 
 _TOKEN = re.compile(r"(?P<symbol>[a-z]+)(?:\.(?P<kind>[A-Za-z0-9_/]+))?-(?P<place>[LS]-?\d+)")
 _BEAMED = re.compile(r"beamed(?:Right|Both|Left)(?P<beams>\d)")
@@ -40,6 +40,11 @@ def staff_position(place: str) -> int:
 def agnostic_to_semantic(tokens: list[str]) -> list[str]:
     """The semantic tokens of a staff read as `tokens`; SupersmmError naming the first token that cannot be read."""
     return _Reader(tokens).read()
+
+
+def as_semantic(tokens: list[str], encoding: str) -> list[str]:
+    """A staff read in `encoding` as semantic tokens: the music a score is written from."""
+    return tokens if encoding == "semantic" else agnostic_to_semantic(tokens)
 
 
 class _Reader:
@@ -61,13 +66,13 @@ class _Reader:
             if match is None:
                 raise SupersmmError(f"token {number} {token!r}: not an agnostic token")
             try:
-                self._read(token, match)
+                self._read(match)
             except (KeyError, ValueError, IndexError):
                 raise SupersmmError(f"token {number} {token!r}: cannot be read here") from None
         self._flush_meter()
         return self.out
 
-    def _read(self, token: str, match) -> None:
+    def _read(self, match) -> None:
         symbol, kind, place = match["symbol"], match["kind"], match["place"]
         if symbol != "digit":
             self._flush_meter()
@@ -109,18 +114,12 @@ class _Reader:
         self.out.append(f"clef-{clef}")
 
     def _key_accidental(self, kind: str) -> None:
-        if self.out[-1].startswith("keySignature-"):
-            fifths = self._fifths(self.out.pop())
-        else:
-            fifths = 0
-        fifths += 1 if kind == "sharp" else -1
-        self.out.append(f"keySignature-{KEY_BY_FIFTHS[fifths]}")
-        self.in_key = key_alterations(KEY_BY_FIFTHS[fifths])
-
-    @staticmethod
-    def _fifths(token: str) -> int:
-        name = token.removeprefix("keySignature-")
-        return next(fifths for fifths, key in KEY_BY_FIFTHS.items() if key == name)
+        fifths = 0
+        if self.out[-1].startswith("keySignature-"):  # one more accidental of the same key signature
+            fifths = KEY_SIGNATURES[self.out.pop().removeprefix("keySignature-")]
+        key = KEY_BY_FIFTHS[fifths + (1 if kind == "sharp" else -1)]
+        self.out.append(f"keySignature-{key}")
+        self.in_key = key_alterations(key)
 
     def _flush_meter(self) -> None:
         if self.meter_digits:

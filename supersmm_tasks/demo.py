@@ -126,7 +126,7 @@ def train(dataset: str, epochs: int, chunk: int, seed: int) -> int:
 
 def show_result() -> None:
     """Validation SER of the best checkpoint, and one validation incipit as read by the model."""
-    from .agnostic_to_semantic import agnostic_to_semantic
+    from .agnostic_to_semantic import as_semantic
     from .corpus import load_dataset
     from .evaluate import edit_distance, evaluate_run, predict
     from .render import write_svg
@@ -149,7 +149,7 @@ def show_result() -> None:
     say(f"      {errors} symbol error{'s' if errors != 1 else ''} in {len(example.tokens)} "
         f"(insertions, deletions and substitutions)")
     try:
-        music = prediction if config.encoding == "semantic" else agnostic_to_semantic(prediction)
+        music = as_semantic(prediction, config.encoding)
         if music is not prediction:
             say(f"      as music: {' '.join(music)}")
         svg = write_svg(music, paths.run_dir(RUN_NAME) / "demo_prediction.svg")

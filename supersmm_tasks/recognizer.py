@@ -114,11 +114,9 @@ class Recognizer:
     def semantic(self, staves: list[list[str]]) -> list[list[str]]:
         """The staves this model read as semantic tokens (pitches and durations): an agnostic model's reading
         is turned into them by agnostic_to_semantic; SupersmmError where it cannot be."""
-        if self.encoding == "semantic":
-            return staves
-        from .agnostic_to_semantic import agnostic_to_semantic
+        from .agnostic_to_semantic import as_semantic
 
-        return [agnostic_to_semantic(tokens) for tokens in staves]
+        return [as_semantic(tokens, self.encoding) for tokens in staves]
 
     def _tokens(self, data: bytes, shown: str) -> list[str]:
         try:

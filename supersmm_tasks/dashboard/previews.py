@@ -153,12 +153,10 @@ def compute_previews(name: str, count: int) -> list[PreviewImage]:
 
 def _as_semantic(prediction: list[str], encoding: str) -> tuple[list[str] | None, str | None]:
     """(the prediction as semantic tokens, None), or (None, why it cannot be read as music)."""
-    if encoding == "semantic":
-        return prediction, None
-    from ..agnostic_to_semantic import agnostic_to_semantic
+    from ..agnostic_to_semantic import as_semantic
 
     try:
-        return agnostic_to_semantic(prediction), None
+        return as_semantic(prediction, encoding), None
     except SupersmmError as error:
         return None, f"not readable as music: {error}"
 
