@@ -213,15 +213,18 @@ def plain_fit(dataset_name: str, epochs: int, folder: Path) -> float:
     from supersmm_tasks.vocabulary import load_vocabulary
 
     preset = PRESETS[FIT_MODEL]
+    # What a run of the preset trains by default: semantic labels (read through agnostic symbols where the preset
+    # says so), its augmentation.
+    encoding = "agnostic" if preset.semantic_via_agnostic else "semantic"
     started = time.monotonic()
-    blank = len(load_vocabulary("semantic"))
+    blank = len(load_vocabulary(encoding))
     dataset = load_dataset(dataset_name)
-    train_examples = dataset.examples("train", "semantic")
+    train_examples = dataset.examples("train", encoding)
 
     def batches(examples, training: bool) -> tf.data.Dataset:
-        return pipeline.epoch_batches(examples, encoding="semantic", height=preset.height,
+        return pipeline.epoch_batches(examples, encoding=encoding, height=preset.height,
                                       batch_size=preset.batch_size, seed=0, epoch=0, training=training,
-                                      augment=training)  # as a run augments its training images by default
+                                      augment=training and preset.augment)
 
     class CTCModel(keras.Model):
         def __init__(self):
@@ -240,7 +243,7 @@ def plain_fit(dataset_name: str, epochs: int, folder: Path) -> float:
     model.compile(optimizer=keras.optimizers.Adam(preset.learning_rate))
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = keras.callbacks.ModelCheckpoint(str(folder / "epoch_{epoch:03d}.keras"))
-    model.fit(batches(train_examples, True), validation_data=batches(dataset.examples("val", "semantic"), False),
+    model.fit(batches(train_examples, True), validation_data=batches(dataset.examples("val", encoding), False),
               epochs=epochs, callbacks=[checkpoint], verbose=0)
     return epochs * len(train_examples) / (time.monotonic() - started)
 

@@ -37,9 +37,13 @@ def staff_position(place: str) -> int:
     return 2 * (number - 1) if place[0] == "L" else 2 * number - 1
 
 
-def agnostic_to_semantic(tokens: list[str]) -> list[str]:
-    """The semantic tokens of a staff read as `tokens`; SupersmmError naming the first token that cannot be read."""
-    return _Reader(tokens).read()
+def agnostic_to_semantic(tokens: list[str], strict: bool = True) -> list[str]:
+    """The semantic tokens of a staff read as `tokens`; SupersmmError naming the first token that cannot be read.
+
+    strict=False leaves out the tokens that cannot be read instead: how a model's reading, which may be wrong
+    in places, becomes the music it most likely shows (each token left out then counts as one error).
+    """
+    return _Reader(tokens, strict).read()
 
 
 def as_semantic(tokens: list[str], encoding: str) -> list[str]:
@@ -48,8 +52,9 @@ def as_semantic(tokens: list[str], encoding: str) -> list[str]:
 
 
 class _Reader:
-    def __init__(self, tokens: list[str]):
+    def __init__(self, tokens: list[str], strict: bool = True):
         self.tokens = tokens
+        self.strict = strict
         self.out: list[str] = []
         self.bottom_line = CLEF_BOTTOM_LINE["G2"]
         self.in_key = key_alterations("CM")
@@ -64,12 +69,19 @@ class _Reader:
         for number, token in enumerate(self.tokens, 1):  # numbered from 1, as score.py names semantic tokens
             match = _TOKEN.fullmatch(token)
             if match is None:
-                raise SupersmmError(f"token {number} {token!r}: not an agnostic token")
+                if self.strict:
+                    raise SupersmmError(f"token {number} {token!r}: not an agnostic token")
+                continue
             try:
                 self._read(match)
             except (KeyError, ValueError, IndexError):
-                raise SupersmmError(f"token {number} {token!r}: cannot be read here") from None
-        self._flush_meter()
+                if self.strict:
+                    raise SupersmmError(f"token {number} {token!r}: cannot be read here") from None
+        try:
+            self._flush_meter()
+        except ValueError:
+            if self.strict:
+                raise SupersmmError(f"the meter's digits {' '.join(self.tokens[-2:])!r} do not make a meter") from None
         return self.out
 
     def _read(self, match) -> None:
@@ -114,18 +126,19 @@ class _Reader:
         self.out.append(f"clef-{clef}")
 
     def _key_accidental(self, kind: str) -> None:
-        fifths = 0
-        if self.out[-1].startswith("keySignature-"):  # one more accidental of the same key signature
-            fifths = KEY_SIGNATURES[self.out.pop().removeprefix("keySignature-")]
+        more = self.out[-1].startswith("keySignature-")  # one more accidental of the same key signature
+        fifths = KEY_SIGNATURES[self.out[-1].removeprefix("keySignature-")] if more else 0
         key = KEY_BY_FIFTHS[fifths + (1 if kind == "sharp" else -1)]
+        if more:
+            self.out.pop()
         self.out.append(f"keySignature-{key}")
         self.in_key = key_alterations(key)
 
     def _flush_meter(self) -> None:
-        if self.meter_digits:
-            count, unit = self.meter_digits
+        digits, self.meter_digits = self.meter_digits, []
+        if digits:
+            count, unit = digits
             self.out.append(f"timeSignature-{count}/{unit}")
-            self.meter_digits = []
             self.heading = False
 
     def _note(self, grace: bool, kind: str, place: str) -> None:

@@ -3,6 +3,8 @@ pass over a split that both training (val SER every epoch) and `evaluate_run` ma
 
 SER = total edit distance between predicted and true token sequences / total true tokens, in percent.
 Sequence error rate = share of samples whose prediction is not exactly right, in percent.
+A run with semantic labels whose network reads agnostic symbols is scored on music: each reading turned into
+semantic tokens, against the semantic labels.
 """
 from __future__ import annotations
 
@@ -57,6 +59,32 @@ def decode_logits(logits, image_width, preset, blank: int, beam_width: int | Non
 
 
 @dataclass
+class MusicFromAgnostic:
+    """How a semantic run that reads agnostic symbols is scored: each reading turned into semantic tokens
+    (agnostic_to_semantic, leaving out what cannot be read), against the semantic label of the same example."""
+    vocabulary: list[str]       # the network's agnostic tokens
+    truths: list[list[str]]     # the semantic label of each example, by its index in the batches
+
+    def reading(self, ids: list[int]) -> list[str]:
+        from .agnostic_to_semantic import agnostic_to_semantic
+
+        return agnostic_to_semantic([self.vocabulary[i] for i in ids], strict=False)
+
+
+def scored_examples(config: RunConfig, dataset: str, split: str, examples: list) -> tuple[list, MusicFromAgnostic | None]:
+    """The examples (labelled for the network) that score the run on `split`, and how to score their readings:
+    None where the network writes the run's own tokens."""
+    if not config.semantic_via_agnostic:
+        return examples, None
+    semantic = {example.id: example.tokens for example in load_dataset(dataset).examples(split, "semantic")}
+    kept = [example for example in examples if example.id in semantic]
+    if not kept:
+        raise SupersmmError(f"dataset {dataset!r} has no {split} samples with both agnostic and semantic labels: "
+                            f"run {config.run!r} reads semantic labels through agnostic symbols")
+    return kept, MusicFromAgnostic(list(load_vocabulary("agnostic")), [semantic[example.id] for example in kept])
+
+
+@dataclass
 class Score:
     ser: float  # %
     sequence_error: float  # %
@@ -64,19 +92,25 @@ class Score:
     loss: float | None  # mean CTC loss, where the step computes it
 
 
-def score(batches, step, preset, blank: int, beam_width: int | None = None) -> Score:
+def score(batches, step, preset, blank: int, beam_width: int | None = None,
+          music: MusicFromAgnostic | None = None) -> Score:
     """One pass over `batches`, as training validates every epoch and `evaluate_run` scores a checkpoint.
 
     step(batch) gives the batch's logits, computed with batch norm in inference mode, and its per-sample
-    CTC losses (None where only the error rates are wanted).
+    CTC losses (None where only the error rates are wanted). With `music`, the readings are scored as music.
     """
     loss_sum, predictions, truths = None, [], []
     for batch in batches:
         logits, losses = step(batch)
         if losses is not None:
             loss_sum = (loss_sum or 0.0) + float(losses.numpy().sum())
-        predictions += decode_logits(logits, batch["image_width"], preset, blank, beam_width)
-        truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
+        readings = decode_logits(logits, batch["image_width"], preset, blank, beam_width)
+        if music is None:
+            predictions += readings
+            truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
+        else:
+            predictions += [music.reading(ids) for ids in readings]
+            truths += [music.truths[index] for index in batch["index"].numpy()]
     ser, sequence_error = error_rates(predictions, truths)
     return Score(ser, sequence_error, len(truths), None if loss_sum is None else loss_sum / len(truths))
 
@@ -89,17 +123,18 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None, d
     config = load_run_config(name)
     model, epoch = best_model(config)
     dataset = dataset or config.dataset
-    examples = load_dataset(dataset).examples(split, config.encoding)
+    examples = load_dataset(dataset).examples(split, config.network_encoding)
     if not examples:
-        raise SupersmmError(f"dataset {dataset!r} has no {split} samples for encoding {config.encoding}")
+        raise SupersmmError(f"dataset {dataset!r} has no {split} samples for encoding {config.network_encoding}")
+    examples, music = scored_examples(config, dataset, split, examples)
     forward = inference_step(model)
     # The training batch size pads the validation batches as training did, so val SER matches the CSV.
     batches = pipeline.epoch_batches(
-        examples, encoding=config.encoding, height=config.height, batch_size=config.batch_size,
+        examples, encoding=config.network_encoding, height=config.height, batch_size=config.batch_size,
         seed=config.seed, epoch=0, training=False,
     )
     result = score(batches, lambda batch: (forward(batch["image"]), None), PRESETS[config.model],
-                   blank_index(config.encoding), beam_width)
+                   blank_index(config.network_encoding), beam_width, music)
     return {
         "run": name, "dataset": dataset, "split": split, "epoch": epoch, "samples": result.samples,
         "ser": result.ser, "sequence_error": result.sequence_error,
@@ -120,6 +155,6 @@ def best_model(config: RunConfig):
     checkpoint = run_state.best_checkpoint(config.run)
     if checkpoint is None:
         raise SupersmmError(f"run {config.run!r} has no checkpoint yet: train at least one epoch first")
-    model = build_model(PRESETS[config.model], len(load_vocabulary(config.encoding)), config.seed)
+    model = build_model(PRESETS[config.model], len(load_vocabulary(config.network_encoding)), config.seed)
     restore_variables(model.variables, checkpoint.model_arrays, checkpoint.path)
     return model, checkpoint.epoch

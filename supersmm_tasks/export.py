@@ -2,7 +2,8 @@
 
 OUT holds the SavedModel (its serving signature takes the PNG or JPEG bytes of one staff and returns the logits
 and their lengths), `vocabulary.txt` (token i on line i; the CTC blank is index len(vocabulary)),
-`supersmm.json` (the run, its epoch, encoding and image height) and a README on how to call it.
+`supersmm.json` (the run, its epoch, encoding, the network's encoding and image height) and a README on how to
+call it.
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import tensorflow as tf
 from .errors import SupersmmError
 from .recognizer import EXPORT_SETTINGS, EXPORT_VOCABULARY, serving_function
 
+VIA_AGNOSTIC = """
+Run `{run}` writes semantic tokens: SuperSMM turns these agnostic ones into them (`Recognizer.load` does it,
+with `supersmm_tasks.agnostic_to_semantic`).""".replace("\n", " ")
 README = """\
 # {run}: a SuperSMM optical music recognition model
 
 Exported by `supersmm export` from run `{run}` (epoch {epoch}, {encoding} tokens, images scaled to {height}
-rows). It reads one image of one staff of monophonic music and writes its PrIMuS {encoding} tokens. It needs
+rows). It reads one image of one staff of monophonic music and writes its PrIMuS {encoding} tokens.{via} It needs
 TensorFlow (it was made with {tensorflow}) and NumPy, nothing else.
 
 ```python
@@ -60,7 +64,7 @@ def export_run(name: str, out: Path) -> Path:
         raise SupersmmError(f"{out} already exists: give a new or empty folder")
     config = load_run_config(name)
     model, epoch = best_model(config)
-    vocabulary = load_vocabulary(config.encoding)
+    vocabulary = load_vocabulary(config.network_encoding)
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -70,10 +74,12 @@ def export_run(name: str, out: Path) -> Path:
                                                                  PRESETS[config.model].width_reduction))
         archive.write_out(str(partial), verbose=False)
         (partial / EXPORT_VOCABULARY).write_text("\n".join(vocabulary) + "\n", "utf-8")
-        settings = {"run": name, "epoch": epoch, "encoding": config.encoding, "height": config.height}
+        settings = {"run": name, "epoch": epoch, "encoding": config.encoding,
+                    "network_encoding": config.network_encoding, "height": config.height}
         (partial / EXPORT_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n", "utf-8")
         (partial / "README.md").write_text(README.format(
-            run=name, epoch=epoch, encoding=config.encoding, height=config.height, folder=out.name,
+            run=name, epoch=epoch, encoding=config.network_encoding, height=config.height, folder=out.name,
+            via=VIA_AGNOSTIC.format(run=name) if config.semantic_via_agnostic else "",
             classes=len(vocabulary) + 1, tensorflow=tf.__version__), "utf-8")
         if out.exists():
             out.rmdir()

@@ -214,12 +214,13 @@ class EpochBatches:
         self.kept = np.arange(len(examples))  # the examples the batches draw from
         self.skipped: list[tuple[str, str]] = []  # (image path, why) of the images left out
         if strip is None:
-            self.files = (np.array(image_paths), self.widths.astype(np.int32), labels, label_lengths)
+            self.files = (np.array(image_paths), self.widths.astype(np.int32), labels, label_lengths,
+                          np.arange(len(examples), dtype=np.int32))
 
             @not_converted
-            def decoded_sample(path, width, label, label_length, augment_seed):
+            def decoded_sample(path, width, label, label_length, index, augment_seed):
                 image = looks(ink_image(tf.io.read_file(path), height, width), augment_seed)
-                return _padded_sample(image, width, label, label_length)
+                return _padded_sample(image, width, label, label_length, index)
 
             self.decoded_sample = decoded_sample
             return
@@ -242,7 +243,7 @@ class EpochBatches:
             index = self.order[position]
             width, offset = widths[index], offsets[index]
             image = looks(strip[0][:, offset:offset + tf.cast(width, tf.int64)], self.augment_seeds[index])
-            return _padded_sample(image, width, labels[index], label_lengths[index])
+            return _padded_sample(image, width, labels[index], label_lengths[index], index)
 
         self.dataset = _batched(tf.data.Dataset.range(len(self.kept)).map(sample), batch_size)
 
@@ -267,15 +268,15 @@ def _as_stored(image, augment_seed):
     return image
 
 
-def _padded_sample(image, width, label, label_length):
+def _padded_sample(image, width, label, label_length, index):
     """One sample as the batches want it: the image padded to a multiple of WIDTH_MULTIPLE columns, the label
-    (padded with -1) cut to a multiple of LABEL_MULTIPLE tokens."""
+    (padded with -1) cut to a multiple of LABEL_MULTIPLE tokens, and which of the examples it is."""
     image = tf.pad(image, [[0, 0], [0, _round_up(width, WIDTH_MULTIPLE) - width]])
-    return image, width, label[:_round_up(label_length, LABEL_MULTIPLE)], label_length
+    return image, width, label[:_round_up(label_length, LABEL_MULTIPLE)], label_length, index
 
 
 def _batched(samples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
-    batches = (samples.padded_batch(batch_size, padding_values=(np.uint8(0), 0, -1, 0))
+    batches = (samples.padded_batch(batch_size, padding_values=(np.uint8(0), 0, -1, 0, 0))
                .map(_as_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                .prefetch(tf.data.AUTOTUNE))
     return _untuned(batches)
@@ -298,9 +299,9 @@ def _untuned(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 @not_converted
-def _as_model_input(image, width, label, label_length) -> dict[str, tf.Tensor]:
+def _as_model_input(image, width, label, label_length, index) -> dict[str, tf.Tensor]:
     return {"image": tf.cast(image, tf.float32)[..., tf.newaxis] / 255.0, "image_width": width, "label": label,
-            "label_length": label_length}
+            "label_length": label_length, "index": index}
 
 
 def _round_up(value, multiple: int):

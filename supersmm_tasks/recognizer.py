@@ -42,10 +42,13 @@ def serving_function(model, height: int, width_reduction: int):
 
 
 class Recognizer:
-    def __init__(self, read_staff, vocabulary: list[str], encoding: str, source: str):
+    def __init__(self, read_staff, vocabulary: list[str], encoding: str, source: str, network_encoding: str | None = None):
+        """`vocabulary`: the tokens the network writes, in `network_encoding`; `encoding`: the tokens `read` returns
+        (semantic, for a semantic run that reads through agnostic symbols)."""
         self._read_staff = read_staff
         self.vocabulary = vocabulary
         self.encoding = encoding
+        self.network_encoding = network_encoding or encoding
         self.source = source
 
     @classmethod
@@ -73,7 +76,8 @@ class Recognizer:
         config = load_run_config(name)
         model, _ = best_model(config)
         read_staff = serving_function(model, config.height, PRESETS[config.model].width_reduction)
-        return cls(read_staff, list(load_vocabulary(config.encoding)), config.encoding, f"run {name}")
+        return cls(read_staff, list(load_vocabulary(config.network_encoding)), config.encoding, f"run {name}",
+                   config.network_encoding)
 
     @classmethod
     def _from_export(cls, folder: Path) -> "Recognizer":
@@ -83,7 +87,8 @@ class Recognizer:
         except (OSError, ValueError) as error:
             raise SupersmmError(f"{folder} is not a complete export: {error}") from None
         loaded = tf.saved_model.load(str(folder))
-        return cls(loaded.signatures["serving_default"], vocabulary, settings["encoding"], f"export {folder}")
+        return cls(loaded.signatures["serving_default"], vocabulary, settings["encoding"], f"export {folder}",
+                   settings.get("network_encoding"))
 
     # ------------------------------------------------------------ reading
 
@@ -125,7 +130,12 @@ class Recognizer:
             raise SupersmmError(f"cannot read image {shown}: {_first_line(error)}") from None
         blank = len(self.vocabulary)
         (indices,) = greedy_decode(out["logits"].numpy(), out["logit_lengths"].numpy(), blank)
-        return [self.vocabulary[index] for index in indices]
+        tokens = [self.vocabulary[index] for index in indices]
+        if self.network_encoding == self.encoding:
+            return tokens
+        from .agnostic_to_semantic import agnostic_to_semantic
+
+        return agnostic_to_semantic(tokens, strict=False)  # what cannot be read is left out, as validation scores it
 
 
 def _image_bytes(image: str | Path | bytes) -> bytes:

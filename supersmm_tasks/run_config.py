@@ -1,8 +1,9 @@
 """A run's configuration (`model/NAME_model/config.json`) and the contract's epoch budget.
 
 The config is written once when the run is created and holds everything needed to train it again:
-the dataset (name, folder, split files), encoding, model preset, batch size, seed, budgets, the learning
-recipe (schedule, augmentation) and, for a fine-tuned run, the checkpoint whose weights it starts from.
+the dataset (name, folder, split files), encoding (and, for semantic labels, whether the network reads them
+through agnostic symbols), model preset, batch size, seed, budgets, the learning recipe (schedule,
+augmentation) and, for a fine-tuned run, the checkpoint whose weights it starts from.
 Only the budgets, patience, queue and priority may change later; the rest defines the run.
 """
 from __future__ import annotations
@@ -19,11 +20,13 @@ from .run_status import RunStatus, transition
 from .vocabulary import ENCODINGS, load_vocabulary
 
 MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "patience", "queue", "priority")
-FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "schedule", "augment", "init_from")
-DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine", "augment": True}
+FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "schedule", "augment", "init_from",
+                  "semantic_via_agnostic")
+DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine"}
 SCHEDULES = ("constant", "cosine", "onecycle")
 # What a config written before the learning recipe existed was trained with.
-BEFORE_RECIPE = {"schedule": "constant", "augment": False, "init_from": None, "init_checkpoint": None}
+BEFORE_RECIPE = {"schedule": "constant", "augment": False, "init_from": None, "init_checkpoint": None,
+                 "semantic_via_agnostic": False}
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,17 @@ class RunConfig:
     priority: int | None
     created_at: str
     schedule: str = "cosine"             # learning rate over the epoch budget: constant, cosine or onecycle
-    augment: bool = True                 # augment training images online (augment.py)
+    augment: bool = True                 # augment training images online (augment.py); the preset's default
     init_from: str | None = None         # the run whose best weights this run starts from
     init_checkpoint: str | None = None   # that run's checkpoint file, fixed when this run was created
+    semantic_via_agnostic: bool = False  # a semantic run whose network reads agnostic symbols (agnostic_to_semantic)
+
+    @property
+    def network_encoding(self) -> str:
+        """The tokens the network writes and trains on. A semantic run through agnostic symbols trains on the
+        agnostic labels of its samples and turns what it reads into semantic tokens (agnostic_to_semantic.py);
+        its val SER is scored on the semantic labels."""
+        return "agnostic" if self.semantic_via_agnostic else self.encoding
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -130,14 +141,18 @@ def _check_values(given: dict) -> None:
 def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
     dataset = load_dataset(dataset_name)
     source = _starting_point(name, given["init_from"]) if "init_from" in given else None
-    settings = {**DEFAULTS, **({"model": source[0].model, "encoding": source[0].encoding} if source else {}), **given}
+    inherited = {key: getattr(source[0], key) for key in ("model", "encoding", "semantic_via_agnostic")} if source else {}
+    settings = {**DEFAULTS, **inherited, **given}
+    preset = PRESETS[settings["model"]]
+    settings["semantic_via_agnostic"] = _via_agnostic(settings, preset)
     if source:
         _check_same_labels(*source, settings)
-    preset = PRESETS[settings["model"]]
-    train_samples = dataset.count("train", settings["encoding"])
+    network_encoding = "agnostic" if settings["semantic_via_agnostic"] else settings["encoding"]
+    train_samples = dataset.count("train", network_encoding)
     if train_samples == 0:
         raise SupersmmError(
-            f"dataset {dataset.name!r} has no valid {settings['encoding']} training samples ({dataset.path})"
+            f"dataset {dataset.name!r} has no valid {network_encoding} training samples ({dataset.path})"
+            + ("; train with --direct-semantic to use its semantic labels alone" if settings["semantic_via_agnostic"] else "")
         )
     max_total, per_run = epoch_budget(train_samples)
     config = RunConfig(
@@ -163,17 +178,34 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         priority=settings.get("priority"),
         created_at=run_state.now_iso(),
         schedule=settings["schedule"],
-        augment=settings["augment"],
+        augment=settings.get("augment", preset.augment),
         init_from=source[0].run if source else None,
         init_checkpoint=str(source[1].path) if source else None,
+        semantic_via_agnostic=settings["semantic_via_agnostic"],
     )
     _write_config(config)
     run_state.write_state(name)  # the run's first state, made from its config: status queued
     start = f", starting from run {source[0].run}'s best weights ({source[1].path.name})" if source else ""
     run_state.append_log(name, f"run created on dataset {config.dataset} ({train_samples} training samples), "
-                               f"model {config.model}, {config.max_total_epochs} epochs at most, "
+                               f"model {config.model}, {describe_encoding(config)} labels, "
+                               f"{config.max_total_epochs} epochs at most, "
                                f"{config.schedule} schedule, augmentation {'on' if config.augment else 'off'}{start}")
     return config
+
+
+def _via_agnostic(settings: dict, preset) -> bool:
+    """Whether a new run's network reads agnostic symbols for its semantic labels (the preset decides by default)."""
+    chosen = settings.get("semantic_via_agnostic")
+    if settings["encoding"] != "semantic":
+        if chosen:
+            raise SupersmmError("--semantic-via-agnostic is for runs with semantic labels (--encoding semantic)")
+        return False
+    return preset.semantic_via_agnostic if chosen is None else bool(chosen)
+
+
+def describe_encoding(config: RunConfig) -> str:
+    """"semantic", "agnostic" or "semantic (read through agnostic symbols)"."""
+    return f"{config.encoding} (read through agnostic symbols)" if config.semantic_via_agnostic else config.encoding
 
 
 def _starting_point(name: str, source_name: str):
@@ -192,17 +224,18 @@ def _starting_point(name: str, source_name: str):
 
 def _check_same_labels(source: RunConfig, checkpoint, settings: dict) -> None:
     """Fine-tuning keeps the model's output layer, so it needs the source's preset and vocabulary."""
-    for key, what in (("encoding", "labels (vocabulary)"), ("model", "model preset")):
+    for key, what in (("encoding", "labels (vocabulary)"), ("semantic_via_agnostic", "network vocabulary"),
+                      ("model", "model preset")):
         if settings[key] != getattr(source, key):
             raise SupersmmError(
                 f"--init-from {source.run}: that run has {key} {getattr(source, key)}, this run {settings[key]}; "
                 f"fine-tuning needs the same {what}")
-    tokens = len(load_vocabulary(settings["encoding"]))
+    tokens = len(load_vocabulary(source.network_encoding))
     outputs = [array.shape[-1] for path, array in zip(checkpoint.meta.get("model_variables", []),
                                                       checkpoint.model_arrays) if path.endswith("token_logits/kernel")]
     if outputs and outputs[0] != tokens + 1:
         raise SupersmmError(
-            f"--init-from {source.run}: its model reads {outputs[0] - 1} {source.encoding} tokens, this vocabulary "
+            f"--init-from {source.run}: its model reads {outputs[0] - 1} {source.network_encoding} tokens, this vocabulary "
             f"has {tokens}; fine-tuning needs the same vocabulary")
 
 

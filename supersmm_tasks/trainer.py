@@ -21,7 +21,7 @@ class Trainer:
         """`mixed_precision` (float16 compute, float32 weights) defaults to on where a GPU is present."""
         self.config = config
         self.preset = PRESETS[config.model]
-        self.blank = len(load_vocabulary(config.encoding))
+        self.blank = len(load_vocabulary(config.network_encoding))
         keras.utils.set_random_seed(config.seed)  # the initial weights depend on the run's seed only
         if mixed_precision is None:
             mixed_precision = gpu_present()
@@ -121,7 +121,7 @@ class TrainerCache:
 
 def _model_key(config: RunConfig) -> tuple:
     """What a trainer is built from. The budget sets the schedule's span."""
-    return (config.run, config.model, config.encoding, config.seed, config.learning_rate, config.height,
+    return (config.run, config.model, config.network_encoding, config.seed, config.learning_rate, config.height,
             config.schedule, config.max_total_epochs)
 
 

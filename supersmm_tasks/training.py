@@ -35,7 +35,7 @@ from .checkpoint import (
 )
 from .corpus import load_dataset
 from .errors import ChunkInterrupted, SupersmmError
-from .evaluate import Score, score
+from .evaluate import MusicFromAgnostic, Score, score, scored_examples
 from .model import gpu_present
 from .run_config import RunConfig, load_run_config
 from .run_status import CONTROL_REQUESTS, RunStatus, transition
@@ -134,7 +134,8 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     if stop:
         return run.finish(progress, *stop, epochs_trained=0)
     train_examples = usable_examples(config, "train", trainer.preset, run.log)
-    val_examples = usable_examples(config, "val", trainer.preset, run.log)
+    val_examples, music = scored_examples(config, config.dataset, "val",
+                                          usable_examples(config, "val", trainer.preset, run.log))
     train_batches = epoch_batches(config, train_examples, training=True, log=run.log)
     val_batches = epoch_batches(config, val_examples, training=False, log=run.log).epoch(0)  # the same every epoch
     run.log(f"chunk {chunk} on {worker}: epochs {progress.epoch + 1}-{last_epoch} "
@@ -152,7 +153,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
             started = time.monotonic()
             loss, samples = train_epoch(trainer, train_batches, epoch, on_progress, run.log)
             train_time = time.monotonic() - started
-            validation = validate(trainer, val_batches)
+            validation = validate(trainer, val_batches, music)
             epoch_time = time.monotonic() - started
             improved = progress.record(epoch, validation.ser, epoch_time)
             row = training_log.epoch_row(
@@ -238,7 +239,7 @@ def fits_ctc(tokens: list[str], width: int, height: int, preset) -> bool:
 
 def usable_examples(config: RunConfig, split: str, preset, log) -> list:
     """The split's examples, less those whose image is too narrow to hold their label under CTC."""
-    examples = load_dataset(config.dataset).examples(split, config.encoding)
+    examples = load_dataset(config.dataset).examples(split, config.network_encoding)
     usable, skipped = [], []
     for example in examples:
         fits = example.width is None or fits_ctc(example.tokens, example.width, example.height, preset)
@@ -249,13 +250,13 @@ def usable_examples(config: RunConfig, split: str, preset, log) -> list:
             f"for their labels ({ids})")
     if not usable:
         raise SupersmmError(f"dataset {config.dataset!r} has no usable {split} samples "
-                            f"for encoding {config.encoding}")
+                            f"for encoding {config.network_encoding}")
     return usable
 
 
 def epoch_batches(config: RunConfig, examples: list, training: bool, log) -> pipeline.EpochBatches:
     """The examples' batches as the run's settings make them; images that no longer decode are logged."""
-    batches = pipeline.EpochBatches(examples, encoding=config.encoding, height=config.height,
+    batches = pipeline.EpochBatches(examples, encoding=config.network_encoding, height=config.height,
                                     batch_size=config.batch_size, seed=config.seed, training=training,
                                     augment=config.augment)
     if batches.skipped:
@@ -286,12 +287,12 @@ def train_epoch(trainer: Trainer, batches: pipeline.EpochBatches, epoch: int, on
     return loss_sum / sample_count, sample_count
 
 
-def validate(trainer: Trainer, val_batches) -> Score:
+def validate(trainer: Trainer, val_batches, music: MusicFromAgnostic | None) -> Score:
     """Loss, SER and sequence error on the validation split, as `evaluate_run` scores a checkpoint."""
     def step(batch):
         return trainer.eval_step(batch["image"], batch["image_width"], batch["label"], batch["label_length"])
 
-    return score(val_batches, step, trainer.preset, trainer.blank)
+    return score(val_batches, step, trainer.preset, trainer.blank, music=music)
 
 
 def report_epoch(run: RunWriter, config: RunConfig, row: dict, progress: Progress, improved: bool, summaries,

@@ -55,7 +55,8 @@ def real_sample() -> Path:
 # A test that uses one of these fixtures, directly or through another, is an integration test: it trains
 # through the queue or starts `celery worker` processes, drives a browser (test_dashboard's `browser`) or
 # reads with a run trained for a minute.
-INTEGRATION_FIXTURES = {"workers", "training_home", "browser", "learned_run", "learned_agnostic_run"}
+INTEGRATION_FIXTURES = {"workers", "training_home", "browser", "learned_run", "learned_agnostic_run",
+                        "learned_via_agnostic_run"}
 
 
 def pytest_collection_modifyitems(items):
@@ -266,10 +267,10 @@ LEARNED_COPIES, LEARNED_EPOCHS = 32, 20
 
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory) -> Path:
-    """A SUPERSMM_HOME whose semantic run `run` (tiny model) has learned to read the real sample: trained for 20
-    epochs on 32 copies of it (about a minute), so that it reads that staff as a staff, clef first.
-    Tests set SUPERSMM_HOME to the returned folder themselves."""
-    return learn_the_real_sample(tmp_path_factory, "semantic")
+    """A SUPERSMM_HOME whose semantic run `run` (tiny model, its network trained on the semantic labels) has learned
+    to read the real sample: trained for 20 epochs on 32 copies of it (about a minute), so that it reads that staff
+    as a staff, clef first. Tests set SUPERSMM_HOME to the returned folder themselves."""
+    return learn_the_real_sample(tmp_path_factory, "semantic", semantic_via_agnostic=False)
 
 
 @pytest.fixture(scope="session")
@@ -278,7 +279,13 @@ def learned_agnostic_run(tmp_path_factory) -> Path:
     return learn_the_real_sample(tmp_path_factory, "agnostic")
 
 
-def learn_the_real_sample(tmp_path_factory, encoding: str) -> Path:
+@pytest.fixture(scope="session")
+def learned_via_agnostic_run(tmp_path_factory) -> Path:
+    """The same as learned_run as `tiny` makes semantic runs by default: its network reads agnostic symbols."""
+    return learn_the_real_sample(tmp_path_factory, "semantic")
+
+
+def learn_the_real_sample(tmp_path_factory, encoding: str, **settings) -> Path:
     from supersmm_tasks.chunk import ChunkSpan
     from supersmm_tasks.run_config import create_or_update_run
     from supersmm_tasks.training import train_chunk
@@ -290,6 +297,6 @@ def learn_the_real_sample(tmp_path_factory, encoding: str) -> Path:
     with detected_home(tmp_path_factory.mktemp("learned_home"), data_root) as home:
         # Memorising one staff: the plain recipe, as augmentation and a decaying rate would only slow it down.
         create_or_update_run("run", "primus", model="tiny", batch_size=4, max_total_epochs=LEARNED_EPOCHS,
-                             augment=False, schedule="constant", encoding=encoding)
+                             augment=False, schedule="constant", encoding=encoding, **settings)
         train_chunk("run", ChunkSpan(1, LEARNED_EPOCHS, 1))
     return home

@@ -59,3 +59,17 @@ def test_an_accidental_holds_for_its_staff_place_until_the_barline():
 def test_what_cannot_be_read_is_named_with_its_position(tokens, message):
     with pytest.raises(SupersmmError, match=re.escape(message)):
         agnostic_to_semantic(tokens)
+
+
+def test_a_meter_left_unfinished_at_the_end_is_one_clear_error():
+    with pytest.raises(SupersmmError, match="do not make a meter"):
+        agnostic_to_semantic(["clef.G-L2", "note.quarter-S1", "digit.3-L4"])
+
+
+def test_a_models_reading_leaves_out_only_what_cannot_be_read():
+    """How a semantic run that reads agnostic symbols turns a reading with mistakes into music (strict=False)."""
+    reading = ["clef.G-L2", "dot-S3", "digit.3-L4", "digit.4-L2", "note.quarter-L9x", "accidental.sharp-S1",
+               "note.quarter-S1", "clef.Q-L2", "barline-L1", "note.quarter-S1", "digit.5-L4"]
+
+    assert agnostic_to_semantic(reading, strict=False) == [
+        "clef-G2", "timeSignature-3/4", "note-F#4_quarter", "barline", "note-F4_quarter"]

@@ -130,13 +130,14 @@ def forget_trainer():
 
 @pytest.mark.integration
 def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_bit(engraved_home):
-    new_run("whole")
+    assert create_or_update_run("paper_default", "primus").augment  # the paper preset augments by default
+    new_run("whole", augment=True)  # tiny does not (presets.py says why)
     train_chunk("whole", ChunkSpan(1, EPOCHS, 1))
-    new_run("resumed")
+    new_run("resumed", augment=True)
     train_chunk("resumed", ChunkSpan(1, 1, 1))
     forget_trainer()
     train_chunk("resumed", ChunkSpan(2, EPOCHS, 1))
-    new_run("unaugmented", augment=False)
+    assert not new_run("unaugmented").augment
     train_chunk("unaugmented", ChunkSpan(1, EPOCHS, 1))
 
     config = load_run_config("whole")
