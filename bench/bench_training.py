@@ -4,8 +4,10 @@
     worker_rss_growth        RSS of one process after its last chunk / after its 2nd chunk (1 epoch per chunk)
     tiny_val_ser             best val SER / first epoch's val SER of `tiny` on 300 clean synthetic incipits in 20 epochs,
                              agnostic encoding
-    tiny_val_ser_10min       best val SER of `tiny` (our recipe) after 10 minutes of training on 2,000 clean synthetic
-                             incipits, agnostic labels; `tiny_val_ser_semantic_10min` the same with semantic labels
+    tiny_val_ser_10min       best val SER of `tiny` (our recipe: the preset's defaults, so cosine schedule, batch 4, no
+                             augmentation) after 10 minutes of training on 2,000 clean synthetic incipits, agnostic
+                             labels; `tiny_val_ser_semantic_10min` the same with semantic labels (read through agnostic
+                             symbols, as `tiny` does by default), scored on the semantic labels
     reference_val_ser_10min  the reference trainer's recipe (constant Adam 1e-3, batch 16, no augmentation) on the same
                              data and time, agnostic; ours must be at most half of it
     finetune_real_ser        the 10-minute agnostic model fine-tuned on the real PrIMuS development set (its train

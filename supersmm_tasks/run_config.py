@@ -141,8 +141,10 @@ def _check_values(given: dict) -> None:
 def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
     dataset = load_dataset(dataset_name)
     source = _starting_point(name, given["init_from"]) if "init_from" in given else None
-    inherited = {key: getattr(source[0], key) for key in ("model", "encoding", "semantic_via_agnostic")} if source else {}
-    settings = {**DEFAULTS, **inherited, **given}
+    settings = {**DEFAULTS, **({"model": source[0].model, "encoding": source[0].encoding} if source else {}), **given}
+    if source and settings["encoding"] == "semantic" and "semantic_via_agnostic" not in given:
+        # A fine-tuned run keeps its source's network: an agnostic one serves a semantic run through agnostic symbols.
+        settings["semantic_via_agnostic"] = source[0].network_encoding == "agnostic"
     preset = PRESETS[settings["model"]]
     settings["semantic_via_agnostic"] = _via_agnostic(settings, preset)
     if source:
@@ -223,13 +225,15 @@ def _starting_point(name: str, source_name: str):
 
 
 def _check_same_labels(source: RunConfig, checkpoint, settings: dict) -> None:
-    """Fine-tuning keeps the model's output layer, so it needs the source's preset and vocabulary."""
-    for key, what in (("encoding", "labels (vocabulary)"), ("semantic_via_agnostic", "network vocabulary"),
-                      ("model", "model preset")):
-        if settings[key] != getattr(source, key):
-            raise SupersmmError(
-                f"--init-from {source.run}: that run has {key} {getattr(source, key)}, this run {settings[key]}; "
-                f"fine-tuning needs the same {what}")
+    """Fine-tuning keeps the model's output layer, so it needs the source's preset and the tokens its network writes."""
+    network = "agnostic" if settings["semantic_via_agnostic"] else settings["encoding"]
+    if network != source.network_encoding:
+        raise SupersmmError(
+            f"--init-from {source.run}: that run's network writes {source.network_encoding} tokens, this run's "
+            f"would write {network} ones; fine-tuning needs the same vocabulary")
+    if settings["model"] != source.model:
+        raise SupersmmError(f"--init-from {source.run}: that run has model {source.model}, this run "
+                            f"{settings['model']}; fine-tuning needs the same model preset")
     tokens = len(load_vocabulary(source.network_encoding))
     outputs = [array.shape[-1] for path, array in zip(checkpoint.meta.get("model_variables", []),
                                                       checkpoint.model_arrays) if path.endswith("token_logits/kernel")]

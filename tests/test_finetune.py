@@ -85,8 +85,12 @@ def test_a_run_fine_tuned_on_real_staves_reads_them_better_than_its_pretrained_s
 
 
 def test_fine_tuning_needs_the_same_labels_and_an_existing_trained_run(home, pretrained):
-    with pytest.raises(SupersmmError, match="encoding agnostic, this run semantic; fine-tuning needs the same"):
-        create_or_update_run("wrong_labels", "primus", init_from=pretrained, encoding="semantic")
+    with pytest.raises(SupersmmError, match="writes agnostic tokens, this run's would write semantic ones"):
+        create_or_update_run("wrong_labels", "primus", init_from=pretrained, encoding="semantic",
+                             semantic_via_agnostic=False)
+    # An agnostic network serves a semantic run that reads through agnostic symbols.
+    assert create_or_update_run("as_music", "primus", init_from=pretrained, encoding="semantic").network_encoding \
+        == "agnostic"
     with pytest.raises(SupersmmError, match="model tiny, this run paper"):
         create_or_update_run("wrong_model", "primus", init_from=pretrained, model="paper")
     with pytest.raises(SupersmmError, match="there is no run 'nobody' to start from"):
