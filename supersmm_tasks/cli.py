@@ -43,7 +43,7 @@ def run_options(command):
         click.option("--schedule", type=click.Choice(["constant", "cosine", "onecycle"]),
                      help="Learning rate over the epoch budget: warm-up then cosine decay, one cycle, or constant (default: cosine)."),
         click.option("--augment/--no-augment", default=None,
-                     help="Augment training images on the fly: scale, rotation, shear, ink, blur, noise, camera damage (default: on for paper, off for tiny)."),
+                     help="Augment training images on the fly: scale, rotation, shear, ink, blur, noise, camera damage (default: on for paper and on camera datasets, off for tiny on clean ones)."),
         click.option("--init-from", callback=_run_name, metavar="RUN",
                      help="Start from the best weights of run RUN (same model and labels; the optimizer starts fresh)."),
         click.option("--deterministic/--no-deterministic", default=None, help="Bit-for-bit reproducible training and resume (default: on where a chunk trains on a CPU, off on a GPU)."),

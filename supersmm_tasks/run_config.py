@@ -180,7 +180,7 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         priority=settings.get("priority"),
         created_at=run_state.now_iso(),
         schedule=settings["schedule"],
-        augment=settings.get("augment", preset.augment),
+        augment=settings.get("augment", preset.augment or dataset.camera),  # presets.py says why
         init_from=source[0].run if source else None,
         init_checkpoint=str(source[1].path) if source else None,
         semantic_via_agnostic=settings["semantic_via_agnostic"],

@@ -11,6 +11,7 @@ import pytest
 from supersmm_tasks import detect as detection
 from supersmm_tasks.corpus import load_dataset
 from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.vocabulary import published_split
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -93,6 +94,9 @@ def test_camera_primus_trains_and_validates_on_the_distorted_images(home):
     assert (report.name, report.camera) == ("camera_primus", True)
     for split in ("train", "val", "test"):
         assert all(e.image_path.endswith(f"{e.id}_distorted.jpg") for e in dataset.examples(split, "semantic"))
+    # Photos: even `tiny`, which trains clean engravings without augmentation, augments here unless told not to.
+    assert create_or_update_run("photos", "camera_primus", model="tiny").augment
+    assert not create_or_update_run("photos_plain", "camera_primus", model="tiny", augment=False).augment
 
 
 def test_duplicate_ids_and_broken_samples_are_listed_and_left_out(home):
