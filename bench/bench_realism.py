@@ -57,18 +57,12 @@ predictions = predict("real", [str(f / f"{f.name}{suffix}") for f in folders])
 real_ser, real_sequence_error = error_rates(predictions, truths)
 result = {"val_ser": val_ser, "real_ser": real_ser, "real_sequence_error": real_sequence_error,
           "real_images": len(folders), "seconds": time.monotonic() - started}
-if encoding == "agnostic":  # the same reading turned into music, against the real semantic labels
+if encoding == "agnostic":  # the same reading turned into music the way a semantic run does, against the real semantic labels
     from supersmm_tasks.agnostic_to_semantic import agnostic_to_semantic
-    from supersmm_tasks.errors import SupersmmError
-
-    def as_music(tokens):
-        try:
-            return agnostic_to_semantic(tokens)
-        except SupersmmError:  # no music at all: every token of the incipit counts as missed
-            return []
 
     semantic_truths = [(f / f"{f.name}.semantic").read_text().split() for f in folders]
-    result["real_ser_as_semantic"] = error_rates([as_music(p) for p in predictions], semantic_truths)[0]
+    music = [agnostic_to_semantic(p, strict=False) for p in predictions]
+    result["real_ser_as_semantic"] = error_rates(music, semantic_truths)[0]
 print(json.dumps(result))
 """
 
@@ -136,7 +130,7 @@ def real_ser(name: str, real_dev: Path, samples: int, epochs: int) -> list[dict]
         music_ser, goal = result["real_ser_as_semantic"], SER_GOALS["semantic"]
         figures.append({"name": "real_ser_semantic_via_agnostic", "value": round(music_ser, 1),
                         "unit": f"% semantic SER on {images} of the real_ser_agnostic model's reading turned into "
-                                "music (agnostic_to_semantic)", "goal": f"<= {goal}", "ok": music_ser <= goal})
+                                "music (agnostic_to_semantic, leaving out what it cannot read)", "goal": f"<= {goal}", "ok": music_ser <= goal})
     return figures
 
 

@@ -57,8 +57,8 @@ PRESETS = {
         # its validation staves at 2.8% SER and the 129 real PrIMuS staves at 8.6%; with it, at 6.0% and 13.0%.
         # Real PrIMuS staves are clean engravings: at this model's size and time, varied images cost more than
         # they teach. Real photos are another matter: trained on a `--camera` corpus without augmentation, it read
-        # the 30 real Camera-PrIMuS photos at 52.5% SER (2,000 incipits, 16 epochs), with it at 25.9% (1,000
-        # incipits, 20 epochs). So runs on a camera dataset augment by default (run_config.py).
+        # the 30 real Camera-PrIMuS photos at 52.5% SER (2,000 incipits, 16 epochs), with it at 23.9% (the same
+        # incipits and epochs). So runs on a camera dataset augment by default (run_config.py).
         augment=False,
     ),
 }
