@@ -37,7 +37,7 @@ ENCODING = "semantic"
 # which would make this comparison last half an hour; both sides share the model, so it compares the feeding.
 PRESET = PRESETS["tiny"]
 BATCH_SIZE = 16  # the reference trainer's
-HEIGHT, WIDTH_REDUCTION = PRESET.height, PRESET.width_reduction
+HEIGHT = PRESET.height
 MEASURED_EPOCHS = 2
 
 
@@ -101,12 +101,12 @@ def pipeline_speedup(engraved: Path, warm_up_epochs: int) -> dict[str, float]:
     def fed_by_us(step):
         def epoch_of(epoch: int):
             for batch in our_batches.epoch(epoch):  # as train_chunk feeds its epochs
-                step(batch["image"], batch["image_width"] // WIDTH_REDUCTION, batch["label"], batch["label_length"])
+                step(batch["image"], PRESET.frames(batch["image_width"]), batch["label"], batch["label_length"])
         return epoch_of
 
     def naive(epoch: int):
         for image, logit_length, label, label_length in naive_batches(examples, seed=epoch):
-            stock_step(image, logit_length // WIDTH_REDUCTION, label, label_length)
+            stock_step(image, logit_length // PRESET.width_reduction, label, label_length)  # whole frames only
 
     # Warm-up epochs trace the step, fill the image cache and the page cache, and let TensorFlow meet the batch
     # shapes of a long run: ours come from a small set (widths and label lengths rounded up), while the naive

@@ -70,8 +70,7 @@ def export_run(name: str, out: Path) -> Path:
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serving_default", serving_function(model, config.height,
-                                                                 PRESETS[config.model].width_reduction))
+        archive.add_endpoint("serving_default", serving_function(model, PRESETS[config.model]))
         archive.write_out(str(partial), verbose=False)
         (partial / EXPORT_VOCABULARY).write_text("\n".join(vocabulary) + "\n", "utf-8")
         settings = {"run": name, "epoch": epoch, "encoding": config.encoding,

@@ -86,7 +86,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
 def build_model(preset: ModelPreset, vocabulary_size: int, seed: int, batch_norm=FusedBatchNormalization,
                 lstm=ProjectedLSTM) -> keras.Model:
-    """Images [B, height, W, 1] -> logits [B, W // width_reduction, vocabulary_size + 1].
+    """Images [B, height, W, 1] -> logits [B, W // width_reduction, vocabulary_size + 1] (batches are padded to a
+    multiple of WIDTH_MULTIPLE columns, so each image's last, partial frame is there: see ModelPreset.frames).
 
     Every layer is named, so variable paths are the same in every process. The LSTMs keep Keras'
     defaults, which makes them eligible for cuDNN on a GPU; dropout sits between them as its own layer.
@@ -116,7 +117,7 @@ def build_model(preset: ModelPreset, vocabulary_size: int, seed: int, batch_norm
 
 def logit_lengths(image_width: tf.Tensor, preset: ModelPreset) -> tf.Tensor:
     """Each sample's own number of output frames (padding columns are not read)."""
-    return tf.cast(image_width, tf.int32) // preset.width_reduction
+    return preset.frames(tf.cast(image_width, tf.int32))
 
 
 def ctc_loss(logits, labels, label_length, logit_length, blank: int) -> tf.Tensor:

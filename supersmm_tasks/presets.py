@@ -31,6 +31,11 @@ class ModelPreset:
         """How many image columns make one output frame."""
         return math.prod(width for _, width in self.pool_sizes)
 
+    def frames(self, width):
+        """Output frames the model reads from an image `width` columns wide (an int or an int tensor), its last,
+        partial frame included: a staff's closing barline lies in its last few columns."""
+        return (width + self.width_reduction - 1) // self.width_reduction
+
     @property
     def feature_height(self) -> int:
         return self.height // math.prod(height for height, _ in self.pool_sizes)

@@ -25,18 +25,21 @@ EXPORT_SETTINGS = "supersmm.json"
 EXPORT_VOCABULARY = "vocabulary.txt"
 
 
-def serving_function(model, height: int, width_reduction: int):
+def serving_function(model, preset):
     """A traced function: PNG or JPEG bytes of one staff -> {"logits": [1, T, V + 1], "logit_lengths": [1]},
-    the image prepared exactly as training prepares it (gray, ink towards 1, `height` rows, aspect kept)."""
+    the image prepared exactly as training prepares it (gray, ink towards 1, the preset's height, aspect kept,
+    background after its last column up to a whole frame)."""
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="image")])
     def read_staff(image):
         shape = tf.shape(pipeline.decode_grayscale(image))
         width = tf.maximum(1, tf.cast(tf.round(
-            tf.cast(shape[1], tf.float64) * height / tf.cast(shape[0], tf.float64)), tf.int32))
-        ink = pipeline.ink_image(image, height, width)
+            tf.cast(shape[1], tf.float64) * preset.height / tf.cast(shape[0], tf.float64)), tf.int32))
+        frames = preset.frames(width)
+        ink = pipeline.ink_image(image, preset.height, width)
+        ink = tf.pad(ink, [[0, 0], [0, frames * preset.width_reduction - width]])
         pixels = tf.cast(ink, tf.float32)[tf.newaxis, :, :, tf.newaxis] / 255.0
-        return {"logits": model(pixels, training=False), "logit_lengths": tf.reshape(width // width_reduction, [1])}
+        return {"logits": model(pixels, training=False), "logit_lengths": tf.reshape(frames, [1])}
 
     return read_staff
 
@@ -75,7 +78,7 @@ class Recognizer:
 
         config = load_run_config(name)
         model, _ = best_model(config)
-        read_staff = serving_function(model, config.height, PRESETS[config.model].width_reduction)
+        read_staff = serving_function(model, PRESETS[config.model])
         return cls(read_staff, list(load_vocabulary(config.network_encoding)), config.encoding, f"run {name}",
                    config.network_encoding)
 

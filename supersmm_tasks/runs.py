@@ -72,12 +72,23 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
 def _activity(connection: redis.Redis, name: str) -> str:
     """'is training on WORKER' / 'is queued (epochs a-b)' when a trainer or a chunk message is live, else ''."""
     worker = lease_holder(connection, name)
+    if worker and run_state.peek_state(name).get("status") in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+        worker = _wait_for_ended_trainer(connection, name)
     if worker:
         return f"is training on {worker}"
     marker = chunk_queue.pending_chunk(connection, name)
     if marker:
         return f"is queued (epochs {chunk_queue.marker_epochs(marker)} on queue {marker.get('queue')})"
     return ""
+
+
+def _wait_for_ended_trainer(connection: redis.Redis, name: str) -> str | None:
+    """The lease's holder once the trainer that ended the run let it go (None), or after a lease's TTL: it
+    writes the run's last state first and releases its lease right after (or dies, and the lease expires)."""
+    deadline = time.monotonic() + ttl_seconds()
+    while (holder := lease_holder(connection, name)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return holder
 
 
 @contextmanager

@@ -18,7 +18,8 @@ COARSE_STEP_DEGREES, FINE_STEP_DEGREES = 0.5, 0.05
 LINES_PER_STAFF = 5
 EVEN_SPACING = 1.35  # the widest gap of a staff's four may be this many times its narrowest
 # A PrIMuS image is cropped to its ink, which reaches 1 to 3 staff spaces above and below the staff (ledger lines,
-# stems, beams), with a pixel or two of paper around it.
+# stems, beams), with a pixel of paper left, above and below it and, in most (82 of the 129 real PNGs of the
+# development set), none to its right.
 MARGIN_SPACES = 4.0
 PAPER_PIXELS = 1
 
@@ -127,4 +128,4 @@ def _band(staff: Staff, above: float | None, below: float | None, height: int) -
 def _trim_to_ink(band: np.ndarray, band_ink: np.ndarray) -> np.ndarray:
     rows, columns = np.flatnonzero(band_ink.any(axis=1)), np.flatnonzero(band_ink.any(axis=0))
     top, left = max(0, rows[0] - PAPER_PIXELS), max(0, columns[0] - PAPER_PIXELS)
-    return band[top: rows[-1] + PAPER_PIXELS + 1, left: columns[-1] + PAPER_PIXELS + 1]
+    return band[top: rows[-1] + PAPER_PIXELS + 1, left: columns[-1] + 1]

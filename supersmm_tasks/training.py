@@ -232,7 +232,7 @@ def finished(config: RunConfig, progress: Progress) -> tuple[RunStatus, str] | N
 def fits_ctc(tokens: list[str], width: int, height: int, preset) -> bool:
     """Whether the image has enough frames for its label: CTC needs one per token plus a blank
     between each pair of equal neighbours."""
-    frames = pipeline.resized_width(width, height, preset.height) // preset.width_reduction
+    frames = preset.frames(pipeline.resized_width(width, height, preset.height))
     repeats = sum(a == b for a, b in zip(tokens, tokens[1:]))
     return frames >= len(tokens) + repeats
 

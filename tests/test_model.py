@@ -5,8 +5,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE
-from supersmm_tasks.model import PRESETS, FusedBatchNormalization, ProjectedLSTM, beam_decode, build_model, ctc_loss, greedy_decode
+from supersmm_tasks.model import (PRESETS, FusedBatchNormalization, ProjectedLSTM, beam_decode, build_model, ctc_loss,
+                                  greedy_decode, logit_lengths)
 from supersmm_tasks.pipeline import load_image
+from supersmm_tasks.recognizer import serving_function
 from supersmm_tasks.vocabulary import load_vocabulary
 
 REAL_PNG = str(REAL_SAMPLE / f"{REAL_SAMPLE.name}.png") if REAL_SAMPLE else None
@@ -124,6 +126,33 @@ def test_tiny_model_keeps_enough_frames_for_long_labels():
     assert model(image).shape[1] == image.shape[2] // tiny.width_reduction
     assert tiny.width_reduction < PRESETS["paper"].width_reduction
     assert model.count_params() < build_model(PRESETS["paper"], SEMANTIC, seed=0).count_params() / 10
+
+
+def test_the_last_partial_frame_of_an_image_is_read():
+    """A staff's closing barline lies in its last few columns: a frame that holds some of them counts, where
+    cutting the width down to whole frames lost the closing barline of most real incipits."""
+    tiny = PRESETS["tiny"]
+    step = tiny.width_reduction
+    widths = np.array([8 * step, 8 * step + 1, 9 * step - 1])
+
+    frames = logit_lengths(tf.constant(widths), tiny).numpy()
+
+    assert frames.tolist() == [8, 9, 9]
+    assert ((frames - 1) * step < widths).all() and (widths <= frames * step).all()
+
+
+def test_a_served_model_reads_up_to_the_last_column_of_a_staff():
+    tiny = PRESETS["tiny"]
+    real_image(tiny.height)  # skips without the real development set
+    read_staff = serving_function(build_model(tiny, SEMANTIC, seed=0), tiny)
+    width = load_image(REAL_PNG, tiny.height).shape[1]
+    assert width % tiny.width_reduction  # the real staff ends inside a frame
+
+    out = read_staff(tf.constant(open(REAL_PNG, "rb").read()))
+
+    frames = int(out["logit_lengths"][0])
+    assert out["logits"].shape[1] == frames
+    assert (frames - 1) * tiny.width_reduction < width <= frames * tiny.width_reduction
 
 
 def test_ctc_loss_reads_each_samples_own_lengths():

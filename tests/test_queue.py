@@ -6,11 +6,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from supersmm_tasks import broker, chunk_queue, lease, run_keys, run_summary, runs, tasks
+from supersmm_tasks import broker, chunk_queue, lease, run_keys, run_state, run_summary, runs, tasks
 from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.run_status import RunStatus
 
 RECEIVED = re.compile(r"^\[(?P<time>[^\]]+?): INFO/MainProcess\] Task (?P<run>\w+): epochs (?P<epochs>\d+-\d+)\[.*\] received",
                       re.MULTILINE)
@@ -49,6 +51,19 @@ def test_a_run_trains_chunk_by_chunk_and_reports_its_status(training_home, worke
     header, line = run_summary.format_status_table(run_summary.status_rows()).splitlines()
     assert header.split()[:4] == ["run", "dataset", "status", "epoch"]
     assert line.split()[:4] == ["chunks", "primus", "completed", "4/4"]
+
+
+def test_a_run_just_completed_is_reported_complete_while_its_trainer_lets_it_go(training_home):
+    training_home.create("ending", epochs=2, chunk=2)
+    run_state.write_state("ending", status=RunStatus.COMPLETED, last_completed_epoch=2, stop_reason="max_total_epochs")
+    trainer = lease.Lease.acquire(broker.client(), "ending", worker="trainer@host")  # wrote the state, not yet let go
+    letting_go = threading.Timer(1.0, trainer.release)
+    letting_go.start()
+    try:
+        assert runs.enqueue("ending").startswith("run ending is complete (2/2 epochs, max_total_epochs)")
+    finally:
+        letting_go.join()
+    assert lease.holder(broker.client(), "ending") is None
 
 
 def test_duplicate_chunk_messages_start_no_second_trainer(training_home, workers):

@@ -76,7 +76,7 @@ def test_camera_damage_photographs_the_staff_at_the_same_size_from_its_seed(exam
     photo = camera_damaged(ink, tf.constant([5, 6], tf.int64)).numpy()
 
     assert photo.shape == ink.shape and np.array_equal(photo, camera_damaged(ink, tf.constant([5, 6], tf.int64)))
-    assert photo.min() > 0  # grey paper and uneven light: no pixel is clean background any more
+    assert np.median(photo) > 0  # grey paper: the background is no longer clean
     assert not np.array_equal(photo, camera_damaged(ink, tf.constant([5, 7], tf.int64)))
 
 

@@ -260,7 +260,7 @@ def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32
     carries the weights, Adam's state and the loss scale to a float32 trainer and back."""
     from conftest import REAL_SAMPLE_ID, require_real_dev
     from supersmm_tasks.checkpoint import save_checkpoint
-    from supersmm_tasks.pipeline import load_image
+    from supersmm_tasks.pipeline import WIDTH_MULTIPLE, load_image
     from supersmm_tasks.run_config import RunConfig
     from supersmm_tasks.trainer import Trainer
     from supersmm_tasks.vocabulary import encode
@@ -272,8 +272,10 @@ def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32
         priority=None, created_at="")
     sample = require_real_dev() / REAL_SAMPLE_ID
     image = load_image(sample / f"{REAL_SAMPLE_ID}.png", 64)[np.newaxis]
+    width = image.shape[2]
+    image = np.pad(image, [(0, 0), (0, 0), (0, -width % WIDTH_MULTIPLE), (0, 0)])  # as batches pad it
     tokens = (sample / f"{REAL_SAMPLE_ID}.semantic").read_text("utf-8").split()
-    batch = (tf.constant(image), tf.constant([image.shape[2]]), tf.constant([encode(tokens, "semantic")]),
+    batch = (tf.constant(image), tf.constant([width]), tf.constant([encode(tokens, "semantic")]),
              tf.constant([len(tokens)]))
 
     mixed = Trainer(config, mixed_precision=True)

@@ -6,6 +6,9 @@ of the development set against their clean PNGs (tests/test_synth_realism.py com
 
     rotation   -1.3 to 1.3 degrees on a canvas grown to hold it (a 2,000-pixel staff gets ~35 rows taller)
     wave       the staff bends up and down by a few pixels over a long wavelength
+    ragged ink strokes a row thicker, their edges frayed: each pixel swapped with a random one up to 0.5-1.5
+               pixels away (GraphicsMagick's spread); the real photos hold as much dark ink as their PNGs
+               and half again as much gray around it
     blur       smeared sideways over 2-6 pixels (stems look doubled in the real photos), then a Gaussian
                of 0.4-0.8 pixels
     light      even: the paper stays near white (243-255), the ink a dark gray
@@ -23,6 +26,7 @@ MAX_ROTATION_DEGREES = 1.3
 WAVE_AMPLITUDE = (0.5, 4.0)  # pixels
 WAVE_LENGTH = (0.6, 2.5)  # times the image width
 BLUR_SIGMA = (0.4, 0.8)
+SPREAD_PIXELS = (0.5, 1.5)
 SMEAR_PIXELS = (2, 6)  # length of the sideways motion blur
 PAPER_DARKENING_SD = 4.0  # gray levels below white
 NOISE_SD = (0.3, 1.2)
@@ -40,6 +44,7 @@ def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     page = _rotated(gray, float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)))
     page = _waved(page, amplitude=float(rng.uniform(*WAVE_AMPLITUDE)),
                   wavelength=float(rng.uniform(*WAVE_LENGTH)) * page.shape[1], phase=float(rng.uniform(0, 2 * np.pi)))
+    page = _ragged(page, radius=float(rng.uniform(*SPREAD_PIXELS)), rng=rng)
     smear = int(rng.integers(SMEAR_PIXELS[0], SMEAR_PIXELS[1] + 1))
     page = cv2.blur(page, (smear, 1), borderType=cv2.BORDER_REPLICATE)
     tone = cv2.GaussianBlur(page, (0, 0), sigmaX=float(rng.uniform(*BLUR_SIGMA))).astype(np.float32)
@@ -70,6 +75,16 @@ def _waved(gray: np.ndarray, amplitude: float, wavelength: float, phase: float) 
     map_x = np.tile(np.arange(width, dtype=np.float32), (height, 1))
     map_y = np.arange(height, dtype=np.float32)[:, None] + shift[None, :].astype(np.float32)
     return cv2.remap(page, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+
+
+def _ragged(gray: np.ndarray, radius: float, rng: np.random.Generator) -> np.ndarray:
+    """Strokes one row thicker, then every pixel taken from a random place up to `radius` pixels away."""
+    thick = cv2.erode(gray, np.ones((2, 1), np.uint8), borderType=cv2.BORDER_REPLICATE)  # ink is dark: erode grows it
+    height, width = gray.shape
+    jitter = rng.uniform(-radius, radius, (2, height, width)).astype(np.float32)
+    map_x = np.arange(width, dtype=np.float32)[None, :] + jitter[0]
+    map_y = np.arange(height, dtype=np.float32)[:, None] + jitter[1]
+    return cv2.remap(thick, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _sensor_noise(shape: tuple[int, int], sigma: float, seed: int) -> np.ndarray:

@@ -44,6 +44,9 @@ class PhotoMeasures:
     noise: float  # standard deviation of the paper around its 5x5 median
     tilt_degrees: float  # slope of the top staff line
     bend_pixels: float  # standard deviation of the top staff line around that slope
+    dark_pixels: int  # pixels darker than 128
+    gray_pixels: int  # pixels darker than 192
+    texture: float  # mean absolute difference between neighbouring pixels of a row: frayed edges raise it
 
 
 def photo_measures(gray: np.ndarray) -> PhotoMeasures:
@@ -55,7 +58,8 @@ def photo_measures(gray: np.ndarray) -> PhotoMeasures:
     return PhotoMeasures(
         blur=float(((image >= 100) & (image < 200)).sum() / max(ink, 1)), paper=float(np.median(image[paper])),
         ink=float(np.percentile(image, 2)), noise=float(np.std((image - around)[paper])),
-        tilt_degrees=tilt, bend_pixels=bend,
+        tilt_degrees=tilt, bend_pixels=bend, dark_pixels=ink, gray_pixels=int((image < 192).sum()),
+        texture=float(np.abs(np.diff(image, axis=1)).mean()),
     )
 
 
