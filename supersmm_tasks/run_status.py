@@ -35,6 +35,7 @@ class RunStatus(str, Enum):
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)  # a trainer has the run, or will
 CONTROL_REQUESTS = (RunStatus.PAUSED, RunStatus.CANCELLED)  # what the user may ask of an active run
+ENDED = (RunStatus.COMPLETED, RunStatus.CANCELLED)  # no trainer will take the run again by itself
 
 ALLOWED_MOVES: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.CANCELLED, RunStatus.FAILED}),

@@ -24,7 +24,7 @@ from .errors import SupersmmError
 from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
 from .run_config import create_or_update_run
-from .run_status import ACTIVE, RunStatus, transition
+from .run_status import ACTIVE, ENDED, RunStatus, transition
 
 FOREGROUND_ROUTE_TTL_S = 10  # shorter than a lease: when `supersmm train` dies, its route is gone before its lease
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `timeout`, `kill`, a closed terminal
@@ -72,23 +72,15 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
 def _activity(connection: redis.Redis, name: str) -> str:
     """'is training on WORKER' / 'is queued (epochs a-b)' when a trainer or a chunk message is live, else ''."""
     worker = lease_holder(connection, name)
-    if worker and run_state.peek_state(name).get("status") in (RunStatus.COMPLETED, RunStatus.CANCELLED):
-        worker = _wait_for_ended_trainer(connection, name)
+    if worker and run_state.peek_state(name).get("status") in ENDED:
+        # The trainer that ended the run wrote its last state and lets go of the lease right after (or died).
+        worker = _wait_for_release(connection, name, within_s=ttl_seconds())
     if worker:
         return f"is training on {worker}"
     marker = chunk_queue.pending_chunk(connection, name)
     if marker:
         return f"is queued (epochs {chunk_queue.marker_epochs(marker)} on queue {marker.get('queue')})"
     return ""
-
-
-def _wait_for_ended_trainer(connection: redis.Redis, name: str) -> str | None:
-    """The lease's holder once the trainer that ended the run let it go (None), or after a lease's TTL: it
-    writes the run's last state first and releases its lease right after (or dies, and the lease expires)."""
-    deadline = time.monotonic() + ttl_seconds()
-    while (holder := lease_holder(connection, name)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return holder
 
 
 @contextmanager
@@ -118,7 +110,7 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
     if holder and _orphaned_foreground_worker(holder, name):
         print(f"run {name}: waiting for {holder}, the worker of a `supersmm train` that was killed, to stop",
               file=sys.stderr)
-        holder = _wait_for_release(connection, name)
+        holder = _wait_for_release(connection, name, within_s=2 * ttl_seconds() + ORPHAN_STOP_S)  # stops, or expires
     if holder:
         raise SupersmmError(f"run {name} is training on {holder}; watch it with `supersmm status {name}`")
     queue = f"supersmm_train_{name}_{os.getpid()}"
@@ -163,11 +155,11 @@ def _orphaned_foreground_worker(holder: str, name: str) -> bool:
     return False
 
 
-def _wait_for_release(connection: redis.Redis, name: str) -> str | None:
-    """The lease's holder once it is gone (None) or after the orphan had time to stop and its lease to expire."""
-    deadline = time.monotonic() + 2 * ttl_seconds() + ORPHAN_STOP_S
+def _wait_for_release(connection: redis.Redis, name: str, within_s: float) -> str | None:
+    """The lease's holder once it is gone (None), or after `within_s` seconds."""
+    deadline = time.monotonic() + within_s
     while (holder := lease_holder(connection, name)) and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
     return holder
 
 

@@ -38,7 +38,7 @@ from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import MusicFromAgnostic, Score, score, scored_examples
 from .model import gpu_present
 from .run_config import RunConfig, load_run_config
-from .run_status import CONTROL_REQUESTS, RunStatus, transition
+from .run_status import CONTROL_REQUESTS, ENDED, RunStatus, transition
 from .trainer import TRAINERS, Trainer
 
 CHECKPOINTS_KEPT = 3
@@ -122,7 +122,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     run.guard()
     config = load_run_config(run.name)
     state = run_state.read_state(run.name)
-    if state["status"] in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+    if state["status"] in ENDED:
         return chunk_result(run.name, state, epochs_trained=0)
     if span.first_epoch < 1 or span.last_epoch < span.first_epoch:
         raise SupersmmError(f"invalid epoch range {span.epochs} for run {run.name!r}")
