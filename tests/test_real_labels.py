@@ -8,13 +8,15 @@
 """
 from __future__ import annotations
 
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from conftest import require_real_dev
 from supersmm_tasks.synth.agnostic import mei_to_agnostic
-from supersmm_tasks.synth.engrave import Engraver
+from supersmm_tasks.synth.engrave import FONTS, Engraver
 from supersmm_tasks.synth.mei import mei_to_semantic
 from supersmm_tasks.synth.pae_source import verovio_input
 
@@ -119,3 +121,23 @@ def test_agnostic_accidentals_are_drawn_for_the_measure_in_force(real_dev, engra
     measure = agnostic[agnostic.index("barline-L1", 10) + 1:]
     assert measure[:5] == ["accidental.natural-L4", "note.eighth-L4", "accidental.flat-L4", "note.eighth-L4",
                            "rest.eighth-L3"]
+
+
+def test_every_multirest_is_engraved_with_its_number_as_in_primus(real_dev):
+    """The Verovio that made PrIMuS wrote a one-measure rest as `<multiRest num="1">` and drew its "1" above the
+    staff (labelled `digit.1-S5`); today's writes an `mRest` and draws no number, unless the engraver rewrites it."""
+    engraver, checked = Engraver(), 0
+    for folder in incipit_folders(real_dev):
+        real_counts = re.findall(r'<multiRest\b[^>]*\bnum="(\d+)"', (folder / f"{folder.name}.mei").read_text("utf-8"))
+        if not real_counts:
+            continue
+        _, mei = engraver.engrave(verovio_input((folder / "regular_pae.pae").read_text("utf-8")), FONTS[0], 0)
+        assert "<mRest" not in mei, folder.name
+        assert re.findall(r'<multiRest\b[^>]*\bnum="(\d+)"', mei) == real_counts, folder.name
+        drawn_digits = [len(multirest.findall(".//*[@class='multiRestNum']/*"))
+                        for multirest in ET.fromstring(engraver.toolkit.renderToSVG(1)).iter()
+                        if multirest.get("class") == "multiRest"]
+        assert drawn_digits == [len(count) for count in real_counts], folder.name
+        checked += 1
+    if not checked:
+        pytest.skip(f"no incipit with a multirest in {real_dev}")

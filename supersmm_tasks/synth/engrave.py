@@ -32,6 +32,10 @@ VEROVIO_OPTIONS = {
 COMPACT_SVG_OPTIONS = {"svgFormatRaw": True, "svgRemoveXlink": True}
 # Verovio stamps the MEI with the time of conversion; the corpus must be the same bytes every run.
 _CONVERSION_DATE = re.compile(r"\s*<date isodate=\"[^\"]*\"\s*/>")
+# The Verovio that engraved PrIMuS read a one-measure rest of Plaine & Easie (`=`, `=1`) as a multirest of 1 and
+# drew its "1" above the staff (11 of the 129 real development incipits, labelled `digit.1-S5 multirest-L3`); today's
+# Verovio makes it an `mRest`, drawn without a number.
+_MEASURE_REST = re.compile(r"<mRest\b([^>]*?)\s*/>")
 
 
 class EngravingFailed(RuntimeError):
@@ -60,7 +64,19 @@ class Engraver:
         self.toolkit.resetXmlIdSeed(xml_id_seed)
         if not self.toolkit.loadData(pae):
             raise EngravingFailed(f"Verovio could not load the incipit {pae!r}")
-        return _CONVERSION_DATE.sub("", self.toolkit.getMEI())
+        mei = self.toolkit.getMEI()
+        if _MEASURE_REST.search(mei):
+            mei = self._reload_mei(_MEASURE_REST.sub(r'<multiRest\1 num="1" />', mei), pae)
+        return _CONVERSION_DATE.sub("", mei)
+
+    def _reload_mei(self, mei: str, pae: str) -> str:
+        self.toolkit.setOptions({"inputFrom": "mei"})
+        try:
+            if not self.toolkit.loadData(mei):
+                raise EngravingFailed(f"Verovio could not load its own MEI of the incipit {pae!r}")
+            return self.toolkit.getMEI()
+        finally:
+            self.toolkit.setOptions({"inputFrom": "pae"})
 
 
 def png_bytes(gray: np.ndarray) -> bytes:

@@ -55,12 +55,13 @@ LATER_MULTIREST_SHARE = 0.01
 MULTIREST_COUNTS = {1: 11, 2: 8, 3: 4, 4: 8, 5: 3, 7: 2, 8: 2, 10: 1, 11: 2, 12: 2, 13: 2, 14: 1, 15: 1, 19: 1, 23: 1,
                     24: 2}
 MULTIREST_PRIOR = 1.0  # spread over every multirest of the vocabulary as 1/n
-# A one-measure rest is `mRest` in Verovio's MEI, which the label converter does not read yet.
-UNREADABLE_MULTIRESTS = {1}
 # Tokens per incipit: mean 22.6, sd 4.3 in the real ones; planned 1.4 shorter, as the last measure overshoots.
 LENGTH_MEAN, LENGTH_SD, LENGTH_RANGE = 21.2, 4.3, (12, 40)
 UPBEAT_SHARE = 0.25
 ENDS_MID_MEASURE_SHARE = 0.45
+# The image's final barline is the source's closing `/`, the label's follows the meter (mei.py): of the real
+# incipits whose label has no final barline, 11 of 58 show one; of those whose label has one, 2 of 71 show none.
+DRAWN_FINAL_BARLINE_SHARE = {False: 11 / 58, True: 1 - 2 / 71}  # by whether the label ends with a barline
 TIE_SHARE_LAST_IN_MEASURE, TIE_SHARE_ELSEWHERE = 0.065, 0.0125
 FERMATA_SHARE = 0.004
 GRACE_NOTE_SHARE = 0.003
@@ -236,6 +237,11 @@ def random_incipit(rng: random.Random) -> list[str]:
     return IncipitWriter(rng).tokens()
 
 
+def drawn_final_barline(rng: random.Random, tokens: list[str]) -> bool:
+    """Whether the engraving of an incipit shows a final barline (see DRAWN_FINAL_BARLINE_SHARE)."""
+    return rng.random() < DRAWN_FINAL_BARLINE_SHARE[tokens[-1] == "barline"]
+
+
 def _smoothed(counts: dict, pseudo_count: float) -> dict:
     return {value: count + pseudo_count for value, count in counts.items()}
 
@@ -285,7 +291,6 @@ _LENGTH_CHOICES = [(length, _ticks(length), _ticks(dotted_length(name, 0)), LENG
 _MULTIREST_WEIGHTS = {
     count: MULTIREST_COUNTS.get(count, 0) + MULTIREST_PRIOR / count
     for count in (int(token.split("-")[1]) for token in load_vocabulary("semantic") if token.startswith("multirest-"))
-    if count not in UNREADABLE_MULTIRESTS
 }
 _INTERVAL_WEIGHTS = _smoothed(INTERVAL_COUNTS, INTERVAL_PSEUDO_COUNT)
 

@@ -25,10 +25,17 @@ class UnsupportedToken(ValueError):
     """A semantic token that this converter does not know how to write in Plaine & Easie."""
 
 
-def semantic_to_pae(tokens: list[str]) -> str:
-    """The Plaine & Easie incipit (Verovio's `@clef:/@keysig:/@timesig:/@data:` form) of a token list."""
+def semantic_to_pae(tokens: list[str], final_barline: bool | None = None) -> str:
+    """The Plaine & Easie incipit (Verovio's `@clef:/@keysig:/@timesig:/@data:` form) of a token list.
+
+    `final_barline` says whether the source ends with a barline (`/`), which is drawn; by default, where the tokens
+    end with one. PrIMuS's labels ignore it (a final barline is labelled where the last measure is full), so
+    either way the engraving has the same labels.
+    """
     clef, key, meter, body = _split_header(tokens)
     data = _MeasureWriter(key, meter).write(body)
+    if final_barline is not None:
+        data = data.removesuffix("/") + ("/" if final_barline else "")
     timesig = PAE_METER.get(meter, meter) if meter else ""
     return f"@clef:{PAE_CLEF[clef]}\n@keysig:{_pae_key(key)}\n@timesig:{timesig}\n@data:{data}\n"
 

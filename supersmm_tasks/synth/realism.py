@@ -2,6 +2,7 @@
 
     height_ratios           for every real incipit, our engraving's height / the real PNG's
     photo_measures          blur, paper, ink, noise, tilt and bend of the staff in a (distorted) image
+    ends_with_barline       whether a staff image shows a barline at its right end
 
 Used by tests/test_synth_realism.py and bench/bench_realism.py against the real development set.
 """
@@ -61,6 +62,16 @@ def photo_measures(gray: np.ndarray) -> PhotoMeasures:
         tilt_degrees=tilt, bend_pixels=bend, dark_pixels=ink, gray_pixels=int((image < 192).sum()),
         texture=float(np.abs(np.diff(image, axis=1)).mean()),
     )
+
+
+def ends_with_barline(gray: np.ndarray, last_columns: int = 8) -> bool:
+    """Whether one of the image's last columns is dark from its top staff line to its bottom one."""
+    dark = gray < 128
+    staff_rows = np.flatnonzero(dark.mean(axis=1) > 0.5)
+    if staff_rows.size == 0:
+        return False
+    span = dark[staff_rows.min():staff_rows.max() + 1, -last_columns:]
+    return bool((span.mean(axis=0) >= 0.95).any())
 
 
 def _top_staff_line(gray: np.ndarray, band: int = 100) -> tuple[float, float]:
