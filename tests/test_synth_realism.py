@@ -131,6 +131,44 @@ def test_the_final_barline_is_drawn_as_the_source_says_and_labelled_as_the_meter
     assert ours[True] >= 0.9 and real[True] >= 0.9, (ours, real)
 
 
+def undrawn_accidental_share(folders) -> float:
+    """Share of the agnostic labels' note accidentals that the MEI (the image) does not print."""
+    import xml.etree.ElementTree as ET
+
+    mei_ns = "{http://www.music-encoding.org/ns/mei}"
+    labelled = undrawn = 0
+    for folder in folders:
+        agnostic_path = folder / f"{folder.name}.agnostic"
+        if not agnostic_path.exists():
+            continue
+        agnostic = agnostic_path.read_text("utf-8").split()
+        notes = list(ET.fromstring((folder / f"{folder.name}.mei").read_text("utf-8")).iter(f"{mei_ns}note"))
+        note_indices = [index for index, token in enumerate(agnostic) if token.startswith(("note.", "gracenote."))]
+        assert len(notes) == len(note_indices), folder.name
+        for note, index in zip(notes, note_indices):
+            before = index - 1
+            while before >= 0 and agnostic[before].startswith("slur."):
+                before -= 1
+            # a note's accidental, not the last of a key signature (which follows the clef or another accidental)
+            if before > 0 and agnostic[before].startswith("accidental.") and \
+                    not agnostic[before - 1].startswith(("clef.", "accidental.")):
+                labelled += 1
+                undrawn += not (note.get("accid") or any(accid.get("accid") for accid in note.iter(f"{mei_ns}accid")))
+    assert labelled >= 50, labelled
+    return undrawn / labelled
+
+
+def test_accidentals_are_labelled_and_drawn_as_in_primus(real_dev_folder, tmp_path):
+    """PrIMuS labels a note at a place altered earlier in its measure with the key's pitch and its accidental,
+    which the real sources mostly leave undrawn (the alteration carries): 12 of the 84 labelled note accidentals
+    of the real incipits are not in the image. A model trained on images that draw every labelled accidental
+    drops those."""
+    real = undrawn_accidental_share(sorted(folder for folder in real_dev_folder.iterdir() if folder.is_dir()))
+    generate_corpus(tmp_path, 400, seed=9, workers=2, progress=False)
+    ours = undrawn_accidental_share(sorted(folder for folder in tmp_path.iterdir() if folder.is_dir()))
+    assert abs(ours - real) <= 0.08, (ours, real)
+
+
 def test_png_ink_is_two_tone_and_one_bit_like_the_real_pngs(real_dev_folder, tmp_path):
     real_inks = []
     for path in sorted(real_dev_folder.glob("*/*.png")):

@@ -62,6 +62,9 @@ ENDS_MID_MEASURE_SHARE = 0.45
 # The image's final barline is the source's closing `/`, the label's follows the meter (mei.py): of the real
 # incipits whose label has no final barline, 11 of 58 show one; of those whose label has one, 2 of 71 show none.
 DRAWN_FINAL_BARLINE_SHARE = {False: 11 / 58, True: 1 - 2 / 71}  # by whether the label ends with a barline
+# A note back at the key signature's pitch after another alteration of its place in the measure: its accidental
+# is in the agnostic label, but the real sources print it for 2 of the 14 such notes.
+PRINTED_RETURN_TO_KEY_SHARE = 2 / 14
 TIE_SHARE_LAST_IN_MEASURE, TIE_SHARE_ELSEWHERE = 0.065, 0.0125
 FERMATA_SHARE = 0.004
 GRACE_NOTE_SHARE = 0.003
@@ -162,7 +165,6 @@ class IncipitWriter:
         if isinstance(measure, int):
             return [f"multirest-{measure}"]
         tokens: list[str] = []
-        altered_in_measure: dict[tuple[str, int], int] = {}
         for index, length in enumerate(measure):
             is_last = index + 1 == len(measure)
             next_length = measure[index + 1] if not is_last else _first_length(next_measure)
@@ -176,7 +178,7 @@ class IncipitWriter:
             if note is None:
                 if self.rng.random() < GRACE_NOTE_SHARE:
                     tokens += self._grace_note_tokens()
-                note = self._next_note(duration, dots, altered_in_measure)
+                note = self._next_note(duration, dots)
             tokens.append(note.token())
             self.tied_from = None
             tie_share = TIE_SHARE_LAST_IN_MEASURE if is_last else TIE_SHARE_ELSEWHERE
@@ -197,14 +199,13 @@ class IncipitWriter:
         tied = Note(note.step, note.alter, note.octave, duration, dots)
         return tied if tied.token() in self.vocabulary else None
 
-    def _next_note(self, duration: str, dots: int, altered_in_measure: dict) -> Note:
+    def _next_note(self, duration: str, dots: int) -> Note:
         self.position = _clamped(self.position + self._interval())
         fermata = self.rng.random() < FERMATA_SHARE
         for drift in _DRIFTS:  # the nearest pitch that the vocabulary has with this duration
-            note = self._pitch_at(self.position + drift, duration, dots, fermata, altered_in_measure)
+            note = self._pitch_at(self.position + drift, duration, dots, fermata)
             for candidate in (note, Note(note.step, note.alter, note.octave, duration, dots)):
                 if candidate.token() in self.vocabulary:
-                    altered_in_measure[(note.step, note.octave)] = note.alter
                     return candidate
         raise AssertionError(f"no note of duration {duration}{'.' * dots} in the vocabulary for clef {self.clef}")
 
@@ -216,10 +217,13 @@ class IncipitWriter:
         direction = -1 if away > 0 else 1
         return size * (direction if self.rng.random() < towards else -direction)
 
-    def _pitch_at(self, position: int, duration, dots, fermata, altered_in_measure) -> Note:
+    def _pitch_at(self, position: int, duration, dots, fermata) -> Note:
+        """The note at a staff position: the key's pitch, or now and then another alteration. As PrIMuS labels it, an
+        alteration does not carry to later notes of its measure (mei.py): a note back at an altered place is the
+        key's pitch (14 of 14 such notes of the real incipits), usually drawn without an accidental (pae.py)."""
         diatonic = CLEF_BOTTOM_LINE[self.clef] + position
         step, octave = STEPS[diatonic % 7], diatonic // 7
-        alter = altered_in_measure.get((step, octave), self.in_key[step])
+        alter = self.in_key[step]
         if self.rng.random() < CHROMATIC_SHARE:
             alter = self.rng.choice([a for a in (-1, 0, 1) if a != alter])
         return Note(step, alter, octave, duration, dots, fermata)
@@ -240,6 +244,11 @@ def random_incipit(rng: random.Random) -> list[str]:
 def drawn_final_barline(rng: random.Random, tokens: list[str]) -> bool:
     """Whether the engraving of an incipit shows a final barline (see DRAWN_FINAL_BARLINE_SHARE)."""
     return rng.random() < DRAWN_FINAL_BARLINE_SHARE[tokens[-1] == "barline"]
+
+
+def printed_return_to_key(rng: random.Random) -> bool:
+    """Whether the source prints the accidental of a note back at the key's pitch (PRINTED_RETURN_TO_KEY_SHARE)."""
+    return rng.random() < PRINTED_RETURN_TO_KEY_SHARE
 
 
 def _smoothed(counts: dict, pseudo_count: float) -> dict:

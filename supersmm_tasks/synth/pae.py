@@ -8,6 +8,7 @@ length and shorter are beamed by beat.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 
 from .notation import (
@@ -25,15 +26,19 @@ class UnsupportedToken(ValueError):
     """A semantic token that this converter does not know how to write in Plaine & Easie."""
 
 
-def semantic_to_pae(tokens: list[str], final_barline: bool | None = None) -> str:
+def semantic_to_pae(tokens: list[str], final_barline: bool | None = None,
+                    prints_return_to_key: Callable[[], bool] | None = None) -> str:
     """The Plaine & Easie incipit (Verovio's `@clef:/@keysig:/@timesig:/@data:` form) of a token list.
 
-    `final_barline` says whether the source ends with a barline (`/`), which is drawn; by default, where the tokens
-    end with one. PrIMuS's labels ignore it (a final barline is labelled where the last measure is full), so
-    either way the engraving has the same labels.
+    Two habits of a source are drawn but not labelled by PrIMuS, so either way the engraving has the same labels:
+    - `final_barline`: whether the source ends with a barline (`/`); by default, where the tokens end with one
+      (PrIMuS labels a final barline where the last measure is full);
+    - `prints_return_to_key`: asked at each note that returns to the key signature's pitch after another
+      alteration of its place in the measure, whether the source prints its accidental (by default, always).
+      PrIMuS labels the accidental either way.
     """
     clef, key, meter, body = _split_header(tokens)
-    data = _MeasureWriter(key, meter).write(body)
+    data = _MeasureWriter(key, meter, prints_return_to_key or (lambda: True)).write(body)
     if final_barline is not None:
         data = data.removesuffix("/") + ("/" if final_barline else "")
     timesig = PAE_METER.get(meter, meter) if meter else ""
@@ -69,8 +74,9 @@ def _pae_octave(octave: int) -> str:
 
 
 class _MeasureWriter:
-    def __init__(self, key: str | None, meter: str | None):
+    def __init__(self, key: str | None, meter: str | None, prints_return_to_key: Callable[[], bool]):
         self.in_key = key_alterations(key or "CM")
+        self.prints_return_to_key = prints_return_to_key
         self.beat = beat_length(meter) if meter else Fraction(1, 4)
         self._new_measure()
 
@@ -152,13 +158,15 @@ class _MeasureWriter:
         """Octave, printed accidental (if one is needed) and note name.
 
         PrIMuS labels a note without a printed accidental with the key signature's pitch, so every
-        note off the key gets its accidental, also after the same one earlier in the measure; and a
-        note of the key gets one where an earlier note of the measure changed its place, so that the
-        image shows what the agnostic label says.
+        note off the key gets its accidental, also after the same one earlier in the measure; a note of
+        the key where an earlier note of the measure changed its place gets one where the source prints it
+        (PrIMuS's agnostic label has it either way).
         """
         place = (note.step, note.octave)
         accidental = ""
-        if note.alter != self.in_key[note.step] or note.alter != self.in_force.get(place, note.alter):
+        if note.alter != self.in_key[note.step]:
+            accidental = PAE_ACCIDENTAL[note.alter]
+        elif note.alter != self.in_force.get(place, note.alter) and self.prints_return_to_key():
             accidental = PAE_ACCIDENTAL[note.alter]
         self.in_force[place] = note.alter
         return _pae_octave(note.octave) + accidental + note.step
