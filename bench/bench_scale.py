@@ -22,7 +22,11 @@ Figures (the large size unless named otherwise):
   last chunk) and its growth large / small;
 - reconcile_pass_ms: the CPU time of one reconciler pass over all runs (median of 5, taken mid-run; its
   wall time, longer on a busy machine, is given next to it);
-- scale_lost_chunks (epochs without a CSV row once every run completed) and scale_duplicate_rows.
+- scale_lost_chunks (epochs without a CSV row once every run completed) and scale_duplicate_rows;
+- scale_overhead_ms_p95_unsaturated and scale_overhead_growth_unsaturated: both sizes again with the stand-in at
+  UNSATURATED_STEP_S a chunk, where the 50 workers' handovers no longer keep this machine's 2 cores saturated
+  (with 5 ms chunks, each handover waits for a core behind the other processes: that, not the handover's own
+  work, is what grows with the workers there).
 """
 from __future__ import annotations
 
@@ -44,14 +48,19 @@ BENCH = Path(__file__).resolve().parent
 EPOCHS = 10
 KILLED_FRACTION = 0.1
 STARTS_AT_ONCE = 8  # worker processes started together (2 cores: each start takes a second of CPU)
+UNSATURATED_STEP_S = 2.0  # 50 workers then hand over ~25 chunks a second, about a quarter of 2 cores
 
 
 def run(quick: bool) -> list[dict]:
     sizes = ((3, 15), (15, 150)) if quick else ((5, 50), (50, 500))
+    kills = max(1, round(sizes[1][0] * KILLED_FRACTION))
     with corpus() as data_root:
         small = measure(data_root, *sizes[0], kills=0)
-        large = measure(data_root, *sizes[1], kills=max(1, round(sizes[1][0] * KILLED_FRACTION)))
+        large = measure(data_root, *sizes[1], kills=kills)
+        calm_small = measure(data_root, *sizes[0], kills=0, step_s=UNSATURATED_STEP_S)
+        calm_large = measure(data_root, *sizes[1], kills=kills, step_s=UNSATURATED_STEP_S)
     overhead_growth = large["overhead_p95"] / small["overhead_p95"]
+    calm_growth = calm_large["overhead_p95"] / calm_small["overhead_p95"]
     commands_growth = large["commands_per_chunk"] / small["commands_per_chunk"]
     return [
         figure("scale_workers", large["workers"], "processes", ">= 50", large["workers"] >= (15 if quick else 50),
@@ -77,6 +86,12 @@ def run(quick: bool) -> list[dict]:
         figure("scale_lost_chunks", small["lost"] + large["lost"], "chunks", "0", small["lost"] + large["lost"] == 0),
         figure("scale_duplicate_rows", small["duplicates"] + large["duplicates"], "rows", "0",
                small["duplicates"] + large["duplicates"] == 0),
+        figure("scale_overhead_ms_p95_unsaturated", round(calm_large["overhead_p95"], 1), "ms", "<= 100",
+               calm_large["overhead_p95"] <= 100, step_s=UNSATURATED_STEP_S, p50=round(calm_large["overhead_p50"], 1),
+               small=round(calm_small["overhead_p95"], 1), chunks_per_second=round(calm_large["chunks_per_second"], 1),
+               lost=calm_small["lost"] + calm_large["lost"], duplicates=calm_small["duplicates"] + calm_large["duplicates"]),
+        figure("scale_overhead_growth_unsaturated", round(calm_growth, 2), "ratio", "<= 1.5", calm_growth <= 1.5,
+               step_s=UNSATURATED_STEP_S),
     ]
 
 
@@ -86,13 +101,14 @@ def figure(name, value, unit, goal, ok, **details) -> dict:
 
 # --- one size --------------------------------------------------------------------------------------
 
-def measure(data_root: Path, worker_count: int, run_count: int, kills: int) -> dict:
-    """Train run_count runs of EPOCHS one-epoch chunks on worker_count stand-in workers; the figures of it.
+def measure(data_root: Path, worker_count: int, run_count: int, kills: int, step_s: float | None = None) -> dict:
+    """Train run_count runs of EPOCHS one-epoch chunks on worker_count stand-in workers (each epoch `step_s`, else
+    the stand-in's default); the figures of it.
 
     Every run is queued first, then the workers start: the figures are taken from the moment the last
     worker is ready to the moment fewer runs than workers are left, while chunks wait for every worker."""
     total = run_count * EPOCHS
-    with scale_home(data_root) as home:
+    with scale_home(data_root, step_s) as home:
         names = [f"scale_{number:04d}" for number in range(run_count)]
         home.detect()
         home.redis().config_resetstat()
@@ -106,8 +122,8 @@ def measure(data_root: Path, worker_count: int, run_count: int, kills: int) -> d
             # A worker killed between a chunk's last write and its timing line leaves that chunk untimed.
             if done >= total - kills and home.all_completed(names):
                 break
-            if time.time() - ready_at > home.timeout_s(run_count):
-                raise RuntimeError(f"{run_count} runs did not complete within {home.timeout_s(run_count):.0f} s "
+            if time.time() - ready_at > home.timeout_s(run_count, worker_count):
+                raise RuntimeError(f"{run_count} runs did not complete within {home.timeout_s(run_count, worker_count):.0f} s "
                                    f"({done} chunks done); worker logs in {home.folder}")
             if kill_at and done >= kill_at[0]:
                 kill_at.pop(0)
@@ -178,12 +194,12 @@ def corpus():
 
 
 @contextmanager
-def scale_home(data_root: Path):
+def scale_home(data_root: Path, step_s: float | None = None):
     """A SUPERSMM_HOME on its own redis-server (append-only file, as a cluster's Redis would run)."""
     folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_scale_"))
     redis_server = RedisServer(folder, "--maxclients", "10000")
     saved = dict(os.environ)
-    home = ScaleHome(folder, redis_server.url, data_root)
+    home = ScaleHome(folder, redis_server.url, data_root, step_s)
     os.environ.update(home.env)
     try:
         redis_server.start()
@@ -197,15 +213,18 @@ def scale_home(data_root: Path):
 
 
 class ScaleHome:
-    def __init__(self, folder: Path, url: str, data_root: Path):
+    def __init__(self, folder: Path, url: str, data_root: Path, step_s: float | None = None):
         self.folder = folder
         self.url = url
+        self.step_s = step_s or 0.0
         self.timings_dir = folder / "timings"
         self.timings_dir.mkdir()
         self.env = {
             "SUPERSMM_HOME": str(folder / "home"), "SUPERSMM_BROKER_URL": url, "SUPERSMM_DATA_ROOT": str(data_root),
             "SUPERSMM_SCALE_TIMINGS": str(self.timings_dir),
         }
+        if step_s:
+            self.env["SUPERSMM_SCALE_STEP_S"] = str(step_s)
         self.workers = Workers(folder, {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join([str(BENCH), str(REPO)])},
                                app="scale_worker", cwd=folder)
 
@@ -240,8 +259,8 @@ class ScaleHome:
         random.choice(self.workers.running()).kill()
         self.start_worker()
 
-    def timeout_s(self, run_count: int) -> float:
-        return 600 + 4 * run_count
+    def timeout_s(self, run_count: int, worker_count: int) -> float:
+        return 600 + 4 * run_count + 2 * EPOCHS * run_count * self.step_s / worker_count
 
     def timings(self) -> list[dict]:
         found = []
