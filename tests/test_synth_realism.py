@@ -7,6 +7,7 @@ import glob
 import io
 import random
 import statistics as stats
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
@@ -133,8 +134,6 @@ def test_the_final_barline_is_drawn_as_the_source_says_and_labelled_as_the_meter
 
 def undrawn_accidental_share(folders) -> float:
     """Share of the agnostic labels' note accidentals that the MEI (the image) does not print."""
-    import xml.etree.ElementTree as ET
-
     mei_ns = "{http://www.music-encoding.org/ns/mei}"
     labelled = undrawn = 0
     for folder in folders:
