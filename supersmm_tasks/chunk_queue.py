@@ -19,6 +19,7 @@ import json
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 
 import redis
 
@@ -53,14 +54,15 @@ return 1
 """
 
 # The chunk named by the marker takes the lease (a new fencing token) and consumes the marker.
-# Returns the token, 0 when someone holds the lease, -1 when the marker names another chunk.
+# Returns {token, the user's control request or ''}: token 0 when someone holds the lease, -1 when the
+# marker names another chunk. (The request comes along to save the trainer a round trip at every handover.)
 _CLAIM = _MARKER_TASK_ID + FIRST_TOKEN_LUA + """
-if marker_task_id(KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if marker_task_id(KEYS[1]) ~= ARGV[1] then return {-1, ''} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, ''} end
 local token = next_token(KEYS[3])
 redis.call('SET', KEYS[2], token .. '|' .. ARGV[3], 'PX', ARGV[2])
 redis.call('DEL', KEYS[1])
-return token
+return {token, redis.call('GET', KEYS[4]) or ''}
 """
 
 # The marker may already be claimed (deleted) by a fast worker: never recreate it. ARGV: task id, marker.
@@ -203,8 +205,15 @@ def delete_marker_if_mine(connection: redis.Redis, run: str, task_id: str) -> No
 
 # --- claiming a run for a chunk ----------------------------------------------------------------------
 
-def claim(connection: redis.Redis, run: str, task_id: str, worker: str) -> Lease | None:
-    """The run's lease for chunk task_id, or None when the chunk is stale.
+@dataclass(frozen=True)
+class Claim:
+    lease: Lease
+    control: RunStatus | None  # the user's pause or cancel request standing when the run was claimed
+
+
+def claim(connection: redis.Redis, run: str, task_id: str, worker: str) -> Claim | None:
+    """The run's lease for chunk task_id with the user's standing control request, or None when the chunk
+    is stale.
 
     A lease still held means the previous holder is finishing or dying; its lease expires within
     one TTL, so wait that long before giving the chunk back to the reconciler.
@@ -212,10 +221,12 @@ def claim(connection: redis.Redis, run: str, task_id: str, worker: str) -> Lease
     ttl_s = ttl_seconds()
     deadline = time.monotonic() + 2 * ttl_s
     while True:
-        token = int(run_script(connection, _CLAIM, [pending_key(run), lease_key(run), fence_key(run)],
-                               [task_id, int(ttl_s * 1000), worker]))
+        token, control = run_script(connection, _CLAIM,
+                                    [pending_key(run), lease_key(run), fence_key(run), control_key(run)],
+                                    [task_id, int(ttl_s * 1000), worker])
+        token = int(token)
         if token > 0:
-            return Lease(connection, run, token, ttl_s)
+            return Claim(Lease(connection, run, token, ttl_s), _control_request(control))
         if token < 0:
             return None
         if time.monotonic() >= deadline:
@@ -238,7 +249,10 @@ def clear_control(connection: redis.Redis, run: str) -> None:
 def read_control(connection: redis.Redis, run: str) -> RunStatus | None:
     """PAUSED or CANCELLED when the user asked for it, else None (also when Redis is unreachable)."""
     try:
-        request = connection.get(control_key(run))
+        return _control_request(connection.get(control_key(run)))
     except redis.RedisError:
         return None
-    return RunStatus(request) if request in CONTROL_REQUESTS else None
+
+
+def _control_request(stored: str | None) -> RunStatus | None:
+    return RunStatus(stored) if stored in CONTROL_REQUESTS else None

@@ -20,7 +20,7 @@ from . import chunk_queue, faults, reconciler, run_state
 from .celery_app import app
 from .chunk import ChunkSpan
 from .errors import ChunkInterrupted, SupersmmError
-from .lease import Lease, LeaseLost
+from .lease import LeaseLost
 from .run_keys import progress_key
 from .run_status import ACTIVE, RunStatus, transition
 from .shutdown import raise_if_stopping
@@ -43,13 +43,14 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int, chunk: i
     connection = chunk_queue.worker_redis()
     worker = self.request.hostname or socket.gethostname()
     faults.kill_point("before_claim")
-    lease = chunk_queue.claim(connection, run, self.request.id, worker)
-    if lease is None:
+    claim = chunk_queue.claim(connection, run, self.request.id, worker)
+    if claim is None:
         logger.info("chunk %s is not the run's pending chunk (a duplicate or stale copy): nothing to do", self.request.id)
         return {"run": run, "outcome": "stale"}
+    lease = claim.lease
     lease.start_heartbeat()
     try:
-        status = _train_holding_lease(self, connection, lease, run, span, worker)
+        status = _train_holding_lease(self, connection, claim, run, span, worker)
         if status == RunStatus.RUNNING:
             faults.kill_point("after_checkpoint")
     except LeaseLost as lost:
@@ -70,16 +71,17 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int, chunk: i
     return {"run": run, "first_epoch": first_epoch, "last_epoch": last_epoch, "outcome": outcome}
 
 
-def _train_holding_lease(task, connection, lease: Lease, run: str, span: ChunkSpan, worker: str) -> RunStatus:
+def _train_holding_lease(task, connection, claim: chunk_queue.Claim, run: str, span: ChunkSpan,
+                         worker: str) -> RunStatus:
     """Train the chunk; the run's status after it (running when epochs remain)."""
     train_chunk = chunk_trainer()  # TensorFlow loads in workers only, and only when they train
     status = run_state.read_state(run)["status"]
     if status not in ACTIVE:
         return status
-    request = chunk_queue.read_control(connection, run)
-    if request:
-        transition(run, request, guard=lease.guard)
-        return request
+    lease = claim.lease
+    if claim.control:
+        transition(run, claim.control, guard=lease.guard)
+        return claim.control
     report = _progress_reporter(task, connection, run, span, worker)
     report({"epoch": span.first_epoch, "batch": 0})
     # train_chunk records its own failures in the run's state (status failed, with the reason).

@@ -131,6 +131,18 @@ def test_pause_resume_and_cancel(training_home, workers):
     assert training_home.state("dropped")["status"] == "cancelled" and training_home.csv_epochs("dropped") == []
 
 
+def test_a_request_standing_when_a_chunk_claims_its_run_is_obeyed_before_training(training_home, workers):
+    # A pause that reached Redis between two holders (after one released the run, before the next claimed it):
+    # the claim reads it in the same step and the chunk trains nothing.
+    training_home.enqueue("between", epochs=2, chunk=1)
+    chunk_queue.request_control(broker.client(), "between", RunStatus.PAUSED)
+    worker = workers.start("worker")
+    paused = training_home.wait_until_finished("between", 120, [worker])
+    assert paused["status"] == "paused" and paused["last_completed_epoch"] == 0
+    assert training_home.csv_epochs("between") == []
+    assert lease.holder(broker.client(), "between") is None
+
+
 def test_train_in_the_foreground_stops_on_ctrl_c_and_continues_later(training_home):
     command = [sys.executable, "-m", "supersmm_tasks.cli", "train", "fg", "--dataset", "primus", "--model", "tiny",
                "--batch-size", "4", "--max-total-epochs", "3", "--max-epochs-per-run", "3"]
