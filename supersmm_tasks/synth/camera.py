@@ -10,7 +10,8 @@ of the development set against their clean PNGs (tests/test_synth_realism.py com
                pixels away (GraphicsMagick's spread); the real photos hold as much dark ink as their PNGs
                and half again as much gray around it
     blur       smeared sideways over 2-6 pixels (stems look doubled in the real photos), then a Gaussian
-               of 0.4-0.8 pixels
+               of 0.4-0.8 pixels, or for a fifth of the photos 0.8-1.6 (the real ones have a long tail of
+               blurred photos: a tenth hold two thirds more mid-gray than ink pixels)
     light      even: the paper stays near white (243-255), the ink a dark gray
     noise      faint sensor noise, then a grayscale JPEG of quality 75, as every real one is
 
@@ -26,6 +27,8 @@ MAX_ROTATION_DEGREES = 1.3
 WAVE_AMPLITUDE = (0.5, 4.0)  # pixels
 WAVE_LENGTH = (0.6, 2.5)  # times the image width
 BLUR_SIGMA = (0.4, 0.8)
+HEAVY_BLUR_SHARE = 0.2  # the real photos have a long tail of blurred ones
+HEAVY_BLUR_SIGMA = (0.8, 1.6)
 SPREAD_PIXELS = (0.5, 1.5)
 SMEAR_PIXELS = (2, 6)  # length of the sideways motion blur
 PAPER_DARKENING_SD = 4.0  # gray levels below white
@@ -47,7 +50,8 @@ def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     page = _ragged(page, radius=float(rng.uniform(*SPREAD_PIXELS)), rng=rng)
     smear = int(rng.integers(SMEAR_PIXELS[0], SMEAR_PIXELS[1] + 1))
     page = cv2.blur(page, (smear, 1), borderType=cv2.BORDER_REPLICATE)
-    tone = cv2.GaussianBlur(page, (0, 0), sigmaX=float(rng.uniform(*BLUR_SIGMA))).astype(np.float32)
+    sigma = rng.uniform(*(HEAVY_BLUR_SIGMA if rng.random() < HEAVY_BLUR_SHARE else BLUR_SIGMA))
+    tone = cv2.GaussianBlur(page, (0, 0), sigmaX=float(sigma)).astype(np.float32)
     paper = 255 - abs(float(rng.normal(0, PAPER_DARKENING_SD)))
     tone *= paper / 255
     tone += _sensor_noise(tone.shape, sigma=float(rng.uniform(*NOISE_SD)), seed=int(rng.integers(2**31)))
