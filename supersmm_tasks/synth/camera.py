@@ -5,7 +5,8 @@ that it looks photographed. The steps and ranges here are measured on the 30 rea
 of the development set against their clean PNGs (tests/test_synth_realism.py compares the two):
 
     rotation   -1.3 to 1.3 degrees on a canvas grown to hold it (a 2,000-pixel staff gets ~35 rows taller)
-    wave       the staff bends up and down by a few pixels over a long wavelength
+    wave       the staff bends up and down by a few pixels over a long wavelength, and its stems and barlines
+               bend sideways by 1.5-3 pixels over about their own length (the real ones curve like brackets)
     ragged ink strokes a row thicker, their edges frayed: each pixel swapped with a random one up to 0.5-1.5
                pixels away (GraphicsMagick's spread); the real photos hold as much dark ink as their PNGs
                and half again as much gray around it
@@ -26,6 +27,9 @@ JPEG_QUALITY = 75
 MAX_ROTATION_DEGREES = 1.3
 WAVE_AMPLITUDE = (0.5, 4.0)  # pixels
 WAVE_LENGTH = (0.6, 2.5)  # times the image width
+SIDEWAYS_WAVE_AMPLITUDE = (1.5, 3.0)  # pixels
+SIDEWAYS_WAVE_LENGTH = (0.4, 1.0)  # times the image height
+SIDEWAYS_WAVE_MARGIN = 1  # pixels added left and right: the real photos are at most 5 pixels wider than their PNGs
 BLUR_SIGMA = (0.4, 0.8)
 HEAVY_BLUR_SHARE = 0.2  # the real photos have a long tail of blurred ones
 HEAVY_BLUR_SIGMA = (0.8, 1.6)
@@ -47,6 +51,11 @@ def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     page = _rotated(gray, float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)))
     page = _waved(page, amplitude=float(rng.uniform(*WAVE_AMPLITUDE)),
                   wavelength=float(rng.uniform(*WAVE_LENGTH)) * page.shape[1], phase=float(rng.uniform(0, 2 * np.pi)))
+    sideways = _waved(np.ascontiguousarray(page.T), amplitude=float(rng.uniform(*SIDEWAYS_WAVE_AMPLITUDE)),
+                      wavelength=float(rng.uniform(*SIDEWAYS_WAVE_LENGTH)) * page.shape[0],
+                      phase=float(rng.uniform(0, 2 * np.pi)),  # rows shifted sideways: columns of the transposed page
+                      margin=SIDEWAYS_WAVE_MARGIN)
+    page = np.ascontiguousarray(sideways.T)
     page = _ragged(page, radius=float(rng.uniform(*SPREAD_PIXELS)), rng=rng)
     smear = int(rng.integers(SMEAR_PIXELS[0], SMEAR_PIXELS[1] + 1))
     page = cv2.blur(page, (smear, 1), borderType=cv2.BORDER_REPLICATE)
@@ -70,9 +79,10 @@ def _rotated(gray: np.ndarray, degrees: float) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=255)
 
 
-def _waved(gray: np.ndarray, amplitude: float, wavelength: float, phase: float) -> np.ndarray:
-    """Each column shifted up or down along a sine, on a canvas 2 x amplitude taller (as GraphicsMagick's wave)."""
-    margin = int(np.ceil(amplitude))
+def _waved(gray: np.ndarray, amplitude: float, wavelength: float, phase: float, margin: int | None = None) -> np.ndarray:
+    """Each column shifted up or down along a sine, on a canvas `margin` rows taller at the top and at the bottom
+    (by default the amplitude, as GraphicsMagick's wave)."""
+    margin = int(np.ceil(amplitude)) if margin is None else margin
     page = cv2.copyMakeBorder(gray, margin, margin, 0, 0, cv2.BORDER_CONSTANT, value=255)
     height, width = page.shape
     shift = amplitude * np.sin(2 * np.pi * np.arange(width, dtype=np.float32) / wavelength + phase)

@@ -1,7 +1,7 @@
 """How our images compare with real PrIMuS ones: the same incipits engraved here, and camera-damage measures.
 
     height_ratios           for every real incipit, our engraving's height / the real PNG's
-    photo_measures          blur, paper, ink, noise, tilt and bend of the staff in a (distorted) image
+    photo_measures          blur, paper, ink, noise, tilt and bend of the staff, bend of its stems in a (distorted) image
     ends_with_barline       whether a staff image shows a barline at its right end
 
 Used by tests/test_synth_realism.py and bench/bench_realism.py against the real development set.
@@ -48,6 +48,7 @@ class PhotoMeasures:
     dark_pixels: int  # pixels darker than 128
     gray_pixels: int  # pixels darker than 192
     texture: float  # mean absolute difference between neighbouring pixels of a row: frayed edges raise it
+    stroke_bend: float | None  # median over tall vertical strokes (stems, barlines) of their sideways wander, pixels
 
 
 def photo_measures(gray: np.ndarray) -> PhotoMeasures:
@@ -61,6 +62,7 @@ def photo_measures(gray: np.ndarray) -> PhotoMeasures:
         ink=float(np.percentile(image, 2)), noise=float(np.std((image - around)[paper])),
         tilt_degrees=tilt, bend_pixels=bend, dark_pixels=ink, gray_pixels=int((image < 192).sum()),
         texture=float(np.abs(np.diff(image, axis=1)).mean()),
+        stroke_bend=_stroke_bend(gray),
     )
 
 
@@ -72,6 +74,25 @@ def ends_with_barline(gray: np.ndarray, last_columns: int = 8) -> bool:
         return False
     span = dark[staff_rows.min():staff_rows.max() + 1, -last_columns:]
     return bool((span.mean(axis=0) >= 0.95).any())
+
+
+def _stroke_bend(gray: np.ndarray, min_rows: int = 40, max_columns: int = 14) -> float | None:
+    """Median over the image's tall vertical strokes of the standard deviation, in pixels, of each stroke's
+    centre around the straight line through it (None where no stroke is found): 0 for an engraving."""
+    dark = (gray < 150).astype(np.uint8)
+    vertical = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((9, 1), np.uint8))  # keeps vertical runs only
+    vertical = cv2.dilate(vertical, np.ones((1, 3), np.uint8))  # joins a stroke across one-pixel sideways steps
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(vertical, connectivity=8)
+    wanders = []
+    for label in range(1, count):
+        left, top, width, height, _ = stats[label]
+        if height < min_rows or width > max_columns:
+            continue
+        rows, columns = np.nonzero(labels[top:top + height, left:left + width] == label)
+        centres = np.array([columns[rows == row].mean() for row in np.unique(rows)])
+        along = np.unique(rows).astype(np.float64)
+        wanders.append((centres - np.polyval(np.polyfit(along, centres, 1), along)).std())
+    return float(np.median(wanders)) if wanders else None
 
 
 def _top_staff_line(gray: np.ndarray, band: int = 100) -> tuple[float, float]:
