@@ -60,7 +60,9 @@ print(json.dumps({"rss_mb": rss_mb, "val_ser": [float(r["val_ser"]) for r in rea
 # Runs in a fresh process with SUPERSMM_HOME set: trains run NAME of `tiny` on DATASET for MINUTES of
 # training (train + validation, counted by the trainer), one epoch per chunk; prints one JSON line with the val SER
 # of each epoch and the minutes. A scheduled run's epoch budget is set after its first epoch, so that its schedule
-# spans the time. Reference settings: learning rate 1e-3 (not a run option, so written into the run's config).
+# spans the time, and set again after its second: the first epoch also traces the model and fills the image cache,
+# so that an estimate from it alone ends the schedule minutes early. Reference settings: learning rate 1e-3 (not a
+# run option, so written into the run's config).
 TIMED_SCRIPT = """
 import json, sys, time
 from supersmm_tasks import paths, run_state
@@ -83,8 +85,12 @@ while True:
     spent = float(rows[-1]["cumulative_time_sec"])
     if spent >= minutes * 60:
         break
-    if epoch == 1 and config.schedule != "constant":
-        create_or_update_run(name, max_total_epochs=max(2, round(minutes * 60 / spent)))
+    if epoch <= 2 and config.schedule != "constant":
+        epoch_seconds = spent if epoch == 1 else spent - first_epoch_seconds
+        budget = epoch + max(1, round((minutes * 60 - spent) / epoch_seconds))
+        if epoch == 1 or budget != config.max_total_epochs:
+            config = create_or_update_run(name, max_total_epochs=budget)
+        first_epoch_seconds = spent
     if run_state.read_state(name)["status"] == "completed":
         break
 print(json.dumps({"val_ser": [float(r["val_ser"]) for r in rows], "minutes": spent / 60,
