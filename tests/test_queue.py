@@ -145,12 +145,16 @@ def test_a_request_standing_when_a_chunk_claims_its_run_is_obeyed_before_trainin
 
 def test_train_in_the_foreground_stops_on_ctrl_c_and_continues_later(training_home):
     command = [sys.executable, "-m", "supersmm_tasks.cli", "train", "fg", "--dataset", "primus", "--model", "tiny",
-               "--batch-size", "4", "--max-total-epochs", "3", "--max-epochs-per-run", "3"]
+               "--batch-size", "4", "--max-total-epochs", "6", "--max-epochs-per-run", "6"]
     first = subprocess.Popen(command, env=training_home.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
+
+    def training_batches():  # past the model's tracing: a batch trained, or an epoch's result reported
+        progress = training_home.progress("fg")
+        return progress.get("batch", 0) >= 1 or "val_ser" in progress
+
     try:
-        training_home.wait_for(lambda: training_home.progress("fg").get("batch", 0) >= 1 or first.poll() is not None,
-                               240, "foreground training")
+        training_home.wait_for(lambda: training_batches() or first.poll() is not None, 240, "foreground training")
         first.send_signal(signal.SIGINT)
         _, stderr = first.communicate(timeout=120)
     finally:
@@ -161,5 +165,5 @@ def test_train_in_the_foreground_stops_on_ctrl_c_and_continues_later(training_ho
 
     second = subprocess.run(command[:5], env=training_home.env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
-    assert "run fg completed at epoch 3/3" in second.stderr
-    assert training_home.csv_epochs("fg") == [1, 2, 3]
+    assert "run fg completed at epoch 6/6" in second.stderr
+    assert training_home.csv_epochs("fg") == [1, 2, 3, 4, 5, 6]
