@@ -89,8 +89,8 @@ def _stroke_bend(gray: np.ndarray, min_rows: int = 40, max_columns: int = 14) ->
         if height < min_rows or width > max_columns:
             continue
         rows, columns = np.nonzero(labels[top:top + height, left:left + width] == label)
-        centres = np.array([columns[rows == row].mean() for row in np.unique(rows)])
-        along = np.unique(rows).astype(np.float64)
+        along = np.unique(rows)
+        centres = np.array([columns[rows == row].mean() for row in along])
         wanders.append((centres - np.polyval(np.polyfit(along, centres, 1), along)).std())
     return float(np.median(wanders)) if wanders else None
 
