@@ -3,11 +3,12 @@
 A run has at most one chunk message that counts: the one named by its pending marker. The task that
 carries it claims the run's lease and deletes the marker in one atomic step; any other copy (a
 redelivery, a double enqueue, a message of a paused or re-routed run) finds a marker that is not its
-own and does nothing. When a chunk ends the trainer releases the lease and queues the next chunk at
-the back of the run's queue, so runs sharing a pool take turns.
+own and does nothing. When a chunk ends the trainer hands the run over: one step releases its lease and
+marks the next chunk pending, whose message then goes to the back of the run's queue, so runs sharing a
+pool take turns.
 
-The marker is JSON: task_id, queue, queued_at, sent, and the chunk's span (first_epoch, last_epoch,
-chunk). Every key may be lost (a failover loses the last writes; a Redis may come back empty): the
+The marker is JSON: task_id, queue, priority, queued_at, and the chunk's span (first_epoch,
+last_epoch, chunk). Every key may be lost (a failover loses the last writes; a Redis may come back empty): the
 run's files on disk are the truth, and the reconciler (reconciler.py) queues again a run that should
 train and has neither lease nor marker. The keys are named in run_keys.py.
 
@@ -25,7 +26,7 @@ import redis
 
 from . import broker, run_config, run_state
 from .chunk import ChunkSpan
-from .lease import FIRST_TOKEN_LUA, Lease, ttl_seconds
+from .lease import FIRST_TOKEN_LUA, RELEASE_LUA, Lease, ttl_seconds
 from .run_keys import control_key, fence_key, lease_key, pending_key, route_key
 from .run_status import CONTROL_REQUESTS, RunStatus
 
@@ -43,14 +44,24 @@ local function marker_task_id(key)
 end
 """
 
-# Set the pending marker to a new chunk unless another live marker or a trainer is there.
-# ARGV: new task id, the new marker (JSON), the stale task id it may replace ('' for none)
-_MARK_PENDING = _MARKER_TASK_ID + """
+# Set the pending marker to a new chunk unless another live marker or a trainer is there; a trainer that
+# hands its run over releases its lease in the same step, so the run is never seen with neither.
+# KEYS: marker, lease, route. ARGV: new task id, the new marker (JSON, with the queue and priority of the
+# run's config), the stale task id it may replace ('' for none), the token of the lease to release ('' for none).
+# Returns {1, queue, priority} when marked (a live `supersmm train` route overrides the config's), else {0}.
+_QUEUE_NEXT = _MARKER_TASK_ID + RELEASE_LUA + """
+if ARGV[4] ~= '' then release(KEYS[2], ARGV[4]) end
 local current = marker_task_id(KEYS[1])
-if current and current ~= ARGV[3] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
+if current and current ~= ARGV[3] then return {0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
+local marker = cjson.decode(ARGV[2])
+local route = redis.call('HMGET', KEYS[3], 'queue', 'priority')
+if route[1] then
+  marker['queue'] = route[1]
+  marker['priority'] = tonumber(route[2]) or marker['priority']
+end
+redis.call('SET', KEYS[1], cjson.encode(marker))
+return {1, marker['queue'], marker['priority']}
 """
 
 # The chunk named by the marker takes the lease (a new fencing token) and consumes the marker.
@@ -63,12 +74,6 @@ local token = next_token(KEYS[3])
 redis.call('SET', KEYS[2], token .. '|' .. ARGV[3], 'PX', ARGV[2])
 redis.call('DEL', KEYS[1])
 return {token, redis.call('GET', KEYS[4]) or ''}
-"""
-
-# The marker may already be claimed (deleted) by a fast worker: never recreate it. ARGV: task id, marker.
-_MARK_SENT = _MARKER_TASK_ID + """
-if marker_task_id(KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') and 1 end
-return 0
 """
 
 _DELETE_MARKER_IF_MINE = _MARKER_TASK_ID + """
@@ -90,12 +95,9 @@ def worker_redis() -> redis.Redis:
 
 # --- where the next chunk goes --------------------------------------------------------------------
 
-def run_route(connection: redis.Redis, run: str) -> tuple[str, int]:
-    """The queue and priority of the run's chunks: a live `supersmm train` override, else the run's config."""
-    override = connection.hgetall(route_key(run))
-    if override:
-        return override["queue"], int(override["priority"])
-    return configured_route(run)
+def overriding_queue(connection: redis.Redis, run: str) -> str | None:
+    """The queue of a live `supersmm train` of the run, which its chunks go to instead of the configured one."""
+    return connection.hget(route_key(run), "queue")
 
 
 def configured_route(run: str) -> tuple[str, int]:
@@ -109,26 +111,29 @@ def configured_route(run: str) -> tuple[str, int]:
 
 # --- the pending marker and the chunk's message ------------------------------------------------------
 
-def queue_next_chunk(connection: redis.Redis, run: str, replacing: str = "") -> dict | None:
+def queue_next_chunk(connection: redis.Redis, run: str, replacing: str = "", handing_over: Lease | None = None
+                     ) -> dict | None:
     """Queue the run's next chunk; its marker, or None when a chunk is already pending, a trainer holds
     the run or no epoch is left.
 
-    `replacing` names a pending marker known to be stale (the reconciler's case).
+    `replacing` names a pending marker known to be stale (the reconciler's case). `handing_over` is the
+    lease of the trainer whose chunk just ended: it is released in the same step as the marker is set.
     """
     span = ChunkSpan.next_of(run_state.read_state(run))
     if span is None:
         return None
-    queue, priority = run_route(connection, run)
+    queue, priority = configured_route(run)
     task_id = f"{run}:{span.epochs}:{secrets.token_hex(4)}"
-    marker = {"task_id": task_id, "queue": queue, "queued_at": time.time(), "sent": False,
+    marker = {"task_id": task_id, "queue": queue, "priority": priority,
+              "queued_at": round(time.time(), 3),  # milliseconds: Lua's JSON keeps 14 digits
               "first_epoch": span.first_epoch, "last_epoch": span.last_epoch, "chunk": span.chunk}
-    marked = run_script(connection, _MARK_PENDING, [pending_key(run), lease_key(run)],
-                        [task_id, json.dumps(marker), replacing])
+    releasing = str(handing_over.token) if handing_over is not None and handing_over.give_up() else ""
+    marked, *route = run_script(connection, _QUEUE_NEXT, [pending_key(run), lease_key(run), route_key(run)],
+                                [task_id, json.dumps(marker), replacing, releasing])
     if not marked:
         return None
-    _send_chunk(run, span, task_id, queue, priority)
-    marker["sent"] = True
-    run_script(connection, _MARK_SENT, [pending_key(run)], [task_id, json.dumps(marker)])
+    marker["queue"], marker["priority"] = route[0], int(route[1])
+    _send_chunk(run, span, task_id, marker["queue"], marker["priority"])
     return marker
 
 

@@ -49,11 +49,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-_RELEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder and string.match(holder, '^(%d+)|') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# release(lease, token): delete the lease if this token holds it; 1 if deleted, else 0.
+RELEASE_LUA = """
+local function release(lease, token)
+  local holder = redis.call('GET', lease)
+  if holder and string.match(holder, '^(%d+)|') == token then return redis.call('DEL', lease) end
+  return 0
+end
 """
+
+_RELEASE = RELEASE_LUA + "return release(KEYS[1], ARGV[1])"
 
 
 class LeaseLost(SupersmmError):
@@ -82,6 +87,7 @@ class Lease:
         self._release = connection.register_script(_RELEASE)
         self._lost = threading.Event()
         self._stopped = threading.Event()
+        self._given_up = False
         self._heartbeat: threading.Thread | None = None
 
     @classmethod
@@ -105,13 +111,21 @@ class Lease:
         self._heartbeat.start()
 
     def release(self) -> None:
+        """Stop renewing the lease and delete it (a no-op once given up)."""
+        if self.give_up():
+            try:
+                self._release(keys=[lease_key(self.run)], args=[self.token])
+            except redis.RedisError:
+                pass  # an unreleased lease simply expires
+
+    def give_up(self) -> bool:
+        """Stop renewing the lease, for the caller to delete it (release, or a script that uses RELEASE_LUA);
+        False when it was given up before."""
         self._stopped.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
-        try:
-            self._release(keys=[lease_key(self.run)], args=[self.token])
-        except redis.RedisError:
-            pass  # an unreleased lease simply expires
+        first, self._given_up = not self._given_up, True
+        return first
 
     @property
     def lost(self) -> bool:

@@ -6,7 +6,8 @@ chunk; a Redis lock lets one worker act per interval, and the marker makes a dou
 anyway. A worker that dies after taking a chunk's message but before claiming the run leaves a marker
 whose message sits unacknowledged; the reconciler replaces that marker once the message has gone a
 lease TTL unclaimed, and a marker whose message is nowhere (lost with a Redis that failed over or came
-back empty) once it has been missing for a while.
+back empty, or never sent by a worker that died right after setting the marker) once it has been missing
+for a while.
 
 One pass costs a few Redis commands whatever the number of runs (one MGET for all leases and markers),
 so it does not grow with the cluster.
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL_VARIABLE = "SUPERSMM_RECONCILE_INTERVAL"
 DEFAULT_RECONCILE_INTERVAL_S = 2.0
-UNSENT_MARKER_GRACE_S = 10.0  # a marker whose message was not sent by then belongs to a dead sender
 MISSING_MESSAGE_GRACE_S = 30.0  # a marker older than this is looked for in the queues; absent, it is stale
 MGET_BATCH = 1000
 # Where kombu's Redis transport keeps the messages that workers took and have not acknowledged yet.
@@ -103,13 +103,11 @@ def _stale_marker(connection: redis.Redis, run: str, marker: dict, messages: "Me
     Called for runs that nobody holds. A message taken by a worker but unclaimed for a lease TTL was
     taken by a worker that died (a live one claims the run within milliseconds); a message in no
     queue and unacknowledged by no worker was lost with its Redis, or by a worker killed between
-    taking it and recording that it did.
+    taking it and recording that it did, or never sent by a sender that died after setting the marker.
     """
     age = time.time() - float(marker.get("queued_at") or 0)
-    if not marker.get("sent"):
-        return marker["task_id"] if age > UNSENT_MARKER_GRACE_S else None
     configured_queue = _parsed_if_changed(paths.config_path(run), lambda: chunk_queue.configured_route(run)[0])
-    if marker.get("queue") != configured_queue and marker.get("queue") != chunk_queue.run_route(connection, run)[0]:
+    if marker.get("queue") != configured_queue and marker.get("queue") != chunk_queue.overriding_queue(connection, run):
         return marker["task_id"]  # re-routed: a `supersmm train` that ended, or a changed --queue
     taken_at = messages.taken_at(marker["task_id"])
     if taken_at is not None and time.time() - taken_at > ttl_seconds():

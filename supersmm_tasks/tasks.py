@@ -53,6 +53,7 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int, chunk: i
         status = _train_holding_lease(self, connection, claim, run, span, worker)
         if status == RunStatus.RUNNING:
             faults.kill_point("after_checkpoint")
+            chunk_queue.queue_next_chunk(connection, run, handing_over=lease)
     except LeaseLost as lost:
         logger.warning("%s: stopped without writing", lost)
         # A Redis that failed over may have lost our claim and kept our marker: without this, the
@@ -64,9 +65,7 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int, chunk: i
                        "from its last checkpoint", run)
         return {"run": run, "outcome": "interrupted"}
     finally:
-        lease.release()
-    if status == RunStatus.RUNNING:
-        chunk_queue.queue_next_chunk(connection, run)
+        lease.release()  # a no-op once handed over with the next chunk
     outcome = "continue" if status == RunStatus.RUNNING else str(status)
     return {"run": run, "first_epoch": first_epoch, "last_epoch": last_epoch, "outcome": outcome}
 

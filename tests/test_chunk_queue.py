@@ -1,0 +1,56 @@
+"""The chunk queue protocol on a real Redis: a trainer hands its run over to the next chunk in one step."""
+from __future__ import annotations
+
+from supersmm_tasks import broker, chunk_queue, lease, reconciler, run_keys
+
+
+def claimed(home, name: str) -> chunk_queue.Claim:
+    """Run NAME queued (3 chunks of 1 epoch) and its first chunk claimed, as a worker that took the message does."""
+    home.enqueue(name, epochs=3, chunk=1)
+    connection = broker.client()
+    task_id = chunk_queue.pending_chunk(connection, name)["task_id"]
+    claim = chunk_queue.claim(connection, name, task_id, "trainer@test")
+    assert claim is not None
+    return claim
+
+
+def test_handing_over_releases_the_lease_and_queues_the_next_chunk_in_one_step(training_home):
+    connection = broker.client()
+    claim = claimed(training_home, "handed")
+    assert lease.holder(connection, "handed") == "trainer@test"
+
+    marker = chunk_queue.queue_next_chunk(connection, "handed", handing_over=claim.lease)
+
+    assert marker is not None and marker["queue"] == "supersmm" and marker["priority"] == 5
+    assert lease.holder(connection, "handed") is None
+    assert chunk_queue.pending_chunk(connection, "handed") == marker
+    assert not reconciler.MessageSnapshot(connection).nowhere(marker["task_id"], "supersmm")  # its message is queued
+    assert reconciler.reconcile_once(connection) == []  # nothing for the reconciler to heal
+    claim.lease.release()  # the task's `finally`: already handed over, it must not touch the new state
+    assert chunk_queue.pending_chunk(connection, "handed") == marker
+
+
+def test_a_trainer_that_lost_its_lease_neither_releases_the_new_holders_lease_nor_queues(training_home):
+    connection = broker.client()
+    stale = claimed(training_home, "taken").lease
+    connection.delete(run_keys.lease_key("taken"))  # stale's lease expired...
+    successor = lease.Lease.acquire(connection, "taken", "successor@test")  # ...and another trainer took the run
+    assert successor is not None and successor.token > stale.token
+
+    assert chunk_queue.queue_next_chunk(connection, "taken", handing_over=stale) is None
+
+    assert lease.holder(connection, "taken") == "successor@test"
+    assert chunk_queue.pending_chunk(connection, "taken") == {}
+    successor.release()
+
+
+def test_a_live_foreground_route_sends_the_next_chunk_to_its_queue_and_priority(training_home):
+    connection = broker.client()
+    claim = claimed(training_home, "routed")
+    connection.hset(run_keys.route_key("routed"), mapping={"queue": "foreground-routed", "priority": 0})
+
+    marker = chunk_queue.queue_next_chunk(connection, "routed", handing_over=claim.lease)
+
+    assert (marker["queue"], marker["priority"]) == ("foreground-routed", 0)
+    assert chunk_queue.pending_chunk(connection, "routed") == marker
+    assert not reconciler.MessageSnapshot(connection).nowhere(marker["task_id"], "foreground-routed")
