@@ -4,6 +4,9 @@ Camera-PrIMuS made its images by distorting each PrIMuS PNG with image filters (
 that it looks photographed. The steps and ranges here are measured on the 30 real `_distorted.jpg`
 of the development set against their clean PNGs (tests/test_synth_realism.py compares the two):
 
+    chop       1-6 rows cut out of the clean image at a random height (GraphicsMagick's chop): where they
+               cross a staff line, the line fades or vanishes along the whole staff, as in about a sixth
+               of the real photos (one line under 0.85 of the darkest one's depth; in one, under 0.15)
     rotation   -1.3 to 1.3 degrees on a canvas grown to hold it (a 2,000-pixel staff gets ~35 rows taller)
     wave       the staff bends up and down by a few pixels over a long wavelength, and its stems and barlines
                bend sideways by 1.5-3 pixels over about their own length (the real ones curve like brackets)
@@ -24,6 +27,7 @@ import cv2
 import numpy as np
 
 JPEG_QUALITY = 75
+CHOP_SHARE = (0.005, 0.045)  # of the rows: 1-6 rows of a PrIMuS staff image (~140 rows)
 MAX_ROTATION_DEGREES = 1.3
 WAVE_AMPLITUDE = (0.5, 4.0)  # pixels
 WAVE_LENGTH = (0.6, 2.5)  # times the image width
@@ -48,7 +52,9 @@ def camera_jpeg(gray: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    page = _rotated(gray, float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)))
+    fewest, most = (max(1, round(share * gray.shape[0])) for share in CHOP_SHARE)
+    page = _chopped(gray, rows=int(rng.integers(fewest, most + 1)), at=float(rng.random()))
+    page = _rotated(page, float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)))
     page = _waved(page, amplitude=float(rng.uniform(*WAVE_AMPLITUDE)),
                   wavelength=float(rng.uniform(*WAVE_LENGTH)) * page.shape[1], phase=float(rng.uniform(0, 2 * np.pi)))
     sideways = _waved(np.ascontiguousarray(page.T), amplitude=float(rng.uniform(*SIDEWAYS_WAVE_AMPLITUDE)),
@@ -65,6 +71,12 @@ def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     tone *= paper / 255
     tone += _sensor_noise(tone.shape, sigma=float(rng.uniform(*NOISE_SD)), seed=int(rng.integers(2**31)))
     return np.clip(tone, 0, 255, out=tone).astype(np.uint8)
+
+
+def _chopped(gray: np.ndarray, rows: int, at: float) -> np.ndarray:
+    """The image without `rows` consecutive rows, starting at fraction `at` of the rows that can start such a band."""
+    first = int(at * (gray.shape[0] - rows + 1))
+    return np.delete(gray, np.s_[first:first + rows], axis=0)
 
 
 def _rotated(gray: np.ndarray, degrees: float) -> np.ndarray:

@@ -1,7 +1,8 @@
 """How our images compare with real PrIMuS ones: the same incipits engraved here, and camera-damage measures.
 
     height_ratios           for every real incipit, our engraving's height / the real PNG's
-    photo_measures          blur, paper, ink, noise, tilt and bend of the staff, bend of its stems in a (distorted) image
+    photo_measures          blur, paper, ink, noise, tilt and bend of the staff, bend of its stems, its faintest line
+                            in a (distorted) image
     ends_with_barline       whether a staff image shows a barline at its right end
 
 Used by tests/test_synth_realism.py and bench/bench_realism.py against the real development set.
@@ -49,6 +50,7 @@ class PhotoMeasures:
     gray_pixels: int  # pixels darker than 192
     texture: float  # mean absolute difference between neighbouring pixels of a row: frayed edges raise it
     stroke_bend: float | None  # median over tall vertical strokes (stems, barlines) of their sideways wander, pixels
+    faintest_line: float | None  # how dark the staff's faintest line is, as a share of its darkest: 1 when all are alike
 
 
 def photo_measures(gray: np.ndarray) -> PhotoMeasures:
@@ -62,7 +64,7 @@ def photo_measures(gray: np.ndarray) -> PhotoMeasures:
         ink=float(np.percentile(image, 2)), noise=float(np.std((image - around)[paper])),
         tilt_degrees=tilt, bend_pixels=bend, dark_pixels=ink, gray_pixels=int((image < 192).sum()),
         texture=float(np.abs(np.diff(image, axis=1)).mean()),
-        stroke_bend=_stroke_bend(gray),
+        stroke_bend=_stroke_bend(gray), faintest_line=_faintest_staff_line(gray),
     )
 
 
@@ -93,6 +95,26 @@ def _stroke_bend(gray: np.ndarray, min_rows: int = 40, max_columns: int = 14) ->
         centres = np.array([columns[rows == row].mean() for row in along])
         wanders.append((centres - np.polyval(np.polyfit(along, centres, 1), along)).std())
     return float(np.median(wanders)) if wanders else None
+
+
+def _faintest_staff_line(gray: np.ndarray, band: int = 48, lines: int = 5, gap: int = 5) -> float | None:
+    """Median over narrow bands of columns of the faintest staff line's depth / the darkest one's (None where
+    no band shows five lines). A band's row profile is the median over its columns, which keeps the staff
+    lines (they cross every column) and drops notes and stems; its five deepest peaks, at least `gap` rows
+    apart, are the lines, and a band is narrow enough for a tilted staff to stay in its rows."""
+    shares = []
+    for left in range(0, gray.shape[1] - band + 1, band):
+        depth = 255.0 - np.median(gray[:, left:left + band], axis=1)
+        depth -= np.median(depth)
+        peaks = []
+        for row in np.argsort(depth)[::-1]:
+            if depth[row] <= 0 or len(peaks) == lines:
+                break
+            if all(abs(row - peak) > gap for peak in peaks):
+                peaks.append(row)
+        if len(peaks) == lines:
+            shares.append(depth[peaks[-1]] / depth[peaks[0]])
+    return float(np.median(shares)) if shares else None
 
 
 def _top_staff_line(gray: np.ndarray, band: int = 100) -> tuple[float, float]:
