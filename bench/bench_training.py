@@ -77,20 +77,18 @@ config = create_or_update_run(name, dataset, model="tiny", encoding=encoding, ma
 if recipe == "reference":
     path = paths.config_path(name)
     path.write_text(json.dumps({**json.loads(path.read_text()), "learning_rate": 1e-3}))
-epoch, started = 0, time.monotonic()
+epoch, spent, started = 0, 0.0, time.monotonic()
 while True:
     epoch += 1
     train_chunk(name, ChunkSpan(epoch, epoch, epoch))  # one epoch per chunk
     rows = read_rows(name)
-    spent = float(rows[-1]["cumulative_time_sec"])
+    spent_before, spent = spent, float(rows[-1]["cumulative_time_sec"])
     if spent >= minutes * 60:
         break
     if epoch <= 2 and config.schedule != "constant":
-        epoch_seconds = spent if epoch == 1 else spent - first_epoch_seconds
-        budget = epoch + max(1, round((minutes * 60 - spent) / epoch_seconds))
+        budget = epoch + max(1, round((minutes * 60 - spent) / (spent - spent_before)))
         if epoch == 1 or budget != config.max_total_epochs:
             config = create_or_update_run(name, max_total_epochs=budget)
-        first_epoch_seconds = spent
     if run_state.read_state(name)["status"] == "completed":
         break
 print(json.dumps({"val_ser": [float(r["val_ser"]) for r in rows], "minutes": spent / 60,

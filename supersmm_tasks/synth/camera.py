@@ -4,9 +4,10 @@ Camera-PrIMuS made its images by distorting each PrIMuS PNG with image filters (
 that it looks photographed. The steps and ranges here are measured on the 30 real `_distorted.jpg`
 of the development set against their clean PNGs (tests/test_synth_realism.py compares the two):
 
-    chop       1-6 rows cut out of the clean image at a random height (GraphicsMagick's chop): where they
-               cross a staff line, the line fades or vanishes along the whole staff, as in about a sixth
-               of the real photos (one line under 0.85 of the darkest one's depth; in one, under 0.15)
+    chop       0.5-4.5% of the rows (1-6 of a ~140-row staff) cut out of the clean image at a random height
+               (GraphicsMagick's chop): where they cross a staff line, the line fades or vanishes along the
+               whole staff, as one does in about a fifth of the real photos (under 0.85 of the darkest line's
+               depth; 0.35 in the faintest)
     rotation   -1.3 to 1.3 degrees on a canvas grown to hold it (a 2,000-pixel staff gets ~35 rows taller)
     wave       the staff bends up and down by a few pixels over a long wavelength, and its stems and barlines
                bend sideways by 1.5-3 pixels over about their own length (the real ones curve like brackets)
