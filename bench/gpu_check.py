@@ -5,7 +5,7 @@
 2. exact resume: a run with --deterministic trained in one chunk, and the same run trained as two chunks in two
    processes, end with the same weights and the same CSV results;
 3. portability: that run's checkpoint, written on the GPU, loads in a process that sees no GPU and reads an image
-   there as the GPU did.
+   there as the GPU did: the same logits (within LOGIT_TOLERANCE) and the same tokens.
 It prints one JSON line per part and a last line {"ok": ...}; exit status 0 when every part passed.
 `--cpu` runs the same parts on a CPU with small sizes (tests use it); without it, no GPU is an error.
 """
@@ -39,14 +39,22 @@ train_chunk(sys.argv[1], ChunkSpan(int(sys.argv[2]), int(sys.argv[3]), 1))
 READ_SCRIPT = """
 import json, sys
 import keras
-import supersmm_tasks.model  # registers the custom layers for best.keras
+import numpy as np
 import tensorflow as tf
-from supersmm_tasks.evaluate import predict
 from supersmm_tasks import paths
-model = keras.models.load_model(paths.best_model_path(sys.argv[1]))
-print(json.dumps({"tokens": predict(sys.argv[1], [sys.argv[2]])[0], "gpus": len(tf.config.list_logical_devices("GPU")),
+from supersmm_tasks.evaluate import best_model
+from supersmm_tasks.model import PRESETS
+from supersmm_tasks.recognizer import Recognizer, serving_function
+from supersmm_tasks.run_config import load_run_config
+run, image, logits_path = sys.argv[1:4]
+config = load_run_config(run)
+read_staff = serving_function(best_model(config)[0], PRESETS[config.model])
+np.save(logits_path, read_staff(tf.constant(open(image, "rb").read()))["logits"].numpy())
+model = keras.models.load_model(paths.best_model_path(run))  # the .keras file a user would share
+print(json.dumps({"tokens": Recognizer.load(run).read(image), "gpus": len(tf.config.list_logical_devices("GPU")),
                   "keras_model_outputs": int(model.output_shape[-1])}))
 """
+LOGIT_TOLERANCE = 1e-3  # of the largest logit: cuDNN's LSTM and ours sum in other orders
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,24 +163,32 @@ def exact_resume(home: str, batch_size: int) -> dict:
 
 
 def read_on_cpu(home: str, image: str) -> dict:
-    """The GPU-written checkpoint read here and in a process that sees no GPU: the same tokens."""
-    readings = []
-    for devices in (os.environ.get("CUDA_VISIBLE_DEVICES"), ""):
+    """The GPU-written checkpoint read here and in a process that sees no GPU: the same logits and tokens."""
+    import numpy as np
+
+    readings, logits = [], []
+    for where, devices in (("here", os.environ.get("CUDA_VISIBLE_DEVICES")), ("cpu", "")):
         env = dict(os.environ)
         if devices is None:
             env.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             env["CUDA_VISIBLE_DEVICES"] = devices
-        done = subprocess.run([sys.executable, "-c", READ_SCRIPT, "whole", image], cwd=home, env=env,
-                              capture_output=True, text=True)
+        logits_path = Path(home) / f"logits-{where}.npy"
+        done = subprocess.run([sys.executable, "-c", READ_SCRIPT, "whole", image, str(logits_path)], cwd=home,
+                              env=env, capture_output=True, text=True)
         if done.returncode != 0:
             return {"part": "read_on_cpu", "ok": False, "error": done.stderr[-2000:]}
         readings.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    here, on_cpu = readings
-    return {"part": "read_on_cpu", "ok": on_cpu["gpus"] == 0 and on_cpu["tokens"] == here["tokens"],
-            "gpus_seen_by_reader": on_cpu["gpus"], "same_tokens": on_cpu["tokens"] == here["tokens"],
+        logits.append(np.load(logits_path))
+    (here, on_cpu), (logits_here, logits_on_cpu) = readings, logits
+    same_shape = logits_here.shape == logits_on_cpu.shape
+    difference = float(np.max(np.abs(logits_here - logits_on_cpu))) if same_shape else float("inf")
+    scale = max(1.0, float(np.max(np.abs(logits_here))))
+    return {"part": "read_on_cpu",
+            "ok": on_cpu["gpus"] == 0 and difference <= LOGIT_TOLERANCE * scale and on_cpu["tokens"] == here["tokens"],
+            "gpus_seen_by_reader": on_cpu["gpus"], "frames": int(logits_here.shape[1]),
+            "max_logit_difference": difference, "largest_logit": scale, "same_tokens": on_cpu["tokens"] == here["tokens"],
             "tokens_read": len(on_cpu["tokens"]), "keras_model_outputs": on_cpu["keras_model_outputs"]}
-
 
 if __name__ == "__main__":
     sys.exit(main())
