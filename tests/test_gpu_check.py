@@ -3,6 +3,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration  # subprocesses that import TensorFlow; the first trains `paper`
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
