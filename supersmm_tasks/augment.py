@@ -22,7 +22,7 @@ from .synth.camera import camera_jpeg
 
 CAMERA_RATE = 0.15
 SCALE_X = (0.88, 1.0)
-SCALE_Y = (0.9, 1.0)
+SCALE_Y = (0.95, 1.05)  # about 1: a real photo's staff is as tall as in its PNG
 ROTATION_DEGREES = 1.5
 SHEAR = 0.15           # horizontal shift per unit of height
 SHIFT_Y = 0.03         # of the height

@@ -225,6 +225,15 @@ def test_camera_damage_is_within_what_the_real_camera_primus_images_show(real_de
         low, real_median, high = spread(real, value)
         _, our_median, our_high = spread(ours, value)
         assert low <= our_median <= high, f"{name}: our median {our_median:.2f}, real 10-90% {low:.2f}-{high:.2f}"
+    # A model reads the photo scaled to its height: the staff must fill as much of it as in a real photo. A real
+    # photo is as much taller than its PNG as its slant makes it (a slant of a degree, ~35 rows on a 2,000-pixel
+    # staff); ours were ~6% taller at the median, with slants spread evenly up to 1.3 degrees.
+    (_, real_growth, _), (_, our_growth, _) = spread(real, checks["height growth"]), spread(ours, checks["height growth"])
+    assert abs(our_growth / real_growth - 1) <= 0.04, f"height growth: our median {our_growth:.3f}, real {real_growth:.3f}"
+    real_spacing = np.median([m.line_spacing for m, _, _ in real if m.line_spacing is not None])
+    our_spacing = np.median([m.line_spacing for m, _, _ in ours if m.line_spacing is not None])
+    assert abs(our_spacing / real_spacing - 1) <= 0.08, \
+        f"staff line spacing / photo height: our median {our_spacing:.4f}, real {real_spacing:.4f}"
     # A model trained on our photos must also have seen the blurred tail of the real ones.
     (_, _, real_blur_high), (_, _, our_blur_high) = spread(real, checks["blur"]), spread(ours, checks["blur"])
     assert abs(our_blur_high - real_blur_high) <= 0.2 * real_blur_high, \

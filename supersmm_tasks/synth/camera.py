@@ -8,7 +8,9 @@ of the development set against their clean PNGs (tests/test_synth_realism.py com
                (GraphicsMagick's chop): where they cross a staff line, the line fades or vanishes along the
                whole staff, as one does in about a fifth of the real photos (under 0.85 of the darkest line's
                depth; 0.35 in the faintest)
-    rotation   -1.3 to 1.3 degrees on a canvas grown to hold it (a 2,000-pixel staff gets ~35 rows taller)
+    rotation   a slant of 0.6 degrees' standard deviation (at most 1.5), on a canvas grown to hold it (a
+               2,000-pixel staff gets ~20 rows taller at 0.6 degrees): the real photos are as much taller
+               than their PNGs as their slant makes them, so their staff is as tall in the scaled image
     wave       the staff bends up and down by a few pixels over a long wavelength, and its stems and barlines
                bend sideways by 1.5-3 pixels over about their own length (the real ones curve like brackets)
     ragged ink strokes a row thicker, their edges frayed: each pixel swapped with a random one up to 0.5-1.5
@@ -29,7 +31,8 @@ import numpy as np
 
 JPEG_QUALITY = 75
 CHOP_SHARE = (0.005, 0.045)  # of the rows: 1-6 rows of a PrIMuS staff image (~140 rows)
-MAX_ROTATION_DEGREES = 1.3
+ROTATION_SD_DEGREES = 0.6  # most real photos are slanted a little, few over a degree
+MAX_ROTATION_DEGREES = 1.5
 WAVE_AMPLITUDE = (0.5, 4.0)  # pixels
 WAVE_LENGTH = (0.6, 2.5)  # times the image width
 SIDEWAYS_WAVE_AMPLITUDE = (1.5, 3.0)  # pixels
@@ -55,7 +58,7 @@ def camera_jpeg(gray: np.ndarray, rng: np.random.Generator) -> bytes:
 def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     fewest, most = (max(1, round(share * gray.shape[0])) for share in CHOP_SHARE)
     page = _chopped(gray, rows=int(rng.integers(fewest, most + 1)), at=float(rng.random()))
-    page = _rotated(page, float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)))
+    page = _rotated(page, float(np.clip(rng.normal(0, ROTATION_SD_DEGREES), -MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)))
     page = _waved(page, amplitude=float(rng.uniform(*WAVE_AMPLITUDE)),
                   wavelength=float(rng.uniform(*WAVE_LENGTH)) * page.shape[1], phase=float(rng.uniform(0, 2 * np.pi)))
     sideways = _waved(np.ascontiguousarray(page.T), amplitude=float(rng.uniform(*SIDEWAYS_WAVE_AMPLITUDE)),

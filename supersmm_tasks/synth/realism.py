@@ -51,6 +51,8 @@ class PhotoMeasures:
     texture: float  # mean absolute difference between neighbouring pixels of a row: frayed edges raise it
     stroke_bend: float | None  # median over tall vertical strokes (stems, barlines) of their sideways wander, pixels
     faintest_line: float | None  # how dark the staff's faintest line is, as a share of its darkest: 1 when all are alike
+    line_spacing: float | None  # the staff's line spacing as a share of the image's height: how tall the staff is
+                                # once the image is scaled to a model's height
 
 
 def photo_measures(gray: np.ndarray) -> PhotoMeasures:
@@ -59,12 +61,13 @@ def photo_measures(gray: np.ndarray) -> PhotoMeasures:
     paper = image > 200
     around = cv2.medianBlur(gray, 5).astype(np.float32)
     tilt, bend = _top_staff_line(gray)
+    faintest_line, line_spacing = _staff_lines(gray)
     return PhotoMeasures(
         blur=float(((image >= 100) & (image < 200)).sum() / max(ink, 1)), paper=float(np.median(image[paper])),
         ink=float(np.percentile(image, 2)), noise=float(np.std((image - around)[paper])),
         tilt_degrees=tilt, bend_pixels=bend, dark_pixels=ink, gray_pixels=int((image < 192).sum()),
         texture=float(np.abs(np.diff(image, axis=1)).mean()),
-        stroke_bend=_stroke_bend(gray), faintest_line=_faintest_staff_line(gray),
+        stroke_bend=_stroke_bend(gray), faintest_line=faintest_line, line_spacing=line_spacing,
     )
 
 
@@ -97,12 +100,13 @@ def _stroke_bend(gray: np.ndarray, min_rows: int = 40, max_columns: int = 14) ->
     return float(np.median(wanders)) if wanders else None
 
 
-def _faintest_staff_line(gray: np.ndarray, band: int = 48, lines: int = 5, gap: int = 5) -> float | None:
-    """Median over narrow bands of columns of the faintest staff line's depth / the darkest one's (None where
-    no band shows five lines). A band's row profile is the median over its columns, which keeps the staff
-    lines (they cross every column) and drops notes and stems; its five deepest peaks, at least `gap` rows
-    apart, are the lines, and a band is narrow enough for a tilted staff to stay in its rows."""
-    shares = []
+def _staff_lines(gray: np.ndarray, band: int = 48, lines: int = 5, gap: int = 5) -> tuple[float | None, float | None]:
+    """(faintest line's depth / the darkest one's, line spacing as a share of the image's height), each the median
+    over narrow bands of columns (None where no band shows five lines). A band's row profile is the median over
+    its columns, which keeps the staff lines (they cross every column) and drops notes and stems; its five deepest
+    peaks, at least `gap` rows apart, are the lines, and a band is narrow enough for a tilted staff to stay in its
+    rows."""
+    shares, spacings = [], []
     for left in range(0, gray.shape[1] - band + 1, band):
         depth = 255.0 - np.median(gray[:, left:left + band], axis=1)
         depth -= np.median(depth)
@@ -114,7 +118,10 @@ def _faintest_staff_line(gray: np.ndarray, band: int = 48, lines: int = 5, gap: 
                 peaks.append(row)
         if len(peaks) == lines:
             shares.append(depth[peaks[-1]] / depth[peaks[0]])
-    return float(np.median(shares)) if shares else None
+            spacings.append((max(peaks) - min(peaks)) / (lines - 1) / gray.shape[0])
+    if not shares:
+        return None, None
+    return float(np.median(shares)), float(np.median(spacings))
 
 
 def _top_staff_line(gray: np.ndarray, band: int = 100) -> tuple[float, float]:
