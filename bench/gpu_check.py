@@ -190,5 +190,6 @@ def read_on_cpu(home: str, image: str) -> dict:
             "max_logit_difference": difference, "largest_logit": scale, "same_tokens": on_cpu["tokens"] == here["tokens"],
             "tokens_read": len(on_cpu["tokens"]), "keras_model_outputs": on_cpu["keras_model_outputs"]}
 
+
 if __name__ == "__main__":
     sys.exit(main())
