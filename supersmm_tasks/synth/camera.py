@@ -58,7 +58,8 @@ def camera_jpeg(gray: np.ndarray, rng: np.random.Generator) -> bytes:
 def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     fewest, most = (max(1, round(share * gray.shape[0])) for share in CHOP_SHARE)
     page = _chopped(gray, rows=int(rng.integers(fewest, most + 1)), at=float(rng.random()))
-    page = _rotated(page, float(np.clip(rng.normal(0, ROTATION_SD_DEGREES), -MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)))
+    slant = np.clip(rng.normal(0, ROTATION_SD_DEGREES), -MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)
+    page = _rotated(page, float(slant))
     page = _waved(page, amplitude=float(rng.uniform(*WAVE_AMPLITUDE)),
                   wavelength=float(rng.uniform(*WAVE_LENGTH)) * page.shape[1], phase=float(rng.uniform(0, 2 * np.pi)))
     sideways = _waved(np.ascontiguousarray(page.T), amplitude=float(rng.uniform(*SIDEWAYS_WAVE_AMPLITUDE)),

@@ -2,7 +2,7 @@
 
     height_ratios           for every real incipit, our engraving's height / the real PNG's
     photo_measures          blur, paper, ink, noise, tilt and bend of the staff, bend of its stems, its faintest line
-                            in a (distorted) image
+                            and its line spacing in a (distorted) image
     ends_with_barline       whether a staff image shows a barline at its right end
 
 Used by tests/test_synth_realism.py and bench/bench_realism.py against the real development set.
