@@ -106,10 +106,11 @@ def build_model(preset: ModelPreset, vocabulary_size: int, seed: int, batch_norm
     x = keras.layers.Reshape((-1, preset.feature_height * preset.conv_filters[-1]), name="frames")(x)
 
     for layer in range(1, preset.lstm_layers + 1):
-        x = keras.layers.Bidirectional(
+        read = keras.layers.Bidirectional(
             lstm(preset.lstm_units, return_sequences=True, name="lstm"), name=f"bilstm{layer}"
         )(x)
-        x = keras.layers.Dropout(preset.dropout, seed=seed + layer, name=f"dropout{layer}")(x)
+        read = keras.layers.Dropout(preset.dropout, seed=seed + layer, name=f"dropout{layer}")(read)
+        x = keras.layers.Add(name=f"residual{layer}")([x, read]) if preset.residual_lstm and layer > 1 else read
 
     logits = keras.layers.Dense(vocabulary_size + 1, name="token_logits")(x)
     return keras.Model(images, logits, name="crnn")

@@ -41,6 +41,7 @@ def test_paper_model_is_the_published_architecture():
     lstms = layers_of(model, ProjectedLSTM)
     assert len(lstms) == 4 and all(lstm.units == 512 for lstm in lstms)  # 2 layers x 2 directions
     assert [d.rate for d in layers_of(model, keras.layers.Dropout)] == [0.5, 0.5]
+    assert not layers_of(model, keras.layers.Add)  # stacked, as published
     assert logits.shape == (1, image.shape[2] // 16, SEMANTIC + 1)
 
 
@@ -114,8 +115,24 @@ def test_a_saved_model_loads_back_and_predicts_the_same(tmp_path):
 
     loaded = keras.models.load_model(tmp_path / "crnn.keras")
 
-    assert len(layers_of(loaded, ProjectedLSTM)) == 2 and len(layers_of(loaded, FusedBatchNormalization)) == 4
+    assert len(layers_of(loaded, ProjectedLSTM)) == 4 and len(layers_of(loaded, FusedBatchNormalization)) == 4
     np.testing.assert_array_equal(loaded(image, training=False), model(image, training=False))
+
+
+def test_tinys_second_recurrent_layer_adds_to_what_the_first_read():
+    """With the second layer's weights at zero its LSTMs output zeros, and the frames that reach the token scores
+    are the first layer's reading, unchanged: the residual stack starts out as shallow as one layer."""
+    model = build_model(PRESETS["tiny"], SEMANTIC, seed=0)
+    image = real_image(64)
+    second = model.get_layer("bilstm2")
+    for weight in second.weights:
+        weight.assign(tf.zeros_like(weight))
+    reading = keras.Model(model.input, [model.get_layer("dropout1").output, model.get_layer("residual2").output])
+
+    first, both = reading(image, training=False)
+
+    assert float(tf.reduce_max(tf.abs(first))) > 0
+    np.testing.assert_array_equal(both, first)
 
 
 def test_tiny_model_keeps_enough_frames_for_long_labels():
