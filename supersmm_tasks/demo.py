@@ -20,8 +20,8 @@ from .errors import SupersmmError
 RUN_NAME = "demo"
 CORPUS_FOLDER = "demo"
 # Enough music for four minutes of training to read staves at under 10% SER on two cores (8.6% in 229 s; 1,400
-# incipits gave 5.9% in 272 s, too near the five minutes): agnostic labels (a symbol and its place on the staff) are what `tiny` learns fastest,
-# and its reading is also shown as music.
+# incipits gave 5.9% in 272 s, too near the five minutes): agnostic labels (a symbol and its place on the staff)
+# are what `tiny` learns fastest, and its reading is also shown as music.
 DEMO_SAMPLES = 1200
 DEMO_EPOCHS = 10
 DEMO_CHUNK = 4
