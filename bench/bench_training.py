@@ -59,10 +59,10 @@ print(json.dumps({"rss_mb": rss_mb, "val_ser": [float(r["val_ser"]) for r in rea
 
 # Runs in a fresh process with SUPERSMM_HOME set: trains run NAME of `tiny` on DATASET for MINUTES of
 # training (train + validation, counted by the trainer), one epoch per chunk; prints one JSON line with the val SER
-# of each epoch and the minutes. A scheduled run's epoch budget is set after its first epoch, so that its schedule
-# spans the time, and set again after its second: the first epoch also traces the model and fills the image cache,
-# so that an estimate from it alone ends the schedule minutes early. Reference settings: learning rate 1e-3 (not a
-# run option, so written into the run's config).
+# of each epoch and the minutes. A scheduled run starts with a budget of FIRST_GUESS_EPOCHS and re-fits it after
+# every epoch to the minutes left at the mean pace of the epochs since the second (the first also traces the model
+# and fills the image cache), so that its schedule ends when the time does. Reference settings: learning rate 1e-3
+# (not a run option, so written into the run's config).
 TIMED_SCRIPT = """
 import json, sys, time
 from supersmm_tasks import paths, run_state
@@ -73,21 +73,25 @@ from supersmm_tasks.training_log import read_rows
 
 name, dataset, encoding, minutes, recipe = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
 settings = json.loads(sys.argv[6])
-config = create_or_update_run(name, dataset, model="tiny", encoding=encoding, max_total_epochs=10_000, **settings)
+FIRST_GUESS_EPOCHS = 20
+budget = 10_000 if settings.get("schedule") == "constant" else FIRST_GUESS_EPOCHS  # constant: time alone ends it
+config = create_or_update_run(name, dataset, model="tiny", encoding=encoding, max_total_epochs=budget, **settings)
 if recipe == "reference":
     path = paths.config_path(name)
     path.write_text(json.dumps({**json.loads(path.read_text()), "learning_rate": 1e-3}))
-epoch, spent, started = 0, 0.0, time.monotonic()
+epoch, started = 0, time.monotonic()
 while True:
     epoch += 1
     train_chunk(name, ChunkSpan(epoch, epoch, epoch))  # one epoch per chunk
     rows = read_rows(name)
-    spent_before, spent = spent, float(rows[-1]["cumulative_time_sec"])
+    spent = float(rows[-1]["cumulative_time_sec"])
     if spent >= minutes * 60:
         break
-    if epoch <= 2 and config.schedule != "constant":
-        budget = epoch + max(1, round((minutes * 60 - spent) / (spent - spent_before)))
-        if epoch == 1 or budget != config.max_total_epochs:
+    if config.schedule != "constant":
+        paced = rows[1:] if epoch > 1 else rows
+        pace = (spent - float(rows[0]["cumulative_time_sec"]) if epoch > 1 else spent) / len(paced)
+        budget = epoch + max(1, int((minutes * 60 - spent) / pace + 0.5))
+        if budget != config.max_total_epochs:
             config = create_or_update_run(name, max_total_epochs=budget)
     if run_state.read_state(name)["status"] == "completed":
         break
