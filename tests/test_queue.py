@@ -94,7 +94,9 @@ def test_three_runs_on_two_workers_take_turns_chunk_by_chunk(training_home, work
         assert training_home.wait_until_finished(name, 300, [first, second])["status"] == "completed"
         assert training_home.csv_epochs(name) == [1, 2]
 
-    order = received_chunks(first, second)
+    # Each chunk's first receipt: on a loaded machine a worker may claim its run after the lease's TTL, and then
+    # the reconciler queues that chunk again, as designed (the copy is fenced and trains nothing).
+    order = list(dict.fromkeys(received_chunks(first, second)))
     assert sorted(order[:3]) == [("run_a", "1-1"), ("run_b", "1-1"), ("run_c", "1-1")]
     assert sorted(order[3:]) == [("run_a", "2-2"), ("run_b", "2-2"), ("run_c", "2-2")]
 
