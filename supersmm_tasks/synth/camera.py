@@ -16,6 +16,9 @@ of the development set against their clean PNGs (tests/test_synth_realism.py com
     ragged ink strokes a row thicker, their edges frayed: each pixel swapped with a random one up to 0.5-1.5
                pixels away (GraphicsMagick's spread); the real photos hold as much dark ink as their PNGs
                and half again as much gray around it
+    wide ink   for a fifth of the photos, ink spread sideways by 4-6 pixels: in a fifth of the real ones strokes
+               and noteheads are 1.8-2.4 times as wide as in their PNG (the rest 1.1-1.7), and a model that
+               never saw such wide heads reads their quarters as halves
     blur       smeared sideways over 2-6 pixels (stems look doubled in the real photos), then a Gaussian
                of 0.4-0.8 pixels, or for a fifth of the photos 0.8-1.6 (the real ones have a long tail of
                blurred photos: a tenth hold two thirds more mid-gray than ink pixels)
@@ -43,6 +46,8 @@ HEAVY_BLUR_SHARE = 0.2  # the real photos have a long tail of blurred ones
 HEAVY_BLUR_SIGMA = (0.8, 1.6)
 SPREAD_PIXELS = (0.5, 1.5)
 SMEAR_PIXELS = (2, 6)  # length of the sideways motion blur
+WIDE_INK_SHARE = 0.2
+WIDE_INK_PIXELS = (5, 7)  # columns of the minimum filter: ink spread sideways by 4-6 pixels
 PAPER_DARKENING_SD = 4.0  # gray levels below white
 NOISE_SD = (0.3, 1.2)
 
@@ -68,6 +73,9 @@ def _photographed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                       margin=SIDEWAYS_WAVE_MARGIN)
     page = np.ascontiguousarray(sideways.T)
     page = _ragged(page, radius=float(rng.uniform(*SPREAD_PIXELS)), rng=rng)
+    if rng.random() < WIDE_INK_SHARE:  # ink is dark: a minimum filter (erosion) widens it
+        page = cv2.erode(page, np.ones((1, int(rng.integers(WIDE_INK_PIXELS[0], WIDE_INK_PIXELS[1] + 1))), np.uint8),
+                         borderType=cv2.BORDER_REPLICATE)
     smear = int(rng.integers(SMEAR_PIXELS[0], SMEAR_PIXELS[1] + 1))
     page = cv2.blur(page, (smear, 1), borderType=cv2.BORDER_REPLICATE)
     sigma = rng.uniform(*(HEAVY_BLUR_SIGMA if rng.random() < HEAVY_BLUR_SHARE else BLUR_SIGMA))

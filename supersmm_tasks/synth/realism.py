@@ -53,6 +53,8 @@ class PhotoMeasures:
     faintest_line: float | None  # how dark the staff's faintest line is, as a share of its darkest: 1 when all are alike
     line_spacing: float | None  # the staff's line spacing as a share of the image's height: how tall the staff is
                                 # once the image is scaled to a model's height
+    stroke_width: float  # mean length of a row's dark runs (< 150) of 2-39 pixels: stems, noteheads and symbols
+                         # across, without staff lines and beams; a sideways smear widens them
 
 
 def photo_measures(gray: np.ndarray) -> PhotoMeasures:
@@ -68,6 +70,7 @@ def photo_measures(gray: np.ndarray) -> PhotoMeasures:
         tilt_degrees=tilt, bend_pixels=bend, dark_pixels=ink, gray_pixels=int((image < 192).sum()),
         texture=float(np.abs(np.diff(image, axis=1)).mean()),
         stroke_bend=_stroke_bend(gray), faintest_line=faintest_line, line_spacing=line_spacing,
+        stroke_width=_stroke_width(gray),
     )
 
 
@@ -79,6 +82,14 @@ def ends_with_barline(gray: np.ndarray, last_columns: int = 8) -> bool:
         return False
     span = dark[staff_rows.min():staff_rows.max() + 1, -last_columns:]
     return bool((span.mean(axis=0) >= 0.95).any())
+
+
+def _stroke_width(gray: np.ndarray, shortest: int = 2, longest: int = 39) -> float:
+    dark = np.pad((gray < 150).astype(np.int8), ((0, 0), (1, 1)))
+    edges = np.diff(dark, axis=1).ravel()  # rows padded: a run never joins the next row's
+    runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    runs = runs[(runs >= shortest) & (runs <= longest)]
+    return float(runs.mean()) if runs.size else 0.0
 
 
 def _stroke_bend(gray: np.ndarray, min_rows: int = 40, max_columns: int = 14) -> float | None:
