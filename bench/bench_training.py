@@ -88,8 +88,8 @@ while True:
     if spent >= minutes * 60:
         break
     if config.schedule != "constant":
-        paced = rows[1:] if epoch > 1 else rows
-        pace = (spent - float(rows[0]["cumulative_time_sec"]) if epoch > 1 else spent) / len(paced)
+        before = float(rows[0]["cumulative_time_sec"]) if epoch > 1 else 0.0  # the first epoch also traces the model
+        pace = (spent - before) / max(1, epoch - 1)
         budget = epoch + max(1, int((minutes * 60 - spent) / pace + 0.5))
         if budget != config.max_total_epochs:
             config = create_or_update_run(name, max_total_epochs=budget)
