@@ -240,7 +240,7 @@ def test_camera_damage_is_within_what_the_real_camera_primus_images_show(real_de
     (_, _, real_blur_high), (_, _, our_blur_high) = spread(real, checks["blur"]), spread(ours, checks["blur"])
     assert abs(our_blur_high - real_blur_high) <= 0.2 * real_blur_high, \
         f"blur: our 90% {our_blur_high:.2f}, real {real_blur_high:.2f}"
-    # And the smeared tail: in a fifth of the real photos strokes and noteheads are about twice as wide as in their
+    # And the wide tail: in a fifth of the real photos strokes and noteheads are about twice as wide as in their
     # PNG (a model that never saw such wide heads reads quarters as halves).
     (_, _, real_width_high), (_, _, our_width_high) = (spread(rows, checks["stroke width"]) for rows in (real, ours))
     assert abs(our_width_high - real_width_high) <= 0.15 * real_width_high, \
