@@ -90,7 +90,7 @@ while True:
     if config.schedule != "constant":
         before = float(rows[0]["cumulative_time_sec"]) if epoch > 1 else 0.0  # the first epoch also traces the model
         pace = (spent - before) / max(1, epoch - 1)
-        budget = epoch + max(1, int((minutes * 60 - spent) / pace + 0.5))
+        budget = epoch + max(1, round((minutes * 60 - spent) / pace))
         if budget != config.max_total_epochs:
             config = create_or_update_run(name, max_total_epochs=budget)
     if run_state.read_state(name)["status"] == "completed":
