@@ -19,7 +19,7 @@ from supersmm_tasks.synth.engrave import Engraver
 from supersmm_tasks.synth.mei import mei_to_semantic
 from supersmm_tasks.synth.music import random_incipit
 from supersmm_tasks.synth.notation import KEY_SIGNATURES
-from supersmm_tasks.synth.pae import UnsupportedToken, semantic_to_pae
+from supersmm_tasks.synth.pae import UnsupportedToken, as_sources_write, semantic_to_pae, with_labelled_ties
 from supersmm_tasks.synth.roundtrip import round_trip_fraction
 from supersmm_tasks.vocabulary import load_vocabulary
 
@@ -226,3 +226,12 @@ def test_unusable_output_or_sample_count_is_one_clear_error(tmp_path):
     with pytest.raises(SupersmmError, match="seed"):
         generate_corpus(tmp_path / "out", samples=1, seed=-1, progress=False)
     assert a_file.read_text() == "not a folder"
+
+
+def test_ties_are_labelled_where_a_source_writing_only_changed_marks_would_have_them_labelled():
+    # `4''D+4''D` in the first measure: D carries its marks over from C as a source writes it, so PrIMuS has no tie;
+    # after the barline D starts afresh, and `8'E` changes both marks: those two ties are labelled.
+    pae = "@clef:G-2\n@keysig:\n@timesig:2/4\n@data:4''C4''D+4''D/4''D+4''D8'E+8'E\n"
+    assert as_sources_write("4''C4''D+4''D/4''D+4''D8'E+8'E") == "4''CD+D/D+D8'E+E"
+    assert with_labelled_ties(pae) == pae.replace("4''D+", "4''D", 1)
+    assert with_labelled_ties(pae.replace("4''C", "8''C")) == pae.replace("4''C", "8''C")  # D has its own duration

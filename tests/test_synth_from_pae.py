@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import require_real_dev
 from test_real_labels import NOT_REPRODUCIBLE, incipit_folders, read_labels
@@ -120,3 +122,17 @@ def test_samples_and_from_pae_are_one_or_the_other(tmp_path):
     result = synth(tmp_path / "out", "--samples", "2", "--from-pae", tmp_path / "x.tsv")
     assert result.returncode != 0 and "either --samples N" in result.stderr
     assert "either --samples N" in synth(tmp_path / "out").stderr
+
+
+def test_a_tie_that_primus_does_not_label_is_still_drawn(tmp_path):
+    """`'4FD+/4D`: the Verovio that made PrIMuS drew the tie but marked it on F and D, so PrIMuS labels none
+    (tests/test_pae_source.py); its image has the tie all the same, as the real PNGs do."""
+    pae_file = tmp_path / "ties.tsv"
+    pae_file.write_text("tied\t%G-2@2/4$ü '4FD+/4D/\nuntied\t%G-2@2/4$ü '4FD/4D/\n", "utf-8")
+    assert synth(tmp_path / "out", "--from-pae", pae_file, "--workers", "1").returncode == 0
+    sample = {name: tmp_path / "out" / name / name for name in ("tied", "untied")}
+    for suffix in (".semantic", ".agnostic"):
+        tied, untied = (Path(f"{sample[name]}{suffix}").read_text("utf-8") for name in ("tied", "untied"))
+        assert tied == untied and "tie" not in tied and "slur" not in tied
+    tied, untied = (np.array(Image.open(f"{sample[name]}.png")) for name in ("tied", "untied"))
+    assert tied.shape == untied.shape and (tied != untied).sum() > 50  # the arc

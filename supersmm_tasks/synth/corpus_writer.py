@@ -31,8 +31,8 @@ from .camera import camera_jpeg
 from .engrave import FONTS, Engraver, EngravingFailed, png_bytes
 from .mei import UnsupportedMei, mei_to_semantic
 from .music import drawn_final_barline, printed_return_to_key, random_incipit
-from .pae import semantic_to_pae
-from .pae_source import MalformedPae, verovio_input
+from .pae import semantic_to_pae, with_labelled_ties
+from .pae_source import MalformedPae, drawn_verovio_input, verovio_input
 
 ATTEMPTS_PER_SAMPLE = 20
 
@@ -186,7 +186,7 @@ def _write_given_sample(job: tuple[str, str, str, bool]) -> tuple[str | None, bo
     out, sample, pae, camera = job
     stream = zlib.crc32(sample.encode("utf-8"))  # this incipit's own ids and camera damage
     try:
-        gray, mei = _engraver.engrave(verovio_input(pae), FONTS[0], xml_id_seed=stream >> 1)
+        gray, mei = _engraved(drawn_verovio_input(pae), verovio_input(pae), FONTS[0], xml_id_seed=stream >> 1)
         semantic = mei_to_semantic(mei)
     except (EngravingFailed, UnsupportedMei) as error:
         return f"cannot be engraved or labelled: {error}", False
@@ -227,12 +227,24 @@ def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple
         pae = semantic_to_pae(tokens, final_barline=drawn_final_barline(rng, tokens),
                               prints_return_to_key=lambda: printed_return_to_key(rng))
         try:
-            gray, mei = _engraver.engrave(pae, font, xml_id_seed)
-        except EngravingFailed:
+            gray, drawn = _engraver.engrave(pae, font, xml_id_seed)
+            if mei_to_semantic(drawn) != tokens:
+                continue
+            mei = _labels_mei(drawn, pae, with_labelled_ties(pae), xml_id_seed)
+            return mei_to_semantic(mei), gray, mei
+        except (EngravingFailed, UnsupportedMei):
             continue
-        if mei_to_semantic(mei) == tokens:
-            return tokens, gray, mei
     raise RuntimeError(f"no incipit survived the MEI round trip in {ATTEMPTS_PER_SAMPLE} attempts")
+
+
+def _engraved(drawn_pae: str, labelled_pae: str, font: str, xml_id_seed: int) -> tuple[np.ndarray, str]:
+    """(image with every tie the source has, MEI with the ties PrIMuS labels): PrIMuS's image and MEI."""
+    gray, drawn = _engraver.engrave(drawn_pae, font, xml_id_seed)
+    return gray, _labels_mei(drawn, drawn_pae, labelled_pae, xml_id_seed)
+
+
+def _labels_mei(drawn_mei: str, drawn_pae: str, labelled_pae: str, xml_id_seed: int) -> str:
+    return drawn_mei if labelled_pae == drawn_pae else _engraver.load(labelled_pae, xml_id_seed)
 
 
 def _label_line(tokens: list[str]) -> bytes:

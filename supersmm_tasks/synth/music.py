@@ -65,7 +65,9 @@ DRAWN_FINAL_BARLINE_SHARE = {False: 11 / 58, True: 1 - 2 / 71}  # by whether the
 # A note back at the key signature's pitch after another alteration of its place in the measure: its accidental
 # is in the agnostic label, but the real sources print it for 2 of the 14 such notes.
 PRINTED_RETURN_TO_KEY_SHARE = 2 / 14
-TIE_SHARE_LAST_IN_MEASURE, TIE_SHARE_ELSEWHERE = 0.065, 0.0125
+# Ties drawn: 0.40 per real incipit, of which PrIMuS labels 0.31 (pae.with_labelled_ties); these shares draw 0.37,
+# of which 0.29 are labelled.
+TIE_SHARE_LAST_IN_MEASURE, TIE_SHARE_ELSEWHERE = 0.08, 0.015
 FERMATA_SHARE = 0.004
 GRACE_NOTE_SHARE = 0.003
 CHROMATIC_SHARE = 0.035

@@ -1,13 +1,15 @@
 """PrIMuS semantic tokens -> Plaine & Easie code, the input RISM incipits (and Verovio) use.
 
 Every note is written with its octave and duration spelled out, so nothing depends on Plaine &
-Easie's sticky values (nor on how the Verovio that made PrIMuS misplaced ties after them).
+Easie's sticky values. `with_labelled_ties` gives the ties PrIMuS would have labelled: the Verovio that made
+it misplaced ties after notes that carry their octave and duration over from the notes before.
 A clef, key signature or meter inside the incipit is written as a change there.
 Accidentals are printed as PrIMuS's labels read them: see `_MeasureWriter._pitch`. Notes of eighth
 length and shorter are beamed by beat.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -15,6 +17,7 @@ from .notation import (
     DURATIONS, KEY_SIGNATURES, SHARP_ORDER, FLAT_ORDER, Note, Rest, beat_length, dotted_length, key_alterations,
     parse_note, parse_rest,
 )
+from .pae_source import primus_ties
 
 PAE_ACCIDENTAL = {1: "x", -1: "b", 0: "n"}
 PAE_CLEF = {name: f"{name[0]}-{name[1]}" for name in ("G1", "G2", "C1", "C2", "C3", "C4", "C5", "F3", "F4", "F5")}
@@ -43,6 +46,47 @@ def semantic_to_pae(tokens: list[str], final_barline: bool | None = None,
         data = data.removesuffix("/") + ("/" if final_barline else "")
     timesig = PAE_METER.get(meter, meter) if meter else ""
     return f"@clef:{PAE_CLEF[clef]}\n@keysig:{_pae_key(key)}\n@timesig:{timesig}\n@data:{data}\n"
+
+
+def with_labelled_ties(pae: str) -> str:
+    """A `semantic_to_pae` text with only the ties that PrIMuS would label, had a source written it.
+
+    Sources write a duration or an octave only where it changes (of the 1,373 such marks in the 129 real
+    development incipits, 6 repeat the one in force), and PrIMuS labels no tie whose note has no mark of its
+    own since the last barline (pae_source.primus_ties), though its image draws it. So the marks are thinned
+    out as a source writes them, and the ties PrIMuS keeps there are kept here.
+    """
+    head, data = pae.split("@data:", 1)
+    as_written = as_sources_write(data)
+    labelled = primus_ties(as_written)
+    kept, position = [], 0  # whether each tie survives, in order: `labelled` is `as_written` less some "+"
+    for char in as_written:
+        survives = position < len(labelled) and labelled[position] == char
+        position += survives
+        if char == "+":
+            kept.append(survives)
+    ties = iter(kept)
+    return head + "@data:" + "".join(char for char in data if char != "+" or next(ties))
+
+
+_PAE_PIECE = re.compile(r"[%$@][^ ]* |=\d*|\d+\.*|'+|,+|.", re.DOTALL)
+
+
+def as_sources_write(data: str) -> str:
+    """The music with each duration and octave mark dropped where it repeats the one in force."""
+    out, duration, octave, grace = [], None, None, False
+    for piece in _PAE_PIECE.findall(data):
+        if piece[0].isdigit() and not grace:
+            if piece == duration:
+                continue
+            duration = piece
+        elif piece[0] in "',":
+            if piece == octave:
+                continue
+            octave = piece
+        grace = piece in ("g", "q")  # an appoggiatura's own duration (`q8`) is kept and changes nothing
+        out.append(piece)
+    return "".join(out)
 
 
 def _split_header(tokens: list[str]) -> tuple[str, str | None, str | None, list[str]]:

@@ -9,7 +9,8 @@ Two spellings of one incipit on one line are accepted:
 Where Verovio today reads an incipit differently from the Verovio that made PrIMuS, the input is
 given as PrIMuS has it: an editorial key accidental in brackets (`bBEA[D]`) counts; of several
 meters (`c; 3/2`, the meters the work goes through) the first is the incipit's; and a tie (`+`) is
-kept only where PrIMuS's labels have it (`_primus_ties`).
+kept only where PrIMuS's labels have it (`primus_ties`). That Verovio drew every tie of the source, so the
+image is engraved from `drawn_verovio_input`, which keeps them all.
 """
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ class MalformedPae(ValueError):
 
 
 def verovio_input(pae: str) -> str:
-    """The `@clef:/@keysig:/@timesig:/@data:` text that Verovio loads for one incipit."""
+    """The `@clef:/@keysig:/@timesig:/@data:` text that Verovio loads for one incipit's labels."""
+    return with_primus_ties(drawn_verovio_input(pae))
+
+
+def drawn_verovio_input(pae: str) -> str:
+    """The same text with every tie of the source: what the Verovio that made PrIMuS drew."""
     fields = _fields(pae.strip())
     if not fields.get("clef"):
         raise MalformedPae("no clef")
@@ -34,8 +40,13 @@ def verovio_input(pae: str) -> str:
         raise MalformedPae("no music (@data)")
     keysig = fields.get("keysig", "").replace("[", "").replace("]", "")
     timesig = fields.get("timesig", "").split(";")[0].strip()
-    data = _primus_ties(fields["data"])
-    return f"@clef:{fields['clef']}\n@keysig:{keysig}\n@timesig:{timesig}\n@data:{data}\n"
+    return f"@clef:{fields['clef']}\n@keysig:{keysig}\n@timesig:{timesig}\n@data:{fields['data']}\n"
+
+
+def with_primus_ties(verovio_text: str) -> str:
+    """Verovio's input text with only the ties that PrIMuS labels (see `primus_ties`)."""
+    head, data = verovio_text.split("@data:", 1)
+    return f"{head}@data:{primus_ties(data)}"
 
 
 def _fields(pae: str) -> dict[str, str]:
@@ -54,8 +65,8 @@ def _fields(pae: str) -> dict[str, str]:
     return fields
 
 
-def _primus_ties(data: str) -> str:
-    """The music with only the ties that PrIMuS labels, so that image and label agree.
+def primus_ties(data: str) -> str:
+    """The music with only the ties that PrIMuS labels.
 
     The Verovio that engraved PrIMuS marked a tie (`+` after a note) on every note from the last
     octave mark, duration or barline before it up to the tied note: `/FD+/4D` became F `tie="i"`,
