@@ -21,7 +21,7 @@ from supersmm_tasks.synth.music import random_incipit
 from supersmm_tasks.synth.pae import as_sources_write, semantic_to_pae, with_labelled_ties
 from supersmm_tasks.synth.pae_source import drawn_verovio_input
 from supersmm_tasks.synth.rasterize import staff_line_runs
-from supersmm_tasks.synth.realism import ends_with_barline, height_ratios, photo_measures
+from supersmm_tasks.synth.realism import ends_with_barline, height_ratios, photo_measures, stroke_width
 from supersmm_tasks.synth.statistics import (
     FAMILIES, distances, distinct_per_100, distributions, read_semantic_labels, total_variation,
 )
@@ -242,7 +242,7 @@ def test_camera_damage_is_within_what_the_real_camera_primus_images_show(real_de
         "dark ink": lambda m, shape, clean: m.dark_pixels / (clean < 128).sum(),
         "gray ink": lambda m, shape, clean: m.gray_pixels / (clean < 128).sum(),
         "texture": lambda m, shape, clean: m.texture,
-        "stroke width": lambda m, shape, clean: m.stroke_width / photo_measures(clean).stroke_width,
+        "stroke width": lambda m, shape, clean: m.stroke_width / stroke_width(clean),
     }
     for name, value in checks.items():
         low, real_median, high = spread(real, value)

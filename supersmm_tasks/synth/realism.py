@@ -70,7 +70,7 @@ def photo_measures(gray: np.ndarray) -> PhotoMeasures:
         tilt_degrees=tilt, bend_pixels=bend, dark_pixels=ink, gray_pixels=int((image < 192).sum()),
         texture=float(np.abs(np.diff(image, axis=1)).mean()),
         stroke_bend=_stroke_bend(gray), faintest_line=faintest_line, line_spacing=line_spacing,
-        stroke_width=_stroke_width(gray),
+        stroke_width=stroke_width(gray),
     )
 
 
@@ -84,7 +84,8 @@ def ends_with_barline(gray: np.ndarray, last_columns: int = 8) -> bool:
     return bool((span.mean(axis=0) >= 0.95).any())
 
 
-def _stroke_width(gray: np.ndarray, shortest: int = 2, longest: int = 39) -> float:
+def stroke_width(gray: np.ndarray, shortest: int = 2, longest: int = 39) -> float:
+    """PhotoMeasures.stroke_width of a grayscale image."""
     dark = np.pad((gray < 150).astype(np.int8), ((0, 0), (1, 1)))
     edges = np.diff(dark, axis=1).ravel()  # rows padded: a run never joins the next row's
     runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
