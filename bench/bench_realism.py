@@ -1,6 +1,6 @@
 """How close the synthetic corpus is to real PrIMuS, measured on the real development set (SUPERSMM_REAL_DEV).
 
-    synth_tv_max          the largest total variation distance between 300 synthetic incipits and the real
+    synth_tv_max          the largest total variation distance between 900 synthetic incipits and the real
                           labels, over token family, note duration, dots, clef, key signature and meter
     synth_distinct_ratio  distinct tokens per 100 incipits, synthetic / real
     image_height_ratio    median, over the real incipits, of our engraving's height / the real PNG's
@@ -28,6 +28,7 @@ from supersmm_tasks.synth.realism import height_ratios
 from supersmm_tasks.synth.statistics import distances, distinct_per_100, read_semantic_labels
 
 TV_GOAL, DISTINCT_RANGE, HEIGHT_RANGE = 0.15, (0.8, 1.25), (0.95, 1.05)
+SYNTHETIC_INCIPITS = 900  # for the label statistics: distinct tokens per 100 of 300 moved by +-0.07 with the seed
 SER_GOALS = {"agnostic": 5.0, "semantic": 8.0, "camera": 10.0}  # issue 11
 
 # Runs in a fresh process with SUPERSMM_HOME set: engraves a corpus, trains run `real` on it in one chunk,
@@ -83,15 +84,16 @@ def run(quick: bool) -> list[dict]:
 def corpus_figures(real_dev: Path) -> list[dict]:
     started = time.perf_counter()
     rng = random.Random(0)
-    ours = [random_incipit(rng) for _ in range(300)]
+    ours = [random_incipit(rng) for _ in range(SYNTHETIC_INCIPITS)]
     real = read_semantic_labels(real_dev)
     tv = distances(ours, real)
     worst = max(tv, key=tv.get)
     ratio = distinct_per_100(ours) / distinct_per_100(real)
     seconds = round(time.perf_counter() - started, 1)
     return [
-        {"name": "synth_tv_max", "value": round(tv[worst], 3), "unit": f"TV distance, largest ({worst}); 300 synthetic "
-         f"vs {len(real)} real incipits", "goal": f"<= {TV_GOAL}", "ok": tv[worst] <= TV_GOAL,
+        {"name": "synth_tv_max", "value": round(tv[worst], 3),
+         "unit": f"TV distance, largest ({worst}); {SYNTHETIC_INCIPITS} synthetic vs {len(real)} real incipits",
+         "goal": f"<= {TV_GOAL}", "ok": tv[worst] <= TV_GOAL,
          "distances": {family: round(value, 3) for family, value in tv.items()}, "seconds": seconds},
         {"name": "synth_distinct_ratio", "value": round(ratio, 3), "unit": "distinct tokens per 100 incipits, "
          "synthetic / real", "goal": f"{DISTINCT_RANGE[0]}-{DISTINCT_RANGE[1]}",

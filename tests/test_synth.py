@@ -17,10 +17,11 @@ from supersmm_tasks.synth import generate_corpus, sample_id
 from supersmm_tasks.synth.agnostic import KEY_SIGNATURE_POSITIONS, mei_to_agnostic
 from supersmm_tasks.synth.engrave import Engraver
 from supersmm_tasks.synth.mei import mei_to_semantic
-from supersmm_tasks.synth.music import random_incipit
+from supersmm_tasks.synth.music import IncipitWriter, drawn_final_barline, random_incipit
 from supersmm_tasks.synth.notation import KEY_SIGNATURES
 from supersmm_tasks.synth.pae import UnsupportedToken, as_sources_write, semantic_to_pae, with_labelled_ties
 from supersmm_tasks.synth.roundtrip import round_trip_fraction
+from supersmm_tasks.synth.statistics import barred_in_breves
 from supersmm_tasks.vocabulary import load_vocabulary
 
 REAL_SAMPLE = REAL_FOLDER / REAL_FOLDER.name if REAL_FOLDER else None  # the path of its files without their extension
@@ -76,6 +77,20 @@ def test_incipits_have_primus_like_length_and_fill_their_measures(incipits):
     for incipit in incipits:
         assert incipit[0].startswith("clef-")
         assert any(t.startswith("timeSignature-") for t in incipit[1:3])
+
+
+def test_an_incipit_barred_in_breves_ends_its_last_breve_unlabelled_but_drawn():
+    """PrIMuS labels the final barline by the meter (C/: a whole note), while the source closes a complete breve."""
+    rng, closed = random.Random(3), 0
+    for _ in range(400):
+        writer = IncipitWriter(rng)
+        tokens = writer.tokens()
+        if not (barred_in_breves(tokens) and writer.ends_with_full_measure):
+            continue
+        closed += 1
+        assert tokens[-1] != "barline", tokens
+        assert drawn_final_barline(rng, writer.ends_with_full_measure, tokens)
+    assert closed >= 5
 
 
 def test_same_seed_same_incipit_and_different_seeds_differ():

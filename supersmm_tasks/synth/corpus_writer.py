@@ -30,7 +30,7 @@ from .agnostic import mei_to_agnostic
 from .camera import camera_jpeg
 from .engrave import FONTS, Engraver, EngravingFailed, png_bytes
 from .mei import UnsupportedMei, mei_to_semantic
-from .music import drawn_final_barline, printed_return_to_key, random_incipit
+from .music import IncipitWriter, drawn_final_barline, printed_return_to_key
 from .pae import semantic_to_pae, with_labelled_ties
 from .pae_source import MalformedPae, drawn_verovio_input, verovio_input
 
@@ -223,8 +223,9 @@ def _write_files(folder: Path, gray: np.ndarray, mei: str, semantic: list[str], 
 
 def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple[list[str], np.ndarray, str]:
     for _ in range(ATTEMPTS_PER_SAMPLE):
-        tokens = random_incipit(rng)
-        pae = semantic_to_pae(tokens, final_barline=drawn_final_barline(rng, tokens),
+        writer = IncipitWriter(rng)
+        tokens = writer.tokens()
+        pae = semantic_to_pae(tokens, final_barline=drawn_final_barline(rng, writer.ends_with_full_measure, tokens),
                               prints_return_to_key=lambda: printed_return_to_key(rng))
         try:
             gray, drawn = _engraver.engrave(pae, font, xml_id_seed)

@@ -34,17 +34,30 @@ KEY_PSEUDO_COUNT = 0.5
 METER_COUNTS = {"C": 82, "C/": 23, "3/4": 6, "6/8": 5, "2/4": 3, "2/2": 3, "3/2": 2, "12/8": 2, "9/8": 1, "6/4": 1,
                 "3/1": 1} | {meter: 0 for meter in ("4/4", "3/8", "2/1", "4/2", "5/4", "2/8", "6/16", "9/16")}
 METER_PSEUDO_COUNT = 0.3
+# Early music in C/ (and a little in C) is often barred in breves: measures twice the meter's length. 12 of the 23
+# real C/ incipits and 5 of the 81 in C are; PrIMuS labels their final barline by the meter all the same (none
+# after a full breve measure), while their sources draw one.
+BREVE_MEASURE_SHARE = {"C/": 12 / 23, "C": 5 / 81}
 # How often each (duration, dots) is drawn where it fits the measure's grid. Fitted by simulation: starting
-# from the real counts of notes and rests (eighth 663, quarter 473, sixteenth 407, half 341, whole 88,
-# thirty-second 25, double whole 11; dotted 6.4%, double-dotted none) plus pseudo-counts (2 per plain value,
-# 0.3 per dotted, 0.1 per double-dotted one), each weight was multiplied by (target / drawn share) ** 0.8 over
-# 1,500 incipits until the drawn shares matched (TV 0.003). Long values get large weights because they
-# rarely fit; a floor of 0.003 (0.0003 for sixty-fourths, which come in runs) keeps every value reachable.
+# from the real counts of notes and rests in the incipits barred in the meter's measures (1,782 of them) plus
+# pseudo-counts (2 per plain value, 0.3 per dotted, 0.1 per double-dotted one), each weight was multiplied by
+# (target / drawn share) ** 0.8 over 3,000 incipits until the drawn shares matched (TV under 0.01). Long values
+# get large weights because they rarely fit; a floor of 0.003 (0.0003 for sixty-fourths, which come in runs)
+# keeps every value reachable.
 LENGTH_WEIGHTS = {
-    ("double_whole", 1): 157.0, ("double_whole", 0): 822.0, ("whole", 1): 4.78, ("whole", 0): 2.79,
-    ("half", 1): 0.698, ("half", 0): 4.29, ("quarter", 2): 0.003, ("quarter", 1): 0.91, ("quarter", 0): 3.24,
-    ("eighth", 2): 0.003, ("eighth", 1): 0.169, ("eighth", 0): 2.39, ("sixteenth", 1): 0.003, ("sixteenth", 0): 0.844,
-    ("thirty_second", 1): 0.003, ("thirty_second", 0): 0.0397, ("sixty_fourth", 0): 0.0003,
+    ("double_whole", 1): 22.3, ("double_whole", 0): 50.0, ("whole", 1): 1.4, ("whole", 0): 1.33,
+    ("half", 1): 0.518, ("half", 0): 3.86, ("quarter", 2): 0.003, ("quarter", 1): 1.17, ("quarter", 0): 3.83,
+    ("eighth", 2): 0.003, ("eighth", 1): 0.23, ("eighth", 0): 3.01, ("sixteenth", 1): 0.0045, ("sixteenth", 0): 1.07,
+    ("thirty_second", 1): 0.003, ("thirty_second", 0): 0.0491, ("sixty_fourth", 0): 0.0014,
+}
+# Incipits barred in breves are slow music, fitted the same way to their own real counts (of 226 notes and rests:
+# half 94, whole 53, quarter 44, eighth 15, dotted half 9, double whole 7; drawn TV 0.02); a dotted double whole
+# never fits.
+BREVE_LENGTH_WEIGHTS = {
+    ("double_whole", 1): 1.0, ("double_whole", 0): 3.81, ("whole", 1): 1.2, ("whole", 0): 11.3,
+    ("half", 1): 2.17, ("half", 0): 12.6, ("quarter", 2): 0.018, ("quarter", 1): 0.133, ("quarter", 0): 3.11,
+    ("eighth", 2): 0.0044, ("eighth", 1): 0.024, ("eighth", 0): 0.616, ("sixteenth", 1): 0.0099, ("sixteenth", 0): 0.04,
+    ("thirty_second", 1): 0.0043, ("thirty_second", 0): 0.0198, ("sixty_fourth", 0): 0.0098,
 }
 REST_SHARE = {"whole": 0.07, "half": 0.13, "quarter": 0.13, "eighth": 0.085, "sixteenth": 0.04}
 OPENING_REST_SHARE = 0.3  # the first event after the header (or after an opening multirest) is a rest
@@ -59,9 +72,14 @@ MULTIREST_PRIOR = 1.0  # spread over every multirest of the vocabulary as 1/n
 LENGTH_MEAN, LENGTH_SD, LENGTH_RANGE = 21.2, 4.3, (12, 40)
 UPBEAT_SHARE = 0.25
 ENDS_MID_MEASURE_SHARE = 0.45
-# The image's final barline is the source's closing `/`, the label's follows the meter (mei.py): of the real
-# incipits whose label has no final barline, 11 of 58 show one; of those whose label has one, 2 of 71 show none.
-DRAWN_FINAL_BARLINE_SHARE = {False: 11 / 58, True: 1 - 2 / 71}  # by whether the label ends with a barline
+BREVE_ENDS_MID_MEASURE_SHARE = 11 / 17  # of the real incipits barred in breves
+# The image's final barline is the source's closing `/`, the label's follows the meter (mei.py). The real sources
+# close all 70 incipits whose last measure is complete (as long as their other measures, labelled or not: 6 of
+# them are barred in breves); of those that stop inside a measure, 5 of the 7 whose label has a final barline and
+# 5 of the 52 whose label has none.
+# keyed by (the last measure is complete, the label ends with a barline)
+DRAWN_FINAL_BARLINE_SHARE = {(True, True): 70 / 70, (True, False): 70 / 70, (False, True): 5 / 7,
+                             (False, False): 5 / 52}
 # A note back at the key signature's pitch after another alteration of its place in the measure: its accidental
 # is in the agnostic label, but the real sources print it for 2 of the 14 such notes.
 PRINTED_RETURN_TO_KEY_SHARE = 2 / 14
@@ -92,6 +110,11 @@ class IncipitWriter:
         self.clef = _weighted(rng, _smoothed(CLEF_COUNTS, CLEF_PSEUDO_COUNT))
         self.key = _weighted(rng, _smoothed(KEY_COUNTS, KEY_PSEUDO_COUNT))
         self.meter = _weighted(rng, _smoothed(METER_COUNTS, METER_PSEUDO_COUNT))
+        breves = self.meter in BREVE_MEASURE_SHARE and rng.random() < BREVE_MEASURE_SHARE[self.meter]
+        self.measure_length = meter_length(self.meter) * (2 if breves else 1)
+        self.length_choices = _BREVE_LENGTH_CHOICES if breves else _LENGTH_CHOICES
+        self.ends_mid_measure_share = BREVE_ENDS_MID_MEASURE_SHARE if breves else ENDS_MID_MEASURE_SHARE
+        self.ends_with_full_measure: bool | None = None  # known once tokens() has run
         self.in_key = key_alterations(self.key)
         self.position = _clamped(round(rng.gauss(CENTRE, START_SD)))
         self.tied_from: Note | None = None  # the note that the next one continues
@@ -105,8 +128,9 @@ class IncipitWriter:
         for index, measure in enumerate(measures):
             next_measure = measures[index + 1] if index + 1 < len(measures) else None
             tokens += self._realise_measure(measure, next_measure, opening=index == 0 or isinstance(measures[index - 1], int))
-            if next_measure is not None or not (ends_mid_measure or _is_multirest(measure)):
+            if next_measure is not None or _fills(measure, meter_length(self.meter)):
                 tokens.append("barline")  # as in PrIMuS: the last measure has one only when its meter is filled
+        self.ends_with_full_measure = not ends_mid_measure and not _is_multirest(measures[-1])
         unknown = [token for token in tokens if token not in self.vocabulary]
         if unknown:  # a bug in this model, never a user error: stop before writing a wrong label
             raise AssertionError(f"generated tokens outside the semantic vocabulary: {unknown}")
@@ -138,25 +162,26 @@ class IncipitWriter:
         if isinstance(measures[0], list) and len(measures[0]) > 1 and self.rng.random() < UPBEAT_SHARE:
             measures[0] = measures[0][self.rng.randint(1, len(measures[0]) - 1):]
         last = measures[-1]
-        if len(measures) > 1 and isinstance(last, list) and len(last) > 1 and self.rng.random() < ENDS_MID_MEASURE_SHARE:
+        can_cut = len(measures) > 1 and isinstance(last, list) and len(last) > 1
+        if can_cut and self.rng.random() < self.ends_mid_measure_share:
             measures[-1] = last[: self.rng.randint(1, len(last) - 1)]
             return True
         return False
 
     def _measure_rhythm(self) -> list[Fraction]:
         """Event lengths that fill one measure, each starting on a multiple of min(its length, the beat)."""
-        length, beat = _ticks(meter_length(self.meter)), _ticks(beat_length(self.meter))
+        length, beat = _ticks(self.measure_length), _ticks(beat_length(self.meter))
         lengths: list[Fraction] = []
         onset = 0
         while onset < length:
             previous = lengths[-1] if lengths else None
             options = {
                 value: weight * (SAME_LENGTH_BONUS if value == previous else 1)
-                for value, ticks, undotted, weight in _LENGTH_CHOICES
+                for value, ticks, undotted, weight in self.length_choices
                 if ticks <= length - onset and onset % min(undotted, beat) == 0
             }
             if not options:  # nothing fits the grid (an odd meter): the shortest value that fits
-                options = {min(value for value, ticks, _, _ in _LENGTH_CHOICES if ticks <= length - onset): 1.0}
+                options = {min(value for value, ticks, _, _ in self.length_choices if ticks <= length - onset): 1.0}
             value = _weighted(self.rng, options)
             lengths.append(value)
             onset += _ticks(value)
@@ -243,9 +268,9 @@ def random_incipit(rng: random.Random) -> list[str]:
     return IncipitWriter(rng).tokens()
 
 
-def drawn_final_barline(rng: random.Random, tokens: list[str]) -> bool:
-    """Whether the engraving of an incipit shows a final barline (see DRAWN_FINAL_BARLINE_SHARE)."""
-    return rng.random() < DRAWN_FINAL_BARLINE_SHARE[tokens[-1] == "barline"]
+def drawn_final_barline(rng: random.Random, ends_with_full_measure: bool, tokens: list[str]) -> bool:
+    """Whether the source of an incipit closes it with a barline (see DRAWN_FINAL_BARLINE_SHARE)."""
+    return rng.random() < DRAWN_FINAL_BARLINE_SHARE[(ends_with_full_measure, tokens[-1] == "barline")]
 
 
 def printed_return_to_key(rng: random.Random) -> bool:
@@ -264,6 +289,11 @@ def _weighted(rng: random.Random, weights: dict):
 
 def _clamped(position: int) -> int:
     return min(max(position, LOWEST_POSITION), HIGHEST_POSITION)
+
+
+def _fills(measure, length: Fraction) -> bool:
+    """Whether a measure's events add up to `length` (a multirest never does: PrIMuS labels no barline after it)."""
+    return isinstance(measure, list) and sum(measure) == length
 
 
 def _is_multirest(measure) -> bool:
@@ -296,9 +326,14 @@ def _ticks(length: Fraction) -> int:
     return int(length * TICKS_PER_WHOLE)
 
 
-# (length, its ticks, the ticks of its undotted value, weight), in a fixed order
-_LENGTH_CHOICES = [(length, _ticks(length), _ticks(dotted_length(name, 0)), LENGTH_WEIGHTS[(name, dots)])
-                   for length, (name, dots) in sorted(_LENGTHS.items())]
+def _length_choices(weights: dict) -> list[tuple[Fraction, int, int, float]]:
+    """(length, its ticks, the ticks of its undotted value, weight), in a fixed order."""
+    return [(length, _ticks(length), _ticks(dotted_length(name, 0)), weights[(name, dots)])
+            for length, (name, dots) in sorted(_LENGTHS.items())]
+
+
+_LENGTH_CHOICES = _length_choices(LENGTH_WEIGHTS)
+_BREVE_LENGTH_CHOICES = _length_choices(BREVE_LENGTH_WEIGHTS)
 _MULTIREST_WEIGHTS = {
     count: MULTIREST_COUNTS.get(count, 0) + MULTIREST_PRIOR / count
     for count in (int(token.split("-")[1]) for token in load_vocabulary("semantic") if token.startswith("multirest-"))

@@ -4,6 +4,8 @@
     photo_measures          blur, paper, ink, noise, tilt and bend of the staff, bend of its stems, its faintest line
                             and its line spacing in a (distorted) image
     ends_with_barline       whether a staff image shows a barline at its right end
+    stem_ink                how much ink a photo's stems hold across, in pixels of its clean image's ink
+    staff_gaps              stretches of columns where the staff's lines are not drawn (damage that streaks them)
 
 Used by tests/test_synth_realism.py and bench/bench_realism.py against the real development set.
 """
@@ -91,6 +93,52 @@ def stroke_width(gray: np.ndarray, shortest: int = 2, longest: int = 39) -> floa
     runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
     runs = runs[(runs >= shortest) & (runs <= longest)]
     return float(runs.mean()) if runs.size else 0.0
+
+
+def stem_ink(photo: np.ndarray, clean: np.ndarray) -> float | None:
+    """Median over the clean image's stems of the ink the photo holds across one row of the stem, in pixels of the
+    clean image's full ink (None where no stem is found). A clean 2-pixel stem holds 2: blur spreads it wider and
+    fainter without adding to it, while ink that spreads (a thicker stroke) adds to it.
+
+    A stem is a clean column dark for 30 rows or more; its rows counted are those with paper 3 and 6 pixels to both
+    sides (no notehead or staff line), the middle half of them, and they are read in the photo at the same place
+    (its damage moves strokes by a few pixels: the darkest column near the stem is taken as its centre)."""
+    depth = 255.0 - float(clean.min())
+    dark = clean < 128
+    inks = []
+    for column in _stem_columns(dark):
+        rows = [row for row in np.flatnonzero(dark[:, column])
+                if (clean[row, [column - 6, column - 3, column + 3, column + 6]] > 200).all()]
+        for row in rows[len(rows) // 4: 3 * len(rows) // 4: 4]:
+            if row >= photo.shape[0] or column + 15 > photo.shape[1]:
+                continue
+            across = 255.0 - photo[row, column - 14:column + 15].astype(np.float32)
+            across -= np.median(np.r_[across[:3], across[-3:]])  # the paper's own gray
+            if across[6:23].max() < 15:  # the stem is not on this row of the photo
+                continue
+            inks.append(across[3:26].clip(0).sum() / depth)
+    return float(np.median(inks)) if inks else None
+
+
+def staff_gaps(gray: np.ndarray, min_columns: int = 20, run: int = 15) -> list[tuple[int, int]]:
+    """(first column, width) of each stretch of at least `min_columns` columns where fewer than 5 rows are dark
+    in horizontal runs of `run` pixels: where the staff's lines are not drawn. A clean staff has none."""
+    dark = (gray < 150).astype(np.uint8)
+    lines = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((1, run), np.uint8))  # horizontal runs only
+    missing = np.r_[0, (lines.sum(axis=0) < 5).astype(np.int8), 0]
+    edges = np.diff(missing)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(start), int(end - start)) for start, end in zip(starts, ends) if end - start >= min_columns]
+
+
+def _stem_columns(dark: np.ndarray, min_rows: int = 30) -> list[int]:
+    """Columns of a clean image's stems (one per stem, 3 pixels or more apart), away from its left and right edges."""
+    columns, last = [], -10
+    for column in np.flatnonzero(dark.sum(axis=0) >= min_rows):
+        if 14 <= column < dark.shape[1] - 15 and column - last > 3:
+            columns.append(int(column))
+        last = column
+    return columns
 
 
 def _stroke_bend(gray: np.ndarray, min_rows: int = 40, max_columns: int = 14) -> float | None:

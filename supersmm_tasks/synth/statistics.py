@@ -8,6 +8,8 @@ Each distribution maps a value to its share (shares sum to 1):
     clef / key / meter   one value per incipit; `none` where the incipit has no such token
                     (PrIMuS writes C major with no keySignature token)
 
+`barred_in_breves` tells an incipit whose measures are twice its meter's length (early music in C/).
+
 `total_variation` is half the L1 distance of two distributions (0 = the same, 1 = disjoint), and
 `distinct_per_100` the number of different tokens that 100 incipits of a corpus hold (averaged over
 seeded draws), the measure of vocabulary spread that the issue compares.
@@ -18,7 +20,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from .notation import parse_note, parse_rest
+from .notation import dotted_length, meter_length, parse_note, parse_rest
 
 NONE = "none"
 FAMILIES = ("token family", "note duration", "dots", "clef", "key", "meter")
@@ -46,6 +48,21 @@ def distributions(incipits: list[list[str]]) -> dict[str, dict[str, float]]:
         meters[_first_value(tokens, "timeSignature")] += 1
     counts = (families, durations, dots, clefs, keys, meters)
     return {name: _shares(counter) for name, counter in zip(FAMILIES, counts)}
+
+
+def barred_in_breves(tokens: list[str]) -> bool:
+    """Whether a measure of the incipit that ends with a barline is twice its meter's length or longer."""
+    meter = _first_value(tokens, "timeSignature")
+    if meter == NONE:
+        return False
+    length, longest = 0, 0
+    for token in tokens:
+        symbol = parse_note(token) or parse_rest(token)
+        if token == "barline":
+            length, longest = 0, max(longest, length)
+        elif symbol is not None and not getattr(symbol, "grace", False):
+            length += dotted_length(symbol.duration, symbol.dots)
+    return longest >= 2 * meter_length(meter)
 
 
 def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
