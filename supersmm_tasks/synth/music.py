@@ -291,9 +291,10 @@ def _clamped(position: int) -> int:
     return min(max(position, LOWEST_POSITION), HIGHEST_POSITION)
 
 
-def _fills(measure, length: Fraction) -> bool:
-    """Whether a measure's events add up to `length` (a multirest never does: PrIMuS labels no barline after it)."""
-    return isinstance(measure, list) and sum(measure) == length
+def _fills(measure: list[Fraction] | int, length: Fraction) -> bool:
+    """Whether a measure's events add up to `length`, as PrIMuS's converter counts them: a multirest of n measures
+    as n meters, so a one-measure rest fills it and a longer one never does."""
+    return measure == 1 if isinstance(measure, int) else sum(measure) == length
 
 
 def _is_multirest(measure) -> bool:
