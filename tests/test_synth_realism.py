@@ -131,11 +131,15 @@ def test_our_staff_lines_are_as_thick_as_the_real_pngs(real_dev_folder, tmp_path
     assert ours[our_rows] / sum(ours.values()) >= 0.9
 
 
+def _semantic(folder: Path) -> list[str]:
+    return (folder / f"{folder.name}.semantic").read_text("utf-8").split()
+
+
 def drawn_final_barline_shares(folders) -> dict[bool, float]:
     """Share of images that show a final barline, by whether their label ends with a barline."""
     drawn: dict[bool, list[bool]] = {True: [], False: []}
     for folder in folders:
-        labelled = (folder / f"{folder.name}.semantic").read_text("utf-8").split()[-1] == "barline"
+        labelled = _semantic(folder)[-1] == "barline"
         drawn[labelled].append(ends_with_barline(cv2.imread(str(folder / f"{folder.name}.png"), cv2.IMREAD_GRAYSCALE)))
     assert all(len(shown) >= 20 for shown in drawn.values()), {labelled: len(shown) for labelled, shown in drawn.items()}
     return {labelled: sum(shown) / len(shown) for labelled, shown in drawn.items()}
@@ -159,10 +163,6 @@ def test_the_final_barline_is_drawn_as_the_source_says_and_labelled_as_the_meter
         drawn_unlabelled_share([folder for folder in folders if barred_in_breves(_semantic(folder))])
         for folders in (real_folders, our_folders))
     assert real_breves >= 0.3 and abs(our_breves - real_breves) <= 0.25, (our_breves, real_breves)
-
-
-def _semantic(folder: Path) -> list[str]:
-    return (folder / f"{folder.name}.semantic").read_text("utf-8").split()
 
 
 def drawn_unlabelled_share(folders) -> float:
