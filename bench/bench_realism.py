@@ -3,7 +3,9 @@
     synth_tv_max          the largest total variation distance between 900 synthetic incipits and the real
                           labels, over token family, note duration, dots, clef, key signature and meter
     synth_distinct_ratio  distinct tokens per 100 incipits, synthetic / real
-    image_height_ratio    median, over the real incipits, of our engraving's height / the real PNG's
+    image_height_ratio    median, over the real incipits, of our engraving's height / the real PNG's; with it the
+                          median width ratio where the real staff is not justified to the page, and the share of
+                          incipits justified (or not) in both
     real_ser_agnostic     SER on the real PNGs of a `tiny` model trained only on a synthetic corpus
     real_ser_semantic     the same with semantic labels
     real_ser_camera       SER on the 30 real Camera-PrIMuS `_distorted.jpg` of a model trained on `--camera`
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 from supersmm_tasks.synth.music import random_incipit
-from supersmm_tasks.synth.realism import height_ratios
+from supersmm_tasks.synth.realism import engraved_sizes, is_justified
 from supersmm_tasks.synth.statistics import distances, distinct_per_100, read_semantic_labels
 
 TV_GOAL, DISTINCT_RANGE, HEIGHT_RANGE = 0.15, (0.8, 1.25), (0.95, 1.05)
@@ -105,11 +107,15 @@ def image_height_ratio(real_dev: Path) -> dict:
     import statistics
 
     started = time.perf_counter()
-    ratios = height_ratios(real_dev)
-    median = statistics.median(ratios.values())
+    sizes = engraved_sizes(real_dev)
+    median = statistics.median(ours[0] / real[0] for ours, real in sizes.values())
+    unjustified = [ours[1] / real[1] for ours, real in sizes.values() if not is_justified(real[1])]
+    justified_alike = [is_justified(ours[1]) == is_justified(real[1]) for ours, real in sizes.values()]
     return {"name": "image_height_ratio", "value": round(median, 3),
-            "unit": f"median height ours / real PNG, {len(ratios)} real incipits engraved from their PAE",
+            "unit": f"median height ours / real PNG, {len(sizes)} real incipits engraved from their PAE",
             "goal": f"{HEIGHT_RANGE[0]}-{HEIGHT_RANGE[1]}", "ok": HEIGHT_RANGE[0] <= median <= HEIGHT_RANGE[1],
+            "width_ratio_unjustified": round(statistics.median(unjustified), 3),
+            "justified_alike": round(sum(justified_alike) / len(justified_alike), 3),
             "seconds": round(time.perf_counter() - started, 1)}
 
 

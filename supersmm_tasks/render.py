@@ -13,10 +13,11 @@ from .errors import SupersmmError
 from .synth.engrave import VEROVIO_OPTIONS as ENGRAVING_OPTIONS
 from .synth.pae import UnsupportedToken, semantic_to_pae
 
-# The synth's engraving settings (one long system, cropped to the music), with a margin around it and a
-# viewBox so the SVG scales to wherever it is shown.
+# The synth's engraving settings, but one long system as wide as its music (never justified to a page), with a
+# margin around it and a viewBox so the SVG scales to wherever it is shown.
 SVG_OPTIONS = {
     **ENGRAVING_OPTIONS,
+    "breaks": "none", "adjustPageWidth": True,
     "pageMarginTop": 20, "pageMarginBottom": 20, "pageMarginLeft": 20, "pageMarginRight": 20,
     "svgViewBox": True,
 }

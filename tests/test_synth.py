@@ -250,3 +250,19 @@ def test_ties_are_labelled_where_a_source_writing_only_changed_marks_would_have_
     assert as_sources_write("4''C4''D+4''D/4''D+4''D8'E+8'E") == "4''CD+D/D+D8'E+E"
     assert with_labelled_ties(pae) == pae.replace("4''D+", "4''D", 1)
     assert with_labelled_ties(pae.replace("4''C", "8''C")) == pae.replace("4''C", "8''C")  # D has its own duration
+
+
+def test_staves_are_justified_to_the_page_as_in_primus_and_a_long_one_is_squeezed_onto_it():
+    from supersmm_tasks.synth.realism import is_justified
+
+    engraver = Engraver()
+    measure = ["note-C5_quarter", "note-D5_quarter", "note-E5_quarter", "note-F5_quarter", "barline"]
+    widths, heights = {}, {}
+    for measures in (2, 5, 8):  # 730 columns by nature; 1,650 (stretched); 2,570 (squeezed)
+        tokens = ["clef-G2", "keySignature-CM", "timeSignature-4/4"] + measure * measures
+        image, _ = engraver.engrave(semantic_to_pae(tokens), "Leipzig", 0)
+        heights[measures], widths[measures] = image.shape
+    assert not is_justified(widths[2]) and widths[2] < widths[5]
+    assert is_justified(widths[5]) and is_justified(widths[8])
+    assert widths[8] == widths[5]  # squeezed to the page
+    assert heights[8] == heights[5] == heights[2]  # one staff, not two systems

@@ -23,7 +23,7 @@ from supersmm_tasks.synth.pae import as_sources_write, semantic_to_pae, with_lab
 from supersmm_tasks.synth.pae_source import drawn_verovio_input
 from supersmm_tasks.synth.rasterize import staff_line_runs
 from supersmm_tasks.synth.realism import (
-    ends_with_barline, height_ratios, photo_measures, staff_gaps, stem_ink, stroke_width,
+    engraved_sizes, ends_with_barline, height_ratios, is_justified, photo_measures, staff_gaps, stem_ink, stroke_width,
 )
 from supersmm_tasks.synth.statistics import (
     FAMILIES, barred_in_breves, distances, distinct_per_100, distributions, read_semantic_labels, total_variation,
@@ -113,6 +113,22 @@ def test_our_engravings_of_the_real_incipits_are_as_tall_as_the_real_pngs(real_d
     assert len(ratios) >= 120
     assert 0.95 <= stats.median(ratios.values()) <= 1.05
 
+
+
+def test_long_staves_fill_the_page_and_the_others_are_spaced_as_in_the_real_pngs(real_dev_folder):
+    sizes = engraved_sizes(real_dev_folder)
+    real_widths = [real[1] for _, real in sizes.values()]
+    # PrIMuS's rule, on its own files: a staff is either justified to the page (2000 columns between the margins,
+    # 2002-2003 with the ink's edges) or well short of it (Verovio justifies one that fills 80% of it).
+    justified = [width for width in real_widths if is_justified(width)]
+    assert len(justified) >= 0.1 * len(real_widths)
+    assert all(width <= 2004 for width in justified)
+    assert not [width for width in real_widths if 1750 < width < 2000]
+    # Ours: the same staves justified, and the others as wide as the real ones.
+    agree = [is_justified(ours[1]) == is_justified(real[1]) for ours, real in sizes.values()]
+    assert sum(agree) >= 0.95 * len(agree)
+    natural = [ours[1] / real[1] for ours, real in sizes.values() if not is_justified(real[1])]
+    assert 0.98 <= stats.median(natural) <= 1.02
 
 def staff_line_thickness(pngs) -> collections.Counter:
     """How many staff lines of the images are how many pixels thick."""

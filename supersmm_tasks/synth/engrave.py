@@ -14,18 +14,32 @@ from .rasterize import primus_image, svg_to_gray, two_tone_png
 
 FONTS = ("Leipzig", "Bravura", "Gootville")
 
-# One long system, no header or footer, the page cropped to the music: a 1041x155-like strip.
+# One system on Verovio's default page (2100 wide, 50 of margin either side), no header or footer, the image cropped
+# to the music: a 1041x155-like strip. As in PrIMuS, a system that fills PAGE_FILL_TO_JUSTIFY of the 2000 columns
+# between the margins is justified to all of them, and a longer one is squeezed into them: 26 of the 129 real
+# development PNGs are 2002-2003 wide and none is between 1629 and 2002. SPACING gives the real PNGs' width where
+# a staff is not justified (our width / theirs, median 0.997 over 103 real incipits; 0.968 at today's default
+# linear spacing of 0.25: the Verovio that engraved PrIMuS spaced notes a little wider).
+PAGE_WIDTH, PAGE_MARGIN = 2100, 50
+PAGE_FILL_TO_JUSTIFY = 0.8
+SPACING = {"spacingLinear": 0.26, "spacingNonLinear": 0.6}
+# Closer and closer spacings, for a staff longer than the page.
+SQUEEZED_SPACINGS = [{"spacingLinear": linear / 100, "spacingNonLinear": 0.6} for linear in range(24, 9, -2)] + [
+    {"spacingLinear": 0.1, "spacingNonLinear": non_linear / 100} for non_linear in range(55, 29, -5)]
 VEROVIO_OPTIONS = {
     "inputFrom": "pae",
-    "breaks": "none",
+    "breaks": "encoded",  # Plaine & Easie encodes none: one system where it fits (Engraver squeezes a longer one)
     "header": "none",
     "footer": "none",
     "adjustPageHeight": True,
-    "adjustPageWidth": True,
+    "adjustPageWidth": False,
+    "pageWidth": PAGE_WIDTH,
     "pageMarginTop": 0,
     "pageMarginBottom": 0,
-    "pageMarginLeft": 0,
-    "pageMarginRight": 0,
+    "pageMarginLeft": PAGE_MARGIN,
+    "pageMarginRight": PAGE_MARGIN,
+    "minLastJustification": PAGE_FILL_TO_JUSTIFY,
+    **SPACING,
     "scale": 100,
 }
 # Smaller SVG for our own rasterizer only: no indentation, `href` instead of `xlink:href`.
@@ -57,7 +71,24 @@ class Engraver:
             self.toolkit.setOptions({"font": font})
             self.font = font
         mei = self.load(pae, xml_id_seed)
-        return primus_image(svg_to_gray(self.toolkit.renderToSVG(1))), mei
+        return primus_image(svg_to_gray(self._one_system())), mei
+
+    def _one_system(self) -> str:
+        """The SVG of the loaded incipit on one staff. A staff too long for the page is squeezed into it, as in
+        PrIMuS (2 of the 129 real development PNGs): notes spaced closer until it fits, then justified."""
+        svg = self.toolkit.renderToSVG(1)
+        squeezed = False
+        for spacing in SQUEEZED_SPACINGS:
+            if svg.count('class="system"') == 1:
+                break
+            self.toolkit.setOptions(spacing)
+            self.toolkit.redoLayout()
+            svg, squeezed = self.toolkit.renderToSVG(1), True
+        if squeezed:
+            self.toolkit.setOptions(SPACING)
+        if svg.count('class="system"') > 1:
+            raise EngravingFailed("the incipit is too long for one staff")
+        return svg
 
     def load(self, pae: str, xml_id_seed: int = 0) -> str:
         """Loads an incipit without drawing it; returns Verovio's MEI of it."""

@@ -58,11 +58,14 @@ def primus_image(gray: np.ndarray) -> np.ndarray:
     """An anti-aliased engraving as PrIMuS has it: cropped to its ink plus MARGIN, paper and one ink tone,
     staff lines STAFF_LINE_ROWS thick."""
     drawn = gray < INK_BELOW
-    ink = thicken_staff_lines(drawn)
-    rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    if rows.size == 0:
+    columns = np.flatnonzero(drawn.any(axis=0))
+    if columns.size == 0:
         raise ValueError("the engraving has no ink")
-    crop = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+    # Cropped to the music's columns first: a short staff on a wide page inks less than half of the page's row.
+    gray, drawn = gray[:, columns[0]:columns[-1] + 1], drawn[:, columns[0]:columns[-1] + 1]
+    ink = thicken_staff_lines(drawn)
+    rows = np.flatnonzero(ink.any(axis=1))
+    crop = (slice(rows[0], rows[-1] + 1), slice(None))
     tone = np.uint8(round(float(gray[drawn].mean())))  # the grown rows of staff line take the same tone
     two_tone = np.where(ink[crop], tone, np.uint8(PAPER)).astype(np.uint8)
     return np.pad(two_tone, MARGIN, constant_values=PAPER)

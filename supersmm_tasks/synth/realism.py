@@ -1,6 +1,8 @@
 """How our images compare with real PrIMuS ones: the same incipits engraved here, and camera-damage measures.
 
+    engraved_sizes          for every real incipit, the size of our engraving and of the real PNG
     height_ratios           for every real incipit, our engraving's height / the real PNG's
+    is_justified            whether a staff image is as wide as the page between its margins
     photo_measures          blur, paper, ink, noise, tilt and bend of the staff, bend of its stems, its faintest line
                             and its line spacing in a (distorted) image
     ends_with_barline       whether a staff image shows a barline at its right end
@@ -17,17 +19,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .engrave import FONTS, Engraver, EngravingFailed
+from .engrave import FONTS, PAGE_MARGIN, PAGE_WIDTH, Engraver, EngravingFailed
 from .pae_source import MalformedPae, verovio_input
 
 
-def height_ratios(real_dev: Path, limit: int | None = None) -> dict[str, float]:
-    """Incipit id -> height of our engraving of its `regular_pae.pae` / height of its real PNG.
+def engraved_sizes(real_dev: Path, limit: int | None = None) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+    """Incipit id -> ((height, width) of our engraving of its `regular_pae.pae`, (height, width) of its real PNG).
 
     The incipits are read as `supersmm synth --from-pae` reads them (pae_source.py); the fonts take turns as
     in `supersmm synth`; incipits that Verovio cannot load are left out.
     """
-    engraver, ratios = Engraver(), {}
+    engraver, sizes = Engraver(), {}
     folders = sorted(path.parent for path in Path(real_dev).glob("*/regular_pae.pae"))[:limit]
     for index, folder in enumerate(folders):
         try:
@@ -36,8 +38,18 @@ def height_ratios(real_dev: Path, limit: int | None = None) -> dict[str, float]:
         except (MalformedPae, EngravingFailed):
             continue
         real = cv2.imread(str(folder / f"{folder.name}.png"), cv2.IMREAD_GRAYSCALE)
-        ratios[folder.name] = ours.shape[0] / real.shape[0]
-    return ratios
+        sizes[folder.name] = (ours.shape[:2], real.shape[:2])
+    return sizes
+
+
+def height_ratios(real_dev: Path, limit: int | None = None) -> dict[str, float]:
+    """Incipit id -> height of our engraving of its `regular_pae.pae` / height of its real PNG."""
+    return {name: ours[0] / real[0] for name, (ours, real) in engraved_sizes(real_dev, limit).items()}
+
+
+def is_justified(width: int) -> bool:
+    """Whether a staff image this wide was stretched (or squeezed) to the page's width between its margins."""
+    return width >= PAGE_WIDTH - 2 * PAGE_MARGIN
 
 
 @dataclass(frozen=True)
