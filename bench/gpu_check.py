@@ -23,7 +23,9 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "bench"))
 
-SIZES = {  # samples engraved, speed steps and the narrowest samples they train on, batch size of the resume check's run
+# samples engraved, speed steps and how many of the narrowest samples they train on (None: all), the resume
+# check's batch size, the matmul measuring the float16 peak
+SIZES = {
     "gpu": {"samples": 400, "steps": 300, "speed_samples": None, "batch_size": 16, "matmul": 4096},
     # a CPU emulates float16 slowly: a batch padded to a page-wide staff takes minutes a step there
     "cpu": {"samples": 12, "steps": 2, "speed_samples": 4, "batch_size": 4, "matmul": 256},
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SUPERSMM_HOME"] = home
         os.environ.pop("SUPERSMM_DATA_ROOT", None)
         examples = engrave(sizes["samples"])
-        for part in (lambda: speed(examples, sizes["steps"], sizes["speed_samples"], sizes["matmul"]), lambda: exact_resume(home, sizes["batch_size"]),
+        for part in (lambda: speed(examples, sizes["steps"], sizes["speed_samples"], sizes["matmul"]),
+                     lambda: exact_resume(home, sizes["batch_size"]),
                      lambda: read_on_cpu(home, examples[0].image_path)):
             result = part()
             print(json.dumps(result), flush=True)
