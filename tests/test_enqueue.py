@@ -34,7 +34,7 @@ def test_enqueue_creates_and_queues_a_run_without_importing_tensorflow(training_
 
 def test_enqueue_reports_the_run_queued_when_a_reconciler_queues_it_first(training_home, monkeypatch):
     """A worker's reconciler may queue a new run's chunk between the CLI's lease release and its own send."""
-    from supersmm_tasks import broker, chunk_queue, reconciler, runs
+    from supersmm_tasks import broker, chunk_queue, reconciler
     from supersmm_tasks.lease import Lease
 
     release = Lease.release
