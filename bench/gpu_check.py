@@ -108,7 +108,7 @@ def speed(examples, steps: int, narrowest: int | None, matmul_size: int) -> dict
     from supersmm_tasks.training import fits_ctc
 
     trainer = Trainer(_paper_config(), mixed_precision=True)
-    usable = [e for e in examples if fits_ctc(e.tokens, e.width, e.height, trainer.preset)]
+    usable = [e for e in examples if fits_ctc(e.target, e.width, e.height, trainer.preset)]
     usable = sorted(usable, key=lambda example: example.width)[:narrowest]
     batches = pipeline.EpochBatches(usable, encoding="semantic", height=trainer.preset.height,
                                     batch_size=trainer.config.batch_size, seed=0, training=True, augment=True)

@@ -1,7 +1,8 @@
 """Finding PrIMuS / Camera-PrIMuS corpora under the data root and validating every sample.
 
 A sample is a folder `<id>/` holding `<id>.png`, `<id>.semantic`, `<id>.agnostic`, `<id>.mei` and, in
-Camera-PrIMuS, `<id>_distorted.jpg`. The folder that holds the samples is a corpus; the official archives add
+Camera-PrIMuS, `<id>_distorted.jpg`; a corpus this project engraved adds `<id>.drawn.agnostic`, the symbols
+its image draws, which agnostic networks learn instead of the label (labelling.py). The folder that holds the samples is a corpus; the official archives add
 one level (`package_aa/` + `package_ab/` for PrIMuS, `Corpus/` for Camera-PrIMuS).
 
 Naming and image rules (what `supersmm detect` reports):
@@ -40,6 +41,7 @@ from .vocabulary import ENCODINGS, token_index
 CLEAN_IMAGE_SUFFIX = ".png"
 CAMERA_IMAGE_SUFFIX = "_distorted.jpg"
 SAMPLE_FILE_SUFFIXES = (CLEAN_IMAGE_SUFFIX, CAMERA_IMAGE_SUFFIX, ".semantic", ".agnostic", ".mei")
+DRAWN_LABEL_SUFFIX = ".drawn.agnostic"  # the agnostic symbols as the image draws them (labelling.py), optional
 OFFICIAL_ARCHIVE_FOLDERS = {"package_aa": "primus", "package_ab": "primus", "Corpus": "camera_primus"}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -53,6 +55,7 @@ class Example:
     """One training sample: its image and the tokens of its label in one encoding.
 
     `width` and `height` are the image's stored size (read from its header at detect time), or None when unknown.
+    `drawn`: the agnostic symbols its image draws, where the corpus has them (`<id>.drawn.agnostic`).
     """
 
     id: str
@@ -60,6 +63,12 @@ class Example:
     tokens: list[str]
     width: int | None = None
     height: int | None = None
+    drawn: list[str] | None = None
+
+    @property
+    def target(self) -> list[str]:
+        """What a network learns to write for this image: the symbols drawn where known, else the label."""
+        return self.drawn if self.drawn is not None else self.tokens
 
 
 # ---------------------------------------------------------------- finding corpora
@@ -237,6 +246,8 @@ def check_sample(corpus: Corpus, folder: Path) -> CheckedSample:
     for encoding in ENCODINGS:
         try:
             read_label(folder / f"{sample_id}.{encoding}", encoding, relative)
+            if encoding == "agnostic":
+                read_drawn_label(folder / (sample_id + DRAWN_LABEL_SUFFIX), relative)
             encodings.append(encoding)
         except MissingLabel:
             missing.append(encoding)
@@ -417,6 +428,14 @@ def read_label(path: Path, encoding: str, where: str = "") -> list[str]:
     return tokens
 
 
+def read_drawn_label(path: Path, where: str = "") -> list[str] | None:
+    """The tokens of an optional `<id>.drawn.agnostic` file, None where there is none."""
+    try:
+        return read_label(path, "agnostic", where)
+    except MissingLabel:
+        return None
+
+
 # ---------------------------------------------------------------- a detected dataset
 
 
@@ -485,10 +504,12 @@ class Dataset:
             folder = self.path / sample.folder
             try:
                 tokens = read_label(folder / f"{sample_id}.{encoding}", encoding, str(folder))
+                drawn = read_drawn_label(folder / (sample_id + DRAWN_LABEL_SUFFIX), str(folder)) \
+                    if encoding == "agnostic" else None
             except SampleProblem as problem:
                 raise SupersmmError(f"{problem} (changed since detection: run `supersmm detect`)") from None
             image = folder / (sample_id + self.image_suffix)
-            examples.append(Example(sample_id, str(image), tokens, sample.width, sample.height))
+            examples.append(Example(sample_id, str(image), tokens, sample.width, sample.height, drawn))
         return examples
 
 

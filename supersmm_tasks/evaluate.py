@@ -3,8 +3,8 @@ pass over a split that both training (val SER every epoch) and `evaluate_run` ma
 
 SER = total edit distance between predicted and true token sequences / total true tokens, in percent.
 Sequence error rate = share of samples whose prediction is not exactly right, in percent.
-A run with semantic labels whose network reads agnostic symbols is scored on music: each reading turned into
-semantic tokens, against the semantic labels.
+An agnostic network learns the symbols drawn where the corpus has them; its readings are scored as PrIMuS's
+labels (labelling.py), and for a run with semantic labels as music, each reading turned into semantic tokens.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .errors import SupersmmError
 from .model import PRESETS, beam_decode, build_model, greedy_decode, logit_lengths
 from .run_config import RunConfig, load_run_config
 from .corpus import load_dataset
+from .labelling import read_as
 from .vocabulary import blank_index, load_vocabulary
 
 
@@ -59,29 +60,31 @@ def decode_logits(logits, image_width, preset, blank: int, beam_width: int | Non
 
 
 @dataclass
-class MusicFromAgnostic:
-    """How a semantic run that reads agnostic symbols is scored: each reading turned into semantic tokens
-    (agnostic_to_semantic, leaving out what cannot be read), against the semantic label of the same example."""
+class LabelsFromReadings:
+    """How an agnostic network's readings are scored: each turned into the run's labels (labelling.read_as),
+    against the label of the same example."""
     vocabulary: list[str]       # the network's agnostic tokens
-    truths: list[list[str]]     # the semantic label of each example, by its index in the batches
+    encoding: str               # the run's labels
+    truths: list[list[str]]     # the label of each example, by its index in the batches
 
     def reading(self, ids: list[int]) -> list[str]:
-        from .agnostic_to_semantic import agnostic_to_semantic
-
-        return agnostic_to_semantic([self.vocabulary[i] for i in ids], strict=False)
+        return read_as([self.vocabulary[i] for i in ids], self.encoding)
 
 
-def scored_examples(config: RunConfig, dataset: str, split: str, examples: list) -> tuple[list, MusicFromAgnostic | None]:
+def scored_examples(config: RunConfig, dataset: str, split: str, examples: list) -> tuple[list, LabelsFromReadings | None]:
     """The examples (labelled for the network) that score the run on `split`, and how to score their readings:
-    None where the network writes the run's own tokens."""
-    if not config.semantic_via_agnostic:
+    None where the network writes semantic tokens, scored as they are."""
+    if config.network_encoding != "agnostic":
         return examples, None
+    vocabulary = list(load_vocabulary("agnostic"))
+    if not config.semantic_via_agnostic:
+        return examples, LabelsFromReadings(vocabulary, "agnostic", [example.tokens for example in examples])
     semantic = {example.id: example.tokens for example in load_dataset(dataset).examples(split, "semantic")}
     kept = [example for example in examples if example.id in semantic]
     if not kept:
         raise SupersmmError(f"dataset {dataset!r} has no {split} samples with both agnostic and semantic labels: "
                             f"run {config.run!r} reads semantic labels through agnostic symbols")
-    return kept, MusicFromAgnostic(list(load_vocabulary("agnostic")), [semantic[example.id] for example in kept])
+    return kept, LabelsFromReadings(vocabulary, "semantic", [semantic[example.id] for example in kept])
 
 
 @dataclass
@@ -93,11 +96,11 @@ class Score:
 
 
 def score(batches, step, preset, blank: int, beam_width: int | None = None,
-          music: MusicFromAgnostic | None = None) -> Score:
+          labels: LabelsFromReadings | None = None) -> Score:
     """One pass over `batches`, as training validates every epoch and `evaluate_run` scores a checkpoint.
 
     step(batch) gives the batch's logits, computed with batch norm in inference mode, and its per-sample
-    CTC losses (None where only the error rates are wanted). With `music`, the readings are scored as music.
+    CTC losses (None where only the error rates are wanted). With `labels`, the readings are scored as labels.
     """
     loss_sum, predictions, truths = None, [], []
     for batch in batches:
@@ -105,12 +108,12 @@ def score(batches, step, preset, blank: int, beam_width: int | None = None,
         if losses is not None:
             loss_sum = (loss_sum or 0.0) + float(losses.numpy().sum())
         readings = decode_logits(logits, batch["image_width"], preset, blank, beam_width)
-        if music is None:
+        if labels is None:
             predictions += readings
             truths += [list(row[:n]) for row, n in zip(batch["label"].numpy(), batch["label_length"].numpy())]
         else:
-            predictions += [music.reading(ids) for ids in readings]
-            truths += [music.truths[index] for index in batch["index"].numpy()]
+            predictions += [labels.reading(ids) for ids in readings]
+            truths += [labels.truths[index] for index in batch["index"].numpy()]
     ser, sequence_error = error_rates(predictions, truths)
     return Score(ser, sequence_error, len(truths), None if loss_sum is None else loss_sum / len(truths))
 
@@ -126,7 +129,7 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None, d
     examples = load_dataset(dataset).examples(split, config.network_encoding)
     if not examples:
         raise SupersmmError(f"dataset {dataset!r} has no {split} samples for encoding {config.network_encoding}")
-    examples, music = scored_examples(config, dataset, split, examples)
+    examples, labels = scored_examples(config, dataset, split, examples)
     forward = inference_step(model)
     # The training batch size pads the validation batches as training did, so val SER matches the CSV.
     batches = pipeline.epoch_batches(
@@ -134,7 +137,7 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None, d
         seed=config.seed, epoch=0, training=False,
     )
     result = score(batches, lambda batch: (forward(batch["image"]), None), PRESETS[config.model],
-                   blank_index(config.network_encoding), beam_width, music)
+                   blank_index(config.network_encoding), beam_width, labels)
     return {
         "run": name, "dataset": dataset, "split": split, "epoch": epoch, "samples": result.samples,
         "ser": result.ser, "sequence_error": result.sequence_error,

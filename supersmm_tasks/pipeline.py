@@ -320,11 +320,11 @@ def _stored_size(example: Example) -> tuple[int, int]:
 
 def _label_matrix(examples: list[Example], encoding: str) -> tuple[np.ndarray, np.ndarray]:
     """[N, L] int32 token indices padded with -1 (L a multiple of LABEL_MULTIPLE) and [N] int32 lengths."""
-    lengths = np.array([len(example.tokens) for example in examples], np.int32)
+    lengths = np.array([len(example.target) for example in examples], np.int32)
     matrix = np.full((len(examples), _round_up(int(lengths.max()), LABEL_MULTIPLE)), -1, np.int32)
     for row, example in enumerate(examples):
         try:
-            matrix[row, :lengths[row]] = encode(example.tokens, encoding)
+            matrix[row, :lengths[row]] = encode(example.target, encoding)
         except KeyError as error:
             raise SupersmmError(f"{example.image_path}: {error.args[0]}") from None
     return matrix, lengths

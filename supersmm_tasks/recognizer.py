@@ -134,11 +134,11 @@ class Recognizer:
         blank = len(self.vocabulary)
         (indices,) = greedy_decode(out["logits"].numpy(), out["logit_lengths"].numpy(), blank)
         tokens = [self.vocabulary[index] for index in indices]
-        if self.network_encoding == self.encoding:
+        if self.network_encoding == "semantic":
             return tokens
-        from .agnostic_to_semantic import agnostic_to_semantic
+        from .labelling import read_as
 
-        return agnostic_to_semantic(tokens, strict=False)  # what cannot be read is left out, as validation scores it
+        return read_as(tokens, self.encoding)  # as validation scores it
 
 
 def _image_bytes(image: str | Path | bytes) -> bytes:

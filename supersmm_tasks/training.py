@@ -35,7 +35,7 @@ from .checkpoint import (
 )
 from .corpus import load_dataset
 from .errors import ChunkInterrupted, SupersmmError
-from .evaluate import MusicFromAgnostic, Score, score, scored_examples
+from .evaluate import LabelsFromReadings, Score, score, scored_examples
 from .model import gpu_present
 from .run_config import RunConfig, load_run_config
 from .run_status import CONTROL_REQUESTS, ENDED, RunStatus, transition
@@ -134,7 +134,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     if stop:
         return run.finish(progress, *stop, epochs_trained=0)
     train_examples = usable_examples(config, "train", trainer.preset, run.log)
-    val_examples, music = scored_examples(config, config.dataset, "val",
+    val_examples, labels = scored_examples(config, config.dataset, "val",
                                           usable_examples(config, "val", trainer.preset, run.log))
     train_batches = epoch_batches(config, train_examples, training=True, log=run.log)
     val_batches = epoch_batches(config, val_examples, training=False, log=run.log).epoch(0)  # the same every epoch
@@ -153,7 +153,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
             started = time.monotonic()
             loss, samples = train_epoch(trainer, train_batches, epoch, on_progress, run.log)
             train_time = time.monotonic() - started
-            validation = validate(trainer, val_batches, music)
+            validation = validate(trainer, val_batches, labels)
             epoch_time = time.monotonic() - started
             improved = progress.record(epoch, validation.ser, epoch_time)
             row = training_log.epoch_row(
@@ -242,7 +242,7 @@ def usable_examples(config: RunConfig, split: str, preset, log) -> list:
     examples = load_dataset(config.dataset).examples(split, config.network_encoding)
     usable, skipped = [], []
     for example in examples:
-        fits = example.width is None or fits_ctc(example.tokens, example.width, example.height, preset)
+        fits = example.width is None or fits_ctc(example.target, example.width, example.height, preset)
         (usable if fits else skipped).append(example)
     if skipped:
         ids = ", ".join(e.id for e in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
@@ -287,12 +287,12 @@ def train_epoch(trainer: Trainer, batches: pipeline.EpochBatches, epoch: int, on
     return loss_sum / sample_count, sample_count
 
 
-def validate(trainer: Trainer, val_batches, music: MusicFromAgnostic | None) -> Score:
+def validate(trainer: Trainer, val_batches, labels: LabelsFromReadings | None) -> Score:
     """Loss, SER and sequence error on the validation split, as `evaluate_run` scores a checkpoint."""
     def step(batch):
         return trainer.eval_step(batch["image"], batch["image_width"], batch["label"], batch["label_length"])
 
-    return score(val_batches, step, trainer.preset, trainer.blank, music=music)
+    return score(val_batches, step, trainer.preset, trainer.blank, labels=labels)
 
 
 def report_epoch(run: RunWriter, config: RunConfig, row: dict, progress: Progress, improved: bool, summaries,

@@ -5,7 +5,7 @@ from pathlib import Path
 from conftest import REAL_SAMPLE_ID, add_sample, require_real_dev
 import pytest
 
-from supersmm_tasks.corpus import check_sample, find_corpora, read_label
+from supersmm_tasks.corpus import Example, check_sample, find_corpora, read_drawn_label, read_label
 
 
 def only_corpus(data_root: Path):
@@ -68,6 +68,11 @@ def no_image(folder):
     (folder / f"{folder.name}.png").unlink()
 
 
+def unknown_drawn_token(folder):
+    drawn = (folder / f"{folder.name}.agnostic").read_text("utf-8").replace("barline-L1", "barline-L9", 1)
+    (folder / f"{folder.name}.drawn.agnostic").write_text(drawn, "utf-8")
+
+
 @pytest.mark.parametrize("damage, reason, usable", [
     (truncate_png, ".png: truncated PNG (no IEND chunk at the end)", ()),
     (empty_semantic, ".semantic: empty label", ("agnostic",)),
@@ -75,6 +80,7 @@ def no_image(folder):
     (latin1_semantic, ".semantic: not UTF-8 (byte 0xe9 at offset 24)", ("agnostic",)),
     (no_labels, ".semantic and .agnostic: no label file", ()),
     (no_image, ".png: image missing", ()),
+    (unknown_drawn_token, ".drawn.agnostic: unknown agnostic token 'barline-L9'", ("semantic",)),
 ])
 def test_a_damaged_sample_is_reported_with_a_precise_reason(tmp_path, damage, reason, usable):
     folder = add_sample(tmp_path / "primus", "s1")
@@ -84,7 +90,18 @@ def test_a_damaged_sample_is_reported_with_a_precise_reason(tmp_path, damage, re
     assert f"s1/s1{reason}" in sample.problems[0]
     assert sample.encodings == usable
     if usable:
-        assert sample.problems[-1] == "usable with --encoding agnostic only"
+        assert sample.problems[-1] == f"usable with --encoding {usable[0]} only"
+
+
+def test_a_corpus_without_drawn_symbols_trains_on_its_labels_and_one_with_them_on_them(tmp_path):
+    folder = add_sample(tmp_path / "primus", "s1")
+    label = read_label(folder / "s1.agnostic", "agnostic")
+    assert (checked(folder).problems, read_drawn_label(folder / "s1.drawn.agnostic")) == ([], None)
+    assert Example("s1", "s1.png", label).target == label
+    drawn = label[:-1]
+    (folder / "s1.drawn.agnostic").write_text("\t".join(drawn) + "\t", "utf-8")
+    assert (checked(folder).problems, read_drawn_label(folder / "s1.drawn.agnostic")) == ([], drawn)
+    assert Example("s1", "s1.png", label, drawn=drawn).target == drawn
 
 
 def test_a_missing_label_of_one_encoding_is_no_defect(tmp_path):

@@ -59,6 +59,14 @@ def test_the_real_sample_comes_out_as_the_model_expects():
     assert np.array_equal(image[:, :1012], load_image(str(REAL_PNG), 128)[:, :, 0])
 
 
+def test_a_sample_with_drawn_symbols_is_labelled_with_them():
+    label = REAL_PNG.with_suffix(".agnostic").read_text("utf-8").split()
+    drawn = label[:3] + label[4:]
+    example = Example("real", str(REAL_PNG), label, REAL_WIDTH, REAL_HEIGHT, drawn=drawn)
+    [batch] = batches_of([example], encoding="agnostic", training=False)
+    assert batch["label"][0, :batch["label_length"][0]].tolist() == encode(drawn, "agnostic")
+
+
 def test_batches_are_padded_to_multiples_and_keep_each_samples_lengths(crops):
     batches = batches_of(crops)
     lengths = [(w, n) for b in batches for w, n in zip(b["image_width"].tolist(), b["label_length"].tolist())]

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE as REAL_FOLDER
 from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.labelling import primus_labels
 from supersmm_tasks.synth import generate_corpus, sample_id
 from supersmm_tasks.synth.agnostic import KEY_SIGNATURE_POSITIONS, mei_to_agnostic
 from supersmm_tasks.synth.engrave import Engraver
@@ -194,6 +195,9 @@ def test_corpus_has_the_primus_layout_with_checked_labels(corpus):
             with_agnostic += 1
             assert read_labels(folder / f"{name}.agnostic") == mei_to_agnostic(mei)
             assert set(read_labels(folder / f"{name}.agnostic")) <= set(load_vocabulary("agnostic"))
+            drawn = read_labels(folder / f"{name}.drawn.agnostic")
+            assert set(drawn) <= set(load_vocabulary("agnostic"))
+            assert primus_labels(drawn) == read_labels(folder / f"{name}.agnostic")
         clean = cv2.imread(str(folder / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
         assert 80 <= clean.shape[0] <= 320 and clean.shape[1] > 200
         assert (clean < 128).mean() > 0.02
@@ -204,6 +208,21 @@ def test_corpus_has_the_primus_layout_with_checked_labels(corpus):
         resized = cv2.resize(photo, clean.shape[::-1], interpolation=cv2.INTER_AREA)
         assert np.abs(resized.astype(int) - clean).mean() > 10
     assert with_agnostic >= 3
+
+
+def test_the_drawn_symbols_show_every_tie_and_only_the_printed_accidentals(tmp_path):
+    generate_corpus(tmp_path, samples=80, seed=0, workers=2, progress=False)
+    more_ties = more_naturals = 0
+    for folder in sorted(tmp_path.iterdir()):
+        if not (folder / f"{folder.name}.agnostic").exists():
+            continue
+        drawn = read_labels(folder / f"{folder.name}.drawn.agnostic")
+        label = read_labels(folder / f"{folder.name}.agnostic")
+        assert primus_labels(drawn) == label, folder.name
+        count = lambda tokens, kind: sum(token.startswith(kind) for token in tokens)
+        more_ties += count(drawn, "slur.start") > count(label, "slur.start")
+        more_naturals += count(label, "accidental.natural") > count(drawn, "accidental.natural")
+    assert more_ties and more_naturals, (more_ties, more_naturals)
 
 
 def test_corpus_is_the_same_bytes_whatever_the_number_of_workers(corpus, tmp_path):

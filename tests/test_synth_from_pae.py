@@ -58,7 +58,8 @@ def test_every_dev_incipit_is_written_in_the_primus_layout_with_primus_labels(de
     for sample, pae in dev_lines:
         folder = corpus / sample
         assert {path.name for path in folder.iterdir()} == {
-            f"{sample}.png", f"{sample}.semantic", f"{sample}.agnostic", f"{sample}.mei", "regular_pae.pae"}
+            f"{sample}.png", f"{sample}.semantic", f"{sample}.agnostic", f"{sample}.drawn.agnostic", f"{sample}.mei",
+            "regular_pae.pae"}
         assert (folder / "regular_pae.pae").read_text("utf-8") == pae + "\n"
         assert (folder / f"{sample}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if sample in NOT_REPRODUCIBLE:

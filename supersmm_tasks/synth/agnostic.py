@@ -44,19 +44,19 @@ def position_name(position: int) -> str:
     return f"L{position // 2 + 1}" if position % 2 == 0 else f"S{(position + 1) // 2}"
 
 
-def mei_to_agnostic(mei_text: str) -> list[str]:
+def mei_to_agnostic(mei_text: str, drawn: bool = False) -> list[str]:
+    """PrIMuS's agnostic label of an MEI; with `drawn`, the symbols as drawn: an accidental only where the MEI
+    prints one (labelling.py gives PrIMuS's label back from them)."""
     incipit = read_incipit(mei_text)
     tokens = [_clef(incipit.clef)] + _key_signature(incipit.clef, incipit.key)
     tokens += _meter(incipit.meter)
-    writer = _EventWriter(CLEF_BOTTOM_LINE[incipit.clef], key_alterations(incipit.key or "CM"))
+    writer = _EventWriter(CLEF_BOTTOM_LINE[incipit.clef], key_alterations(incipit.key or "CM"), drawn)
     for measure in incipit.measures:
         writer.new_measure()
         for event in measure.events:
             tokens += writer.event(event)
         tokens += ["barline-L1"] if measure.barline else []
     return tokens
-
-
 
 
 def _clef(clef: str) -> str:
@@ -78,9 +78,10 @@ def _meter(meter: str) -> list[str]:
 
 
 class _EventWriter:
-    def __init__(self, bottom_line: int, in_key: dict[str, int]):
+    def __init__(self, bottom_line: int, in_key: dict[str, int], drawn: bool):
         self.bottom_line = bottom_line
         self.in_key = in_key
+        self.drawn = drawn
         self.in_force: dict[tuple[str, int], int] = {}  # alteration at each staff place, this measure
 
     def new_measure(self) -> None:
@@ -109,7 +110,8 @@ class _EventWriter:
         if event.tie_ends:
             tokens.append(f"slur.end-{where}")
         place = (note.step, note.octave)
-        if event.accidental_printed or note.alter != self.in_force.get(place, self.in_key[note.step]):
+        labelled = not self.drawn and note.alter != self.in_force.get(place, self.in_key[note.step])
+        if event.accidental_printed or labelled:
             tokens.append(f"accidental.{ACCIDENTAL_NAMES[note.alter]}-{where}")
         self.in_force[place] = note.alter
         kind = "gracenote" if note.grace else "note"

@@ -4,7 +4,8 @@ Sample `index` of corpus `seed` is drawn from its own random stream, derived fro
 alone, so the corpus is the same bytes whatever the number of workers. A random sample is kept only
 if Verovio's MEI converts back to exactly the drawn tokens: no image is written with a wrong label.
 A given incipit (`generate_from_pae`) is labelled from Verovio's MEI as PrIMuS labels it; its ids
-and random streams come from its own line, so the same file gives the same bytes.
+and random streams come from its own line, so the same file gives the same bytes. Beside PrIMuS's
+agnostic label, each sample gets the symbols its image draws (`<id>.drawn.agnostic`, see labelling.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..corpus import DRAWN_LABEL_SUFFIX
 from ..durable import write_atomically
 from ..errors import SupersmmError
 from ..paths import InvalidName, validate_sample_id
@@ -176,9 +178,10 @@ def _write_sample(job: tuple[str, int, int, bool]) -> bool:
     out, seed, index, camera = job
     streams = np.random.SeedSequence([seed, index]).generate_state(4)
     rng = random.Random(int(streams[0]) << 32 | int(streams[1]))
-    tokens, gray, mei = _checked_engraving(rng, font=FONTS[index % len(FONTS)], xml_id_seed=int(streams[2]) >> 1)
+    tokens, gray, drawn, mei = _checked_engraving(rng, font=FONTS[index % len(FONTS)],
+                                                  xml_id_seed=int(streams[2]) >> 1)
     name = sample_id(seed, index)
-    return _write_files(Path(out) / name, gray, mei, tokens, camera_seed=int(streams[3]) if camera else None)
+    return _write_files(Path(out) / name, gray, drawn, mei, tokens, camera_seed=int(streams[3]) if camera else None)
 
 
 def _write_given_sample(job: tuple[str, str, str, bool]) -> tuple[str | None, bool]:
@@ -186,7 +189,7 @@ def _write_given_sample(job: tuple[str, str, str, bool]) -> tuple[str | None, bo
     out, sample, pae, camera = job
     stream = zlib.crc32(sample.encode("utf-8"))  # this incipit's own ids and camera damage
     try:
-        gray, mei = _engraved(drawn_verovio_input(pae), verovio_input(pae), FONTS[0], xml_id_seed=stream >> 1)
+        gray, drawn, mei = _engraved(drawn_verovio_input(pae), verovio_input(pae), FONTS[0], xml_id_seed=stream >> 1)
         semantic = mei_to_semantic(mei)
     except (EngravingFailed, UnsupportedMei) as error:
         return f"cannot be engraved or labelled: {error}", False
@@ -195,15 +198,17 @@ def _write_given_sample(job: tuple[str, str, str, bool]) -> tuple[str | None, bo
         return f"its semantic label needs tokens outside the vocabulary: {' '.join(unknown)}", False
     folder = Path(out) / sample
     extra = {"regular_pae.pae": (pae + "\n").encode("utf-8")}
-    return None, _write_files(folder, gray, mei, semantic, stream if camera else None, extra)
+    return None, _write_files(folder, gray, drawn, mei, semantic, stream if camera else None, extra)
 
 
-def _write_files(folder: Path, gray: np.ndarray, mei: str, semantic: list[str], camera_seed: int | None,
-                 extra: dict[str, bytes] | None = None) -> bool:
-    """Writes one sample's files; returns whether it got an `.agnostic` file."""
+def _write_files(folder: Path, gray: np.ndarray, drawn_mei: str, mei: str, semantic: list[str],
+                 camera_seed: int | None, extra: dict[str, bytes] | None = None) -> bool:
+    """Writes one sample's files (`drawn_mei`: what the image draws, `mei`: as PrIMuS labels it); returns whether
+    it got agnostic labels."""
     name = folder.name
-    agnostic = mei_to_agnostic(mei)
-    agnostic = agnostic if set(agnostic) <= set(load_vocabulary("agnostic")) else None  # else: trains semantic only
+    agnostic, drawn = mei_to_agnostic(mei), mei_to_agnostic(drawn_mei, drawn=True)
+    if not set(agnostic) | set(drawn) <= set(load_vocabulary("agnostic")):
+        agnostic = None  # it trains semantic only
     files = {
         f"{name}.png": png_bytes(gray),
         f"{name}.semantic": _label_line(semantic),
@@ -212,16 +217,19 @@ def _write_files(folder: Path, gray: np.ndarray, mei: str, semantic: list[str], 
     }
     if agnostic is not None:
         files[f"{name}.agnostic"] = _label_line(agnostic)
+        files[name + DRAWN_LABEL_SUFFIX] = _label_line(drawn)
     if camera_seed is not None:
         files[f"{name}_distorted.jpg"] = camera_jpeg(gray, np.random.default_rng(camera_seed))
     for file_name, content in files.items():
         write_atomically(folder / file_name, content)
-    if agnostic is None:
-        (folder / f"{name}.agnostic").unlink(missing_ok=True)  # never leave a stale label behind
+    if agnostic is None:  # never leave a stale label behind
+        (folder / f"{name}.agnostic").unlink(missing_ok=True)
+        (folder / (name + DRAWN_LABEL_SUFFIX)).unlink(missing_ok=True)
     return agnostic is not None
 
 
-def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple[list[str], np.ndarray, str]:
+def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple[list[str], np.ndarray, str, str]:
+    """(semantic label, image, MEI of what it draws, MEI as PrIMuS labels it) of a random incipit."""
     for _ in range(ATTEMPTS_PER_SAMPLE):
         writer = IncipitWriter(rng)
         tokens = writer.tokens()
@@ -232,16 +240,16 @@ def _checked_engraving(rng: random.Random, font: str, xml_id_seed: int) -> tuple
             if mei_to_semantic(drawn) != tokens:
                 continue
             mei = _labels_mei(drawn, pae, with_labelled_ties(pae), xml_id_seed)
-            return mei_to_semantic(mei), gray, mei
+            return mei_to_semantic(mei), gray, drawn, mei
         except (EngravingFailed, UnsupportedMei):
             continue
     raise RuntimeError(f"no incipit survived the MEI round trip in {ATTEMPTS_PER_SAMPLE} attempts")
 
 
-def _engraved(drawn_pae: str, labelled_pae: str, font: str, xml_id_seed: int) -> tuple[np.ndarray, str]:
-    """(image with every tie the source has, MEI with the ties PrIMuS labels): PrIMuS's image and MEI."""
+def _engraved(drawn_pae: str, labelled_pae: str, font: str, xml_id_seed: int) -> tuple[np.ndarray, str, str]:
+    """(image with every tie the source has, its MEI, MEI with the ties PrIMuS labels): PrIMuS's image and MEI."""
     gray, drawn = _engraver.engrave(drawn_pae, font, xml_id_seed)
-    return gray, _labels_mei(drawn, drawn_pae, labelled_pae, xml_id_seed)
+    return gray, drawn, _labels_mei(drawn, drawn_pae, labelled_pae, xml_id_seed)
 
 
 def _labels_mei(drawn_mei: str, drawn_pae: str, labelled_pae: str, xml_id_seed: int) -> str:

@@ -57,16 +57,21 @@ def with_labelled_ties(pae: str) -> str:
     out as a source writes them, and the ties PrIMuS keeps there are kept here.
     """
     head, data = pae.split("@data:", 1)
-    as_written = as_sources_write(data)
+    ties = iter(labelled_ties(pae))
+    return head + "@data:" + "".join(char for char in data if char != "+" or next(ties))
+
+
+def labelled_ties(pae: str) -> list[bool]:
+    """Whether PrIMuS would label each tie (`+`) of a `semantic_to_pae` text, in order (see with_labelled_ties)."""
+    as_written = as_sources_write(pae.split("@data:", 1)[1])
     labelled = primus_ties(as_written)
-    kept, position = [], 0  # whether each tie survives, in order: `labelled` is `as_written` less some "+"
+    kept, position = [], 0  # `labelled` is `as_written` less some "+"
     for char in as_written:
         survives = position < len(labelled) and labelled[position] == char
         position += survives
         if char == "+":
             kept.append(survives)
-    ties = iter(kept)
-    return head + "@data:" + "".join(char for char in data if char != "+" or next(ties))
+    return kept
 
 
 _PAE_PIECE = re.compile(r"[%$@][^ ]* |=\d*|\d+\.*|'+|,+|.", re.DOTALL)
