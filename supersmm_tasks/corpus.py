@@ -2,8 +2,9 @@
 
 A sample is a folder `<id>/` holding `<id>.png`, `<id>.semantic`, `<id>.agnostic`, `<id>.mei` and, in
 Camera-PrIMuS, `<id>_distorted.jpg`; a corpus this project engraved adds `<id>.drawn.agnostic`, the symbols
-its image draws, which agnostic networks learn instead of the label (labelling.py). The folder that holds the samples is a corpus; the official archives add
-one level (`package_aa/` + `package_ab/` for PrIMuS, `Corpus/` for Camera-PrIMuS).
+its image draws, which agnostic networks learn instead of the label (labelling.py). The folder that holds the
+samples is a corpus; the official archives add one level (`package_aa/` + `package_ab/` for PrIMuS, `Corpus/`
+for Camera-PrIMuS).
 
 Naming and image rules (what `supersmm detect` reports):
 - the official PrIMuS archive (`package_aa/`, `package_ab/`) is `primus`, the official Camera-PrIMuS archive

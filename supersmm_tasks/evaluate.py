@@ -71,7 +71,8 @@ class LabelsFromReadings:
         return read_as([self.vocabulary[i] for i in ids], self.encoding)
 
 
-def scored_examples(config: RunConfig, dataset: str, split: str, examples: list) -> tuple[list, LabelsFromReadings | None]:
+def scored_examples(config: RunConfig, dataset: str, split: str,
+                    examples: list) -> tuple[list, LabelsFromReadings | None]:
     """The examples (labelled for the network) that score the run on `split`, and how to score their readings:
     None where the network writes semantic tokens, scored as they are."""
     if config.network_encoding != "agnostic":

@@ -46,7 +46,7 @@ def with_labelled_ties(drawn: list[str]) -> list[str]:
         return drawn
     try:
         music = pae.semantic_to_pae(agnostic_to_semantic(drawn, strict=False))
-    except (SupersmmError, pae.UnsupportedToken, KeyError, ValueError):
+    except (SupersmmError, KeyError, ValueError):  # pae.UnsupportedToken is a ValueError
         return drawn
     kept = pae.labelled_ties(music)
     if not len(starts) == len(ends) == len(kept):
