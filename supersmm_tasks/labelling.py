@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import re
 
-from .agnostic_to_semantic import agnostic_to_semantic, staff_position
+from .agnostic_to_semantic import ALTERATIONS, agnostic_to_semantic, staff_position
 from .errors import SupersmmError
 from .synth import pae
+from .synth.agnostic import ACCIDENTAL_NAMES
 from .synth.notation import CLEF_BOTTOM_LINE, KEY_BY_FIFTHS, STEPS, key_alterations
 
-ALTERATION_NAMES = {1: "sharp", -1: "flat", 0: "natural"}
 _PLACED = re.compile(r"^(?P<symbol>.*)-(?P<place>[LS]-?\d+)$")
 
 
@@ -80,12 +80,12 @@ def with_labelled_naturals(drawn: list[str]) -> list[str]:
             in_force = {}
         elif token.startswith("accidental.") and placed:
             printed_at = staff_position(placed["place"])
-            in_force[printed_at] = {"sharp": 1, "flat": -1}.get(placed["symbol"].split(".")[1], 0)
+            in_force[printed_at] = ALTERATIONS[placed["symbol"].split(".")[1]]
         elif token.startswith(("note.", "gracenote.")) and placed:
             position = staff_position(placed["place"])
             key_alteration = in_key[STEPS[(position + bottom_line) % 7]]
             if printed_at != position and in_force.get(position, key_alteration) != key_alteration:
-                out.append(f"accidental.{ALTERATION_NAMES[key_alteration]}-{placed['place']}")
+                out.append(f"accidental.{ACCIDENTAL_NAMES[key_alteration]}-{placed['place']}")
                 in_force[position] = key_alteration
             printed_at = None
         out.append(token)
