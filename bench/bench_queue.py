@@ -15,15 +15,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from supersmm_tasks.testing import RedisServer, Workers, wait_for
+from supersmm_tasks.testing import RedisServer, Workers, redis_folder, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 FIT_DATASET = "fit"  # a corpus of a few hundred incipits, so an epoch outweighs its fixed per-epoch work
@@ -58,29 +56,25 @@ def percentile(values: list[float], percent: float) -> float:
 # --- the setting: a home, a Redis, a corpus, workers ----------------------------------------------
 
 @contextmanager
-def bench_home():
-    """A temporary SUPERSMM_HOME with a tiny engraved corpus, on its own redis-server; workers started in it are killed at the end."""
-    folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_queue_"))
-    redis_server = RedisServer(folder)
-    saved = dict(os.environ)
-    os.environ.update(SUPERSMM_HOME=str(folder / "home"), SUPERSMM_BROKER_URL=redis_server.url,
-                      SUPERSMM_DATA_ROOT=str(folder / "data"))
-    home = BenchHome(folder)
-    try:
-        redis_server.start()
-        home.prepare_corpus()
-        yield home
-    finally:
-        home.workers.kill_all()
-        redis_server.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(folder, ignore_errors=True)
+def bench_home(home_class: type | None = None, redis_options: tuple[str, ...] = (),
+               prefix: str = "supersmm_bench_queue_"):
+    """A temporary SUPERSMM_HOME with a tiny engraved corpus, on its own redis-server; workers started in it are
+    killed at the end. `home_class` (BenchHome or a subclass) makes the home from the folder and the server."""
+    with redis_folder(prefix, *redis_options) as (folder, redis_server):
+        os.environ.update(SUPERSMM_HOME=str(folder / "home"), SUPERSMM_BROKER_URL=redis_server.url,
+                          SUPERSMM_DATA_ROOT=str(folder / "data"))
+        home = (home_class or BenchHome)(folder, redis_server)
+        try:
+            home.prepare_corpus()
+            yield home
+        finally:
+            home.workers.kill_all()
 
 
 class BenchHome:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, redis_server: RedisServer):
         self.folder = folder
+        self.redis = redis_server
         self.workers = Workers(folder, dict(os.environ))
 
     def prepare_corpus(self) -> None:

@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.bench_queue import percentile
-from supersmm_tasks.testing import RedisServer, Worker, Workers
+from supersmm_tasks.testing import Worker, Workers, redis_folder
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -196,20 +196,13 @@ def corpus():
 @contextmanager
 def scale_home(data_root: Path, step_s: float | None = None):
     """A SUPERSMM_HOME on its own redis-server (append-only file, as a cluster's Redis would run)."""
-    folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_scale_"))
-    redis_server = RedisServer(folder, "--maxclients", "10000")
-    saved = dict(os.environ)
-    home = ScaleHome(folder, redis_server.url, data_root, step_s)
-    os.environ.update(home.env)
-    try:
-        redis_server.start()
-        yield home
-    finally:
-        home.workers.kill_all()
-        redis_server.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(folder, ignore_errors=True)
+    with redis_folder("supersmm_bench_scale_", "--maxclients", "10000") as (folder, redis_server):
+        home = ScaleHome(folder, redis_server.url, data_root, step_s)
+        os.environ.update(home.env)
+        try:
+            yield home
+        finally:
+            home.workers.kill_all()
 
 
 class ScaleHome:

@@ -13,16 +13,11 @@ every run's CSV rows are compared with those of the same run trained in one go i
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
-import shutil
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from supersmm_tasks.testing import RedisServer
 
 BENCH_DIR = Path(__file__).resolve().parent
 RUNS = 4
@@ -114,11 +109,7 @@ def disturb_until_done(home: "SoakHome", names: list[str]) -> tuple[int, int]:
 
 
 class SoakHome(queue.BenchHome):
-    """The bench's home with its own Redis process, which the soak restarts."""
-
-    def __init__(self, folder: Path, redis_server: RedisServer):
-        super().__init__(folder)
-        self.redis = redis_server
+    """The bench's home, whose Redis process the soak restarts."""
 
     def restart_redis(self, down_s: float) -> None:
         self.redis.restart(down_for_s=down_s)
@@ -148,24 +139,9 @@ class SoakHome(queue.BenchHome):
         return True
 
 
-@contextmanager
 def soak_home():
-    folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_soak_"))
-    saved = dict(os.environ)
-    redis_server = RedisServer(folder, "--appendfsync", "always")
-    os.environ.update(SUPERSMM_HOME=str(folder / "home"), SUPERSMM_BROKER_URL=redis_server.url,
-                      SUPERSMM_DATA_ROOT=str(folder / "data"))
-    home = SoakHome(folder, redis_server)
-    try:
-        redis_server.start()
-        home.prepare_corpus()
-        yield home
-    finally:
-        home.workers.kill_all()
-        redis_server.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(folder, ignore_errors=True)
+    """The queue bench's home on a Redis that syncs its append-only file at every write, which the soak restarts."""
+    return queue.bench_home(SoakHome, ("--appendfsync", "always"), prefix="supersmm_bench_soak_")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Real processes for the tests and the benchmarks: a redis-server, `celery worker` subprocesses, polling.
 
     RedisServer(folder, *options)   a redis-server on a free loopback port with an append-only file in `folder`
+    redis_folder(prefix, *options)  a temporary folder with a RedisServer of its own, for a benchmark's home
     Workers(log_folder, env)        starts `celery -A supersmm_tasks worker` subprocesses; kill_all() at the end
     wait_for(condition, timeout_s, what)
     headless_chromium(window)       a selenium driver of Debian's headless Chromium, with a fresh profile
@@ -110,6 +111,25 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, decode_responses=True)
+
+
+@contextmanager
+def redis_folder(prefix: str, *redis_options: str):
+    """A temporary folder with a started RedisServer of its own; yields (folder, server).
+
+    At the end the server stops, the folder goes and os.environ is as it was, so the caller may point
+    SUPERSMM_HOME and the broker URL at them in os.environ."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    redis_server = RedisServer(folder, *redis_options)
+    saved = dict(os.environ)
+    try:
+        redis_server.start()
+        yield folder, redis_server
+    finally:
+        redis_server.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Worker:
