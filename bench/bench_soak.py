@@ -1,9 +1,10 @@
 """Soak: runs that train through random worker kills and Redis restarts end exactly as undisturbed runs end.
 
 Full run only (skipped under --quick; 2.5 minutes on an idle 2-core machine, about 20 under load). Four runs
-(seeds 0-3, tiny model, the bench's 20-incipit corpus) train on three workers. At random moments drawn from a fixed seed, either a worker is
-SIGKILLed (and replaced) or Redis is stopped and started again on the same port and append-only file. At the end
-every run's CSV rows are compared with those of the same run trained in one go in this process.
+(seeds 0-3, tiny model, the bench's 20-incipit corpus) train on three workers. At random moments drawn from a
+fixed seed, either a worker is SIGKILLed (and replaced) or Redis is stopped and started again on the same port
+and append-only file. At the end every run's CSV rows are compared with those of the same run trained in one go
+in this process.
 
 - soak_kills, soak_redis_restarts: the disturbances that happened.
 - soak_rows_lost / soak_rows_duplicated: epochs missing from / repeated in logs/training_log.csv (all runs).
