@@ -15,6 +15,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from filelock import FileLock
+
 from . import paths, run_config, run_status  # run_config imports this module too: its names are looked up at call time
 from .durable import write_atomically
 from .errors import SupersmmError
@@ -133,10 +135,14 @@ def peek_state(name: str) -> dict:
 def write_state(name: str, **fields) -> dict:
     """Merge `fields` into the state, stamp updated_at and write it atomically, keeping a backup.
 
-    A new status is written by run_status.transition only, which checks the move first."""
-    state = {**read_state(name), **fields, "updated_at": now_iso()}
-    write_atomically(paths.state_path(name), format_state(state).encode())
-    _rotate(paths.backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=paths.state_path(name))
+    A new status is written by run_status.transition only, which checks the move first. The read and the write
+    hold the run's state lock: a worker recording an epoch and a user changing the run's budget at the same
+    moment each keep the fields they wrote."""
+    paths.state_path(name).parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(paths.state_path(name)) + ".lock", timeout=120):
+        state = {**read_state(name), **fields, "updated_at": now_iso()}
+        write_atomically(paths.state_path(name), format_state(state).encode())
+        _rotate(paths.backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=paths.state_path(name))
     return state
 
 

@@ -251,6 +251,7 @@ def _follow(connection: redis.Redis, name: str, worker: subprocess.Popen, log_pa
 
 def _update_bar(bar, connection: redis.Redis, name: str, state: dict) -> None:
     bar.n = state["last_completed_epoch"] or 0
+    bar.total = state["max_total_epochs"]  # a budget changed while training
     progress = json.loads(connection.get(run_keys.progress_key(name)) or "{}")
     postfix = {}
     if "loss" in progress:

@@ -4,12 +4,13 @@ run twice in the same folder, and the dashboard's validation previews of the mod
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 
 from supersmm_tasks import broker, run_state, training_log
-from supersmm_tasks.demo import RUN_NAME, run_demo
+from supersmm_tasks.demo import RESULT_SECONDS, RUN_NAME, epochs_that_fit, run_demo
 from supersmm_tasks.errors import SupersmmError
 
 from test_dashboard import get, start_server
@@ -90,6 +91,29 @@ def test_dashboard_shows_predictions_of_the_demo_model(demo_home, first_demo):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_demo_fits_its_epochs_to_its_time(demo_home, first_demo, capfd):
+    """Where the epochs asked do not fit in the demo's time, the run's budget is lowered once two epochs show the
+    pace, and the run ends there, completed (its last chunk may finish the epoch it had begun)."""
+    before = run_state.read_state(RUN_NAME)["last_completed_epoch"]
+    assert run_demo(samples=SAMPLES, epochs=8, chunk=1, seconds=RESULT_SECONDS) == 0  # no time beyond two epochs
+    out = capfd.readouterr().out
+    fitted = re.search(r"(\d+) epochs fit in the demo's time", out)
+    assert fitted, out
+    fitted = int(fitted.group(1))
+    assert before + 3 <= fitted < before + 8
+    state = run_state.read_state(RUN_NAME)
+    assert (state["status"], state["max_total_epochs"]) == ("completed", fitted)
+    assert fitted <= state["last_completed_epoch"] <= fitted + 1
+    assert [epoch for epoch, _ in epochs_in_csv()] == list(range(1, state["last_completed_epoch"] + 1))
+    assert "symbol error rate" in out
+
+
+def test_epochs_that_fit():
+    assert epochs_that_fit(done=2, epoch_seconds=30, seconds_left=200, most=10) == 8  # 6.7 more epochs fit 6
+    assert epochs_that_fit(done=2, epoch_seconds=30, seconds_left=1000, most=10) == 10
+    assert epochs_that_fit(done=2, epoch_seconds=30, seconds_left=-5, most=10) == 3  # the epoch under way
 
 
 @pytest.mark.parametrize("arguments", [{"samples": 2}, {"epochs": 0}, {"chunk": 0}])
