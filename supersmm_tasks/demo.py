@@ -8,8 +8,8 @@
 
 The demo keeps to its time (DEMO_SECONDS, engraving to result) on a slower machine too: once two epochs show
 the machine's pace, the run's epoch budget is lowered to the epochs that fit, and its learning-rate schedule
-ends with them from the next chunk on. Run it again in the same folder and it reuses the corpus and continues the same run for a few more
-epochs.
+ends with them from the next chunk on. Run it again in the same folder and it reuses the corpus and continues
+the same run for a few more epochs.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from .errors import SupersmmError
 RUN_NAME = "demo"
 CORPUS_FOLDER = "demo"
 # Enough music for four minutes of training to read staves at under 10% SER on the two cores of 2026-12-04 (8.6%
-# in 229 s, all ten epochs; 1,400 incipits gave 5.9% in 272 s, too near the five minutes): agnostic labels (a symbol and its place on the staff)
-# are what `tiny` learns fastest, and its reading is also shown as music.
+# in 229 s, all ten epochs; 1,400 incipits gave 5.9% in 272 s, too near the five minutes): agnostic labels (a
+# symbol and its place on the staff) are what `tiny` learns fastest, and its reading is also shown as music.
 DEMO_SAMPLES = 1200
 DEMO_EPOCHS = 10  # the most; fewer where they would not fit in DEMO_SECONDS
 DEMO_CHUNK = 2  # a lowered budget takes effect from the next chunk
