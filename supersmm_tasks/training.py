@@ -168,7 +168,8 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
             run.commit_epoch(epoch, trainer, progress, row, improved)
             report_epoch(run, config, row, progress, improved, summaries, on_progress)
             epochs_trained += 1
-            stop = finished(load_run_config(run.name), progress)  # a budget lowered meanwhile ends the run here
+            config = load_run_config(run.name)  # a budget changed meanwhile: the run ends at it, the rows show it
+            stop = finished(config, progress)
             if stop:
                 return run.finish(progress, *stop, epochs_trained)
     finally:
