@@ -32,6 +32,9 @@ def run_options(command):
         click.option("--dataset", help="Dataset to train on (default: the run's name)."),
         click.option("--max-total-epochs", type=click.IntRange(min=1), help="Epoch budget of the whole run."),
         click.option("--max-epochs-per-run", type=click.IntRange(min=1), help="Epochs per chunk (one Celery task)."),
+        click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
+                     help="Time budget of the whole run, in minutes of training: from its second epoch on, the epoch "
+                          "budget is lowered to the epochs that fit, and the learning-rate schedule ends with them."),
         click.option("--model", type=click.Choice(["paper", "tiny"]), help="Model preset (default: paper)."),
         click.option("--encoding", type=click.Choice(["semantic", "agnostic"]), help="Label encoding (default: semantic)."),
         click.option("--semantic-via-agnostic/--direct-semantic", default=None,

@@ -6,20 +6,17 @@
 4. print the validation SER, one validation image read by the model against its truth, that reading as
    music (engraved again, and as MusicXML), and what to run next.
 
-The demo keeps to its time (DEMO_SECONDS, engraving to result) on a slower machine too: once two epochs show
-the machine's pace, the run's epoch budget is lowered to the epochs that fit, and its learning-rate schedule
-ends with them from the next chunk on. Run it again in the same folder and it reuses the corpus and continues
-the same run for a few more epochs.
+The demo keeps to its time (DEMO_SECONDS, engraving to result) on a slower machine too: its run has a time
+budget (`--max-minutes`), so once two epochs show the machine's pace, the worker lowers the epoch budget to the
+epochs that fit and the learning-rate schedule ends with them. Run it again in the same folder and it reuses the
+corpus and continues the same run for a few more epochs.
 """
 from __future__ import annotations
 
 import os
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-
-from tqdm import tqdm
 
 from . import paths
 from .errors import SupersmmError
@@ -31,12 +28,13 @@ CORPUS_FOLDER = "demo"
 # symbol and its place on the staff) are what `tiny` learns fastest, and its reading is also shown as music.
 DEMO_SAMPLES = 1200
 DEMO_EPOCHS = 10  # the most; fewer where they would not fit in DEMO_SECONDS
-DEMO_CHUNK = 2  # a lowered budget takes effect from the next chunk
+DEMO_CHUNK = 5
 # The whole demo, engraving to the printed result; RESULT_SECONDS of it are kept for showing the result (6 s on
 # two cores). On the 2-core machine of 2026-12-06 (half the matrix speed of the one above) an epoch takes about
 # 40 s: ten of them made the demo last 7.5 minutes (8.7% val SER), the five that fit 4.3 minutes (13.0%).
 DEMO_SECONDS = 285
 RESULT_SECONDS = 15
+OVERHEAD_SECONDS = 15  # of training outside its epochs: the worker's start, each chunk's loading, each checkpoint
 DEMO_SEED = 0
 DEMO_ENCODING = "agnostic"
 MIN_SAMPLES = 10  # a train, a validation and a test sample at the very least, and a few to learn from
@@ -122,70 +120,25 @@ def train(dataset: str, epochs: int, chunk: int, seed: int, deadline: float) -> 
     from . import run_state
     from .run_status import RunStatus
     from .runs import train_foreground
+    from .training_log import read_rows
 
-    target, done = epochs, 0
+    target, spent = epochs, 0.0
     if paths.config_path(RUN_NAME).is_file():
         state = run_state.read_state(RUN_NAME)
         done = state["last_completed_epoch"] or 0
         target = done + epochs if state["status"] == RunStatus.COMPLETED else max(state["max_total_epochs"], epochs)
+        rows = [row for row in read_rows(RUN_NAME) if int(row["epoch"]) == done]
+        spent = float(rows[-1]["cumulative_time_sec"]) if rows else 0.0
         say(f"[3/4] continuing run {RUN_NAME} from epoch {done} to {target} at most, as many as fit in the "
             f"demo's time (chunks of {chunk} epochs)")
     else:
         say(f"[3/4] training run {RUN_NAME} (tiny CRNN) for {target} epochs at most, as many as fit in the demo's "
             f"time, in chunks of {chunk}, each chunk a Celery task on the embedded broker")
-    fitter = EpochBudgetFitter(done, target, deadline)
-    fitter.start()
-    try:
-        return train_foreground(RUN_NAME, dataset=dataset, model="tiny", encoding=DEMO_ENCODING,
-                                max_total_epochs=target, max_epochs_per_run=chunk, seed=seed, patience=0)
-    finally:
-        fitter.stop()
-
-
-def epochs_that_fit(done: int, epoch_seconds: float, seconds_left: float, most: int) -> int:
-    """The epoch budget once `done` epochs are trained: as many more as `seconds_left` holds at `epoch_seconds`
-    each, at least the one under way, at most `most`."""
-    return max(done + 1, min(most, done + int(seconds_left // epoch_seconds)))
-
-
-class EpochBudgetFitter(threading.Thread):
-    """Watches the run train and lowers its epoch budget to what fits before the deadline.
-
-    The pace is the wall time between epochs finishing (chunk changes included), counted from the first epoch of
-    this call, which also starts the worker and traces the model: the first fit comes after the second epoch.
-    That is late enough for the schedule too: fitted to five epochs from the first one on, the demo's model read
-    15.5% instead of 13.0% (its rate decays before the model has learnt the staves' shapes). The budget is only
-    ever lowered, so the worker rebuilds its schedule once or twice, not every epoch."""
-
-    def __init__(self, done: int, most: int, deadline: float):
-        super().__init__(name="demo-epoch-budget", daemon=True)
-        self.done, self.most, self.deadline = done, most, deadline
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        from . import run_state
-        from .run_config import create_or_update_run
-
-        first = None  # (epoch, time.monotonic()) when this call's first epoch was seen finished
-        budget = self.most
-        while not self.stopping.wait(0.5):
-            done = run_state.peek_state(RUN_NAME).get("last_completed_epoch") or 0
-            if done <= self.done:
-                continue
-            now, self.done = time.monotonic(), done
-            if first is None:
-                first = (done, now)
-                continue
-            epoch_seconds = (now - first[1]) / (done - first[0])
-            fitted = epochs_that_fit(done, epoch_seconds, self.deadline - now, self.most)
-            if fitted < budget:
-                budget = fitted
-                create_or_update_run(RUN_NAME, max_total_epochs=budget)
-                tqdm.write(f"      {budget} epochs fit in the demo's time at {epoch_seconds:.0f} s an epoch")
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join()
+    # The run's time budget counts its epochs' own time; the worker's start and each chunk's loading are not in it.
+    training_seconds = max(1.0, deadline - time.monotonic() - OVERHEAD_SECONDS)
+    return train_foreground(RUN_NAME, dataset=dataset, model="tiny", encoding=DEMO_ENCODING,
+                            max_total_epochs=target, max_epochs_per_run=chunk, seed=seed, patience=0,
+                            max_minutes=round((spent + training_seconds) / 60, 2))
 
 
 def show_result() -> None:

@@ -4,7 +4,8 @@ The config is written once when the run is created and holds everything needed t
 the dataset (name, folder, split files), encoding (and, for semantic labels, whether the network reads them
 through agnostic symbols), model preset, batch size, seed, budgets, the learning recipe (schedule,
 augmentation) and, for a fine-tuned run, the checkpoint whose weights it starts from.
-Only the budgets, patience, queue and priority may change later; the rest defines the run.
+Only the budgets (epochs, epochs per chunk, minutes), patience, queue and priority may change later; the rest
+defines the run.
 """
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ from .presets import PRESETS
 from .run_status import RunStatus, transition
 from .vocabulary import ENCODINGS, load_vocabulary
 
-MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "patience", "queue", "priority")
+MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "max_minutes", "patience", "queue", "priority")
 FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "schedule", "augment", "init_from",
                   "semantic_via_agnostic")
 DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine"}
 SCHEDULES = ("constant", "cosine", "onecycle")
-# What a config written before the learning recipe existed was trained with.
+# What a config written before the learning recipe (and the time budget) existed was trained with.
 BEFORE_RECIPE = {"schedule": "constant", "augment": False, "init_from": None, "init_checkpoint": None,
-                 "semantic_via_agnostic": False}
+                 "semantic_via_agnostic": False, "max_minutes": None, "epoch_cap": None}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class RunConfig:
     init_from: str | None = None         # the run whose best weights this run starts from
     init_checkpoint: str | None = None   # that run's checkpoint file, fixed when this run was created
     semantic_via_agnostic: bool = False  # a semantic run whose network reads agnostic symbols (agnostic_to_semantic)
+    max_minutes: float | None = None     # minutes of training the run keeps to (training.epochs_in_time)
+    epoch_cap: int | None = None         # the epoch budget as last given: what a time budget fits max_total_epochs under
 
     @property
     def network_encoding(self) -> str:
@@ -136,6 +139,9 @@ def _check_values(given: dict) -> None:
     for key, low in (("max_total_epochs", 1), ("max_epochs_per_run", 1), ("batch_size", 1), ("patience", 0)):
         if key in given and (not isinstance(given[key], int) or given[key] < low):
             raise SupersmmError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {given[key]!r}")
+    if "max_minutes" in given and (isinstance(given["max_minutes"], bool)
+                                   or not isinstance(given["max_minutes"], (int, float)) or not given["max_minutes"] > 0):
+        raise SupersmmError(f"--max-minutes must be a number of minutes > 0, got {given['max_minutes']!r}")
 
 
 def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
@@ -184,13 +190,16 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         init_from=source[0].run if source else None,
         init_checkpoint=str(source[1].path) if source else None,
         semantic_via_agnostic=settings["semantic_via_agnostic"],
+        max_minutes=settings.get("max_minutes"),
+        epoch_cap=settings.get("max_total_epochs", max_total),
     )
     _write_config(config)
     run_state.write_state(name)  # the run's first state, made from its config: status queued
     start = f", starting from run {source[0].run}'s best weights ({source[1].path.name})" if source else ""
     run_state.append_log(name, f"run created on dataset {config.dataset} ({train_samples} training samples), "
                                f"model {config.model}, {describe_encoding(config)} labels, "
-                               f"{config.max_total_epochs} epochs at most, "
+                               f"{config.max_total_epochs} epochs at most"
+                               f"{f' in {config.max_minutes:g} minutes of training' if config.max_minutes else ''}, "
                                f"{config.schedule} schedule, augmentation {'on' if config.augment else 'off'}{start}")
     return config
 
@@ -256,6 +265,24 @@ def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> Run
                 f"{given[key]!r} (start a new run under another name instead)"
             )
     changes = {key: given[key] for key in MUTABLE_SETTINGS if key in given and given[key] != getattr(config, key)}
+    if "max_total_epochs" in given and given["max_total_epochs"] != config.epoch_cap:
+        changes["epoch_cap"] = given["max_total_epochs"]
+    if "max_minutes" in changes and "max_total_epochs" not in given:
+        # The budget was fitted to the old time: back to the cap, and the next epoch fits it to the new time.
+        changes["max_total_epochs"] = config.epoch_cap or config.max_total_epochs
+    return _change_run(config, changes)
+
+
+def fit_epoch_budget(name: str, epochs: int) -> RunConfig:
+    """The worker's fit of the epoch budget to the run's time budget (`training.epochs_in_time`): it changes
+    `max_total_epochs` only, never the cap the user gave."""
+    return _change_run(load_run_config(name), {"max_total_epochs": epochs}, quiet=True)
+
+
+def _change_run(config: RunConfig, changes: dict, quiet: bool = False) -> RunConfig:
+    """Write the changed settings into the config, the budgets into the state; a completed run given more epochs
+    is queued again."""
+    changes = {key: value for key, value in changes.items() if value != getattr(config, key)}
     if not changes:
         return config
     config = RunConfig(**{**asdict(config), **changes})
@@ -267,7 +294,9 @@ def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> Run
         transition(config.run, RunStatus.QUEUED, stop_reason="", **budget)
     else:
         run_state.write_state(config.run, **budget)
-    run_state.append_log(config.run, "settings changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    if not quiet:
+        run_state.append_log(config.run, "settings changed: " + ", ".join(
+            f"{key}={value}" for key, value in changes.items() if key in MUTABLE_SETTINGS))
     return config
 
 

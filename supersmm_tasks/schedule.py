@@ -6,9 +6,10 @@
 - `onecycle`: up from 1/ONECYCLE_START of the peak over ONECYCLE_RISE of the steps, then a cosine decay to
   1/ONECYCLE_END of it.
 
-The rate depends on the step alone, and the step (Adam's iteration counter) is in every checkpoint, so a resumed
-run continues the schedule exactly. The span follows the run's `max_total_epochs`: raising the budget stretches
-what is left of the schedule.
+The rate depends on the step and the span alone, and the step (Adam's iteration counter) is in every checkpoint,
+so a resumed run continues the schedule exactly. The span follows the run's `max_total_epochs`, from the epoch after
+a change on (`set_total_steps`): raising the budget stretches what is left of the schedule, lowering it (by hand or
+to keep to `--max-minutes`) brings its end nearer.
 """
 from __future__ import annotations
 
@@ -34,19 +35,25 @@ class StepSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {kind!r}")
         self.kind, self.peak, self.total_steps = kind, float(peak), max(1, int(total_steps))
+        # A variable, so that a compiled training step follows a new span without being traced again.
+        self.span = tf.Variable(float(self.total_steps), trainable=False, dtype=tf.float32, name="schedule_span")
+
+    def set_total_steps(self, total_steps: int) -> None:
+        self.total_steps = max(1, int(total_steps))
+        self.span.assign(float(self.total_steps))
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
+        step, total = tf.cast(step, tf.float32), tf.convert_to_tensor(self.span)
         if self.kind == "constant":
             return tf.constant(self.peak, tf.float32)
         if self.kind == "cosine":
-            rise = float(max(1, min(MAX_WARMUP_STEPS, round(WARMUP_SHARE * self.total_steps))))
+            rise = tf.maximum(1.0, tf.minimum(float(MAX_WARMUP_STEPS), tf.round(WARMUP_SHARE * total)))
             start, floor = 0.0, COSINE_FLOOR * self.peak
         else:
-            rise = float(max(1, round(ONECYCLE_RISE * self.total_steps)))
+            rise = tf.maximum(1.0, tf.round(ONECYCLE_RISE * total))
             start, floor = self.peak / ONECYCLE_START, self.peak / ONECYCLE_END
         warming = start + (self.peak - start) * (step + 1.0) / rise
-        progress = tf.clip_by_value((step - rise) / max(1.0, self.total_steps - rise), 0.0, 1.0)
+        progress = tf.clip_by_value((step - rise) / tf.maximum(1.0, total - rise), 0.0, 1.0)
         decaying = floor + (self.peak - floor) * 0.5 * (1.0 + tf.cos(math.pi * progress))
         return tf.where(step < rise, warming, decaying)
 

@@ -27,9 +27,10 @@ class Trainer:
             mixed_precision = gpu_present()
         with dtype_policy("mixed_float16" if mixed_precision else "float32"):
             self.model = build_model(self.preset, self.blank, config.seed)
-        steps_per_epoch = math.ceil(max(1, config.train_samples) / config.batch_size)
-        self.adam = keras.optimizers.Adam(
-            StepSchedule(config.schedule, config.learning_rate, config.max_total_epochs * steps_per_epoch))
+        self.steps_per_epoch = math.ceil(max(1, config.train_samples) / config.batch_size)
+        self.schedule = StepSchedule(config.schedule, config.learning_rate,
+                                     config.max_total_epochs * self.steps_per_epoch)
+        self.adam = keras.optimizers.Adam(self.schedule)
         # In float16 small gradients vanish: the loss is scaled up before differentiation and the
         # gradients scaled back before Adam sees them. Checkpoints hold Adam's variables and the loss
         # scale goes in their metadata, so a run moves freely between GPU and CPU workers.
@@ -58,6 +59,10 @@ class Trainer:
         logits = self.model(image, training=False)
         losses = ctc_loss(logits, label, label_length, logit_lengths(image_width, self.preset), self.blank)
         return logits, losses
+
+    def follow_budget(self, max_total_epochs: int) -> None:
+        """The learning-rate schedule spans the run's epoch budget; it follows a changed one from the next step."""
+        self.schedule.set_total_steps(max_total_epochs * self.steps_per_epoch)
 
     def restore(self, checkpoint) -> None:
         restore_variables(self.model.variables, checkpoint.model_arrays, checkpoint.path)
@@ -98,7 +103,7 @@ class TrainerCache:
 
     Building a model and tracing its steps costs seconds to minutes, and a worker often trains the next
     chunk of the run it just trained: it reuses that trainer, since restoring the checkpoint overwrites
-    every variable. A run without a checkpoint yet, or another run, gets a new trainer, so its initial
+    every variable (and the chunk sets the schedule's span to the run's budget). A run without a checkpoint yet, or another run, gets a new trainer, so its initial
     weights come from the seed alone; the old one is dropped first, with Keras's memory.
     """
 
@@ -120,9 +125,9 @@ class TrainerCache:
 
 
 def _model_key(config: RunConfig) -> tuple:
-    """What a trainer is built from. The budget sets the schedule's span."""
+    """What a trainer is built from (the budget is not: `Trainer.follow_budget`)."""
     return (config.run, config.model, config.network_encoding, config.seed, config.learning_rate, config.height,
-            config.schedule, config.max_total_epochs)
+            config.schedule)
 
 
 TRAINERS = TrainerCache()

@@ -37,7 +37,7 @@ from .corpus import load_dataset
 from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import LabelsFromReadings, Score, score, scored_examples
 from .model import gpu_present
-from .run_config import RunConfig, load_run_config
+from .run_config import RunConfig, fit_epoch_budget, load_run_config
 from .run_status import CONTROL_REQUESTS, ENDED, RunStatus, transition
 from .trainer import TRAINERS, Trainer
 
@@ -130,6 +130,8 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     _configure_determinism(config)
 
     trainer, progress = restore_run(config, run, worker, chunk)
+    config = keep_to_time(run, config, progress)  # as the last chunk did after this epoch, had it lived to
+    trainer.follow_budget(config.max_total_epochs)
     stop = finished(config, progress)
     if stop:
         return run.finish(progress, *stop, epochs_trained=0)
@@ -168,7 +170,10 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
             run.commit_epoch(epoch, trainer, progress, row, improved)
             report_epoch(run, config, row, progress, improved, summaries, on_progress)
             epochs_trained += 1
-            config = load_run_config(run.name)  # a budget changed meanwhile: the run ends at it, the rows show it
+            # A budget changed meanwhile, or lowered to the time left: the run ends at it, the rows show it, and the
+            # schedule spans it from the next epoch on.
+            config = keep_to_time(run, load_run_config(run.name), progress)
+            trainer.follow_budget(config.max_total_epochs)
             stop = finished(config, progress)
             if stop:
                 return run.finish(progress, *stop, epochs_trained)
@@ -216,6 +221,36 @@ def start_from_another_run(config: RunConfig, trainer: Trainer, log) -> None:
     trainer.start_from(checkpoint)
     log(f"starting from run {config.init_from}'s weights of epoch {checkpoint.epoch} "
         f"(val SER {checkpoint.meta.get('best_val_ser')}%), optimizer fresh")
+
+
+def epochs_in_time(config: RunConfig, progress: Progress) -> int:
+    """The epoch budget of a run with a time budget (`max_minutes` of training, as `cumulative_time_sec` counts it)
+    once `progress.epoch` epochs are done: as many more as fit in the minutes left at the pace of its recent epochs,
+    never more than its `epoch_cap`, never fewer than the epochs done. The run's first epoch also traces the model,
+    so the fitting starts after its second and leaves the first out of the pace. A pure function of the config and
+    the counters in the checkpoint: a resumed run fits exactly as the uninterrupted one did."""
+    times = progress.recent_epoch_times
+    if config.max_minutes is None or progress.epoch < 2 or not times:
+        return config.max_total_epochs
+    if len(times) >= progress.epoch:
+        times = times[1:]
+    pace = sum(times) / len(times)
+    seconds_left = config.max_minutes * 60 - progress.cumulative_time_sec
+    cap = config.epoch_cap or config.max_total_epochs
+    return max(progress.epoch, min(cap, progress.epoch + int(seconds_left // pace)))
+
+
+def keep_to_time(run: RunWriter, config: RunConfig, progress: Progress) -> RunConfig:
+    """The run's config with its epoch budget fitted to its time budget (`epochs_in_time`), written and logged
+    where it changed."""
+    budget = epochs_in_time(config, progress)
+    if budget == config.max_total_epochs:
+        return config
+    run.guard()
+    fitted = fit_epoch_budget(config.run, budget)
+    run.log(f"{budget} epochs fit in the run's {config.max_minutes:g} minutes of training "
+            f"({progress.cumulative_time_sec / 60:.1f} spent after epoch {progress.epoch})")
+    return fitted
 
 
 def finished(config: RunConfig, progress: Progress) -> tuple[RunStatus, str] | None:

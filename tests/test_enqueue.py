@@ -46,3 +46,18 @@ def test_enqueue_reports_the_run_queued_when_a_reconciler_queues_it_first(traini
     monkeypatch.setattr(Lease, "release", release_then_reconcile)
     assert training_home.enqueue("raced", epochs=3, chunk=3) == "queued run raced: epochs 1-3 of 3 on queue supersmm"
     assert chunk_queue.marker_epochs(chunk_queue.pending_chunk(broker.client(), "raced")) == "1-3"
+
+
+def test_enqueue_takes_a_time_budget_in_minutes_and_refuses_one_that_is_not(training_home):
+    import json
+
+    from supersmm_tasks import paths
+
+    refused = subprocess.run(enqueue_command("timed", "--dataset", "primus", "--max-minutes", "0"),
+                             env=training_home.env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--max-minutes" in refused.stderr and "Traceback" not in refused.stderr
+    created = subprocess.run(enqueue_command("timed", "--dataset", "primus", "--model", "tiny", "--max-minutes", "2.5"),
+                             env=training_home.env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    config = json.loads(paths.config_path("timed").read_text())
+    assert config["max_minutes"] == 2.5

@@ -300,3 +300,64 @@ def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32
     assert back_on_gpu.loss_scale == mixed.loss_scale
     for restored, saved in zip(back_on_gpu.state_arrays(), mixed.state_arrays(), strict=True):
         assert all(np.array_equal(a, b) for a, b in zip(restored, saved, strict=True))
+
+
+def test_epochs_in_time_fits_the_minutes_left_at_the_recent_pace(engraved_home):
+    from dataclasses import replace
+
+    from supersmm_tasks.training import Progress, epochs_in_time
+
+    config = replace(new_run("fitted", max_total_epochs=30), max_minutes=3.0)
+    assert config.epoch_cap == 30
+    after_two = Progress(epoch=2, cumulative_time_sec=50.0, recent_epoch_times=(30.0, 20.0))
+    assert epochs_in_time(config, after_two) == 2 + 6  # 130 s left at 20 s an epoch (the first also traced)
+    assert epochs_in_time(replace(config, max_total_epochs=4), after_two) == 8  # fitted up again, under the cap
+    assert epochs_in_time(replace(config, epoch_cap=5), after_two) == 5  # never above the cap
+    assert epochs_in_time(replace(config, max_minutes=0.5), after_two) == 2  # time is up: the run ends here
+    assert epochs_in_time(replace(config, max_minutes=None, max_total_epochs=4), after_two) == 4
+    assert epochs_in_time(config, Progress(epoch=1, cumulative_time_sec=30.0, recent_epoch_times=(30.0,))) == 30
+    later = Progress(epoch=9, cumulative_time_sec=170.0, recent_epoch_times=(10.0, 10.0, 20.0, 20.0, 20.0))
+    assert epochs_in_time(config, later) == 9 + 0  # the recent pace is 16 s: 10 s left hold no epoch
+    assert epochs_in_time(replace(config, max_minutes=4.0), later) == 9 + 4  # 70 s left
+
+
+def test_a_new_time_budget_fits_again_under_the_epoch_budget_given(engraved_home):
+    from supersmm_tasks.run_config import fit_epoch_budget
+
+    config = new_run("retimed", max_total_epochs=40, max_minutes=5)
+    assert (config.max_minutes, config.max_total_epochs, config.epoch_cap) == (5, 40, 40)
+    fitted = fit_epoch_budget("retimed", 12)  # as a worker does
+    assert (fitted.max_total_epochs, fitted.epoch_cap) == (12, 40)
+    assert run_state.read_state("retimed")["max_total_epochs"] == 12
+    assert create_or_update_run("retimed", max_minutes=10).max_total_epochs == 40  # the next epoch fits it again
+    changed = create_or_update_run("retimed", max_minutes=20, max_total_epochs=50)
+    assert (changed.max_total_epochs, changed.epoch_cap) == (50, 50)
+    for bad in (0, -1, "ten", True):
+        with pytest.raises(SupersmmError, match="--max-minutes"):
+            create_or_update_run("retimed", max_minutes=bad)
+
+
+@pytest.mark.integration
+def test_a_run_keeps_to_its_minutes_and_its_schedule_ends_with_them(engraved_home):
+    """Two epochs show the pace; a time budget of 4.5 more of them fits the epoch budget of 30 to 6 at the next
+    chunk's start, and the learning rate, which spanned 30 epochs, comes to the end of its cosine with the run."""
+    config = new_run("timed", max_total_epochs=30)
+    train_chunk("timed", ChunkSpan(1, 2, 1))
+    rows = read_rows("timed")
+    seconds = float(rows[-1]["cumulative_time_sec"]) + 4.5 * float(rows[-1]["epoch_time_sec"])
+    create_or_update_run("timed", max_minutes=seconds / 60)
+
+    result = train_chunk("timed", ChunkSpan(3, 30, 2))
+
+    state = run_state.read_state("timed")
+    log = paths.log_path("timed").read_text("utf-8")
+    assert "6 epochs fit in the run's" in log  # at the chunk's start: 2 + 4 whole epochs
+    assert (result.status, state["status"]) == ("completed", "completed")
+    assert 3 <= state["last_completed_epoch"] == state["max_total_epochs"] <= 10  # fitted again as epochs went
+    rows = read_rows("timed")
+    assert epochs_logged("timed") == list(range(1, state["last_completed_epoch"] + 1))
+    assert [int(row["max_total_epochs"]) for row in rows[:2]] == [30, 30]
+    assert all(int(row["max_total_epochs"]) <= 10 for row in rows[2:])
+    assert float(rows[1]["learning_rate"]) > 0.9 * config.learning_rate  # near its peak while 30 epochs were planned
+    # At the end of its cosine (2% of the peak), or an epoch before it where the last epoch ran slow (under 15%).
+    assert float(rows[-1]["learning_rate"]) < 0.15 * config.learning_rate
