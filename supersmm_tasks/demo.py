@@ -7,7 +7,7 @@
    music (engraved again, and as MusicXML), and what to run next.
 
 The demo keeps to its time (DEMO_SECONDS, engraving to result) on a slower machine too: its run has a time
-budget (`--max-minutes`), so once two epochs show the machine's pace, the worker lowers the epoch budget to the
+budget (`--max-minutes`), so once two epochs show the machine's pace, the worker fits the epoch budget to the
 epochs that fit and the learning-rate schedule ends with them. Run it again in the same folder and it reuses the
 corpus and continues the same run for a few more epochs.
 """
@@ -30,8 +30,8 @@ DEMO_SAMPLES = 1200
 DEMO_EPOCHS = 10  # the most; fewer where they would not fit in DEMO_SECONDS
 DEMO_CHUNK = 5
 # The whole demo, engraving to the printed result; RESULT_SECONDS of it are kept for showing the result (6 s on
-# two cores). On the 2-core machine of 2026-12-06 (half the matrix speed of the one above) an epoch takes about
-# 40 s: ten of them made the demo last 7.5 minutes (8.7% val SER), the five that fit 4.3 minutes (13.0%).
+# two cores). On the 2-core machine of 2026-12-06 (half the matrix speed of the one above) an epoch takes 25-45 s:
+# ten of them made the demo last 7.5 minutes (8.7% val SER); with the epochs that fit, 4.8 minutes (10.7%).
 DEMO_SECONDS = 285
 RESULT_SECONDS = 15
 OVERHEAD_SECONDS = 15  # of training outside its epochs: the worker's start, each chunk's loading, each checkpoint

@@ -23,6 +23,8 @@ from .vocabulary import ENCODINGS, load_vocabulary
 MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "max_minutes", "patience", "queue", "priority")
 FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "schedule", "augment", "init_from",
                   "semantic_via_agnostic")
+# Why a run completed when it used up a budget; giving it more (epochs, or minutes) lets it go on.
+BUDGET_STOP_REASONS = ("max_total_epochs", "max_minutes")
 DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine"}
 SCHEDULES = ("constant", "cosine", "onecycle")
 # What a config written before the learning recipe (and the time budget) existed was trained with.
@@ -289,7 +291,7 @@ def _change_run(config: RunConfig, changes: dict, quiet: bool = False) -> RunCon
     _write_config(config)
     state = run_state.read_state(config.run)
     budget = {"max_total_epochs": config.max_total_epochs, "max_epochs_per_run": config.max_epochs_per_run}
-    if state["status"] == RunStatus.COMPLETED and state.get("stop_reason") == "max_total_epochs" \
+    if state["status"] == RunStatus.COMPLETED and state.get("stop_reason") in BUDGET_STOP_REASONS \
             and config.max_total_epochs > state["last_completed_epoch"]:
         transition(config.run, RunStatus.QUEUED, stop_reason="", **budget)
     else:

@@ -23,7 +23,7 @@ from . import broker, chunk_queue, paths, run_keys, run_state
 from .errors import SupersmmError
 from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
-from .run_config import create_or_update_run
+from .run_config import create_or_update_run, load_run_config
 from .run_status import ACTIVE, ENDED, RunStatus, transition
 
 FOREGROUND_ROUTE_TTL_S = 10  # shorter than a lease: when `supersmm train` dies, its route is gone before its lease
@@ -54,9 +54,11 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
         if state["status"] == RunStatus.CANCELLED:
             raise SupersmmError(f"run {name} was cancelled; start a new run under another name")
         if state["status"] == RunStatus.COMPLETED:
+            config = load_run_config(name)
+            longer = (f"--max-minutes {config.max_minutes * 2:g}" if state.get("stop_reason") == "max_minutes"
+                      else f"--max-total-epochs {state['max_total_epochs'] * 2}")
             return (f"run {name} is complete ({state['last_completed_epoch']}/{state['max_total_epochs']} epochs, "
-                    f"{state.get('stop_reason') or 'done'}); to train longer: "
-                    f"supersmm enqueue {name} --max-total-epochs {state['max_total_epochs'] * 2}")
+                    f"{state.get('stop_reason') or 'done'}); to train longer: supersmm enqueue {name} {longer}")
         chunk_queue.clear_control(connection, name)
         if state["status"] != RunStatus.QUEUED:
             state = transition(name, RunStatus.QUEUED, guard=held.guard, error="")

@@ -256,7 +256,8 @@ def keep_to_time(run: RunWriter, config: RunConfig, progress: Progress) -> RunCo
 def finished(config: RunConfig, progress: Progress) -> tuple[RunStatus, str] | None:
     """(status, stop_reason) once the run is over, else None."""
     if progress.epoch >= config.max_total_epochs:
-        return RunStatus.COMPLETED, "max_total_epochs"
+        fitted_to_time = config.max_minutes is not None and config.max_total_epochs < (config.epoch_cap or 0)
+        return RunStatus.COMPLETED, "max_minutes" if fitted_to_time else "max_total_epochs"
     if config.patience and progress.epochs_since_best >= config.patience:
         return RunStatus.COMPLETED, f"early stop: no val SER improvement in {config.patience} epochs"
     return None

@@ -352,7 +352,7 @@ def test_a_run_keeps_to_its_minutes_and_its_schedule_ends_with_them(engraved_hom
     state = run_state.read_state("timed")
     log = paths.log_path("timed").read_text("utf-8")
     assert "6 epochs fit in the run's" in log  # at the chunk's start: 2 + 4 whole epochs
-    assert (result.status, state["status"]) == ("completed", "completed")
+    assert (result.status, result.stop_reason, state["status"]) == ("completed", "max_minutes", "completed")
     assert 3 <= state["last_completed_epoch"] == state["max_total_epochs"] <= 10  # fitted again as epochs went
     rows = read_rows("timed")
     assert epochs_logged("timed") == list(range(1, state["last_completed_epoch"] + 1))
@@ -361,3 +361,7 @@ def test_a_run_keeps_to_its_minutes_and_its_schedule_ends_with_them(engraved_hom
     assert float(rows[1]["learning_rate"]) > 0.9 * config.learning_rate  # near its peak while 30 epochs were planned
     # At the end of its cosine (2% of the peak), or an epoch before it where the last epoch ran slow (under 15%).
     assert float(rows[-1]["learning_rate"]) < 0.15 * config.learning_rate
+
+    create_or_update_run("timed", max_minutes=2 * seconds / 60)  # more time: the run goes on, fitted again
+    state = run_state.read_state("timed")
+    assert (state["status"], state["max_total_epochs"]) == ("queued", 30)
