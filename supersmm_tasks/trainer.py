@@ -103,8 +103,9 @@ class TrainerCache:
 
     Building a model and tracing its steps costs seconds to minutes, and a worker often trains the next
     chunk of the run it just trained: it reuses that trainer, since restoring the checkpoint overwrites
-    every variable (and the chunk sets the schedule's span to the run's budget). A run without a checkpoint yet, or another run, gets a new trainer, so its initial
-    weights come from the seed alone; the old one is dropped first, with Keras's memory.
+    every variable and the chunk sets the schedule's span to the run's budget. A run without a checkpoint
+    yet, or another run, gets a new trainer, so its initial weights come from the seed alone; the old one
+    is dropped first, with Keras's memory.
     """
 
     def __init__(self):

@@ -130,7 +130,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     _configure_determinism(config)
 
     trainer, progress = restore_run(config, run, worker, chunk)
-    config = keep_to_time(run, config, progress)  # as the last chunk did after this epoch, had it lived to
+    config = keep_to_time(run, config, progress)  # the fit after this epoch, in case its chunk died before writing it
     trainer.follow_budget(config.max_total_epochs)
     stop = finished(config, progress)
     if stop:
