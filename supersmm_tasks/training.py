@@ -130,8 +130,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     _configure_determinism(config)
 
     trainer, progress = restore_run(config, run, worker, chunk)
-    config = keep_to_time(run, config, progress)  # the fit after this epoch, in case its chunk died before writing it
-    trainer.follow_budget(config.max_total_epochs)
+    config = keep_to_time(run, trainer, config, progress)  # as after this epoch, in case its chunk died before that
     stop = finished(config, progress)
     if stop:
         return run.finish(progress, *stop, epochs_trained=0)
@@ -172,8 +171,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
             epochs_trained += 1
             # A budget changed meanwhile, or lowered to the time left: the run ends at it, the rows show it, and the
             # schedule spans it from the next epoch on.
-            config = keep_to_time(run, load_run_config(run.name), progress)
-            trainer.follow_budget(config.max_total_epochs)
+            config = keep_to_time(run, trainer, load_run_config(run.name), progress)
             stop = finished(config, progress)
             if stop:
                 return run.finish(progress, *stop, epochs_trained)
@@ -240,17 +238,17 @@ def epochs_in_time(config: RunConfig, progress: Progress) -> int:
     return max(progress.epoch, min(cap, progress.epoch + int(seconds_left // pace)))
 
 
-def keep_to_time(run: RunWriter, config: RunConfig, progress: Progress) -> RunConfig:
+def keep_to_time(run: RunWriter, trainer: Trainer, config: RunConfig, progress: Progress) -> RunConfig:
     """The run's config with its epoch budget fitted to its time budget (`epochs_in_time`), written and logged
-    where it changed."""
+    where it changed; the trainer's schedule spans the budget from the next epoch on."""
     budget = epochs_in_time(config, progress)
-    if budget == config.max_total_epochs:
-        return config
-    run.guard()
-    fitted = fit_epoch_budget(config.run, budget)
-    run.log(f"{budget} epochs fit in the run's {config.max_minutes:g} minutes of training "
-            f"({progress.cumulative_time_sec / 60:.1f} spent after epoch {progress.epoch})")
-    return fitted
+    if budget != config.max_total_epochs:
+        run.guard()
+        config = fit_epoch_budget(config.run, budget)
+        run.log(f"{budget} epochs fit in the run's {config.max_minutes:g} minutes of training "
+                f"({progress.cumulative_time_sec / 60:.1f} spent after epoch {progress.epoch})")
+    trainer.follow_budget(config.max_total_epochs)
+    return config
 
 
 def finished(config: RunConfig, progress: Progress) -> tuple[RunStatus, str] | None:
