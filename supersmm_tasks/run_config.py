@@ -266,10 +266,10 @@ def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> Run
                 f"run {config.run!r} was created with {key} {getattr(config, key)!r}; it cannot change to "
                 f"{given[key]!r} (start a new run under another name instead)"
             )
-    changes = {key: given[key] for key in MUTABLE_SETTINGS if key in given and given[key] != getattr(config, key)}
-    if "max_total_epochs" in given and given["max_total_epochs"] != config.epoch_cap:
+    changes = {key: given[key] for key in MUTABLE_SETTINGS if key in given}  # _change_run keeps those that differ
+    if "max_total_epochs" in given:
         changes["epoch_cap"] = given["max_total_epochs"]
-    if "max_minutes" in changes and "max_total_epochs" not in given:
+    elif given.get("max_minutes", config.max_minutes) != config.max_minutes:
         # The budget was fitted to the old time: back to the cap, and the next epoch fits it to the new time.
         changes["max_total_epochs"] = config.epoch_cap or config.max_total_epochs
     return _change_run(config, changes)
@@ -298,7 +298,7 @@ def _change_run(config: RunConfig, changes: dict, quiet: bool = False) -> RunCon
         run_state.write_state(config.run, **budget)
     if not quiet:
         run_state.append_log(config.run, "settings changed: " + ", ".join(
-            f"{key}={value}" for key, value in changes.items() if key in MUTABLE_SETTINGS))
+            f"{key}={value}" for key, value in changes.items()))
     return config
 
 

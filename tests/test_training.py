@@ -329,9 +329,14 @@ def test_a_new_time_budget_fits_again_under_the_epoch_budget_given(engraved_home
     fitted = fit_epoch_budget("retimed", 12)  # as a worker does
     assert (fitted.max_total_epochs, fitted.epoch_cap) == (12, 40)
     assert run_state.read_state("retimed")["max_total_epochs"] == 12
+    assert create_or_update_run("retimed", max_minutes=5).max_total_epochs == 12  # the same time: the fit stands
     assert create_or_update_run("retimed", max_minutes=10).max_total_epochs == 40  # the next epoch fits it again
     changed = create_or_update_run("retimed", max_minutes=20, max_total_epochs=50)
     assert (changed.max_total_epochs, changed.epoch_cap) == (50, 50)
+    fit_epoch_budget("retimed", 30)
+    capped = create_or_update_run("retimed", max_total_epochs=30)  # the fitted budget, given: now the cap too
+    assert (capped.max_total_epochs, capped.epoch_cap) == (30, 30)
+    assert paths.log_path("retimed").read_text("utf-8").rstrip().endswith("settings changed: epoch_cap=30")
     for bad in (0, -1, "ten", True):
         with pytest.raises(SupersmmError, match="--max-minutes"):
             create_or_update_run("retimed", max_minutes=bad)
