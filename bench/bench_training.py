@@ -65,11 +65,11 @@ print(json.dumps({"rss_mb": rss_mb, "val_ser": [float(r["val_ser"]) for r in row
 
 
 # Runs in a fresh process with SUPERSMM_HOME set: trains run NAME of `tiny` on DATASET for MINUTES of
-# training (train + validation, counted by the trainer), one epoch per chunk; prints one JSON line with the val SER
-# of each epoch and the minutes. A scheduled run starts with a budget of FIRST_GUESS_EPOCHS and re-fits it after
-# every epoch to the minutes left at the mean pace of the epochs since the second (the first also traces the model
-# and fills the image cache), so that its schedule ends when the time does. Reference settings: learning rate 1e-3
-# (not a run option, so written into the run's config).
+# training (train + validation, as the CSV's cumulative_time_sec counts them), one epoch per chunk; prints one JSON
+# line with the val SER of each epoch and the minutes. The time is the run's own budget (`--max-minutes`, the
+# epoch budget left at its default): after every epoch the worker fits the epochs to the minutes left, so the
+# schedule ends with the time and the run completes at the last epoch that fits, as any user's run would.
+# Reference settings: learning rate 1e-3 (not a run option, so written into the run's config).
 TIMED_SCRIPT = """
 import json, sys, time
 from supersmm_tasks import paths, run_state
@@ -80,29 +80,16 @@ from supersmm_tasks.training_log import read_rows
 
 name, dataset, encoding, minutes, recipe = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
 settings = json.loads(sys.argv[6])
-FIRST_GUESS_EPOCHS = 20
-budget = 10_000 if settings.get("schedule") == "constant" else FIRST_GUESS_EPOCHS  # constant: time alone ends it
-config = create_or_update_run(name, dataset, model="tiny", encoding=encoding, max_total_epochs=budget, **settings)
+create_or_update_run(name, dataset, model="tiny", encoding=encoding, max_minutes=minutes, **settings)
 if recipe == "reference":
     path = paths.config_path(name)
     path.write_text(json.dumps({**json.loads(path.read_text()), "learning_rate": 1e-3}))
 epoch, started = 0, time.monotonic()
-while True:
+while run_state.read_state(name)["status"] != "completed":
     epoch += 1
     train_chunk(name, ChunkSpan(epoch, epoch, epoch))  # one epoch per chunk
-    rows = read_rows(name)
-    spent = float(rows[-1]["cumulative_time_sec"])
-    if spent >= minutes * 60:
-        break
-    if config.schedule != "constant":
-        before = float(rows[0]["cumulative_time_sec"]) if epoch > 1 else 0.0  # the first epoch also traces the model
-        pace = (spent - before) / max(1, epoch - 1)
-        budget = epoch + max(1, round((minutes * 60 - spent) / pace))
-        if budget != config.max_total_epochs:
-            config = create_or_update_run(name, max_total_epochs=budget)
-    if run_state.read_state(name)["status"] == "completed":
-        break
-result = {"val_ser": [float(r["val_ser"]) for r in rows], "minutes": spent / 60,
+rows = read_rows(name)
+result = {"val_ser": [float(r["val_ser"]) for r in rows], "minutes": float(rows[-1]["cumulative_time_sec"]) / 60,
           "epoch_minutes": [float(r["cumulative_time_sec"]) / 60 for r in rows],
           "wall_minutes": (time.monotonic() - started) / 60}
 if encoding == "agnostic":  # the best weights read the validation staves again, once with ties and once without

@@ -25,8 +25,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 def device_description() -> str:
     import psutil
 
-    cpu = platform.processor() or platform.machine()
-    description = f"{os.cpu_count()} CPU cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    description = f"{os.cpu_count()} CPU cores ({cpu_model()}), {psutil.virtual_memory().total / 2**30:.0f} GiB"
     try:
         import tensorflow as tf
 
@@ -37,6 +36,17 @@ def device_description() -> str:
     except Exception:  # TensorFlow missing or no GPU details: the CPU description stands
         pass
     return description
+
+
+def cpu_model() -> str:
+    """The processor's name where Linux tells it (timings differ by far between 2-core machines), else its kind."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.partition(':')[2].strip()}, {platform.machine()}"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def load_module(path: Path):
@@ -71,7 +81,7 @@ def main() -> int:
                         "error": f"{type(error).__name__}: {error}"}]
         for figure in figures:
             figure = {**figure, "group": path.stem.removeprefix("bench_"), "quick": args.quick,
-                      "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                      "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device}
             print(json.dumps(figure), flush=True)
             results.append(figure)
 
