@@ -34,7 +34,8 @@ def run_options(command):
         click.option("--max-epochs-per-run", type=click.IntRange(min=1), help="Epochs per chunk (one Celery task)."),
         click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
                      help="Time budget of the whole run, in minutes of training: from its second epoch on, the epoch "
-                          "budget is lowered to the epochs that fit, and the learning-rate schedule ends with them."),
+                          "budget is set to the epochs that fit (never above --max-total-epochs), and the "
+                          "learning-rate schedule ends with them."),
         click.option("--model", type=click.Choice(["paper", "tiny"]), help="Model preset (default: paper)."),
         click.option("--encoding", type=click.Choice(["semantic", "agnostic"]), help="Label encoding (default: semantic)."),
         click.option("--semantic-via-agnostic/--direct-semantic", default=None,

@@ -70,6 +70,12 @@ class RunConfig:
         its val SER is scored on the semantic labels."""
         return "agnostic" if self.semantic_via_agnostic else self.encoding
 
+    @property
+    def epochs_given(self) -> int:
+        """The epoch budget the user gave, which a time budget fits `max_total_epochs` under (a config written
+        before time budgets has no cap: its budget is the one given)."""
+        return self.epoch_cap or self.max_total_epochs
+
 
 def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
@@ -271,7 +277,7 @@ def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> Run
         changes["epoch_cap"] = given["max_total_epochs"]
     elif given.get("max_minutes", config.max_minutes) != config.max_minutes:
         # The budget was fitted to the old time: back to the cap, and the next epoch fits it to the new time.
-        changes["max_total_epochs"] = config.epoch_cap or config.max_total_epochs
+        changes["max_total_epochs"] = config.epochs_given
     return _change_run(config, changes)
 
 

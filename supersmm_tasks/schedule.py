@@ -34,13 +34,17 @@ class StepSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, kind: str, peak: float, total_steps: int):
         if kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {kind!r}")
-        self.kind, self.peak, self.total_steps = kind, float(peak), max(1, int(total_steps))
+        self.kind, self.peak = kind, float(peak)
         # A variable, so that a compiled training step follows a new span without being traced again.
-        self.span = tf.Variable(float(self.total_steps), trainable=False, dtype=tf.float32, name="schedule_span")
+        self.span = tf.Variable(float(max(1, int(total_steps))), trainable=False, dtype=tf.float32,
+                                name="schedule_span")
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.span.numpy())
 
     def set_total_steps(self, total_steps: int) -> None:
-        self.total_steps = max(1, int(total_steps))
-        self.span.assign(float(self.total_steps))
+        self.span.assign(float(max(1, int(total_steps))))
 
     def __call__(self, step):
         step, total = tf.cast(step, tf.float32), tf.convert_to_tensor(self.span)

@@ -234,8 +234,7 @@ def epochs_in_time(config: RunConfig, progress: Progress) -> int:
         times = times[1:]
     pace = sum(times) / len(times)
     seconds_left = config.max_minutes * 60 - progress.cumulative_time_sec
-    cap = config.epoch_cap or config.max_total_epochs
-    return max(progress.epoch, min(cap, progress.epoch + int(seconds_left // pace)))
+    return max(progress.epoch, min(config.epochs_given, progress.epoch + int(seconds_left // pace)))
 
 
 def keep_to_time(run: RunWriter, trainer: Trainer, config: RunConfig, progress: Progress) -> RunConfig:
@@ -254,7 +253,7 @@ def keep_to_time(run: RunWriter, trainer: Trainer, config: RunConfig, progress: 
 def finished(config: RunConfig, progress: Progress) -> tuple[RunStatus, str] | None:
     """(status, stop_reason) once the run is over, else None."""
     if progress.epoch >= config.max_total_epochs:
-        fitted_to_time = config.max_minutes is not None and config.max_total_epochs < (config.epoch_cap or 0)
+        fitted_to_time = config.max_minutes is not None and config.max_total_epochs < config.epochs_given
         return RunStatus.COMPLETED, "max_minutes" if fitted_to_time else "max_total_epochs"
     if config.patience and progress.epochs_since_best >= config.patience:
         return RunStatus.COMPLETED, f"early stop: no val SER improvement in {config.patience} epochs"
