@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from supersmm_tasks import broker, run_state, training_log
-from supersmm_tasks import paths
+from supersmm_tasks import broker, paths, run_state, training_log
 from supersmm_tasks.demo import RESULT_SECONDS, RUN_NAME, run_demo
 from supersmm_tasks.errors import SupersmmError
 
