@@ -48,6 +48,8 @@ def run_options(command):
                      help="Learning rate over the epoch budget: warm-up then cosine decay, one cycle, or constant (default: cosine)."),
         click.option("--augment/--no-augment", default=None,
                      help="Augment training images on the fly: scale, rotation, shear, ink, blur, noise, camera damage (default: on for paper and on camera datasets, off for tiny on clean ones)."),
+        click.option("--curriculum/--no-curriculum", default=None,
+                     help="Read the first epoch's batches from the shortest staves to the longest, which leaves CTC's all-blank start sooner (default: on)."),
         click.option("--init-from", callback=_run_name, metavar="RUN",
                      help="Start from the best weights of run RUN (same model and labels; the optimizer starts fresh)."),
         click.option("--deterministic/--no-deterministic", default=None, help="Bit-for-bit reproducible training and resume (default: on where a chunk trains on a CPU, off on a GPU)."),

@@ -3,7 +3,7 @@
 The config is written once when the run is created and holds everything needed to train it again:
 the dataset (name, folder, split files), encoding (and, for semantic labels, whether the network reads them
 through agnostic symbols), model preset, batch size, seed, budgets, the learning recipe (schedule,
-augmentation) and, for a fine-tuned run, the checkpoint whose weights it starts from.
+augmentation, a first epoch from short staves to long) and, for a fine-tuned run, the checkpoint whose weights it starts from.
 Only the budgets (epochs, epochs per chunk, minutes), patience, queue and priority may change later; the rest
 defines the run.
 """
@@ -21,15 +21,15 @@ from .run_status import RunStatus, transition
 from .vocabulary import ENCODINGS, load_vocabulary
 
 MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "max_minutes", "patience", "queue", "priority")
-FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "schedule", "augment", "init_from",
-                  "semantic_via_agnostic")
+FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "schedule", "augment", "curriculum",
+                  "init_from", "semantic_via_agnostic")
 # Why a run completed when it used up a budget; giving it more (epochs, or minutes) lets it go on.
 BUDGET_STOP_REASONS = ("max_total_epochs", "max_minutes")
-DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine"}
+DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine", "curriculum": True}
 SCHEDULES = ("constant", "cosine", "onecycle")
 # What a config written before the learning recipe (and the time budget) existed was trained with.
 BEFORE_RECIPE = {"schedule": "constant", "augment": False, "init_from": None, "init_checkpoint": None,
-                 "semantic_via_agnostic": False, "max_minutes": None, "epoch_cap": None}
+                 "semantic_via_agnostic": False, "max_minutes": None, "epoch_cap": None, "curriculum": False}
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class RunConfig:
     created_at: str
     schedule: str = "cosine"             # learning rate over the epoch budget: constant, cosine or onecycle
     augment: bool = True                 # augment training images online (augment.py); the preset's default
+    curriculum: bool = True              # the first epoch reads its batches from short staves to long (pipeline.py)
     init_from: str | None = None         # the run whose best weights this run starts from
     init_checkpoint: str | None = None   # that run's checkpoint file, fixed when this run was created
     semantic_via_agnostic: bool = False  # a semantic run whose network reads agnostic symbols (agnostic_to_semantic)
@@ -117,7 +118,7 @@ def create_or_update_run(name: str, dataset: str | None = None, **overrides) -> 
 
     Overrides are the run options; None means "not given". An existing run accepts new budgets,
     patience, queue and priority; a different dataset, model, encoding, seed, batch size, determinism,
-    schedule, augmentation or starting point would make it another run and is refused.
+    schedule, augmentation, curriculum or starting point would make it another run and is refused.
     """
     unknown = set(overrides) - set(MUTABLE_SETTINGS) - set(FIXED_SETTINGS)
     if unknown:
@@ -195,6 +196,7 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         created_at=run_state.now_iso(),
         schedule=settings["schedule"],
         augment=settings.get("augment", preset.augment or dataset.camera),  # presets.py says why
+        curriculum=settings["curriculum"],
         init_from=source[0].run if source else None,
         init_checkpoint=str(source[1].path) if source else None,
         semantic_via_agnostic=settings["semantic_via_agnostic"],
@@ -208,7 +210,8 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
                                f"model {config.model}, {describe_encoding(config)} labels, "
                                f"{config.max_total_epochs} epochs at most"
                                f"{f' in {config.max_minutes:g} minutes of training' if config.max_minutes else ''}, "
-                               f"{config.schedule} schedule, augmentation {'on' if config.augment else 'off'}{start}")
+                               f"{config.schedule} schedule, augmentation {'on' if config.augment else 'off'}, "
+                               f"curriculum {'on' if config.curriculum else 'off'}{start}")
     return config
 
 

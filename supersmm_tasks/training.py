@@ -292,7 +292,7 @@ def epoch_batches(config: RunConfig, examples: list, training: bool, log) -> pip
     """The examples' batches as the run's settings make them; images that no longer decode are logged."""
     batches = pipeline.EpochBatches(examples, encoding=config.network_encoding, height=config.height,
                                     batch_size=config.batch_size, seed=config.seed, training=training,
-                                    augment=config.augment)
+                                    augment=config.augment, curriculum=config.curriculum)
     if batches.skipped:
         shown = "; ".join(f"{path}: {why}" for path, why in batches.skipped[:3])
         log(f"{len(batches.skipped)} {'training' if training else 'validation'} images left out: they do "

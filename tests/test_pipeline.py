@@ -10,7 +10,7 @@ from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE, epoch_in_another_process
 from supersmm_tasks.corpus import Example, load_dataset, read_label
 from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
-from supersmm_tasks.pipeline import EpochBatches, epoch_batches, load_image
+from supersmm_tasks.pipeline import CURRICULUM_EPOCHS, EpochBatches, epoch_batches, load_image
 from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.vocabulary import encode
 
@@ -101,6 +101,21 @@ def test_an_epoch_is_the_same_in_another_process_and_differs_between_epochs(crop
     assert json.loads(other.stdout.splitlines()[-1]) == order_of(batches_of(crops))
     assert order_of(batches_of(crops, epoch=2)) != order_of(batches_of(crops))
     assert order_of(batches_of(crops, seed=4)) != order_of(batches_of(crops))
+
+
+def test_a_curriculum_reads_the_first_epochs_batches_from_narrowest_to_widest(crops):
+    def members(batches):
+        return sorted(tuple(sorted(batch["index"].tolist())) for batch in batches)
+
+    def widest(batches):
+        return [int(batch["image_width"].max()) for batch in batches]
+
+    shuffled, curriculum = batches_of(crops), batches_of(crops, curriculum=True)
+    assert members(curriculum) == members(shuffled)  # the same batches, in another order
+    assert widest(curriculum) == sorted(widest(shuffled)) != widest(shuffled)
+    after = CURRICULUM_EPOCHS + 1
+    assert order_of(batches_of(crops, curriculum=True, epoch=after)) == order_of(batches_of(crops, epoch=after))
+    assert order_of(batches_of(crops, curriculum=True, training=False)) == order_of(batches_of(crops, training=False))
 
 
 def test_evaluation_order_is_fixed_and_by_width(crops):

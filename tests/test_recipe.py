@@ -141,7 +141,7 @@ def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_
     train_chunk("unaugmented", ChunkSpan(1, EPOCHS, 1))
 
     config = load_run_config("whole")
-    assert (config.augment, config.schedule) == (True, "cosine")
+    assert (config.augment, config.schedule, config.curriculum) == (True, "cosine", True)
     assert results("resumed") == results("whole")
     assert all(np.array_equal(a, b) for a, b in zip(final_arrays("resumed"), final_arrays("whole"), strict=True))
     learning_rates = [float(row[-1]) for row in results("whole")]
@@ -150,14 +150,16 @@ def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_
 
 
 def test_recipe_settings_are_fixed_for_the_run_and_old_configs_read_as_before_the_recipe(engraved_home):
-    new_run("fixed", schedule="onecycle", augment=False)
+    new_run("fixed", schedule="onecycle", augment=False, curriculum=False)
     with pytest.raises(Exception, match="schedule"):
         create_or_update_run("fixed", schedule="cosine")
+    with pytest.raises(Exception, match="curriculum"):
+        create_or_update_run("fixed", curriculum=True)
     with pytest.raises(Exception, match="unknown schedule"):
         new_run("bad_schedule", schedule="linear")
     path = paths.config_path("fixed")
     old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("schedule", "augment", "init_from",
-                                                                             "init_checkpoint")}
+                                                                             "init_checkpoint", "curriculum")}
     path.write_text(json.dumps(old))
     config = load_run_config("fixed")
-    assert (config.schedule, config.augment, config.init_from) == ("constant", False, None)
+    assert (config.schedule, config.augment, config.init_from, config.curriculum) == ("constant", False, None, False)
