@@ -3,7 +3,8 @@
 The config is written once when the run is created and holds everything needed to train it again:
 the dataset (name, folder, split files), encoding (and, for semantic labels, whether the network reads them
 through agnostic symbols), model preset, batch size, seed, budgets, the learning recipe (schedule,
-augmentation, a first epoch from short staves to long) and, for a fine-tuned run, the checkpoint whose weights it starts from.
+augmentation, a first epoch from short staves to long) and, for a fine-tuned run, the checkpoint whose weights it
+starts from.
 Only the budgets (epochs, epochs per chunk, minutes), patience, queue and priority may change later; the rest
 defines the run.
 """
@@ -25,7 +26,8 @@ FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "s
                   "init_from", "semantic_via_agnostic")
 # Why a run completed when it used up a budget; giving it more (epochs, or minutes) lets it go on.
 BUDGET_STOP_REASONS = ("max_total_epochs", "max_minutes")
-DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine", "curriculum": True}
+DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine",
+            "curriculum": True}
 SCHEDULES = ("constant", "cosine", "onecycle")
 # What a config written before the learning recipe (and the time budget) existed was trained with.
 BEFORE_RECIPE = {"schedule": "constant", "augment": False, "init_from": None, "init_checkpoint": None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from supersmm_tasks.run_config import load_run_config
+
 # Runs the real command, then says on stderr whether TensorFlow was imported on the way.
 ENQUEUE_AND_REPORT = """
 import atexit, sys
@@ -19,12 +21,13 @@ def enqueue_command(*arguments: str) -> list[str]:
 
 def test_enqueue_creates_and_queues_a_run_without_importing_tensorflow(training_home):
     created = subprocess.run(enqueue_command("sweep", "--dataset", "primus", "--model", "tiny", "--batch-size", "4",
-                                             "--max-total-epochs", "3"),
+                                             "--max-total-epochs", "3", "--no-curriculum"),
                              env=training_home.env, capture_output=True, text=True, timeout=120)
     assert created.returncode == 0, created.stderr
     assert created.stdout.startswith("queued run sweep: epochs 1-3 of 3"), created.stdout
     assert "tensorflow imported: False" in created.stderr
     assert training_home.state("sweep")["status"] == "queued"
+    assert load_run_config("sweep").curriculum is False
 
     again = subprocess.run(enqueue_command("sweep", "--max-total-epochs", "6"), env=training_home.env,
                            capture_output=True, text=True, timeout=120)
@@ -60,4 +63,4 @@ def test_enqueue_takes_a_time_budget_in_minutes_and_refuses_one_that_is_not(trai
                              env=training_home.env, capture_output=True, text=True, timeout=120)
     assert created.returncode == 0, created.stderr
     config = json.loads(paths.config_path("timed").read_text())
-    assert config["max_minutes"] == 2.5
+    assert config["max_minutes"] == 2.5 and config["curriculum"] is True  # on unless told otherwise
