@@ -10,7 +10,7 @@ import time
 import pytest
 
 from supersmm_tasks import broker, paths, run_state, training_log
-from supersmm_tasks.demo import RESULT_SECONDS, RUN_NAME, run_demo
+from supersmm_tasks.demo import DEMO_SCHEDULE, RESULT_SECONDS, RUN_NAME, run_demo
 from supersmm_tasks.errors import SupersmmError
 
 from test_dashboard import get, start_server
@@ -52,12 +52,16 @@ def test_demo_engraves_detects_trains_and_reports(demo_home, first_demo, capfd):
 
     state = run_state.read_state(RUN_NAME)
     assert (state["status"], state["last_completed_epoch"], state["max_total_epochs"]) == ("completed", 2, 2)
+    assert json.loads(paths.config_path(RUN_NAME).read_text())["schedule"] == DEMO_SCHEDULE == "onecycle"
     assert [epoch for epoch, _ in epochs_in_csv()] == [1, 2]
     assert len({chunk for _, chunk in epochs_in_csv()}) == 2  # one Celery task per epoch
 
 
 def test_demo_again_reuses_the_corpus_and_continues_the_run(demo_home, first_demo, capfd):
     corpus_files = {p: p.stat().st_mtime_ns for p in (demo_home / "data" / "demo").rglob("*")}
+    # A run made by an older demo, on the recipe's cosine schedule, goes on with it (a run's schedule is fixed).
+    config = paths.config_path(RUN_NAME)
+    config.write_text(json.dumps({**json.loads(config.read_text()), "schedule": "cosine"}))
     assert run_demo(samples=SAMPLES, epochs=1, chunk=1) == 0
     out = capfd.readouterr().out
     assert "already there" in out and "continuing run demo from epoch 2 to 3" in out
@@ -65,6 +69,7 @@ def test_demo_again_reuses_the_corpus_and_continues_the_run(demo_home, first_dem
     assert {p: p.stat().st_mtime_ns for p in (demo_home / "data" / "demo").rglob("*")} == corpus_files
     assert [epoch for epoch, _ in epochs_in_csv()] == [1, 2, 3]
     assert run_state.read_state(RUN_NAME)["status"] == "completed"
+    assert json.loads(config.read_text())["schedule"] == "cosine"
 
 
 def test_dashboard_shows_predictions_of_the_demo_model(demo_home, first_demo):
