@@ -49,6 +49,11 @@ def start_flower(env: dict, log_path, *options: str) -> tuple[str, subprocess.Po
     pytest.fail(f"Flower on port {port} did not answer:\n{log_path.read_text(errors='replace')[-3000:]}")
 
 
+def flower_heard_workers(base: str) -> set[str]:
+    """The workers Flower knows from their events (its workers page; `/api/workers` asks the workers instead)."""
+    return {worker["hostname"] for worker in get_json(f"{base}/workers?json=1")["data"]}
+
+
 def status_without_credentials(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
@@ -67,19 +72,27 @@ def flower(training_home, tmp_path):
 
 def test_flower_lists_workers_and_every_chunk_behind_basic_auth(training_home, workers, flower):
     base, process = flower
-    training_home.enqueue("watched", epochs=2, chunk=1)
     worker = workers.start("worker")
+    # Flower lists tasks from the events it hears, and an event sent before it listens is gone: once it lists the
+    # worker from the worker's own events, it hears every chunk's.
+    training_home.wait_for(lambda: worker.hostname in flower_heard_workers(base), 120, "Flower to hear the worker")
+    training_home.enqueue("watched", epochs=2, chunk=1)
     assert training_home.wait_until_finished("watched", 240, [worker])["status"] == "completed"
 
     listed_workers = training_home.wait_for(lambda: get_json(f"{base}/api/workers?refresh=1"), 60, "Flower's worker list")
     assert worker.hostname in listed_workers
 
+    listed = {}
+
     def chunks_seen():
-        seen = get_json(f"{base}/api/tasks")
-        names = sorted(task["name"] for task in seen.values() if task.get("state") == "SUCCESS")
+        listed.update(get_json(f"{base}/api/tasks"))
+        names = sorted(task["name"] for task in listed.values() if task.get("state") == "SUCCESS")
         return names if names == ["watched: epochs 1-1", "watched: epochs 2-2"] else None
 
-    training_home.wait_for(chunks_seen, 60, "Flower to list both chunks as succeeded")
+    try:
+        training_home.wait_for(chunks_seen, 60, "Flower to list both chunks as succeeded")
+    except pytest.fail.Exception as timeout:
+        pytest.fail(f"{timeout}; it lists {[(task['name'], task.get('state')) for task in listed.values()]}")
     assert all(task_id.startswith("watched:") for task_id in get_json(f"{base}/api/tasks"))
 
     with pytest.raises(urllib.error.HTTPError) as refused:
