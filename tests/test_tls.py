@@ -24,7 +24,7 @@ from supersmm_tasks.broker import free_loopback_port
 from supersmm_tasks.testing import redis_server_binary, wait_until_answering
 
 DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")  # built with TLS (a redis-server elsewhere may not be)
-from test_flower import get_json
+from test_flower import get_json, stop_flower
 
 pytestmark = pytest.mark.integration  # a TLS redis-server and commands in subprocesses
 
@@ -139,9 +139,10 @@ def test_a_run_completes_over_tls_and_flower_and_the_dashboard_see_it(tls_home, 
                                       f"the dashboard ({tmp_path / 'dashboard.log'})")
         assert "sealed" in str(runs_seen) and "completed" in str(runs_seen)
     finally:
-        for process in started:
-            process.terminate()
-            process.wait(timeout=30)
+        flower, dashboard = started
+        stop_flower(flower)
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
 
 
 def _answer(url: str, credentials: str | None = None):
