@@ -174,8 +174,7 @@ def chunked_samples_per_second(home: BenchHome, run: str, epochs: int) -> float:
     from supersmm_tasks import run_state
     from supersmm_tasks.training_log import read_rows
 
-    worker = home.workers.start(run, wait=False).wait_ready(timeout_s=120)
-    time.sleep(10)  # let its warm-up import TensorFlow, as a long-running worker has
+    worker = home.workers.start(run, wait=False).wait_ready(timeout_s=120)  # ready once TensorFlow is imported
     started = time.monotonic()
     home.enqueue(run, epochs=epochs, chunk=max(1, epochs // 2), dataset=FIT_DATASET, model=FIT_MODEL,
                  batch_size=None)  # the preset's, as the plain script uses

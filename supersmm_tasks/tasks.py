@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 
 from celery.signals import worker_init, worker_ready, worker_shutdown
@@ -73,7 +72,7 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int, chunk: i
 def _train_holding_lease(task, connection, claim: chunk_queue.Claim, run: str, span: ChunkSpan,
                          worker: str) -> RunStatus:
     """Train the chunk; the run's status after it (running when epochs remain)."""
-    train_chunk = chunk_trainer()  # TensorFlow loads in workers only, and only when they train
+    train_chunk = chunk_trainer()  # loaded when the worker started (_prepare_worker)
     status = run_state.read_state(run)["status"]
     if status not in ACTIVE:
         return status
@@ -116,20 +115,28 @@ def _progress_reporter(task, connection, run: str, span: ChunkSpan, worker: str)
 
 @worker_init.connect
 def _prepare_worker(**_) -> None:
-    """Refuse unknown fault names; train behind the user's own commands (worker_priority.py)."""
+    """Refuse unknown fault names; train behind the user's own commands (worker_priority.py); load the trainer.
+
+    The trainer (TensorFlow) loads before the worker takes its first chunk. Loaded beside a chunk that has
+    just claimed its run, the import took the worker's CPU for longer than the lease's heartbeat could
+    wait on a busy machine: the lease expired and the run's chunk was queued a second time.
+    """
     try:
         faults.injected()
         lower_worker_priority()
     except SupersmmError as error:  # one line, as `supersmm` prints its errors
         raise SystemExit(f"supersmm: error: {error}") from None
+    try:
+        chunk_trainer()
+    except (ImportError, AttributeError, ValueError) as error:
+        raise SystemExit(f"supersmm: error: cannot load the chunk trainer {app.conf.supersmm_train_chunk!r}: "
+                         f"{error}") from None
 
 
 @worker_ready.connect
 def _start_worker_threads(sender=None, **_) -> None:
     logger.info("training at niceness %d (%s)", os.nice(0), NICE_VARIABLE)  # logging is set up by now
     reconciler.start(getattr(sender, "hostname", None) or socket.gethostname())
-    # Import the trainer (TensorFlow) now rather than when a chunk arrives: a takeover starts training sooner.
-    threading.Thread(target=chunk_trainer, name="supersmm-warm-up", daemon=True).start()
 
 
 @worker_shutdown.connect

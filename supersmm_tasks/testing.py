@@ -151,7 +151,7 @@ class Worker:
     def hostname(self) -> str:
         return f"{self.name}@{socket.gethostname()}"
 
-    def wait_ready(self, timeout_s: float = 60) -> "Worker":
+    def wait_ready(self, timeout_s: float = 120) -> "Worker":
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if "ready." in self.log():
