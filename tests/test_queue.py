@@ -29,6 +29,12 @@ def received_chunks(*workers) -> list[tuple[str, str]]:
     return [(run, epochs) for _, run, epochs in sorted(found)]
 
 
+def first_receipts(*workers) -> list[tuple[str, str]]:
+    """received_chunks without repeats: a loaded machine can starve a 3 s lease's heartbeat, and the reconciler then
+    queues that chunk again, as designed (the copy is fenced and trains nothing)."""
+    return list(dict.fromkeys(received_chunks(*workers)))
+
+
 def outcome(worker, task_id: str) -> str | None:
     """The outcome a chunk task returned, from the worker's log."""
     found = re.search(re.escape(f"[{task_id}] succeeded in") + r".*'outcome': '(\w+)'", worker.log())
@@ -51,9 +57,7 @@ def test_a_run_trains_chunk_by_chunk_and_reports_its_status(training_home, worke
     state = training_home.wait_until_finished("chunks", 240, [worker])
     assert state["status"] == "completed"
     assert training_home.csv_epochs("chunks") == [1, 2, 3, 4]
-    # Each chunk's first receipt, in order (a loaded machine can starve a 3 s lease's heartbeat: the reconciler
-    # then queues the chunk again, as designed, and the copy trains nothing).
-    assert list(dict.fromkeys(received_chunks(worker))) == [("chunks", "1-2"), ("chunks", "3-4")]
+    assert first_receipts(worker) == [("chunks", "1-2"), ("chunks", "3-4")]
     assert "is complete (4/4 epochs" in runs.enqueue("chunks")
     header, line = run_summary.format_status_table(run_summary.status_rows()).splitlines()
     assert header.split()[:4] == ["run", "dataset", "status", "epoch"]
@@ -126,9 +130,7 @@ def test_three_runs_on_two_workers_take_turns_chunk_by_chunk(training_home, work
         assert training_home.wait_until_finished(name, 300, [first, second])["status"] == "completed"
         assert training_home.csv_epochs(name) == [1, 2]
 
-    # Each chunk's first receipt: on a loaded machine a worker may claim its run after the lease's TTL, and then
-    # the reconciler queues that chunk again, as designed (the copy is fenced and trains nothing).
-    order = list(dict.fromkeys(received_chunks(first, second)))
+    order = first_receipts(first, second)
     assert sorted(order[:3]) == [("run_a", "1-1"), ("run_b", "1-1"), ("run_c", "1-1")]
     assert sorted(order[3:]) == [("run_a", "2-2"), ("run_b", "2-2"), ("run_c", "2-2")]
 
@@ -139,7 +141,7 @@ def test_a_run_with_a_higher_priority_goes_first(training_home, workers):
     worker = workers.start("worker")
     for name in ("later", "sooner"):
         training_home.wait_until_finished(name, 240, [worker])
-    assert list(dict.fromkeys(received_chunks(worker))) == [("sooner", "1-1"), ("later", "1-1")]  # first receipts
+    assert first_receipts(worker) == [("sooner", "1-1"), ("later", "1-1")]
 
 
 def test_pause_resume_and_cancel(training_home, workers):
