@@ -8,8 +8,7 @@
                           incipits justified (or not) in both
     real_ser_agnostic     SER on the real PNGs of a `tiny` model trained only on a synthetic corpus
     real_ser_semantic     the same with semantic labels
-    real_ser_camera       SER on the 30 real Camera-PrIMuS `_distorted.jpg` of a model trained on `--camera`,
-                          every epoch shuffled (`--no-curriculum`)
+    real_ser_camera       SER on the 30 real Camera-PrIMuS `_distorted.jpg` of a model trained on `--camera`
     real_ser_semantic_via_agnostic  the agnostic model's reading of the real PNGs turned into semantic tokens
                           (agnostic_to_semantic), scored against the real semantic labels
 Each SER figure also gives the same model's val SER on its synthetic corpus, and how long it took. The
@@ -33,10 +32,6 @@ from supersmm_tasks.synth.statistics import distances, distinct_per_100, read_se
 TV_GOAL, DISTINCT_RANGE, HEIGHT_RANGE = 0.15, (0.8, 1.25), (0.95, 1.05)
 SYNTHETIC_INCIPITS = 900  # for the label statistics: distinct tokens per 100 of 300 moved by +-0.07 with the seed
 SER_GOALS = {"agnostic": 5.0, "semantic": 8.0, "camera": 10.0}  # issue 11
-# The camera model trains with every epoch shuffled (--no-curriculum): on 8,000 photos its first shuffled epoch
-# already leaves CTC's plateau (val SER 22.9%), and with the curriculum the same run read the real photos at 10.7%
-# (synthetic val 4.8%) against 8.0% (4.5%) without it (2026-12-07).
-CURRICULUM = {"agnostic": True, "semantic": True, "camera": False}
 
 # Runs in a fresh process with SUPERSMM_HOME set: engraves a corpus, trains run `real` on it in one chunk,
 # and prints one JSON line: its synthetic val SER, and its SER on the real images given.
@@ -51,12 +46,11 @@ from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.training import train_chunk
 
 samples, epochs, encoding, camera, real_dev = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", Path(sys.argv[5])
-curriculum = sys.argv[6] == "1"
 started = time.monotonic()
 dataset = "camera_primus" if camera else "primus"
 generate_corpus(Path("data") / dataset, samples, seed=11, camera=camera, progress=False)
 detect()
-create_or_update_run("real", dataset, model="tiny", encoding=encoding, max_total_epochs=epochs, curriculum=curriculum)
+create_or_update_run("real", dataset, model="tiny", encoding=encoding, max_total_epochs=epochs)
 train_chunk("real", ChunkSpan(1, epochs, 1))
 val_ser = evaluate_run("real", "val")["ser"]
 suffix = "_distorted.jpg" if camera else ".png"
@@ -130,10 +124,9 @@ def real_ser(name: str, real_dev: Path, samples: int, epochs: int) -> list[dict]
     (agnostic_to_semantic), scored against the real semantic labels with the semantic goal."""
     camera = name == "camera"
     encoding = "agnostic" if camera else name
-    result = _train_and_read_real(samples, epochs, encoding, camera, CURRICULUM[name], real_dev)
+    result = _train_and_read_real(samples, epochs, encoding, camera, real_dev)
     goal = SER_GOALS[name]
-    corpus = (f"{samples} {'--camera ' if camera else ''}synthetic incipits, {epochs} epochs, {encoding}"
-              f"{'' if CURRICULUM[name] else ', --no-curriculum'}")
+    corpus = f"{samples} {'--camera ' if camera else ''}synthetic incipits, {epochs} epochs, {encoding}"
     images = f"{result['real_images']} real {'photos' if camera else 'PNGs'}"
     figures = [{"name": f"real_ser_{name}", "value": round(result["real_ser"], 1),
                 "unit": f"% SER on {images} ({corpus}; synthetic val SER {result['val_ser']:.1f}%; "
@@ -149,14 +142,13 @@ def real_ser(name: str, real_dev: Path, samples: int, epochs: int) -> list[dict]
     return figures
 
 
-def _train_and_read_real(samples: int, epochs: int, encoding: str, camera: bool, curriculum: bool,
-                         real_dev: Path) -> dict:
+def _train_and_read_real(samples: int, epochs: int, encoding: str, camera: bool, real_dev: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="supersmm-bench-realism-") as home:
         env = {key: value for key, value in os.environ.items() if key != "SUPERSMM_DATA_ROOT"}
         env["SUPERSMM_HOME"] = home
         done = subprocess.run(
             [sys.executable, "-c", TRAIN_AND_READ_REAL, str(samples), str(epochs), encoding, str(int(camera)),
-             str(real_dev), str(int(curriculum))], cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             str(real_dev)], cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"training subprocess failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
