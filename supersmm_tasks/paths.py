@@ -5,6 +5,7 @@ No user string becomes a path without passing `validate_run_name`, `validate_dat
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -37,7 +38,14 @@ def validate_sample_id(sample: str) -> str:
 
 
 def home() -> Path:
-    return Path(os.environ.get("SUPERSMM_HOME") or os.getcwd()).expanduser().resolve()
+    folder = os.environ.get("SUPERSMM_HOME") or os.getcwd()
+    return _resolved(folder, "" if os.path.isabs(folder) else os.getcwd())
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(folder: str, relative_to: str) -> Path:
+    """`folder` made absolute, `~` expanded, links followed; remembered, as every path of a chunk starts here."""
+    return (Path(relative_to) / Path(folder).expanduser()).resolve()
 
 
 def data_root() -> Path:

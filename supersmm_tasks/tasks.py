@@ -49,7 +49,7 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int, chunk: i
     lease = claim.lease
     lease.start_heartbeat()
     try:
-        status = _train_holding_lease(self, connection, claim, run, span, worker)
+        status = _train_holding_lease(connection, claim, run, span, worker)
         if status == RunStatus.RUNNING:
             faults.kill_point("after_checkpoint")
             chunk_queue.queue_next_chunk(connection, run, handing_over=lease)
@@ -69,8 +69,7 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int, chunk: i
     return {"run": run, "first_epoch": first_epoch, "last_epoch": last_epoch, "outcome": outcome}
 
 
-def _train_holding_lease(task, connection, claim: chunk_queue.Claim, run: str, span: ChunkSpan,
-                         worker: str) -> RunStatus:
+def _train_holding_lease(connection, claim: chunk_queue.Claim, run: str, span: ChunkSpan, worker: str) -> RunStatus:
     """Train the chunk; the run's status after it (running when epochs remain)."""
     train_chunk = chunk_trainer()  # loaded when the worker started (_prepare_worker)
     status = run_state.read_state(run)["status"]
@@ -80,7 +79,7 @@ def _train_holding_lease(task, connection, claim: chunk_queue.Claim, run: str, s
     if claim.control:
         transition(run, claim.control, guard=lease.guard)
         return claim.control
-    report = _progress_reporter(task, connection, run, span, worker)
+    report = _progress_reporter(connection, run, span, worker)
     report({"epoch": span.first_epoch, "batch": 0})
     # train_chunk records its own failures in the run's state (status failed, with the reason).
     result = train_chunk(run, span, guard=lease.guard, on_progress=report, worker=worker,
@@ -88,8 +87,10 @@ def _train_holding_lease(task, connection, claim: chunk_queue.Claim, run: str, s
     return RunStatus(result.status)
 
 
-def _progress_reporter(task, connection, run: str, span: ChunkSpan, worker: str):
-    """on_progress for train_chunk: the task's PROGRESS state (Flower) and the run's progress key, at most once a second."""
+def _progress_reporter(connection, run: str, span: ChunkSpan, worker: str):
+    """on_progress for train_chunk: the run's progress key (the dashboard and `supersmm status`), at most once a
+    second. It is not also stored as a Celery state: Flower shows the states of the task events, nothing reads
+    a state from the result backend, and storing one cost every report two round trips."""
     last_sent, last_epoch = 0.0, None
 
     def report(progress: dict) -> None:
@@ -103,7 +104,6 @@ def _progress_reporter(task, connection, run: str, span: ChunkSpan, worker: str)
         meta = {"run": run, "worker": worker, "first_epoch": span.first_epoch, "last_epoch": span.last_epoch,
                 **progress}
         try:
-            task.update_state(state="PROGRESS", meta=meta)
             connection.set(progress_key(run), json.dumps(meta, default=float), ex=3600)
         except Exception as error:  # a progress report is never worth stopping the training for
             logger.warning("run %s: progress report not sent (%s)", run, error)

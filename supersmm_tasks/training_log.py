@@ -108,13 +108,79 @@ def append_row(row: dict) -> None:
 
 
 def _fields_if_of(run: str, line: str) -> list[str] | None:
-    """The line's fields when it is a row of `run`, else None. Every chunk start reads the whole file
-    (all runs, every epoch) under the lock, so the other runs' rows are skipped without parsing them:
-    a run's name is never quoted, and it follows the timestamp, which has no comma."""
+    """The line's fields when it is a row of `run`, else None. Other runs' rows are skipped without parsing
+    them: a run's name is never quoted, and it follows the timestamp, which has no comma."""
     if f",{run}," not in line:
         return None
     fields = next(csv.reader([line]), None)
     return fields if fields and len(fields) > EPOCH_COLUMN and fields[RUN_COLUMN] == run else None
+
+
+class _EpochIndex:
+    """Which epochs each run has rows for in one CSV file, brought up to date by reading only the rows
+    appended since the last look. Every chunk start asks it: reading the whole file instead, under the lock
+    every worker shares, cost each chunk time in proportion to every row of every run ever trained.
+
+    Between rewrites the file only grows (append_row); a rewrite renames a new file over it. The index
+    starts again when the file is another one (device, inode, or the bytes before where it stopped)."""
+
+    TAIL = 64
+    LARGEST_EPOCH = 10**6  # beyond it a row is left to the full read (one bit per epoch)
+
+    def __init__(self):
+        self._forget()
+
+    def _forget(self, file: tuple | None = None) -> None:
+        self.file = file  # (device, inode) of the file read
+        self.offset = 0   # bytes read, whole lines only
+        self.tail = b""   # the last bytes read
+        self.epochs: dict[str, int] = {}  # run -> one bit per epoch that has a row
+        self.repeated: set[str] = set()   # runs with two rows of one epoch
+
+    def is_exactly(self, path, run: str, committed_epoch: int) -> bool:
+        """Whether the file holds one row of run for each epoch 1..committed_epoch and no other (the caller
+        holds the lock). False also when the index cannot tell (a cut-off last line, a row it cannot read)."""
+        try:
+            with open(path, "rb") as log:
+                self._catch_up(log)
+        except FileNotFoundError:
+            self._forget()
+        except (OSError, ValueError):
+            self._forget()
+            return False
+        every_epoch = (1 << (committed_epoch + 1)) - 2  # bits 1..committed_epoch
+        return self.epochs.get(run, 0) == every_epoch and run not in self.repeated
+
+    def _catch_up(self, log) -> None:
+        status = os.fstat(log.fileno())
+        file = (status.st_dev, status.st_ino)
+        start = max(0, self.offset - len(self.tail))
+        if file != self.file or status.st_size < self.offset or os.pread(log.fileno(), self.offset - start, start) != self.tail:
+            self._forget(file)
+        log.seek(self.offset)
+        appended = log.read(status.st_size - self.offset)
+        if not appended:
+            return
+        if not appended.endswith(b"\n"):
+            raise ValueError("a cut-off last line")
+        lines = appended.splitlines()
+        if self.offset == 0:
+            if lines[0] + b"\n" != HEADER.encode():
+                raise ValueError("not this file's header")
+            lines = lines[1:]
+        for line in lines:
+            _, run, _, epoch, _ = line.split(b",", 4)  # timestamp, run and dataset never hold a comma
+            if not 0 < int(epoch) <= self.LARGEST_EPOCH:
+                raise ValueError(f"epoch {int(epoch)}")
+            run, bit = run.decode(), 1 << int(epoch)
+            if self.epochs.get(run, 0) & bit:
+                self.repeated.add(run)
+            self.epochs[run] = self.epochs.get(run, 0) | bit
+        self.offset += len(appended)
+        self.tail = (self.tail + appended)[-self.TAIL:]
+
+
+_indexes: dict[str, _EpochIndex] = {}
 
 
 def read_rows(run: str | None = None) -> list[dict]:
@@ -134,6 +200,8 @@ def reconcile_run(run: str, committed_epoch: int, row_for) -> list[str]:
     path = paths.training_log_csv()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock():
+        if _indexes.setdefault(str(path), _EpochIndex()).is_exactly(path, run, committed_epoch):
+            return []
         text = _read_text_repaired()
         lines = text.splitlines(keepends=True)[1:]
         kept, seen, changes = [], set(), []

@@ -1,5 +1,6 @@
 """The shared logs/training_log.csv: exact columns, repair of a cut-off line, many writers, reconciliation."""
 import csv
+import json
 import subprocess
 import sys
 
@@ -92,6 +93,25 @@ def test_reconcile_tells_a_run_from_runs_and_datasets_whose_names_contain_it(hom
 
     assert reconcile_run("a", 2, row_for=lambda epoch: None) == ["dropped row of epoch 3"]
     assert (epochs_of("a"), epochs_of("a_b"), epochs_of("b")) == ([1, 2], [1, 2, 3], [1, 2, 3])
+
+
+def test_reconcile_sees_rows_that_other_processes_appended_or_rewrote_since_its_last_look(home):
+    """Each chunk start reads only the rows appended since the process last looked: rows added by another
+    process, a duplicate among them, and a file that another process rewrote are all seen."""
+    write = "import sys, json\nfrom supersmm_tasks.training_log import append_row\nappend_row(json.loads(sys.argv[1]))\n"
+    append_row(row("a", 1))
+    assert reconcile_run("a", 1, row_for=lambda epoch: None) == []
+
+    for epoch in (2, 2):  # a zombie's second row of epoch 2, from another process
+        subprocess.run([sys.executable, "-c", write, json.dumps(row("a", epoch))], check=True)
+    assert reconcile_run("a", 2, row_for=lambda epoch: None) == ["dropped row of epoch 2"]
+    assert epochs_of("a") == [1, 2]
+    assert reconcile_run("a", 2, row_for=lambda epoch: None) == []
+
+    rows = paths.training_log_csv().read_text().splitlines(keepends=True)
+    paths.training_log_csv().write_text("".join(rows[:2]) + rows[2].replace(",a,", ",b,", 1))  # same size, in place
+    assert reconcile_run("a", 2, row_for={2: row("a", 2)}.get) == ["restored row of epoch 2 from its checkpoint"]
+    assert (epochs_of("a"), epochs_of("b")) == ([1, 2], [2])
 
 
 def test_a_file_with_other_columns_is_refused_with_a_clear_message(home):
