@@ -23,6 +23,10 @@ Figures (the large size unless named otherwise):
 - reconcile_pass_ms: the CPU time of one reconciler pass over all runs (median of 5, taken mid-run; its
   wall time, longer on a busy machine, is given next to it);
 - scale_lost_chunks (epochs without a CSV row once every run completed) and scale_duplicate_rows;
+- scale_csv_check_ms and its growth: what each chunk start's check of its run's CSV rows (training_log.reconcile_run,
+  under the lock every worker shares) costs in a CSV of 50,000 rows, when other workers appended CSV_APPENDED rows
+  since this process last looked, against the same in a CSV of 5,000 rows (the first look of a process reads the
+  whole file; it is given next to them);
 - scale_overhead_ms_p95_unsaturated and scale_overhead_growth_unsaturated: both sizes again with the stand-in at
   UNSATURATED_STEP_S a chunk, where the 50 workers' handovers no longer keep this machine's 2 cores saturated
   (with 5 ms chunks, each handover waits for a core behind the other processes: that, not the handover's own
@@ -49,11 +53,14 @@ EPOCHS = 10
 KILLED_FRACTION = 0.1
 STARTS_AT_ONCE = 8  # worker processes started together (2 cores: each start takes a second of CPU)
 UNSATURATED_STEP_S = 2.0  # 50 workers then hand over ~25 chunks a second, about a quarter of 2 cores
+CSV_ROWS = (5_000, 50_000)  # 500 and 5,000 runs of 10 epochs
+CSV_APPENDED = 50  # rows other workers append between two chunk starts of one worker (50 workers, 1-epoch chunks)
 
 
 def run(quick: bool) -> list[dict]:
     sizes = ((3, 15), (15, 150)) if quick else ((5, 50), (50, 500))
     kills = max(1, round(sizes[1][0] * KILLED_FRACTION))
+    small_csv, large_csv = (csv_check_ms(rows) for rows in CSV_ROWS)  # first, on a machine at rest
     with corpus() as data_root:
         small = measure(data_root, *sizes[0], kills=0)
         large = measure(data_root, *sizes[1], kills=kills)
@@ -86,6 +93,11 @@ def run(quick: bool) -> list[dict]:
         figure("scale_lost_chunks", small["lost"] + large["lost"], "chunks", "0", small["lost"] + large["lost"] == 0),
         figure("scale_duplicate_rows", small["duplicates"] + large["duplicates"], "rows", "0",
                small["duplicates"] + large["duplicates"] == 0),
+        figure("scale_csv_check_ms", round(large_csv["steady"], 2), "ms", "report", True, rows=CSV_ROWS[1],
+               appended_since=CSV_APPENDED, first_look_ms=round(large_csv["first"], 1),
+               small=round(small_csv["steady"], 2), small_rows=CSV_ROWS[0]),
+        figure("scale_csv_check_growth", round(large_csv["steady"] / small_csv["steady"], 2), "ratio", "report", True,
+               rows_growth=CSV_ROWS[1] // CSV_ROWS[0]),
         figure("scale_overhead_ms_p95_unsaturated", round(calm_large["overhead_p95"], 1), "ms", "<= 100",
                calm_large["overhead_p95"] <= 100, step_s=UNSATURATED_STEP_S, p50=round(calm_large["overhead_p50"], 1),
                small=round(calm_small["overhead_p95"], 1), chunks_per_second=round(calm_large["chunks_per_second"], 1),
@@ -153,6 +165,55 @@ def measure(data_root: Path, worker_count: int, run_count: int, kills: int, step
         "reconcile_wall_ms": statistics.median(wall for _, wall in reconcile_times),
         "lost": len(expected - set(seen)), "duplicates": len(seen) - len(set(seen)),
     }
+
+
+def csv_check_ms(rows: int, looks: int = 50) -> dict:
+    """ms of one chunk start's CSV check (reconcile_run of a run whose rows are all there) in a CSV of `rows`
+    rows: the first look of a process, then the median of `looks` later ones, each after other workers
+    appended CSV_APPENDED rows."""
+    from supersmm_tasks import paths, training_log
+
+    saved = os.environ.get("SUPERSMM_HOME")
+    folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_csv_"))
+    os.environ["SUPERSMM_HOME"] = str(folder)
+    try:
+        path = paths.training_log_csv()
+        path.parent.mkdir(parents=True)
+        with open(path, "w", encoding="utf-8") as log:
+            log.write(training_log.HEADER + "".join(_csv_row(number) for number in range(rows)))
+
+        def look() -> float:
+            started = time.perf_counter()
+            changes = training_log.reconcile_run("scale_0000", EPOCHS, row_for=lambda epoch: None)
+            if changes:
+                raise RuntimeError(f"the CSV check changed a complete run's rows: {changes}")
+            return 1000 * (time.perf_counter() - started)
+
+        first, later = look(), []
+        for number in range(looks):
+            with open(path, "a", encoding="utf-8") as log:  # as other workers' append_row would
+                start = rows + number * CSV_APPENDED
+                log.write("".join(_csv_row(row) for row in range(start, start + CSV_APPENDED)))
+            later.append(look())
+        return {"first": first, "steady": statistics.median(later)}
+    finally:
+        if saved is None:
+            del os.environ["SUPERSMM_HOME"]
+        else:
+            os.environ["SUPERSMM_HOME"] = saved
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _csv_row(number: int) -> str:
+    """Row `number` of a CSV of runs scale_0000, scale_0001, ... of EPOCHS epochs each, filled as the stand-in's."""
+    from supersmm_tasks import training_log
+
+    run, epoch = f"scale_{number // EPOCHS:04d}", number % EPOCHS + 1
+    values = {column: "" for column in training_log.COLUMNS} | {
+        "timestamp": "2026-12-07T00:00:00+00:00", "run": run, "dataset": "primus", "epoch": epoch,
+        "max_total_epochs": EPOCHS, "loss": 1.0, "val_loss": 1.0, "val_ser": 50.0, "val_sequence_error": 100.0,
+        "worker": "scale1@host", "chunk": epoch, "checkpoint_path": f"/cluster/home/model/{run}_model/checkpoints/epoch_{epoch:06d}.npz"}
+    return ",".join(str(values[column]) for column in training_log.COLUMNS) + "\n"
 
 
 def worker_gaps(timings: list[dict], since: float, until: float) -> list[float]:

@@ -142,7 +142,8 @@ def _send_chunk(run: str, span: ChunkSpan, task_id: str, queue: str, priority: i
 
     Sent through the broker of this moment's environment and without waiting on the result backend:
     one process may serve several homes (tests, benchmarks). A pool per URL keeps one connection for
-    all sends. Progress reaches the backend through update_state(); outcomes reach Flower through events.
+    all sends. Its result is not stored: progress goes to the run's progress key, outcomes reach Flower
+    through events.
     """
     with _producer_pool(broker.broker_url()).acquire(block=True) as producer:
         _celery_app().send_task(

@@ -89,8 +89,8 @@ def _train_holding_lease(connection, claim: chunk_queue.Claim, run: str, span: C
 
 def _progress_reporter(connection, run: str, span: ChunkSpan, worker: str):
     """on_progress for train_chunk: the run's progress key (the dashboard and `supersmm status`), at most once a
-    second. It is not also stored as a Celery state: Flower shows the states of the task events, nothing reads
-    a state from the result backend, and storing one cost every report two round trips."""
+    second. It is not also stored as a Celery state: a chunk's result is not kept (chunk_queue sends it with
+    ignore_result), Flower shows the states of the task events, and storing one cost every report two round trips."""
     last_sent, last_epoch = 0.0, None
 
     def report(progress: dict) -> None:
