@@ -213,7 +213,7 @@ def _csv_row(number: int) -> str:
         "timestamp": "2026-12-07T00:00:00+00:00", "run": run, "dataset": "primus", "epoch": epoch,
         "max_total_epochs": EPOCHS, "loss": 1.0, "val_loss": 1.0, "val_ser": 50.0, "val_sequence_error": 100.0,
         "worker": "scale1@host", "chunk": epoch, "checkpoint_path": f"/cluster/home/model/{run}_model/checkpoints/epoch_{epoch:06d}.npz"}
-    return ",".join(str(values[column]) for column in training_log.COLUMNS) + "\n"
+    return training_log.format_row(values)
 
 
 def worker_gaps(timings: list[dict], since: float, until: float) -> list[float]:

@@ -50,7 +50,8 @@ def _lock() -> FileLock:
     return FileLock(str(paths.training_log_csv()) + ".lock", timeout=120)
 
 
-def _format_row(row: dict) -> str:
+def format_row(row: dict) -> str:
+    """One CSV line of `row` (every column of COLUMNS), quoted where a value needs it."""
     missing = [c for c in COLUMNS if c not in row]
     if missing:
         raise ValueError(f"training log row lacks {', '.join(missing)}")
@@ -91,7 +92,7 @@ def append_row(row: dict) -> None:
     """Append one epoch's row (callers append each (run, epoch) once; see reconcile_run)."""
     path = paths.training_log_csv()
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = _format_row(row)
+    line = format_row(row)
     # Every worker appends here, so the lock is held for the write only and the fsync follows it. The
     # file is opened under the lock: a repair renames a new file over it, and must see our row.
     descriptor = None
@@ -170,12 +171,13 @@ class _EpochIndex:
             lines = lines[1:]
         for line in lines:
             _, run, _, epoch, _ = line.split(b",", 4)  # timestamp, run and dataset never hold a comma
-            if not 0 < int(epoch) <= self.LARGEST_EPOCH:
-                raise ValueError(f"epoch {int(epoch)}")
-            run, bit = run.decode(), 1 << int(epoch)
-            if self.epochs.get(run, 0) & bit:
+            run, epoch = run.decode(), int(epoch)
+            if not 0 < epoch <= self.LARGEST_EPOCH:
+                raise ValueError(f"epoch {epoch}")
+            seen = self.epochs.get(run, 0)
+            if seen & 1 << epoch:
                 self.repeated.add(run)
-            self.epochs[run] = self.epochs.get(run, 0) | bit
+            self.epochs[run] = seen | 1 << epoch
         self.offset += len(appended)
         self.tail = (self.tail + appended)[-self.TAIL:]
 
@@ -222,7 +224,7 @@ def reconcile_run(run: str, committed_epoch: int, row_for) -> list[str]:
             if row is None:
                 lost.append(epoch)
             else:
-                kept.append(_format_row(row))
+                kept.append(format_row(row))
                 changes.append(f"restored row of epoch {epoch} from its checkpoint")
         if lost:
             changes.append(f"rows of {len(lost)} epochs (first {lost[0]}, last {lost[-1]}) are missing "
