@@ -1,9 +1,11 @@
 """A run's `training_state.txt`, its human-readable log and their rotating backups.
 
 Every state and log write of a run goes through here. The state file is `key: value` lines, written
-atomically; each version written is also copied into `backups/`, where the last few rotate. A missing or
-unreadable state file is rebuilt from the run's config, its newest verified checkpoint and the newest
-readable backup (which holds the run's last status: completed, paused, cancelled or failed stay so).
+atomically. A missing or unreadable state file is rebuilt from the run's config, its newest verified
+checkpoint (the epoch, the best epoch) and the newest readable backup in `backups/`, which holds what no
+checkpoint says: the run's status and who set it (STATUS_FIELDS; completed, paused, cancelled or failed stay
+so). A version of the state is therefore copied into `backups/`, where the last few rotate, when those fields
+differ from the newest backup's: the backups are the run's last status changes, not its last epochs.
 Only whoever changes the run writes the rebuilt state; readers (`supersmm status`, the dashboard) see it
 without writing. The state's best epoch also decides which checkpoint serves the run (best, else newest).
 Where each file lies is paths.py's.
@@ -28,6 +30,7 @@ FIELD_ORDER = (
 REQUIRED_FIELDS = ("run", "dataset", "status", "last_completed_epoch", "max_total_epochs", "max_epochs_per_run")
 INT_FIELDS = ("last_completed_epoch", "max_total_epochs", "max_epochs_per_run", "best_epoch", "chunk")
 FLOAT_FIELDS = ("best_val_ser",)
+STATUS_FIELDS = ("status", "stop_reason", "worker", "chunk", "error")  # what a rebuild takes from the newest backup
 STATE_BACKUPS_KEPT = 5
 LOG_BACKUPS_KEPT = 3
 
@@ -133,7 +136,8 @@ def peek_state(name: str) -> dict:
 
 
 def write_state(name: str, **fields) -> dict:
-    """Merge `fields` into the state, stamp updated_at and write it atomically, keeping a backup.
+    """Merge `fields` into the state, stamp updated_at and write it atomically; back it up when its status fields
+    differ from the newest backup's (also when that backup is missing or unreadable, or a crash cut the last one).
 
     A new status is written by run_status.transition only, which checks the move first. The read and the write
     hold the run's state lock: a worker recording an epoch and a user changing the run's budget at the same
@@ -141,8 +145,10 @@ def write_state(name: str, **fields) -> dict:
     paths.state_path(name).parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(paths.state_path(name)) + ".lock", timeout=120):
         state = {**read_state(name), **fields, "updated_at": now_iso()}
-        write_atomically(paths.state_path(name), format_state(state).encode())
-        _rotate(paths.backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=paths.state_path(name))
+        written = format_state(state)
+        write_atomically(paths.state_path(name), written.encode())
+        if _status_of(parse_state(written)) != _status_of(_read_backup(name, 1)):
+            _rotate(paths.backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=paths.state_path(name))
     return state
 
 
@@ -156,7 +162,7 @@ def rebuild_state(name: str) -> dict:
     }
     backup = _newest_readable_backup(name)
     if backup:
-        for key in ("status", "stop_reason", "worker", "chunk", "error"):
+        for key in STATUS_FIELDS:
             if key in backup:
                 state[key] = backup[key]
     checkpoint = _newest_checkpoint(name)
@@ -186,11 +192,22 @@ def _newest_checkpoint(name: str):
 
 def _newest_readable_backup(name: str) -> dict | None:
     for number in range(1, STATE_BACKUPS_KEPT + 1):
-        try:
-            return parse_state((paths.backups_dir(name) / f"training_state.{number}.txt").read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, UnreadableState):
-            continue
+        backup = _read_backup(name, number)
+        if backup is not None:
+            return backup
     return None
+
+
+def _read_backup(name: str, number: int) -> dict | None:
+    """Backup `number` (1 is the newest) of the run's state, None when it is missing or unreadable."""
+    try:
+        return parse_state((paths.backups_dir(name) / f"training_state.{number}.txt").read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, UnreadableState):
+        return None
+
+
+def _status_of(state: dict | None) -> tuple | None:
+    return tuple(state.get(key) for key in STATUS_FIELDS) if state is not None else None
 
 
 def _rotate(folder: Path, stem: str, suffix: str, kept: int, source: Path) -> None:

@@ -155,12 +155,38 @@ def test_backups_rotate_and_stay_bounded(engraved_home):
     train_chunk("backed", ChunkSpan(1, 1, 1))
     for _ in range(4):  # redelivered chunks: no training, but state writes and a log backup each
         assert train_chunk("backed", ChunkSpan(1, 1, 1)).epochs_trained == 0
+    for number in range(run_state.STATE_BACKUPS_KEPT + 1):  # status changes: a state backup each
+        run_state.write_state("backed", worker=f"worker{number}")
 
-    backups = sorted(p.name for p in (paths.run_dir("backed") / "backups").iterdir())
+    backups = sorted(p.name for p in paths.backups_dir("backed").iterdir())
     assert backups == [f"training_output.{n}.log" for n in range(1, run_state.LOG_BACKUPS_KEPT + 1)] + \
         [f"training_state.{n}.txt" for n in range(1, run_state.STATE_BACKUPS_KEPT + 1)]
-    newest = run_state.parse_state((paths.run_dir("backed") / "backups" / "training_state.1.txt").read_text())
-    assert newest["last_completed_epoch"] == 1
+    kept = [run_state.parse_state((paths.backups_dir("backed") / f"training_state.{n}.txt").read_text())
+            for n in range(1, run_state.STATE_BACKUPS_KEPT + 1)]
+    assert [state["worker"] for state in kept] == [f"worker{n}" for n in range(run_state.STATE_BACKUPS_KEPT, 0, -1)]
+    assert all(state["last_completed_epoch"] == 1 for state in kept)
+
+
+def test_a_state_backup_is_written_when_the_status_fields_differ_from_the_newest_backup(engraved_home):
+    new_run("changes")
+    newest = paths.backups_dir("changes") / "training_state.1.txt"
+    second = paths.backups_dir("changes") / "training_state.2.txt"
+    run_state.write_state("changes", status="running", worker="w1", chunk=1)
+    first_running = newest.read_text()
+    assert run_state.parse_state(first_running)["status"] == "running"
+
+    run_state.write_state("changes", last_completed_epoch=1, best_val_ser=50.0)  # an epoch: no status field changed
+    assert newest.read_text() == first_running
+    assert run_state.parse_state(second.read_text())["status"] == "queued"  # nothing rotated either
+
+    newest.write_text("damaged")  # a backup cut short by a crash, or edited by hand
+    run_state.write_state("changes", last_completed_epoch=2)
+    repaired = run_state.parse_state(newest.read_text())
+    assert (repaired["status"], repaired["worker"], repaired["last_completed_epoch"]) == ("running", "w1", 2)
+
+    run_state.write_state("changes", status="paused", stop_reason="paused by request")
+    assert run_state.parse_state(newest.read_text())["status"] == "paused"
+    assert run_state.parse_state(second.read_text())["last_completed_epoch"] == 2
 
 
 def test_a_csv_row_lost_in_a_crash_is_restored_from_its_checkpoint(engraved_home):
