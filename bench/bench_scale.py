@@ -18,6 +18,10 @@ Figures (the large size unless named otherwise):
 - all of these from the moment every worker is ready (every run is queued before) until fewer runs
   than workers are left;
 - scale_overhead_growth: overhead p95 large / small;
+- scale_cpu_ms_per_chunk and its growth large / small: the CPU time a chunk costs the machine (the worker
+  processes, from /proc, over the chunks they ended, and redis-server, over every chunk), in the same window:
+  what the work of a chunk grows by with the cluster, where the overhead's wall time also holds the wait for a
+  core (with 5 ms chunks, 50 workers keep the 2 cores busy);
 - scale_redis_commands_per_chunk (Redis INFO commandstats, all clients, from the first enqueue to the
   last chunk) and its growth large / small;
 - reconcile_pass_ms: the CPU time of one reconciler pass over all runs (median of 5, taken mid-run; its
@@ -69,6 +73,8 @@ def run(quick: bool) -> list[dict]:
     overhead_growth = large["overhead_p95"] / small["overhead_p95"]
     calm_growth = calm_large["overhead_p95"] / calm_small["overhead_p95"]
     commands_growth = large["commands_per_chunk"] / small["commands_per_chunk"]
+    cpu_growth = large["cpu_ms_per_chunk"] / small["cpu_ms_per_chunk"]
+    calm_cpu_growth = calm_large["cpu_ms_per_chunk"] / calm_small["cpu_ms_per_chunk"]
     return [
         figure("scale_workers", large["workers"], "processes", ">= 50", large["workers"] >= (15 if quick else 50),
                killed=large["killed"]),
@@ -81,6 +87,13 @@ def run(quick: bool) -> list[dict]:
         figure("scale_overhead_ms_p95", round(large["overhead_p95"], 1), "ms", "<= 100", large["overhead_p95"] <= 100,
                small=round(small["overhead_p95"], 1)),
         figure("scale_overhead_growth", round(overhead_growth, 2), "ratio", "<= 1.5", overhead_growth <= 1.5),
+        figure("scale_cpu_ms_per_chunk", round(large["cpu_ms_per_chunk"], 1), "ms", "report", True,
+               workers=round(large["worker_cpu_ms_per_chunk"], 1), redis=round(large["redis_cpu_ms_per_chunk"], 2),
+               small=round(small["cpu_ms_per_chunk"], 1), small_workers=round(small["worker_cpu_ms_per_chunk"], 1),
+               small_redis=round(small["redis_cpu_ms_per_chunk"], 2)),
+        figure("scale_cpu_per_chunk_growth", round(cpu_growth, 2), "ratio", "report", True,
+               unsaturated=round(calm_cpu_growth, 2), unsaturated_small=round(calm_small["cpu_ms_per_chunk"], 1),
+               unsaturated_large=round(calm_large["cpu_ms_per_chunk"], 1)),
         figure("scale_run_turn_ms_p50", round(large["turn_p50"], 1), "ms", "report", True,
                fair_turn_ms=round(large["fair_turn"], 1)),
         figure("scale_run_turn_ms_p95", round(large["turn_p95"], 1), "ms", "report", True,
@@ -128,8 +141,9 @@ def measure(data_root: Path, worker_count: int, run_count: int, kills: int, step
         home.start_workers(worker_count)
         ready_at, done_at_ready = time.time(), home.chunks_done()
         kill_at = sorted(done_at_ready + random.uniform(0.1, 0.8) * (total - done_at_ready) for _ in range(kills))
-        reconcile_times = []
+        reconcile_times, cpu_samples = [], []
         while True:
+            cpu_samples.append(home.cpu_sample())
             done = home.chunks_done()
             # A worker killed between a chunk's last write and its timing line leaves that chunk untimed.
             if done >= total - kills and home.all_completed(names):
@@ -153,6 +167,7 @@ def measure(data_root: Path, worker_count: int, run_count: int, kills: int, step
     overhead = worker_gaps(timings, ready_at, saturated_until)
     turns = run_gaps(timings)
     rate = sum(ready_at <= t["end"] <= saturated_until for t in timings) / (saturated_until - ready_at)
+    cpu = cpu_per_chunk(cpu_samples, timings, ready_at, saturated_until)
     return {
         "workers": worker_count, "runs": run_count, "chunks": len(timings), "killed": kills,
         "seconds": saturated_until - ready_at, "chunks_per_second": rate,
@@ -160,6 +175,8 @@ def measure(data_root: Path, worker_count: int, run_count: int, kills: int, step
         "turn_p50": percentile(turns, 50), "turn_p95": percentile(turns, 95),
         "fair_turn": 1000 * (run_count - worker_count) / rate,
         "commands_per_chunk": sum(commands.values()) / total,
+        "cpu_ms_per_chunk": cpu["workers"] + cpu["redis"], "worker_cpu_ms_per_chunk": cpu["workers"],
+        "redis_cpu_ms_per_chunk": cpu["redis"],
         "top_commands": dict(sorted(commands.items(), key=lambda item: -item[1])[:8]),
         "reconcile_cpu_ms": statistics.median(cpu for cpu, _ in reconcile_times),
         "reconcile_wall_ms": statistics.median(wall for _, wall in reconcile_times),
@@ -230,6 +247,29 @@ def worker_gaps(timings: list[dict], since: float, until: float) -> list[float]:
     return gaps
 
 
+def cpu_per_chunk(samples: list[dict], timings: list[dict], since: float, until: float) -> dict:
+    """CPU ms per chunk within [since, until], of the workers ({"workers": ...}: those running from the window's
+    first sample to its last, over the chunks they ended in between) and of redis-server ({"redis": ...}, over
+    every chunk ended in between)."""
+    inside = [sample for sample in samples if since <= sample["at"] <= until]
+    first, last = (inside[0], inside[-1]) if len(inside) > 1 else (samples[0], samples[-1])  # a window under 0.5 s
+    kept = {pid for pid in first["workers"] if pid in last["workers"]}
+    ended = [t for t in timings if first["at"] <= t["end"] <= last["at"]]
+    worker_chunks = sum(int(t["pid"]) in kept for t in ended)
+    worker_cpu = sum(last["workers"][pid] - first["workers"][pid] for pid in kept)
+    return {"workers": 1000 * worker_cpu / worker_chunks, "redis": 1000 * (last["redis"] - first["redis"]) / len(ended)}
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_gaps(timings: list[dict]) -> list[float]:
     """ms from each chunk's end to the start of the next chunk of the same run."""
     by_run: dict[str, dict[int, dict]] = {}
@@ -271,6 +311,7 @@ class ScaleHome:
         self.folder = folder
         self.url = url
         self.step_s = step_s or 0.0
+        self.redis_pid: int | None = None
         self.timings_dir = folder / "timings"
         self.timings_dir.mkdir()
         self.env = {
@@ -344,6 +385,15 @@ class ScaleHome:
         started, cpu_started = time.perf_counter(), time.process_time()
         reconciler.reconcile_once(broker.client(self.url))
         return 1000 * (time.process_time() - cpu_started), 1000 * (time.perf_counter() - started)
+
+    def cpu_sample(self) -> dict:
+        """{"at": now, "workers": {pid: CPU s}, "redis": CPU s} of the running workers and the redis-server."""
+        if self.redis_pid is None:
+            self.redis_pid = int(self.redis().info("server")["process_id"])
+        at = time.time()
+        workers = {worker.process.pid: process_cpu_s(worker.process.pid) for worker in self.workers.running()}
+        return {"at": at, "workers": {pid: cpu for pid, cpu in workers.items() if cpu is not None},
+                "redis": process_cpu_s(self.redis_pid)}
 
     def commands(self) -> dict[str, int]:
         stats = self.redis().info("commandstats")
