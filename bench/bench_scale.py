@@ -47,6 +47,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch
 
 from bench.bench_queue import percentile
 from supersmm_tasks.testing import Worker, Workers, redis_folder
@@ -190,10 +191,8 @@ def csv_check_ms(rows: int, looks: int = 50) -> dict:
     appended CSV_APPENDED rows."""
     from supersmm_tasks import paths, training_log
 
-    saved = os.environ.get("SUPERSMM_HOME")
-    folder = Path(tempfile.mkdtemp(prefix="supersmm_bench_csv_"))
-    os.environ["SUPERSMM_HOME"] = str(folder)
-    try:
+    with tempfile.TemporaryDirectory(prefix="supersmm_bench_csv_") as folder, \
+            patch.dict(os.environ, {"SUPERSMM_HOME": folder}):
         path = paths.training_log_csv()
         path.parent.mkdir(parents=True)
         with open(path, "w", encoding="utf-8") as log:
@@ -213,12 +212,6 @@ def csv_check_ms(rows: int, looks: int = 50) -> dict:
                 log.write("".join(_csv_row(row) for row in range(start, start + CSV_APPENDED)))
             later.append(look())
         return {"first": first, "steady": statistics.median(later)}
-    finally:
-        if saved is None:
-            del os.environ["SUPERSMM_HOME"]
-        else:
-            os.environ["SUPERSMM_HOME"] = saved
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _csv_row(number: int) -> str:
@@ -261,13 +254,14 @@ def cpu_per_chunk(samples: list[dict], timings: list[dict], since: float, until:
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc), None once it is gone."""
+    """User + system CPU seconds of a process so far, None once it is gone."""
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times.user + times.system
 
 
 def run_gaps(timings: list[dict]) -> list[float]:
