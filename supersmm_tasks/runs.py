@@ -204,8 +204,9 @@ def _start_foreground_worker(name: str, queue: str) -> tuple[subprocess.Popen, P
 
     log_path = paths.private_state_dir() / "logs" / f"train_{name}_worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "celery", "-A", "supersmm_tasks", "worker", "-Q", queue,
-               "-n", f"train_{name}_{os.getpid()}@%h", "--loglevel", "INFO"]
+    command = [sys.executable, "-m", "supersmm_tasks.worker_priority",  # at the worker's niceness from its start
+               "celery", "-A", "supersmm_tasks", "worker", "-Q", queue, "-n", f"train_{name}_{os.getpid()}@%h",
+               "--loglevel", "INFO"]
     environment = {**os.environ, PARENT_VARIABLE: str(os.getpid())}  # it stops when we are gone
     with open(log_path, "ab") as log:
         # Its own session: Ctrl-C reaches only us, and we decide how the worker stops.

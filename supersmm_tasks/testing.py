@@ -139,7 +139,8 @@ class Worker:
                  app: str = "supersmm_tasks", cwd: Path = REPO):
         self.name = name
         self.log_path = log_path
-        command = [sys.executable, "-m", "celery", "-A", app, "worker",
+        # Started as `supersmm worker` starts one: at the worker's niceness before Celery loads.
+        command = [sys.executable, "-m", "supersmm_tasks.worker_priority", "celery", "-A", app, "worker",
                    "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
         if queues:
             command += ["-Q", queues]
