@@ -56,8 +56,11 @@ def lower_worker_priority() -> int:
 
 
 def _autogroup_niceness() -> int:
-    """The niceness of this process's session ("/autogroup-42 nice 10")."""
-    return int(AUTOGROUP.read_text().split()[-1])
+    """The niceness of this process's session ("/autogroup-42 nice 10"); -1 where it cannot be read."""
+    try:
+        return int(AUTOGROUP.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def _set_autogroup_niceness(niceness: int) -> None:
