@@ -15,8 +15,8 @@ Figures (the large size unless named otherwise):
   chunk's end to the next chunk *of the same run* adds the run's turn behind the other runs (ten per
   worker here, by design: runs sharing a pool take turns); it is reported as scale_run_turn_ms_p50/_p95,
   next to what fair turns alone explain ((runs - workers) / chunks per second);
-- all of these from the moment every worker is ready (every run is queued before) until fewer runs
-  than workers are left;
+- all of these from the moment every worker, ready, is told to take the runs' queue (every run is queued
+  before) until fewer runs than workers are left;
 - scale_overhead_growth: overhead p95 large / small;
 - scale_cpu_ms_per_chunk and its growth large / small: the CPU time a chunk costs the machine (the worker
   processes, from /proc, over the chunks they ended, and redis-server, over every chunk), in the same window:
@@ -57,6 +57,7 @@ BENCH = Path(__file__).resolve().parent
 EPOCHS = 10
 KILLED_FRACTION = 0.1
 STARTS_AT_ONCE = 8  # worker processes started together (2 cores: each start takes a second of CPU)
+HOLDING_QUEUE = "scale_holding"  # the workers wait on it, empty, until every one of them is ready
 UNSATURATED_STEP_S = 2.0  # 50 workers then hand over ~25 chunks a second, about a quarter of 2 cores
 CSV_ROWS = (5_000, 50_000)  # 500 and 5,000 runs of 10 epochs
 CSV_APPENDED = 50  # rows other workers append between two chunk starts of one worker (50 workers, 1-epoch chunks)
@@ -131,16 +132,18 @@ def measure(data_root: Path, worker_count: int, run_count: int, kills: int, step
     """Train run_count runs of EPOCHS one-epoch chunks on worker_count stand-in workers (each epoch `step_s`, else
     the stand-in's default); the figures of it.
 
-    Every run is queued first, then the workers start: the figures are taken from the moment the last
-    worker is ready to the moment fewer runs than workers are left, while chunks wait for every worker."""
+    Every run is queued and every worker started (on a holding queue that nothing is sent to), then every
+    worker is told at once to take the runs' queue: the figures are taken from that moment to the moment fewer
+    runs than workers are left, while chunks wait for every worker. (Taking chunks as soon as it is ready, the
+    first workers drained the runs while the others started behind them, at the workers' niceness.)"""
     total = run_count * EPOCHS
     with scale_home(data_root, step_s) as home:
         names = [f"scale_{number:04d}" for number in range(run_count)]
         home.detect()
         home.redis().config_resetstat()
         home.enqueue(names)
-        home.start_workers(worker_count)
-        ready_at, done_at_ready = time.time(), home.chunks_done()
+        home.start_workers(worker_count, queue=HOLDING_QUEUE)
+        ready_at, done_at_ready = home.open_gate(), home.chunks_done()
         kill_at = sorted(done_at_ready + random.uniform(0.1, 0.8) * (total - done_at_ready) for _ in range(kills))
         reconcile_times, cpu_samples = [], []
         while True:
@@ -166,6 +169,9 @@ def measure(data_root: Path, worker_count: int, run_count: int, kills: int, step
     completions = sorted(t["end"] for t in timings if t["chunk"] == EPOCHS)
     saturated_until = completions[max(0, run_count - worker_count - 1)]
     overhead = worker_gaps(timings, ready_at, saturated_until)
+    if not overhead:
+        raise RuntimeError(f"{worker_count} workers x {run_count} runs: no worker went from one chunk to the next while "
+                           f"every worker was busy ({saturated_until - ready_at:.1f} s): nothing to measure")
     turns = run_gaps(timings)
     rate = sum(ready_at <= t["end"] <= saturated_until for t in timings) / (saturated_until - ready_at)
     cpu = cpu_per_chunk(cpu_samples, timings, ready_at, saturated_until)
@@ -335,14 +341,37 @@ class ScaleHome:
         for name in names:
             runs.enqueue(name, dataset="primus", model="tiny", max_total_epochs=EPOCHS, max_epochs_per_run=1)
 
-    def start_workers(self, count: int) -> None:
+    def start_workers(self, count: int, queue: str | None = None) -> None:
         for first in range(0, count, STARTS_AT_ONCE):
-            batch = [self.start_worker() for _ in range(min(STARTS_AT_ONCE, count - first))]
+            batch = [self.start_worker(queue) for _ in range(min(STARTS_AT_ONCE, count - first))]
             for worker in batch:
                 worker.wait_ready(timeout_s=180)
 
-    def start_worker(self) -> Worker:
-        return self.workers.start(f"scale{len(self.workers.started) + 1}", wait=False)
+    def start_worker(self, queue: str | None = None) -> Worker:
+        """A worker on `queue`, else on the runs' queue (celeryconfig's default)."""
+        return self.workers.start(f"scale{len(self.workers.started) + 1}", queues=queue, wait=False)
+
+    def open_gate(self) -> float:
+        """Tell every running worker to take the runs' queue too (Celery's add_consumer, one broadcast); when.
+
+        Through an app like the project's on this size's broker: the project's app keeps the broker of the first
+        size it served."""
+        from celery import Celery
+
+        from supersmm_tasks.celery_app import app
+
+        workers = [worker.hostname for worker in self.workers.running()]
+        gate = Celery("scale_gate")
+        gate.config_from_object(app.conf)  # the same transport options (the names of the control channels)
+        gate.conf.broker_url = self.url
+        opened_at = time.time()
+        try:
+            replies = gate.control.add_consumer(app.conf.task_default_queue, destination=workers, reply=True, timeout=30)
+        finally:
+            gate.close()
+        if len(replies) < len(workers):
+            raise RuntimeError(f"{len(replies)} of {len(workers)} workers took the runs' queue; logs in {self.folder}")
+        return opened_at
 
     def kill_and_replace_one(self) -> None:
         random.choice(self.workers.running()).kill()
