@@ -6,6 +6,10 @@ above every token handed out before, so a trainer from before the loss can never
 holder's token. The lease key holds the token of its holder and expires unless renewed. `Lease.guard()` runs before every checkpoint,
 state or CSV write: atomically, it checks that the lease still holds this token and extends it, so
 a holder that was paused (SIGSTOP), cut off or superseded writes nothing.
+
+One heartbeat thread per process renews every lease the process keeps (a worker holds one at a time), so
+taking and handing over a run neither starts nor joins a thread: under load, each of those waits for
+the other thread to get a core.
 """
 from __future__ import annotations
 
@@ -76,7 +80,7 @@ def holder(connection: redis.Redis, run: str) -> str | None:
 
 
 class Lease:
-    """The lease on one run held with one fencing token; renewed by a heartbeat thread while in use."""
+    """The lease on one run held with one fencing token; renewed by the process's heartbeat while in use."""
 
     def __init__(self, connection: redis.Redis, run: str, token: int, ttl_s: float):
         self.connection = connection
@@ -86,9 +90,7 @@ class Lease:
         self._renew = connection.register_script(_RENEW)
         self._release = connection.register_script(_RELEASE)
         self._lost = threading.Event()
-        self._stopped = threading.Event()
         self._given_up = False
-        self._heartbeat: threading.Thread | None = None
 
     @classmethod
     def acquire(cls, connection: redis.Redis, run: str, worker: str, ttl_s: float | None = None) -> "Lease | None":
@@ -107,8 +109,8 @@ class Lease:
             raise LeaseLost(f"run {self.run}: lease token {self.token} is no longer the holder; not writing")
 
     def start_heartbeat(self) -> None:
-        self._heartbeat = threading.Thread(target=self._beat, name=f"lease-{self.run}", daemon=True)
-        self._heartbeat.start()
+        """Have this process's heartbeat renew the lease every third of its TTL until it is given up."""
+        _heartbeat.keep(self)
 
     def release(self) -> None:
         """Stop renewing the lease and delete it (a no-op once given up)."""
@@ -120,10 +122,9 @@ class Lease:
 
     def give_up(self) -> bool:
         """Stop renewing the lease, for the caller to delete it (release, or a script that uses RELEASE_LUA);
-        False when it was given up before."""
-        self._stopped.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join()
+        False when it was given up before. A renewal already under way may still land: it extends the lease
+        only while this token holds it, and the caller's delete follows."""
+        _heartbeat.drop(self)
         first, self._given_up = not self._given_up, True
         return first
 
@@ -145,9 +146,51 @@ class Lease:
                     return False
                 time.sleep(0.5)
 
-    def _beat(self) -> None:
-        interval = self.ttl_ms / 1000 / 3
-        while not self._stopped.wait(interval):
-            if not self._renew_once():
-                self._lost.set()
-                return
+
+class _Heartbeat:
+    """The thread that renews the leases this process keeps, each every third of its TTL, in turn (one whose
+    Redis is unreachable is retried for up to its TTL before the next is renewed)."""
+
+    def __init__(self):
+        self._due: dict[Lease, float] = {}  # lease -> when it is next renewed (time.monotonic())
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, lease: Lease) -> None:
+        with self._changed:
+            self._due[lease] = time.monotonic() + _renewal_interval_s(lease)
+            if self._thread is None or not self._thread.is_alive():  # also a child forked from a worker
+                self._thread = threading.Thread(target=self._renew_forever, name="supersmm-lease-heartbeat",
+                                                daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def drop(self, lease: Lease) -> None:
+        with self._changed:
+            self._due.pop(lease, None)
+
+    def _renew_forever(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [lease for lease, at in self._due.items() if at <= now]
+                if not due:
+                    self._changed.wait(min(self._due.values(), default=now + 60) - now)
+                    continue
+            for lease in due:
+                renewed = lease._renew_once()
+                with self._changed:
+                    if lease not in self._due:
+                        continue  # given up meanwhile: what the renewal found does not matter any more
+                    if renewed:
+                        self._due[lease] = time.monotonic() + _renewal_interval_s(lease)
+                    else:
+                        del self._due[lease]
+                        lease._lost.set()
+
+
+def _renewal_interval_s(lease: Lease) -> float:
+    return lease.ttl_ms / 1000 / 3
+
+
+_heartbeat = _Heartbeat()

@@ -6,6 +6,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -14,6 +15,7 @@ import redis
 from supersmm_tasks import broker
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.lease import Lease, LeaseLost, holder
+from supersmm_tasks.run_keys import lease_key
 
 
 @pytest.fixture
@@ -103,6 +105,39 @@ def test_heartbeat_keeps_the_lease_beyond_its_ttl(redis_server):
     lease.guard()
     lease.release()
     assert holder(client, "primus") is None
+
+
+def test_one_heartbeat_thread_keeps_every_lease_of_the_process_until_each_is_given_up(redis_server):
+    client = redis_server.client()
+    leases = [Lease.acquire(client, run, worker="w1", ttl_s=1.2) for run in ("a", "b", "c")]
+    for lease in leases:
+        lease.start_heartbeat()
+    leases[1].give_up()  # stops renewing it at once (a handover deletes it next): it expires in its TTL
+    time.sleep(3)
+    assert [Lease.acquire(client, run, worker="w2", ttl_s=1.2) is None for run in ("a", "b", "c")] == [True, False, True]
+    for lease in (leases[0], leases[2]):
+        lease.guard()
+    heartbeats = [thread for thread in threading.enumerate() if "lease" in thread.name]
+    assert len(heartbeats) == 1, [thread.name for thread in heartbeats]
+    for lease in leases:
+        lease.release()
+
+
+def test_the_heartbeat_marks_a_superseded_lease_lost(redis_server):
+    client = redis_server.client()
+    lease = Lease.acquire(client, "primus", worker="w1", ttl_s=1.2)
+    lease.start_heartbeat()
+    client.delete(lease_key("primus"))  # as a Redis that failed over without it
+    successor = Lease.acquire(client, "primus", worker="successor", ttl_s=30)
+    assert successor is not None
+    deadline = time.monotonic() + 5
+    while not lease.lost and time.monotonic() < deadline:  # renewed every 0.4 s
+        time.sleep(0.1)
+    assert lease.lost
+    with pytest.raises(LeaseLost):
+        lease.guard()
+    lease.release()
+    assert holder(client, "primus") == "successor"
 
 
 def test_lease_and_fencing_counter_survive_a_redis_restart(redis_server):
