@@ -135,7 +135,9 @@ def measure(data_root: Path, worker_count: int, run_count: int, kills: int, step
     Every run is queued and every worker started (on a holding queue that nothing is sent to), then every
     worker is told at once to take the runs' queue: the figures are taken from that moment to the moment fewer
     runs than workers are left, while chunks wait for every worker. (Taking chunks as soon as it is ready, the
-    first workers drained the runs while the others started behind them, at the workers' niceness.)"""
+    first workers drained the runs while the others started behind them, at the workers' niceness.) The stand-in's
+    first epoch in each worker lasts a random part of a step longer, so that the workers' chunks do not end in
+    step."""
     total = run_count * EPOCHS
     with scale_home(data_root, step_s) as home:
         names = [f"scale_{number:04d}" for number in range(run_count)]

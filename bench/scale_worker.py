@@ -8,7 +8,7 @@ celeryconfig's `supersmm_train_chunk` names `standin_train_chunk` below instead 
 `supersmm_tasks.training:train_chunk`. The stand-in keeps train_chunk's contract and its writes, in its
 order, through the project's own modules (checkpoint, training_log, run_state): it lines the CSV and
 the state up with the newest checkpoint, then for every epoch sleeps STEP_S where training would be
-and writes a checkpoint of a few bytes, the epoch's CSV row, the state and a log line, each after
+(a worker process's first epoch a random part of STEP_S more, see _step) and writes a checkpoint of a few bytes, the epoch's CSV row, the state and a log line, each after
 guard(). TensorFlow is never imported, so a worker stays small.
 
 SUPERSMM_SCALE_STEP_S changes the sleep (default 0.005 s): a longer one shows what the figures are
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 from datetime import datetime, timezone
@@ -65,7 +66,7 @@ def standin_train_chunk(name: str, span: ChunkSpan, *, guard=None, should_stop=N
         if request:
             status, reason = request, f"{request} by request"
             break
-        time.sleep(STEP_S)
+        _step()
         row = _row(name, state, epoch, worker, chunk, checkpoint_path(folder, epoch))
         guard()
         path = save_checkpoint(folder, epoch, [np.full(4, epoch, np.float32)], [], meta={"epoch": epoch, "row": row})
@@ -87,6 +88,20 @@ def standin_train_chunk(name: str, span: ChunkSpan, *, guard=None, should_stop=N
     state = transition(name, status, guard=guard, stop_reason=reason)
     _record_timing(name, chunk, worker, started, time.time())
     return _result(state, epochs_trained=state["last_completed_epoch"] - done)
+
+
+_first_step_of_process = True
+
+
+def _step() -> None:
+    """Sleep where an epoch's training would be. A process's first epoch sleeps a random part of a step more: the
+    benchmark starts all of a size's workers at one moment, and chunks of one exact length would keep their ends
+    in step (all the workers' handovers within milliseconds of each other, every step), as the workers of a
+    cluster, started apart, do not."""
+    global _first_step_of_process
+    extra = STEP_S * random.random() if _first_step_of_process else 0.0
+    _first_step_of_process = False
+    time.sleep(STEP_S + extra)
 
 
 def _result(state: dict, epochs_trained: int) -> ChunkResult:
