@@ -159,7 +159,7 @@ class _Heartbeat:
     def keep(self, lease: Lease) -> None:
         with self._changed:
             self._due[lease] = time.monotonic() + _renewal_interval_s(lease)
-            if self._thread is None or not self._thread.is_alive():  # also a child forked from a worker
+            if self._thread is None or not self._thread.is_alive():  # started on first use, again should it die
                 self._thread = threading.Thread(target=self._renew_forever, name="supersmm-lease-heartbeat",
                                                 daemon=True)
                 self._thread.start()
@@ -188,9 +188,14 @@ class _Heartbeat:
                         del self._due[lease]
                         lease._lost.set()
 
+    def _forget_in_forked_child(self) -> None:
+        """A forked child keeps none of its parent's leases, and has neither its thread nor, maybe, a free lock."""
+        self.__init__()
+
 
 def _renewal_interval_s(lease: Lease) -> float:
     return lease.ttl_ms / 1000 / 3
 
 
 _heartbeat = _Heartbeat()
+os.register_at_fork(after_in_child=_heartbeat._forget_in_forked_child)

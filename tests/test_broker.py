@@ -123,6 +123,35 @@ def test_one_heartbeat_thread_keeps_every_lease_of_the_process_until_each_is_giv
         lease.release()
 
 
+def test_a_forked_child_renews_only_its_own_leases(redis_server):
+    client = redis_server.client()
+    parents = Lease.acquire(client, "parent", worker="w1", ttl_s=1.2)
+    parents.start_heartbeat()
+    child = os.fork()
+    if child == 0:  # the child keeps a lease of its own for 3 s, then exits 0 if it held it all along
+        code = 1
+        try:
+            own = Lease.acquire(redis_server.client(), "child", worker="w2", ttl_s=1.2)
+            own.start_heartbeat()
+            time.sleep(3)
+            own.guard()
+            code = 0
+        finally:
+            os._exit(code)
+    parents.give_up()  # the parent stops renewing its lease: the child must not keep it alive
+    time.sleep(2)
+    assert holder(client, "parent") is None
+    deadline = time.monotonic() + 15
+    while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if ended[0] == 0:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung taking a lease of its own")
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
+    assert holder(client, "child") == "w2"
+
+
 def test_the_heartbeat_marks_a_superseded_lease_lost(redis_server):
     client = redis_server.client()
     lease = Lease.acquire(client, "primus", worker="w1", ttl_s=1.2)
