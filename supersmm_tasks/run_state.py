@@ -111,19 +111,27 @@ def format_state(state: dict) -> str:
 def read_state(name: str, repair: bool = True) -> dict:
     """The run's state; rebuilt if the file is missing or unreadable, and then rewritten unless `repair` is
     False (readers that must not write: a rebuild belongs to whoever changes the run)."""
+    state, problem = _read_or_rebuild(name)
+    if problem and repair:
+        write_atomically(paths.state_path(name), format_state(state).encode())
+        _log_rebuild(name, state, problem)
+    return state
+
+
+def _read_or_rebuild(name: str) -> tuple[dict, str | None]:
+    """(the run's state, None), or (the state rebuilt from its files, why the file could not serve)."""
     path = paths.state_path(name)
     try:
-        return parse_state(path.read_text("utf-8"))
+        return parse_state(path.read_text("utf-8")), None
     except (OSError, UnicodeDecodeError, UnreadableState) as problem:
         reason = "missing" if isinstance(problem, FileNotFoundError) else f"unreadable ({problem})"
-    state = rebuild_state(name)
-    if not repair:
-        return state
-    write_atomically(path, format_state(state).encode())
-    if reason != "missing" or state["last_completed_epoch"]:
-        append_log(name, f"state file {path} was {reason}; rebuilt from checkpoints: "
-                         f"epoch {state['last_completed_epoch']}, status {state['status']}")
-    return state
+    return rebuild_state(name), reason
+
+
+def _log_rebuild(name: str, rebuilt: dict, reason: str) -> None:
+    if reason != "missing" or rebuilt["last_completed_epoch"]:
+        append_log(name, f"state file {paths.state_path(name)} was {reason}; rebuilt from checkpoints: "
+                         f"epoch {rebuilt['last_completed_epoch']}, status {rebuilt['status']}")
 
 
 def peek_state(name: str) -> dict:
@@ -135,18 +143,26 @@ def peek_state(name: str) -> dict:
         return {}
 
 
-def write_state(name: str, **fields) -> dict:
+def write_state(name: str, change=None, **fields) -> dict:
     """Merge `fields` into the state, stamp updated_at and write it atomically; back it up when its status fields
     differ from the newest backup's (also when that backup is missing or unreadable, or a crash cut the last one).
 
-    A new status is written by run_status.transition only, which checks the move first. The read and the write
-    hold the run's state lock: a worker recording an epoch and a user changing the run's budget at the same
-    moment each keep the fields they wrote."""
+    `change(state)`, when given, is called on the state as read under the lock and returns more fields to
+    merge, or raises to write nothing: run_status.transition checks its move there, so that no other write
+    comes between the status it checked and the one it writes. The read and the write hold the run's state
+    lock: a worker recording an epoch and a user changing the run's budget at the same moment each keep the
+    fields they wrote. A state file that is missing or unreadable is rebuilt and written with the fields, never
+    before `change` has passed."""
     paths.state_path(name).parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(paths.state_path(name)) + ".lock", timeout=120):
-        state = {**read_state(name), **fields, "updated_at": now_iso()}
+        stored, problem = _read_or_rebuild(name)
+        if change is not None:
+            fields = {**fields, **change(stored)}
+        state = {**stored, **fields, "updated_at": now_iso()}
         written = format_state(state)
         write_atomically(paths.state_path(name), written.encode())
+        if problem:
+            _log_rebuild(name, stored, problem)
         if _status_of(parse_state(written)) != _status_of(_read_backup(name, 1)):
             _rotate(paths.backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=paths.state_path(name))
     return state

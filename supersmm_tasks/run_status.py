@@ -51,15 +51,20 @@ ALLOWED_MOVES: dict[RunStatus, frozenset[RunStatus]] = {
 def transition(run: str, to: RunStatus, guard=None, **fields) -> dict:
     """Move run's status to `to`, writing `fields` with it; the state as written.
 
-    Refuses (SupersmmError, nothing written) a move the table does not allow. guard(), the lease's
-    fence, is called right before the write and raises to stop it.
+    Refuses (SupersmmError, nothing written) a move the table does not allow from the status the state file
+    holds at the write: the check, guard() and the write happen under the run's state lock, so no other write
+    comes between them. guard(), the lease's fence, is called right before the write and raises to stop it.
     """
     from . import run_state  # run_state parses the status into RunStatus: it imports this module
 
     to = RunStatus(to)
-    current = RunStatus(run_state.read_state(run, repair=False)["status"])  # a repair is a write: after guard()
-    if to not in ALLOWED_MOVES[current]:
-        raise SupersmmError(f"run {run}: its status cannot move from {current} to {to}")
-    if guard is not None:
-        guard()
-    return run_state.write_state(run, status=to, **fields)
+
+    def checked_move(state: dict) -> dict:
+        current = RunStatus(state["status"])
+        if to not in ALLOWED_MOVES[current]:
+            raise SupersmmError(f"run {run}: its status cannot move from {current} to {to}")
+        if guard is not None:
+            guard()
+        return {"status": to}
+
+    return run_state.write_state(run, change=checked_move, **fields)

@@ -1,6 +1,9 @@
 """A run's status moves only as the table allows, on a real run folder: allowed moves write, others write nothing."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import add_sample, detected_home
@@ -70,6 +73,57 @@ def test_a_failed_guard_writes_nothing(run):
         transition(run, RunStatus.COMPLETED, guard=lost, stop_reason="max_total_epochs")
 
     assert paths.state_path(run).read_bytes() == before
+
+
+# Holds the run's state lock, then sets the status to cancelled, as another writer of the run would.
+CANCEL_HOLDING_THE_LOCK = """
+import sys, time
+from filelock import FileLock
+from supersmm_tasks import paths, run_state
+from supersmm_tasks.durable import write_atomically
+name = sys.argv[1]
+with FileLock(str(paths.state_path(name)) + ".lock"):
+    print("holding", flush=True)
+    time.sleep(1.0)
+    state = run_state.read_state(name)
+    state["status"] = "cancelled"
+    write_atomically(paths.state_path(name), run_state.format_state(state).encode())
+"""
+
+
+def test_a_move_is_checked_against_the_status_another_writer_left_while_it_waited(run):
+    start_at(run, RunStatus.RUNNING)
+    holder = subprocess.Popen([sys.executable, "-c", CANCEL_HOLDING_THE_LOCK, run], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        guarded = []
+
+        # Checked before the lock, running -> completed would pass, and overwrite the cancel once the lock came.
+        with pytest.raises(SupersmmError, match=f"run {run}: its status cannot move from cancelled to completed"):
+            transition(run, RunStatus.COMPLETED, guard=lambda: guarded.append(True), stop_reason="max_total_epochs")
+    finally:
+        assert holder.wait(timeout=30) == 0
+
+    assert run_state.read_state(run)["status"] == RunStatus.CANCELLED and guarded == []
+
+
+def test_a_missing_state_file_is_rebuilt_by_the_move_itself_and_only_after_the_guard(run):
+    start_at(run, RunStatus.RUNNING)
+    paths.state_path(run).unlink()
+
+    def lost():
+        assert not paths.state_path(run).exists()  # nothing was written before the fence said yes
+        raise LeaseLost("another worker owns the run")
+
+    with pytest.raises(LeaseLost):
+        transition(run, RunStatus.FAILED, guard=lost, error="why")  # rebuilt, the run is queued: its trainer is gone
+    assert not paths.state_path(run).exists()
+
+    written = transition(run, RunStatus.RUNNING, guard=lambda: None, chunk=3)
+
+    state = run_state.read_state(run)
+    assert (written["status"], state["status"], state["chunk"]) == (RunStatus.RUNNING, RunStatus.RUNNING, 3)
+    assert state["max_total_epochs"] == written["max_total_epochs"] and state["run"] == run
 
 
 def test_statuses_are_the_words_of_the_state_file_and_the_contract():
