@@ -42,6 +42,8 @@ UNIX_SOCKET_PATH_LIMIT = 100  # sun_path holds 108 bytes on Linux; keep a margin
 START_TIMEOUT_S = 20.0
 SOCKET_TIMEOUT_S = 10
 CONNECT_TIMEOUT_S = 5
+SSL_CERT_REQS = ("required", "optional", "none")  # the spellings redis-py, kombu and Celery all accept
+ERROR_TEXT_LIMIT = 200  # redis-py's errors may quote whole clients
 
 
 def broker_url() -> str:
@@ -64,13 +66,14 @@ def is_sentinel(url: str) -> bool:
 
 
 def checked_url(url: str, where: str = "the broker URL") -> str:
-    """`url` when this project can use it; otherwise SupersmmError with one line (no password in it)."""
+    """`url` when this project can use it, a unix socket's spelled as Celery and kombu know it
+    (`redis+socket://`); otherwise SupersmmError with one line (no password in it)."""
     for part in url.split(";") if is_sentinel(url) else [url]:
         problem = _url_problem(part.strip(), sentinel=is_sentinel(url))
         if problem:
-            raise SupersmmError(f"{where} {redact(url)} cannot be used: {problem} (use redis://, rediss://, "
-                                "unix:// or sentinel://host:port;sentinel://host:port)")
-    return url
+            raise SupersmmError(f"{where} {redact(url)} cannot be used: {problem}")
+    scheme, separator, rest = url.partition("://")
+    return f"redis+socket://{rest}" if separator and scheme in UNIX_SCHEMES else url
 
 
 def _url_problem(url: str, sentinel: bool) -> str | None:
@@ -81,13 +84,39 @@ def _url_problem(url: str, sentinel: bool) -> str | None:
         return str(error)
     expected = (SENTINEL_SCHEME,) if sentinel else (*NETWORK_SCHEMES, *UNIX_SCHEMES)
     if parts.scheme not in expected:
-        return f"scheme {parts.scheme or 'missing'!r}" + (" in a sentinel list" if sentinel else "")
+        return (f"scheme {parts.scheme or 'missing'!r}" + (" in a sentinel list" if sentinel else "") +
+                " (use redis://, rediss://, unix:// or sentinel://host:port;sentinel://host:port)")
     if parts.scheme in UNIX_SCHEMES:
-        return None if parts.path else "no socket path"
+        if parts.hostname:  # unix://tmp/redis.sock would be the socket /redis.sock on host "tmp"
+            return f"a socket path must be absolute: {parts.scheme}:///path/to/redis.sock"
+        return _query_problem(parts) if parts.path else "no socket path"
     if not parts.hostname:
         return "no host"
     if sentinel and port is None:
         return f"no port for sentinel {parts.hostname}"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return f"the database after the host must be a number, not {database!r}"
+    return None if sentinel else _query_problem(parts)
+
+
+def _query_problem(parts) -> str | None:
+    """What redis-py, kombu or Celery would refuse in the URL's query string, said before any of them runs."""
+    as_redis_py_reads_it = (parts._replace(scheme="redis").geturl() if parts.scheme in NETWORK_SCHEMES
+                            else f"unix://{parts.path}?{parts.query}")
+    try:
+        query = redis.connection.parse_url(as_redis_py_reads_it)
+    except ValueError as error:
+        return str(error).rstrip(".")
+    if parts.scheme != "rediss" and any(key.startswith("ssl") for key in query):
+        return "ssl_ options need a rediss:// URL"
+    if parts.scheme == "rediss":
+        reqs = query.get("ssl_cert_reqs")
+        if reqs is None:
+            return ("a rediss:// URL needs ssl_cert_reqs in its query string: ssl_cert_reqs=required&ssl_ca_certs=CA "
+                    "(or ssl_cert_reqs=none to skip the server's certificate)")
+        if reqs not in SSL_CERT_REQS:
+            return f"ssl_cert_reqs={reqs} (use {', '.join(SSL_CERT_REQS)})"
     return None
 
 
@@ -142,35 +171,44 @@ def connect(url: str | None = None) -> redis.Redis:
     try:
         connection.ping()
     except redis.AuthenticationError as error:
-        raise SupersmmError(f"broker {redact(url)} refused the password: {error}") from None
+        raise SupersmmError(f"broker {redact(url)} refused the password: {_without_secrets(error, url)}") from None
+    except redis.sentinel.MasterNotFoundError:
+        raise SupersmmError(f"broker {redact(url)} is unreachable: no Sentinel answered with a master named "
+                            f"{sentinel_master()!r} ({SENTINEL_MASTER_VARIABLE})") from None
     except redis.RedisError as error:
         raise SupersmmError(f"broker {redact(url)} is unreachable: {_without_secrets(error, url)}") from None
     return connection
 
 
 def redact(url: str) -> str:
-    """The URL without its passwords, for messages."""
-    for password in _passwords(url):
-        url = url.replace(f":{password}@", ":***@")
-    return url
+    """The URL without its passwords, for messages (also where the URL cannot be parsed)."""
+    return ";".join(_redacted_part(part) for part in url.split(";"))
+
+
+def _redacted_part(url: str) -> str:
+    scheme, separator, rest = url.partition("://")
+    end = min((rest.find(mark) for mark in "/?#" if mark in rest), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}:***@{host}{rest[end:]}" if separator and at and colon else url
 
 
 def _without_secrets(error: Exception, url: str) -> str:
-    """The error's text, with any password of the URL replaced (redis-py may quote the URL)."""
-    text = str(error)
+    """The error's first line, shortened, with any password of the URL replaced (redis-py may quote the URL)."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     for password in _passwords(url):
         text = text.replace(password, "***")
-    return text
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "..."
 
 
 def _passwords(url: str) -> list[str]:
     """The passwords in a URL or in a `;`-separated list of them."""
     found = []
     for part in url.split(";"):
-        try:
-            password = urlsplit(part.strip()).password
-        except ValueError:
-            continue
+        scheme, separator, rest = part.strip().partition("://")
+        end = min((rest.find(mark) for mark in "/?#" if mark in rest), default=len(rest))
+        userinfo = rest[:end].rpartition("@")[0]
+        password = unquote(userinfo.partition(":")[2]) if separator else ""
         if password:
             found.append(password)
     return found

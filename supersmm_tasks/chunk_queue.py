@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import redis
 
-from . import broker, run_config, run_state
+from . import broker, paths, run_config, run_state
 from .chunk import ChunkSpan
+from .errors import SupersmmError
 from .lease import FIRST_TOKEN_LUA, RELEASE_LUA, Lease, ttl_seconds
 from .run_keys import control_key, fence_key, lease_key, pending_key, route_key
 from .run_status import CONTROL_REQUESTS, RunStatus
@@ -101,12 +102,15 @@ def overriding_queue(connection: redis.Redis, run: str) -> str | None:
 
 
 def configured_route(run: str) -> tuple[str, int]:
-    """The queue and priority in the run's config."""
+    """The queue and priority in the run's config; SupersmmError naming the file where they cannot be used."""
     conf = _celery_app().conf
     config = run_config.stored_config(run)
-    priority = config.get("priority")
-    return (config.get("queue") or conf.task_default_queue,
-            conf.task_default_priority if priority is None else int(priority))
+    queue, priority = config.get("queue"), config.get("priority")
+    if queue is not None and not (isinstance(queue, str) and queue.strip()):
+        raise SupersmmError(f"{paths.config_path(run)}: queue {queue!r} is not a queue name")
+    if priority is not None and (type(priority) is not int or not 0 <= priority <= 9):
+        raise SupersmmError(f"{paths.config_path(run)}: priority {priority!r} is not a whole number from 0 to 9")
+    return queue or conf.task_default_queue, conf.task_default_priority if priority is None else priority
 
 
 # --- the pending marker and the chunk's message ------------------------------------------------------

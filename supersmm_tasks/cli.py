@@ -41,7 +41,7 @@ def run_options(command):
         click.option("--semantic-via-agnostic/--direct-semantic", default=None,
                      help="For semantic labels: train the network on the agnostic labels and turn its reading into "
                           "semantic tokens, or train it on the semantic labels (default: via agnostic for tiny, direct for paper)."),
-        click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch (default: 16)."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch (default: the model's, 16 for paper, 4 for tiny)."),
         click.option("--seed", type=int, help="Seed of the run (shuffles, initial weights, dropout)."),
         click.option("--patience", type=click.IntRange(min=0), help="Early stop after N epochs without a better val SER; 0 = off."),
         click.option("--schedule", type=click.Choice(["constant", "cosine", "onecycle"]),

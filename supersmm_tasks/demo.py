@@ -132,6 +132,9 @@ def train(dataset: str, epochs: int, chunk: int, seed: int, deadline: float) -> 
     if paths.config_path(RUN_NAME).is_file():
         new_run = {}
         state = run_state.read_state(RUN_NAME)
+        if state["status"] == RunStatus.CANCELLED:
+            raise SupersmmError(f"run {RUN_NAME} in {paths.home()} was cancelled, and the demo trains only that run: "
+                                "run the demo in another folder (SUPERSMM_HOME=DIR supersmm demo)")
         done = state["last_completed_epoch"] or 0
         target = done + epochs if state["status"] == RunStatus.COMPLETED else max(state["max_total_epochs"], epochs)
         rows = [row for row in read_rows(RUN_NAME) if int(row["epoch"]) == done]

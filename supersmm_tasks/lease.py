@@ -70,7 +70,21 @@ class LeaseLost(SupersmmError):
 
 
 def ttl_seconds() -> float:
-    return float(os.environ.get(LEASE_TTL_VARIABLE) or DEFAULT_TTL_S)
+    return seconds_setting(LEASE_TTL_VARIABLE, DEFAULT_TTL_S)
+
+
+def seconds_setting(variable: str, default: float) -> float:
+    """A duration from the environment: `variable`'s positive number of seconds, else `default`."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise SupersmmError(f"{variable}={text!r}: give a number of seconds above 0 (default {default:g})")
+    return seconds
 
 
 def holder(connection: redis.Redis, run: str) -> str | None:

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 
 import redis
 
 from . import broker, chunk_queue, paths, run_state
-from .errors import SupersmmError
-from .lease import ttl_seconds
+from .lease import seconds_setting, ttl_seconds
 from .run_keys import RECONCILER_LOCK, lease_key, pending_key
 from .run_status import ACTIVE
 
@@ -39,7 +37,7 @@ KOMBU_UNACKED, KOMBU_UNACKED_INDEX = "unacked", "unacked_index"
 
 
 def reconcile_interval() -> float:
-    return float(os.environ.get(RECONCILE_INTERVAL_VARIABLE) or DEFAULT_RECONCILE_INTERVAL_S)
+    return seconds_setting(RECONCILE_INTERVAL_VARIABLE, DEFAULT_RECONCILE_INTERVAL_S)
 
 
 def reconcile_once(connection: redis.Redis) -> list[str]:
@@ -55,18 +53,23 @@ def reconcile_once(connection: redis.Redis) -> list[str]:
     for run in runs:
         if leases[run] is not None:
             continue
-        marker = chunk_queue.parse_marker(markers[run])
-        try:  # an unreadable run folder is skipped, not the pass
-            stale = _stale_marker(connection, run, marker, messages) if marker else ""
-            if stale is None:
-                continue
-            status = _parsed_if_changed(paths.state_path(run), lambda: run_state.read_state(run)["status"])
-        except SupersmmError as error:
+        try:  # a run whose files cannot be used is skipped, not the pass: the other runs still heal
+            if _heal(connection, run, chunk_queue.parse_marker(markers[run]), messages):
+                requeued.append(run)
+        except redis.RedisError:
+            raise  # the broker's trouble, not the run's: the reconciler's loop says so once and tries again
+        except Exception as error:
             logger.warning("reconciler: skipping run %s: %s", run, error)
-            continue
-        if status in ACTIVE and chunk_queue.queue_next_chunk(connection, run, replacing=stale):
-            requeued.append(run)
     return requeued
+
+
+def _heal(connection: redis.Redis, run: str, marker: dict | None, messages: "MessageSnapshot") -> bool:
+    """Queue the next chunk of a run nobody holds when it should train and has no live chunk; whether it did."""
+    stale = _stale_marker(connection, run, marker, messages) if marker else ""
+    if stale is None:
+        return False
+    status = _parsed_if_changed(paths.state_path(run), lambda: run_state.read_state(run)["status"])
+    return status in ACTIVE and chunk_queue.queue_next_chunk(connection, run, replacing=stale) is not None
 
 
 _parsed: dict = {}

@@ -11,6 +11,8 @@ defines the run.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, fields
 
 from . import paths, run_state
@@ -29,6 +31,8 @@ BUDGET_STOP_REASONS = ("max_total_epochs", "max_minutes")
 DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine",
             "curriculum": True}
 SCHEDULES = ("constant", "cosine", "onecycle")
+MOST_EPOCHS = 1_000_000  # far past any real budget (the contract's largest is 10,000); more overflows the ETA
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  # what `celery worker -Q a,b` can name
 # What a config written before the learning recipe (and the time budget) existed was trained with.
 BEFORE_RECIPE = {"schedule": "constant", "augment": False, "init_from": None, "init_checkpoint": None,
                  "semantic_via_agnostic": False, "max_minutes": None, "epoch_cap": None, "curriculum": False}
@@ -148,11 +152,16 @@ def _check_values(given: dict) -> None:
     if "encoding" in given and given["encoding"] not in ENCODINGS:
         raise SupersmmError(f"unknown encoding {given['encoding']!r}: use one of {', '.join(ENCODINGS)}")
     for key, low in (("max_total_epochs", 1), ("max_epochs_per_run", 1), ("batch_size", 1), ("patience", 0)):
-        if key in given and (not isinstance(given[key], int) or given[key] < low):
-            raise SupersmmError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {given[key]!r}")
+        if key in given and (not isinstance(given[key], int) or not low <= given[key] <= MOST_EPOCHS):
+            raise SupersmmError(f"--{key.replace('_', '-')} must be an integer from {low} to {MOST_EPOCHS:,}, "
+                                f"got {given[key]!r}")
     if "max_minutes" in given and (isinstance(given["max_minutes"], bool)
-                                   or not isinstance(given["max_minutes"], (int, float)) or not given["max_minutes"] > 0):
+                                   or not isinstance(given["max_minutes"], (int, float))
+                                   or not 0 < given["max_minutes"] < math.inf):
         raise SupersmmError(f"--max-minutes must be a number of minutes > 0, got {given['max_minutes']!r}")
+    if "queue" in given and not (isinstance(given["queue"], str) and QUEUE_NAME.fullmatch(given["queue"])):
+        raise SupersmmError(f"--queue {given['queue']!r}: a queue name is 1-64 letters, digits and . _ : - "
+                            "(starting with a letter or digit)")
 
 
 def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:

@@ -35,8 +35,16 @@ ORPHAN_STOP_S = 30  # an orphaned foreground worker stops within seconds; a dead
 
 def enqueue(name: str, dataset: str | None = None, priority: int | None = None, **overrides) -> str:
     """Create run NAME or continue it, and queue its next chunk; returns at once with one line to print."""
-    connection = broker.connect()
+    connection = _connect_to_send()
     return _enqueue(connection, name, dataset, priority=priority, **overrides)
+
+
+def _connect_to_send() -> redis.Redis:
+    """The broker, answering; and the result backend's URL checked too, which Celery reads only when the first
+    chunk is sent: after the run was created."""
+    connection = broker.connect()
+    broker.result_backend_url()
+    return connection
 
 
 def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **overrides) -> str:
@@ -49,10 +57,10 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
     with _idle_run_lease(connection, name) as held:
         if held is None:
             return f"run {name} {_activity(connection, name) or 'was just picked up by a worker'}; nothing queued"
+        if paths.config_path(name).is_file() and run_state.read_state(name)["status"] == RunStatus.CANCELLED:
+            raise SupersmmError(f"run {name} was cancelled; start a new run under another name")  # nothing changed
         create_or_update_run(name, dataset, **settings)
         state = run_state.read_state(name)
-        if state["status"] == RunStatus.CANCELLED:
-            raise SupersmmError(f"run {name} was cancelled; start a new run under another name")
         if state["status"] == RunStatus.COMPLETED:
             config = load_run_config(name)
             longer = (f"--max-minutes {config.max_minutes * 2:g}" if state.get("stop_reason") == "max_minutes"
@@ -107,7 +115,7 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
     waits for it and takes over. Returns the exit code: 0 when the run ended, 130 when interrupted
     (128 + the signal when terminated), 1 otherwise.
     """
-    connection = broker.connect()
+    connection = _connect_to_send()
     holder = lease_holder(connection, name)
     if holder and _orphaned_foreground_worker(holder, name):
         print(f"run {name}: waiting for {holder}, the worker of a `supersmm train` that was killed, to stop",

@@ -19,7 +19,7 @@ from . import chunk_queue, faults, reconciler, run_state
 from .celery_app import app
 from .chunk import ChunkSpan
 from .errors import ChunkInterrupted, SupersmmError
-from .lease import LeaseLost
+from .lease import LeaseLost, ttl_seconds
 from .run_keys import progress_key
 from .run_status import ACTIVE, RunStatus, transition
 from .shutdown import raise_if_stopping
@@ -115,7 +115,7 @@ def _progress_reporter(connection, run: str, span: ChunkSpan, worker: str):
 
 @worker_init.connect
 def _prepare_worker(**_) -> None:
-    """Refuse unknown fault names; train behind the user's own commands (worker_priority.py); load the trainer.
+    """Refuse unknown fault names and bad durations; train behind the user's own commands (worker_priority.py); load the trainer.
 
     The trainer (TensorFlow) loads before the worker takes its first chunk. Loaded beside a chunk that has
     just claimed its run, the import took the worker's CPU for longer than the lease's heartbeat could
@@ -123,6 +123,7 @@ def _prepare_worker(**_) -> None:
     """
     try:
         faults.injected()
+        ttl_seconds(), reconciler.reconcile_interval()  # a bad setting stops the start, not the first chunk
         lower_worker_priority()
     except SupersmmError as error:  # one line, as `supersmm` prints its errors
         raise SystemExit(f"supersmm: error: {error}") from None

@@ -225,7 +225,9 @@ def test_workers_bring_back_an_embedded_broker_that_died_but_not_one_stopped_on_
 @pytest.mark.integration
 @pytest.mark.parametrize("url", [
     "sentinel://", "sentinel://127.0.0.1;sentinel://127.0.0.1:26379", "amqp://guest:s3cret@host//",
-    "redis://:s3cret@127.0.0.1:notaport/0", "http://127.0.0.1:6379",
+    "redis://:s3cret@127.0.0.1:notaport/0", "http://127.0.0.1:6379", "redis://:s3cret@[::1",
+    "redis://:s3cret@127.0.0.1:6379/0?socket_timeout=soon", "rediss://:s3cret@127.0.0.1:6380/0",
+    "rediss://:s3cret@127.0.0.1:6380/0?ssl_cert_reqs=CERT_REQUIRED", "unix://tmp/redis.sock",
 ])
 @pytest.mark.parametrize("command", [["supersmm_tasks.cli", "status"], ["celery", "-A", "supersmm_tasks", "worker"]])
 def test_a_broker_url_the_project_cannot_use_is_one_clear_line(tmp_path, url, command):
@@ -235,6 +237,21 @@ def test_a_broker_url_the_project_cannot_use_is_one_clear_line(tmp_path, url, co
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "cannot be used" in lines[0] and "SUPERSMM_BROKER_URL" in lines[0] and "s3cret" not in lines[0]
+
+
+def test_sentinels_that_name_no_master_are_one_short_line_without_the_password():
+    url = f"sentinel://:s3cret@127.0.0.1:{broker.free_loopback_port()};sentinel://127.0.0.1:{broker.free_loopback_port()}"
+    with pytest.raises(SupersmmError) as error:
+        broker.connect(url)
+    message = str(error.value)
+    assert "unreachable" in message and "'mymaster'" in message and "SUPERSMM_SENTINEL_MASTER" in message
+    assert "s3cret" not in message and "\n" not in message and len(message) < 300, message
+
+
+def test_passwords_are_hidden_in_urls_that_cannot_be_parsed():
+    assert broker.redact("redis://:s3cret@[::1") == "redis://:***@[::1"
+    assert broker.redact("redis://user:p%40ss@host:6379/0?x=a@b") == "redis://user:***@host:6379/0?x=a@b"
+    assert broker.redact("redis://host:6379/0?x=a@b") == "redis://host:6379/0?x=a@b"  # no password, nothing hidden
 
 
 def test_sentinel_urls_are_accepted_and_name_their_master(monkeypatch):

@@ -54,3 +54,21 @@ def test_a_live_foreground_route_sends_the_next_chunk_to_its_queue_and_priority(
     assert (marker["queue"], marker["priority"]) == ("foreground-routed", 0)
     assert chunk_queue.pending_chunk(connection, "routed") == marker
     assert not reconciler.MessageSnapshot(connection).nowhere(marker["task_id"], "foreground-routed")
+
+
+def test_a_run_whose_config_cannot_route_its_chunk_is_skipped_and_the_others_still_heal(training_home, caplog):
+    import json
+
+    from supersmm_tasks import paths
+
+    for name in ("aaa", "zzz"):  # queued, with no chunk pending: what the reconciler heals
+        training_home.create(name, epochs=3, chunk=1)
+    config = json.loads(paths.config_path("aaa").read_text())
+    paths.config_path("aaa").write_text(json.dumps({**config, "priority": "high"}))  # edited by hand
+    connection = broker.client()
+
+    assert reconciler.reconcile_once(connection) == ["zzz"]
+
+    assert chunk_queue.pending_chunk(connection, "aaa") == {}
+    assert f"skipping run aaa: {paths.config_path('aaa')}: priority 'high' is not a whole number from 0 to 9" \
+        in caplog.text

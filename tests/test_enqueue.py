@@ -64,3 +64,68 @@ def test_enqueue_takes_a_time_budget_in_minutes_and_refuses_one_that_is_not(trai
     assert created.returncode == 0, created.stderr
     config = json.loads(paths.config_path("timed").read_text())
     assert config["max_minutes"] == 2.5 and config["curriculum"] is True  # on unless told otherwise
+
+
+def test_enqueue_refuses_budgets_and_queues_that_cannot_work_in_one_line_and_creates_nothing(training_home):
+    from supersmm_tasks import paths
+
+    for option, value in (("--max-minutes", "inf"), ("--max-total-epochs", "1000000000000"), ("--queue", "gpu,cpu")):
+        refused = subprocess.run(enqueue_command("bounded", "--dataset", "primus", option, value),
+                                 env=training_home.env, capture_output=True, text=True, timeout=120)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 1 and lines[0].startswith(f"supersmm: error: {option}"), refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert not paths.run_dir("bounded").exists()
+
+
+def test_a_refused_enqueue_of_a_cancelled_run_changes_nothing(training_home):
+    from supersmm_tasks import paths, runs
+    from supersmm_tasks.errors import SupersmmError
+
+    training_home.create("stopped", epochs=4, chunk=2)
+    runs.cancel("stopped")
+    before = {path: path.read_bytes() for path in (paths.config_path("stopped"), paths.state_path("stopped"))}
+
+    try:
+        runs.enqueue("stopped", max_total_epochs=77, patience=4)
+    except SupersmmError as error:
+        assert "run stopped was cancelled" in str(error)
+    else:
+        raise AssertionError("a cancelled run was enqueued")
+
+    assert {path: path.read_bytes() for path in before} == before
+
+
+def test_enqueue_queues_a_chunk_over_a_unix_socket_url_as_the_contract_spells_it(training_home, tmp_path, monkeypatch):
+    from supersmm_tasks import broker, chunk_queue, reconciler
+    from supersmm_tasks.testing import RedisServer
+
+    socket_path = tmp_path / "redis.sock"
+    server = RedisServer(tmp_path / "socket_redis", "--unixsocket", str(socket_path), "--unixsocketperm", "700")
+    server.folder.mkdir()
+    server.start()
+    try:
+        url = f"unix://{socket_path}"
+        monkeypatch.setenv("SUPERSMM_BROKER_URL", url)
+        env = {**training_home.env, "SUPERSMM_BROKER_URL": url}
+        created = subprocess.run(enqueue_command("socketed", "--dataset", "primus", "--model", "tiny"),
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert created.returncode == 0, created.stderr
+
+        connection = broker.client(url)
+        marker = chunk_queue.pending_chunk(connection, "socketed")
+        assert marker and not reconciler.MessageSnapshot(connection).nowhere(marker["task_id"], marker["queue"])
+    finally:
+        server.stop()
+
+
+def test_a_result_backend_that_cannot_be_used_is_refused_before_the_run_is_created(training_home):
+    from supersmm_tasks import paths
+
+    env = {**training_home.env, "SUPERSMM_RESULT_BACKEND": "amqp://user:s3cret@elsewhere//"}
+    refused = subprocess.run(enqueue_command("backed", "--dataset", "primus"), env=env, capture_output=True, text=True,
+                             timeout=120)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and "SUPERSMM_RESULT_BACKEND" in lines[0] and "cannot be used" in lines[0]
+    assert "s3cret" not in refused.stderr and "Traceback" not in refused.stderr
+    assert not paths.run_dir("backed").exists()
