@@ -235,6 +235,53 @@ def test_missing_empty_and_foreign_csv(home, server):
     assert answer["runs"] == [] and "training_log.csv" in answer["problem"]
 
 
+def test_unreadable_training_log_is_one_problem_line_and_runs_still_listed(two_epoch_run, server):
+    csv_path = paths.training_log_csv()
+    rows = csv_path.read_bytes()
+    csv_path.unlink()
+    csv_path.mkdir()  # a folder where the file should be: reading it fails as an unreadable file does
+    for url in ("/api/runs", "/api/runs/tiny"):
+        status, body = get(server + url)
+        assert status == 200, (url, body)
+        answer = json.loads(body)
+        assert "training_log.csv" in answer["problem"] and "directory" in answer["problem"], answer["problem"]
+    runs = json.loads(get(server + "/api/runs")[1])["runs"]
+    assert [(run["name"], run["status"], run["epoch"]) for run in runs] == [("tiny", "running", 2)]  # from its folder
+
+    csv_path.rmdir()
+    csv_path.write_bytes(rows)
+    answer = json.loads(get(server + "/api/runs/tiny")[1])
+    assert answer["problem"] is None and answer["history"]["epoch"] == [1, 2]
+
+
+def test_unreadable_run_log_leaves_an_empty_tail_and_a_note(two_epoch_run, server):
+    log = paths.log_path("tiny")
+    log.unlink()
+    log.mkdir()  # a folder where the log should be
+    status, body = get(server + "/api/runs/tiny")
+    assert status == 200, body
+    detail = json.loads(body)
+    assert detail["log_tail"] == ""
+    assert str(log) in detail["log_problem"] and "directory" in detail["log_problem"], detail["log_problem"]
+    assert detail["history"]["epoch"] == [1, 2]
+    assert get(server + "/api/runs")[0] == 200
+
+
+def test_row_with_extra_fields_is_skipped_and_never_shifts_columns(home, server):
+    csv_path = paths.training_log_csv()
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path.write_text("run,epoch\nfoo,1,2,3,4\nbar,2\nbaz,3,9\n")
+    runs = json.loads(get(server + "/api/runs")[1])["runs"]
+    assert [(run["name"], run["epoch"]) for run in runs] == [("bar", 2)]
+
+    # The same with the trainer's own columns: the first row's extra fields must not become an index.
+    good = training_log.format_row(epoch_row("tiny", 1, 3, chunk=1))
+    longer = training_log.format_row(epoch_row("tiny", 2, 3, chunk=1)).rstrip("\n") + ",x,y,z,w\n"
+    csv_path.write_text(training_log.HEADER + longer + good)
+    runs = json.loads(get(server + "/api/runs")[1])["runs"]
+    assert [(run["name"], run["epoch"], run["max_total_epochs"]) for run in runs] == [("tiny", 1, 3)]
+
+
 def test_run_with_csv_rows_only_is_listed(home, server):
     training_log.append_row(epoch_row("orphan", 1, 10, chunk=1))
     status, body = get(server + "/api/runs")
@@ -311,9 +358,35 @@ def test_basic_auth_when_a_password_is_set(home):
         process.wait(timeout=20)
 
 
+def test_flower_link_reaches_the_page_without_its_credentials(home, monkeypatch):
+    monkeypatch.setenv("SUPERSMM_FLOWER_URL", "http://admin:flowerpw@127.0.0.1:5555/flower/")
+    monkeypatch.setenv("SUPERSMM_TENSORBOARD_URL", "https://viewer:tbpw@[::1]:6006")
+    process, base = start_server(home)
+    try:
+        status, body = get(base + "/api/config")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert status == 200
+    assert json.loads(body)["links"] == {"flower": "http://127.0.0.1:5555/flower/", "tensorboard": "https://[::1]:6006"}
+    assert b"flowerpw" not in body and b"tbpw" not in body and b"admin" not in body
+
+
+def test_bad_flower_link_is_one_line_without_the_password(home):
+    environment = {**os.environ, "SUPERSMM_HOME": str(home), "SUPERSMM_FLOWER_URL": "ftp://admin:flowerpw@h"}
+    command = [sys.executable, "-m", "supersmm_tasks.cli", "dashboard", "--port", str(free_loopback_port())]
+    finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
+    assert finished.returncode != 0
+    assert "SUPERSMM_FLOWER_URL" in finished.stderr and "http://" in finished.stderr, finished.stderr
+    assert "flowerpw" not in finished.stdout + finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
 def test_refuses_non_loopback_address_without_password():
-    with pytest.raises(SupersmmError, match="password"):
+    with pytest.raises(SupersmmError, match="password") as refused:
         serve(host="0.0.0.0", port=free_loopback_port())
+    # A password given on the command line shows in `ps`: the message points to the environment.
+    assert "SUPERSMM_DASHBOARD_PASSWORD" in str(refused.value) and "or --password" not in str(refused.value)
 
 
 def test_token_diff_marks_what_was_misread():

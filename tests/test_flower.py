@@ -129,13 +129,19 @@ def test_without_basic_auth_flower_guards_only_its_api_as_the_readme_says(supers
         stop_flower(process)
 
     readme = README.read_text("utf-8")
-    documented = re.findall(r"^celery -A supersmm_tasks flower.*$", readme, re.MULTILINE)
-    assert documented and all("--basic-auth=" in line for line in documented), documented
+    # Every documented start of Flower sets a password: on its line, or exported before it (kept out of `ps`).
+    for start in re.finditer(r"^celery -A supersmm_tasks flower.*$", readme, re.MULTILINE):
+        assert "--basic-auth=" in start.group() or "\nexport FLOWER_BASIC_AUTH=" in readme[:start.start()], start.group()
+    assert re.search(r"^celery -A supersmm_tasks flower", readme, re.MULTILINE)
     assert "without `--basic-auth`, only Flower's `/api` is protected" in " ".join(readme.split())
 
 
-def test_with_basic_auth_flower_guards_its_html_pages_too(supersmm_env, tmp_path):
-    base, process = start_flower(supersmm_env, tmp_path / "flower_auth.log", f"--basic-auth={CREDENTIALS}")
+@pytest.mark.parametrize("given_in", ["environment", "option"])
+def test_with_basic_auth_flower_guards_its_html_pages_too(supersmm_env, tmp_path, given_in):
+    if given_in == "environment":  # as the README sets it
+        base, process = start_flower({**supersmm_env, "FLOWER_BASIC_AUTH": CREDENTIALS}, tmp_path / "flower_auth.log")
+    else:
+        base, process = start_flower(supersmm_env, tmp_path / "flower_auth.log", f"--basic-auth={CREDENTIALS}")
     try:
         assert status_without_credentials(f"{base}/workers") == 401
         assert status_without_credentials(f"{base}/api/workers") == 401

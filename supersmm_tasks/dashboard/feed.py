@@ -49,9 +49,16 @@ class TrainingLog:
                 stat = self.path.stat()
             except FileNotFoundError:
                 return _empty_table(), None
+            except OSError as error:
+                return _empty_table(), _cannot_read(self.path, error)
             signature = (stat.st_mtime_ns, stat.st_size)
             if signature != self._signature:
-                self._table, self._problem = _parse_training_log(self.path)
+                try:
+                    raw = self.path.read_bytes()
+                except OSError as error:
+                    # Not remembered: a file made readable again (chmod) keeps its signature.
+                    return _empty_table(), _cannot_read(self.path, error)
+                self._table, self._problem = _parse_training_log(self.path, raw)
                 self._signature = signature
             return self._table, self._problem
 
@@ -60,16 +67,24 @@ def _empty_table() -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype="object") for column in COLUMNS})
 
 
-def _parse_training_log(path: Path) -> tuple[pd.DataFrame, str | None]:
-    raw = path.read_bytes()
+def _parse_training_log(path: Path, raw: bytes) -> tuple[pd.DataFrame, str | None]:
     # A trainer may be appending right now: a last line without its newline is not finished yet.
     complete = raw[: raw.rfind(b"\n") + 1]
     if not complete.strip():
         return _empty_table(), None
+    # The header is read as the first row, so it alone sets how many fields a row has: a row with more
+    # fields is skipped. (Read as a header, a first row with more fields would turn its first fields into
+    # an index and shift every column, making up runs from other columns.) A row with fewer fields gets
+    # empty values for the missing ones, as csv.DictReader gives the rest of the project.
     try:
-        table = pd.read_csv(io.BytesIO(complete), dtype=str, keep_default_na=False, on_bad_lines="skip")
+        table = pd.read_csv(io.BytesIO(complete), header=None, dtype=str, keep_default_na=False, on_bad_lines="skip")
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         return _empty_table(), f"{path}: unreadable ({error})"
+    header = list(table.iloc[0])
+    repeated = sorted({column for column in header if header.count(column) > 1})
+    if repeated:
+        return _empty_table(), f"{path}: column {', '.join(repeated)} repeated in the header"
+    table = table.iloc[1:].set_axis(header, axis="columns")
     missing = [column for column in ("run", "epoch") if column not in table.columns]
     if missing:
         return _empty_table(), f"{path}: no column {', '.join(missing)} in the header"
@@ -91,19 +106,27 @@ def read_config(name: str) -> dict:
         return {}
 
 
-def log_tail(name: str, max_bytes: int = LOG_TAIL_BYTES) -> str:
-    """The last lines of the run's `training_output.log` (whole lines only)."""
+def log_tail(name: str, max_bytes: int = LOG_TAIL_BYTES) -> tuple[str, str | None]:
+    """The last lines of the run's `training_output.log` (whole lines only) and, when the log exists but
+    cannot be read, one line that says why (the tail is then empty)."""
+    path = paths.log_path(name)
     try:
-        with open(paths.log_path(name), "rb") as log:
+        with open(path, "rb") as log:
             log.seek(0, os.SEEK_END)
             size = log.tell()
             log.seek(max(0, size - max_bytes))
             tail = log.read()
     except FileNotFoundError:
-        return ""
+        return "", None
+    except OSError as error:
+        return "", _cannot_read(path, error)
     if size > max_bytes:
         tail = tail[tail.find(b"\n") + 1:]
-    return tail.decode("utf-8", errors="replace")
+    return tail.decode("utf-8", errors="replace"), None
+
+
+def _cannot_read(path: Path, error: OSError) -> str:
+    return f"{path}: cannot read it ({error.strerror or error})"
 
 
 def run_names(table: pd.DataFrame) -> list[str]:
@@ -176,7 +199,7 @@ def _latest_activity(name: str, state: dict, last) -> datetime | None:
         moments.append(_parse_time(last["timestamp"]))
     try:
         moments.append(datetime.fromtimestamp(paths.log_path(name).stat().st_mtime, timezone.utc))
-    except FileNotFoundError:
+    except OSError:  # no log yet, or one that cannot be reached (log_tail says why)
         pass
     moments = [moment for moment in moments if moment]
     return max(moments) if moments else None

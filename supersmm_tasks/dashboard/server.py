@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import re
+import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,21 +63,34 @@ class Dashboard:
         rows = table[table["run"] == name]
         if not len(rows) and not paths.run_dir(name).is_dir():
             return None
+        tail, log_problem = log_tail(name)
         return {
             "summary": run_summary(name, rows),
             "history": run_history(rows),
             "state": peek_state(name),
             "config": read_config(name),
-            "log_tail": log_tail(name),
+            "log_tail": tail,
+            "log_problem": log_problem,
             "problem": problem,
         }
 
 
 def _web_link(variable: str) -> str | None:
+    """The address in `variable` for a link on the page, without any user name or password in it: the
+    page shows its links to whoever opens it, and the browser asks Flower or TensorBoard for their own login.
+    The value is never repeated in an error, as it may hold a password."""
     url = os.environ.get(variable, "").strip()
-    if url and not url.startswith(("http://", "https://")):
-        raise SupersmmError(f"{variable}={url!r}: give an http:// or https:// address")
-    return url or None
+    if not url:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # such as an unclosed [ of an IPv6 address
+        raise SupersmmError(f"{variable} is not a valid address: give http://HOST:PORT/ or https://HOST:PORT/") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise SupersmmError(f"{variable} must be an http:// or https:// address (its value is not shown: "
+                            "it may hold a password)")
+    host_and_port = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host_and_port).geturl()
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -229,7 +243,8 @@ def serve(host: str = "127.0.0.1", port: int = 8050, username: str | None = None
     if not is_loopback(host) and not password:
         raise SupersmmError(
             f"refusing to serve the dashboard on {host} without a password: "
-            "set SUPERSMM_DASHBOARD_PASSWORD (or --password), or bind to 127.0.0.1"
+            "set SUPERSMM_DASHBOARD_PASSWORD in the environment (not --password: `ps` shows command lines), "
+            "or bind to 127.0.0.1"
         )
     if password and not username:
         raise SupersmmError("a dashboard password needs a user name (--user)")

@@ -131,10 +131,11 @@ function renderConfig(detail) {
   list.replaceChildren(...shown.flatMap(([key, value]) => [element("dt", null, key), element("dd", null, String(value))]));
 }
 
-function renderLog(text) {
+function renderLog(text, problem) {
   const log = document.getElementById("log");
   const following = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
-  if (log.textContent !== text) log.textContent = text || "(no log yet)";
+  const shown = text || problem || "(no log yet)";
+  if (log.textContent !== shown) log.textContent = shown;
   if (following) log.scrollTop = log.scrollHeight;
 }
 
@@ -145,7 +146,7 @@ function renderDetail(detail) {
     Object.assign(statusBadge(detail.summary.status, detail.summary.stale), { id: "run-status" }));
   window.drawTrainingChart(document.getElementById("chart"), detail.history);
   renderConfig(detail);
-  renderLog(detail.log_tail);
+  renderLog(detail.log_tail, detail.log_problem);
 }
 
 function tokenLine(label, diff, side) {
