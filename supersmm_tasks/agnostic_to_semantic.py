@@ -20,6 +20,7 @@ Checked on the real PrIMuS development set: the real `.agnostic` of each incipit
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from .errors import SupersmmError
 from .synth.agnostic import BEAMS
@@ -29,6 +30,13 @@ _TOKEN = re.compile(r"(?P<symbol>[a-z]+)(?:\.(?P<kind>[A-Za-z0-9_/]+))?-(?P<plac
 _BEAMED = re.compile(r"beamed(?:Right|Both|Left)(?P<beams>\d)")
 DURATION_BY_BEAMS = {beams: duration for duration, beams in BEAMS.items()}
 ALTERATIONS = {"sharp": 1, "flat": -1, "natural": 0}
+
+
+class _Token(NamedTuple):
+    """A token of the reading, numbered from 1, and a digit's value."""
+    number: int
+    text: str
+    value: str = ""
 
 
 def staff_position(place: str) -> int:
@@ -61,33 +69,47 @@ class _Reader:
         self.in_force: dict[int, int] = {}  # diatonic index -> alteration, this measure
         self.pending_accidental: int | None = None
         self.pending_fermata = False
-        self.pending_digits: list[str] = []
-        self.meter_digits: list[str] = []
+        self.count_digits: list[_Token] = []  # on S5: the measures of the multirest that follows them
+        self.meter_count: _Token | None = None  # on L4: a meter's count, waiting for its unit on L2
         self.heading = True  # between the first clef and the first meter or note: accidentals are the key
 
     def read(self) -> list[str]:
         for number, token in enumerate(self.tokens, 1):  # numbered from 1, as score.py names semantic tokens
             match = _TOKEN.fullmatch(token)
             if match is None:
-                if self.strict:
-                    raise SupersmmError(f"token {number} {token!r}: not an agnostic token")
+                self._unreadable([_Token(number, token)], "not an agnostic token")
                 continue
+            if match["symbol"] != "digit":
+                self._drop_unfinished_meter()
+            if match["symbol"] not in ("digit", "multirest"):
+                self._drop_unused_count()
             try:
-                self._read(match)
+                self._read(number, match)
             except (KeyError, ValueError, IndexError):
-                if self.strict:
-                    raise SupersmmError(f"token {number} {token!r}: cannot be read here") from None
-        try:
-            self._flush_meter()
-        except ValueError:
-            if self.strict:
-                raise SupersmmError(f"the meter's digits {' '.join(self.tokens[-2:])!r} do not make a meter") from None
+                self._unreadable([_Token(number, token)], "cannot be read here")
+        self._drop_unfinished_meter()
+        self._drop_unused_count()
         return self.out
 
-    def _read(self, match) -> None:
+    def _unreadable(self, tokens: list[_Token], why: str) -> None:
+        """Strict: the error naming `tokens`. Otherwise they are left out, having added nothing to the reading."""
+        if self.strict:
+            numbers = f"{tokens[0].number}" if len(tokens) == 1 else f"{tokens[0].number}-{tokens[-1].number}"
+            quoted = " ".join(token.text for token in tokens)
+            raise SupersmmError(f"token{'s' * (len(tokens) > 1)} {numbers} {quoted!r}: {why}")
+
+    def _drop_unfinished_meter(self) -> None:
+        if self.meter_count is not None:
+            self._unreadable([self.meter_count], "a meter's count with no unit below it (on L2): not a meter")
+        self.meter_count = None
+
+    def _drop_unused_count(self) -> None:
+        if self.count_digits:
+            self._unreadable(self.count_digits, "a multirest's count (digits on S5) with no multirest after it")
+        self.count_digits = []
+
+    def _read(self, number: int, match) -> None:
         symbol, kind, place = match["symbol"], match["kind"], match["place"]
-        if symbol != "digit":
-            self._flush_meter()
         if symbol == "barline":
             self.out.append("barline")
             self.in_force = {}
@@ -99,13 +121,12 @@ class _Reader:
             else:
                 self.pending_accidental = ALTERATIONS[kind]
         elif symbol == "digit":
-            (self.pending_digits if place == "S5" else self.meter_digits).append(kind)
+            self._digit(_Token(number, match.string, kind), place)
         elif symbol == "metersign":
             self.heading = False
             self.out.append(f"timeSignature-{kind}")
         elif symbol == "multirest":
-            self.out.append(f"multirest-{''.join(self.pending_digits)}")
-            self.pending_digits = []
+            self._multirest(number, match.string)
         elif symbol in ("note", "gracenote"):
             self._note(symbol == "gracenote", kind, place)
         elif symbol == "rest":
@@ -134,12 +155,27 @@ class _Reader:
         self.out.append(f"keySignature-{key}")
         self.in_key = key_alterations(key)
 
-    def _flush_meter(self) -> None:
-        digits, self.meter_digits = self.meter_digits, []
-        if digits:
-            count, unit = digits
-            self.out.append(f"timeSignature-{count}/{unit}")
-            self.heading = False
+    def _digit(self, digit: _Token, place: str) -> None:
+        """Digits on S5 count a multirest's measures; a meter is its count on L4 over its unit on L2."""
+        if place == "S5":
+            self.count_digits.append(digit)
+        elif place == "L4":
+            self._drop_unfinished_meter()
+            self.meter_count = digit
+        elif place == "L2" and self.meter_count is None:
+            self._unreadable([digit], "a meter's unit with no count above it (on L4): not a meter")
+        elif place == "L2":
+            self.out.append(f"timeSignature-{self.meter_count.value}/{digit.value}")
+            self.meter_count, self.heading = None, False
+        else:
+            raise ValueError(place)
+
+    def _multirest(self, number: int, token: str) -> None:
+        count, self.count_digits = "".join(digit.value for digit in self.count_digits), []
+        if count[:1] in ("", "0"):  # no digits, or a count that is not one
+            self._unreadable([_Token(number, token)], "a multirest needs its count of measures before it (on S5)")
+        else:
+            self.out.append(f"multirest-{count}")
 
     def _note(self, grace: bool, kind: str, place: str) -> None:
         self.heading = False

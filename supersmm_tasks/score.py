@@ -6,7 +6,9 @@ first that is unknown or out of place is named with its position.
 
 How the constructs are carried over: clefs, key signatures and meters (C and C/ as their symbols) go where
 they stand; notes keep their sounding pitch, duration, dots and fermata; a grace note of eighth length is an
-acciaccatura (slashed), any other an appoggiatura, as PrIMuS engraves them; `tie` joins the notes either side;
+acciaccatura (slashed), any other an appoggiatura, as PrIMuS engraves them (in MIDI it takes its time from the
+note it leads to); `tie` joins the notes either side, over barlines and changes of clef, key and meter, and one
+that ends a staff reaches into the next (or stays open where the score ends: an incipit is cut off there);
 `multirest-N` is N bars of rest (written as one multi-measure rest); `barline` ends a measure, and so does the
 end of each staff. MEI comes from the project's Plaine & Easie writer (synth/pae.py) through Verovio, as the
 synthetic corpus is engraved.
@@ -36,7 +38,8 @@ MUSIC21_DURATION = {
 }
 MUSIC21_METER = {"C": "common", "C/": "cut"}
 _METER = re.compile(r"C/?|[1-9]\d?/[1-9]\d?")
-_MULTIREST = re.compile(r"[1-9]\d{0,2}")
+_MULTIREST = re.compile(r"[1-9]\d*")
+ACCIACCATURA_LENGTH = Fraction(1, 8)  # quarter notes: a slashed grace note is played as a thirty-second
 
 
 # ---------------------------------------------------------------- reading and checking labels
@@ -67,15 +70,22 @@ def check_staff(tokens: list[str]) -> None:
 
 
 def _tie_problem(tokens: list[str], index: int) -> str | None:
-    """A tie follows a note and reaches the next one, over barlines if need be."""
+    """A tie follows a note and reaches the next one, over barlines and clef, key and meter changes if need be.
+
+    A tie that nothing follows is the start of one: an incipit is cut off where the music goes on, and a page's
+    staff ends where the next one takes over."""
     before = parse_note(tokens[index - 1]) if index > 0 else None
-    following = [token for token in tokens[index + 1:] if token != "barline"]
+    following = [token for token in tokens[index + 1:] if not _passed_by_ties(token)]
     after = parse_note(following[0]) if following else None
     if before is None or before.grace:
         return "a tie must follow a note"
-    if after is None or after.grace:
+    if following and (after is None or after.grace):
         return "a tie must be followed by a note"
     return None
+
+
+def _passed_by_ties(token: str) -> bool:
+    return token == "barline" or token.startswith(("clef-", "keySignature-", "timeSignature-"))
 
 
 def _token_problem(token: str) -> str | None:
@@ -90,7 +100,7 @@ def _token_problem(token: str) -> str | None:
     if family == "timeSignature":
         return None if _METER.fullmatch(value) else "unknown meter"
     if family == "multirest":
-        return None if _MULTIREST.fullmatch(value) else "a multirest counts 1 to 999 bars"
+        return None if _MULTIREST.fullmatch(value) else "a multirest counts 1 bar or more"
     return "not a PrIMuS semantic token"
 
 
@@ -168,8 +178,10 @@ class _PartWriter:
             self.measure.append(music21.meter.TimeSignature(MUSIC21_METER.get(value, value)))
             self.bar_length = meter_length(value)
         elif family == "multirest":
+            self.tie_open = False  # the tie ended the staff before: nothing continues it
             self._multirest(int(value))
         elif token.startswith("rest-"):
+            self.tie_open = False
             rest = parse_rest(token)
             written = music21.note.Rest(duration=_duration(rest.duration, rest.dots))
             self.measure.append(_with_fermata(written, rest.fermata))
@@ -294,7 +306,8 @@ def _musicxml_bytes(score: music21.stream.Score) -> bytes:
 
 
 def _midi_bytes(score: music21.stream.Score) -> bytes:
-    return music21.midi.translate.music21ObjectToMidiFile(_tied_notes_joined(score)).writestr()
+    played = _grace_notes_timed(_tied_notes_joined(score))
+    return music21.midi.translate.music21ObjectToMidiFile(played).writestr()
 
 
 def _tied_notes_joined(score: music21.stream.Score) -> music21.stream.Stream:
@@ -315,6 +328,46 @@ def _tied_notes_joined(score: music21.stream.Score) -> music21.stream.Stream:
     for note in flat.notes:
         note.tie = None
     return flat
+
+
+def _grace_notes_timed(flat: music21.stream.Stream) -> music21.stream.Stream:
+    """Each grace note given a length of its own, taken from the start of the note it leads to, as players do.
+
+    A grace note takes no time in the score; written so to MIDI, its note-off comes before its note-on at the
+    same tick, and the note never ends.
+    """
+    graces = []
+    for item in list(flat.notesAndRests):
+        if item.duration.isGrace:
+            graces.append(item)
+        elif graces:
+            _play_graces_before(flat, graces, item)
+            graces = []
+    if graces:  # the score ends on them: they are played after its end
+        _play_graces_before(flat, graces, None)
+    return flat
+
+
+def _play_graces_before(flat: music21.stream.Stream, graces: list, following) -> None:
+    """The grace notes one after the other from where `following` (a note or rest, or None) starts: each its
+    written length (an acciaccatura a thirty-second), all together at most half of `following`, which then
+    starts after them."""
+    share = Fraction(following.quarterLength) / 2 / len(graces) if following is not None else None
+    start = Fraction(graces[0].offset)
+    for grace in graces:
+        length = _grace_length(grace) if share is None else min(_grace_length(grace), share)
+        grace.duration = music21.duration.Duration(quarterLength=length)
+        flat.setElementOffset(grace, start)
+        start += length
+    if following is not None:
+        following.quarterLength = Fraction(following.quarterLength) - (start - Fraction(following.offset))
+        flat.setElementOffset(following, start)
+
+
+def _grace_length(grace: music21.note.Note) -> Fraction:
+    if grace.duration.slash:
+        return ACCIACCATURA_LENGTH
+    return Fraction(music21.duration.Duration(type=grace.duration.type, dots=grace.duration.dots).quarterLength)
 
 
 def label_file_to_score(labels: Path, out: Path) -> Path:

@@ -15,7 +15,7 @@ import pytest
 import verovio
 
 from supersmm_tasks.errors import SupersmmError
-from supersmm_tasks.score import read_label_file, write_score
+from supersmm_tasks.score import check_staff, read_label_file, write_score
 from supersmm_tasks.synth.music import random_incipit
 from supersmm_tasks.synth.notation import dotted_length, meter_length, parse_note, parse_rest
 
@@ -25,9 +25,8 @@ SYNTHETIC_INCIPITS = 500
 def expected_notes_and_rests(staves: list[list[str]]) -> list[tuple]:
     """("note", step, alter, octave, quarter length) per note, a tie to the same pitch joining two notes into one
     and a grace note lasting 0; ("rest", quarter length) per rest, a bar's length for each bar of a multirest."""
-    found, bar = [], Fraction(1)
-    for tokens in staves:
-        tie = False
+    found, bar, tie = [], Fraction(1), False
+    for tokens in staves:  # a tie at the end of a staff reaches into the next one
         for token in tokens:
             note, rest = parse_note(token), parse_rest(token)
             if token == "tie":
@@ -74,6 +73,29 @@ def midi_pitches(path: Path) -> list[int]:
             if event.type == music21.midi.ChannelVoiceMessages.NOTE_ON and event.velocity]
 
 
+def midi_notes(path: Path) -> list[tuple]:
+    """(key number, start, end) per note of the MIDI file, in quarter notes, in the order they start; end is None
+    for a note that no note-off (or note-on of velocity 0) ends."""
+    midi = music21.midi.MidiFile()
+    midi.open(str(path))
+    midi.read()
+    midi.close()
+    found = []
+    for track in midi.tracks:
+        tick, sounding = 0, {}
+        for event in track.events:
+            if isinstance(event, music21.midi.DeltaTime):
+                tick += event.time
+            elif event.type == music21.midi.ChannelVoiceMessages.NOTE_ON and event.velocity:
+                sounding[event.pitch] = len(found)
+                found.append((event.pitch, Fraction(tick, midi.ticksPerQuarterNote), None))
+            elif event.type in (music21.midi.ChannelVoiceMessages.NOTE_OFF,
+                                music21.midi.ChannelVoiceMessages.NOTE_ON) and event.pitch in sounding:
+                index = sounding.pop(event.pitch)
+                found[index] = (*found[index][:2], Fraction(tick, midi.ticksPerQuarterNote))
+    return found
+
+
 def sounding_pitches(staves: list[list[str]]) -> list[int]:
     notes = [found for found in expected_notes_and_rests(staves) if found[0] == "note"]
     return [music21.pitch.Pitch(step=step, octave=octave, accidental=alter or None).midi
@@ -92,6 +114,7 @@ def assert_every_format_holds(staves: list[list[str]], folder: Path, name: str) 
     assert musicxml_notes_and_rests(musicxml) == expected_notes_and_rests(staves), name
     midi = write_score(staves, folder / f"{name}.mid")
     assert midi_pitches(midi) == sounding_pitches(staves), name
+    assert all(end is not None and end > start for _, start, end in midi_notes(midi)), name
     mei = write_score(staves, folder / f"{name}.mei")
     notes = sum(parse_note(token) is not None for tokens in staves for token in tokens)
     assert verovio_loads(mei.read_text("utf-8")), name
@@ -165,7 +188,9 @@ def test_several_staves_form_one_score_with_a_system_each(tmp_path):
     (["clef-G2", "note-C4_quarter", "barline", "clef-G7"], "token 4 'clef-G7': unknown clef"),
     (["note-C4_quarter"], "token 1 'note-C4_quarter': a staff starts with a clef"),
     (["clef-G2", "tie", "note-C4_quarter"], "token 2 'tie': a tie must follow a note"),
-    (["clef-G2", "note-C4_quarter", "tie", "barline"], "token 3 'tie': a tie must be followed by a note"),
+    (["clef-G2", "note-C4_quarter", "tie", "rest-quarter"], "token 3 'tie': a tie must be followed by a note"),
+    (["clef-G2", "note-C4_quarter", "tie", "timeSignature-C", "gracenote-C4_eighth", "note-C4_quarter"],
+     "token 3 'tie': a tie must be followed by a note"),
     (["clef-G2", "keySignature-HM"], "token 2 'keySignature-HM': unknown key signature"),
     (["clef-G2", "timeSignature-3/x"], "token 2 'timeSignature-3/x': unknown meter"),
     (["clef-G2", "multirest-0"], "token 2 'multirest-0': a multirest counts"),
@@ -175,6 +200,56 @@ def test_unknown_or_misplaced_tokens_are_named_with_their_position_and_nothing_i
         with pytest.raises(SupersmmError, match=message.replace("(", r"\(")):
             write_score([tokens], tmp_path / f"bad{suffix}")
     assert not list(tmp_path.iterdir())
+
+
+def test_every_token_of_the_primus_semantic_vocabulary_is_accepted(real_dev):
+    vocabulary = real_dev.parent / "primus-reference" / "vocabulary_semantic.txt"
+    if not vocabulary.is_file():
+        pytest.skip(f"{vocabulary} is missing (shared/primus-reference holds it)")
+    tokens = vocabulary.read_text("utf-8").split()
+
+    assert len(tokens) == 1781 and "multirest-1111" in tokens
+    for token in tokens:
+        check_staff(["clef-G2", "note-C4_quarter", token, "note-C4_quarter"])
+
+
+@pytest.mark.parametrize("staves, ties", [
+    ([["clef-G2", "timeSignature-C", "note-C5_half", "tie", "barline", "timeSignature-3/4", "note-C5_quarter"]],
+     ["start", "stop"]),
+    ([["clef-G2", "note-C5_half", "tie", "barline", "keySignature-DM", "timeSignature-2/4", "note-C5_quarter"]],
+     ["start", "stop"]),
+    ([["clef-G2", "note-C5_half", "tie", "clef-F4", "note-C5_quarter", "barline"]], ["start", "stop"]),
+    ([["clef-G2", "timeSignature-C", "note-C5_half", "note-B4_half", "tie", "barline"]], [None, "start"]),
+    ([["clef-G2", "timeSignature-C", "note-C5_whole", "tie"], ["clef-G2", "note-C5_half", "rest-half"]],
+     ["start", "stop"]),
+    ([["clef-G2", "timeSignature-C", "note-C5_whole", "tie"], ["clef-G2", "rest-half", "note-C5_half"]],
+     ["start", None]),
+], ids=["over a meter change", "over a key and a meter change", "over a clef change", "open where the incipit ends",
+        "into the next staff", "open where the next staff starts with a rest"])
+def test_a_tie_reaches_its_note_over_changes_of_meter_key_and_clef(staves, ties, tmp_path):
+    assert_every_format_holds(staves, tmp_path, "tied")
+
+    notes = music21.converter.parse(tmp_path / "tied.musicxml").recurse().notes
+    assert [note.tie.type if note.tie else None for note in notes] == ties
+
+
+def test_a_grace_note_sounds_briefly_in_midi_taking_its_time_from_the_note_it_leads_to(tmp_path):
+    tokens = ["clef-G2", "timeSignature-C", "note-C5_half", "gracenote-E5_quarter", "note-D5_half", "barline",
+              "gracenote-F5_eighth", "note-G5_quarter"]
+
+    midi = write_score([tokens], tmp_path / "grace.mid")
+
+    assert midi_notes(midi) == [(72, 0, 2), (76, 2, 3), (74, 3, 4), (77, 4, Fraction(33, 8)), (79, Fraction(33, 8), 5)]
+
+
+def test_every_note_of_a_real_incipit_with_a_grace_note_ends_in_midi(real_dev, tmp_path):
+    tokens = read_label_file(real_dev / "000051660-1_2_1" / "000051660-1_2_1.semantic")
+
+    notes = midi_notes(write_score([tokens], tmp_path / "graced.mid"))
+
+    assert "gracenote-F5_eighth" in tokens
+    assert [pitch for pitch, _, _ in notes] == sounding_pitches([tokens])
+    assert all(end is not None and end > start for _, start, end in notes), notes
 
 
 def run_supersmm(*arguments, cwd=None) -> subprocess.CompletedProcess:
