@@ -15,6 +15,13 @@ Naming and image rules (what `supersmm detect` reports):
   and either its name starts with `camera` or it has no clean `.png` at all; otherwise it uses `<id>.png`.
   So `supersmm synth data/primus --camera` gives `primus` on the clean PNGs, and
   `supersmm synth data/camera_primus --camera` gives `camera_primus` on the distorted JPEGs.
+- a name stays with the folder an earlier detect gave it to (read from `datasets/<name>.json`) while that folder
+  exists: another corpus that would take it (`data/Corp` next to `data/corp`) gets `<name>_2`, so that a run never
+  switches corpus under its dataset's name.
+
+A sample folder's name is its id and must be 1-40 characters of a-z, 0-9, _ and - (`paths.validate_sample_id`; all
+PrIMuS ids are): ids are written one per line into the split files and TAB-separated into the index, so a sample
+with any other name is refused with its reason.
 
 Every image is decoded in full by the decoder training uses, and its stored size must lie within the
 stated `ImageLimits` (set with SUPERSMM_IMAGE_LIMITS, e.g. `max_width=6000,max_aspect=40`): an image that
@@ -37,6 +44,7 @@ from pathlib import Path
 from . import paths
 from .durable import write_atomically
 from .errors import SupersmmError
+from .splits import read_ids
 from .vocabulary import ENCODINGS, token_index
 
 CLEAN_IMAGE_SUFFIX = ".png"
@@ -193,15 +201,43 @@ def _corpus(folder: Path, archive: str | None, sample_folders: list[Path], data_
 
 
 def _make_names_unique(corpora: list[Corpus]) -> None:
+    """Gives every corpus a name of its own. A name that an earlier `supersmm detect` gave to a folder that still
+    exists stays with that folder, so that a run never switches corpus under its dataset's name: a new corpus that
+    would take it gets `<name>_2` (or `_3`, ...) instead."""
+    earlier = _earlier_names()
     taken: dict[str, Path] = {}
     for corpus in corpora:
+        if corpus.path in earlier:
+            corpus.name = earlier[corpus.path]
+            taken[corpus.name] = corpus.path
+    reserved = {name: folder for folder, name in earlier.items()}
+    for corpus in corpora:
+        if taken.get(corpus.name) == corpus.path:
+            continue
         wanted, number = corpus.name, 1
-        while corpus.name in taken:
+        while corpus.name in taken or corpus.name in reserved:
             number += 1
             corpus.name = f"{wanted[:37]}_{number}"
         if corpus.name != wanted:
-            corpus.notes.append(f"name {wanted!r} is taken by {taken[wanted]}; this corpus is {corpus.name!r}")
+            holder = f"{reserved[wanted]} (named by an earlier detect)" if wanted in reserved else taken[wanted]
+            corpus.notes.append(f"name {wanted!r} is taken by {holder}; this corpus is {corpus.name!r}")
         taken[corpus.name] = corpus.path
+
+
+def _earlier_names() -> dict[Path, str]:
+    """{corpus folder: dataset name} from the configs an earlier `supersmm detect` wrote, for folders that still
+    exist (a corpus moved elsewhere may take its old name again). A config that cannot be read is skipped here;
+    loading that dataset says what is wrong with it."""
+    earlier: dict[Path, str] = {}
+    for config_path in sorted(paths.datasets_dir().glob("*.json")):
+        try:
+            config = json.loads(config_path.read_text("utf-8"))
+            name, folder = config["name"], Path(config["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if name == config_path.stem and folder.is_dir():
+            earlier.setdefault(folder, name)
+    return earlier
 
 
 # ---------------------------------------------------------------- validating samples
@@ -233,9 +269,9 @@ def check_sample(corpus: Corpus, folder: Path) -> CheckedSample:
     """
     sample_id = folder.name
     relative = folder.relative_to(corpus.path).as_posix()
-    outside = _outside_the_data_root(corpus, folder, relative)
-    if outside:
-        return CheckedSample(sample_id, relative, None, None, (), outside)
+    refused = _bad_id(sample_id, relative) or _outside_the_data_root(corpus, folder, relative)
+    if refused:
+        return CheckedSample(sample_id, relative, None, None, (), refused)
     problems: list[str] = []
     width = height = None
     try:
@@ -261,6 +297,17 @@ def check_sample(corpus: Corpus, folder: Path) -> CheckedSample:
     elif encodings and problems:
         problems.append(f"usable with --encoding {' / '.join(encodings)} only")
     return CheckedSample(sample_id, relative, width, height, tuple(encodings), problems)
+
+
+def _bad_id(sample_id: str, relative: str) -> list[str]:
+    """Why the folder's name cannot be a sample id, [] when it can: ids are written one per line into split files
+    and TAB-separated into the index, and name files, so only the project's id characters are accepted."""
+    try:
+        paths.validate_sample_id(sample_id)
+    except paths.InvalidName:
+        return [f"{relative!r}: not a sample id (1-40 characters of a-z, 0-9, _ and -, as PrIMuS's ids are); "
+                f"refused: rename the folder and its files"]
+    return []
 
 
 def _outside_the_data_root(corpus: Corpus, folder: Path, relative: str) -> list[str]:
@@ -484,10 +531,7 @@ class Dataset:
     def split_ids(self, split: str) -> list[str]:
         if split not in self.split_files:
             raise SupersmmError(f"unknown split {split!r}: use one of {', '.join(self.split_files)}")
-        try:
-            return self.split_files[split].read_text("utf-8").split()
-        except OSError:
-            raise SupersmmError(f"split file {self.split_files[split]} is missing: run `supersmm detect`") from None
+        return read_ids(self.split_files[split])
 
     def count(self, split: str, encoding: str) -> int:
         """How many of the split's samples detection found valid for `encoding` (no label file is read)."""

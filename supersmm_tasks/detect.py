@@ -62,6 +62,8 @@ def detect(data_root: Path | None = None) -> list[DatasetReport]:
                             f"<id>.semantic (PrIMuS layout)")
     paths.datasets_dir().mkdir(parents=True, exist_ok=True)
     with FileLock(str(paths.datasets_dir() / ".detect.lock")):
+        for corpus in corpora:  # a damaged frozen split stops detect before any dataset is rewritten
+            splits.load_split(corpus.name)
         reports = [detect_corpus(corpus) for corpus in corpora]
     if not any(report.usable for report in reports):
         summary = "; ".join(f"{r.name}: {r.valid} of {r.samples} samples valid" +
@@ -89,9 +91,9 @@ def detect_corpus(corpus: Corpus) -> DatasetReport:
     split, created = splits.freeze_split(corpus.name, sorted(usable_ids))
     if not created:
         _note_split_drift(report, split, usable_ids)
+    config = json.dumps(_config(report, split), indent=2) + "\n"  # reads split.json: fails before any write
     # Written even when nothing is usable any more, so that training sees the corpus as it is now.
     write_index(_index_path(corpus.name), usable)
-    config = json.dumps(_config(report, split), indent=2) + "\n"
     write_atomically(paths.dataset_config_path(corpus.name), config.encode())
     write_scripts(corpus.name)
     if usable:

@@ -42,8 +42,7 @@ def write_atomically(path: Path, data: bytes | memoryview) -> None:
         temporary.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise SupersmmError(
-                f"disk full while writing {path}: free some space, then continue the run "
-                "(the previous checkpoint and state are intact)"
+                f"disk full while writing {path}: free some space and try again; the previous file is intact"
             ) from None
         raise
 

@@ -14,6 +14,7 @@ How it is drawn:
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -40,19 +41,49 @@ def split_files(name: str) -> dict[str, Path]:
 
 
 def load_split(name: str) -> dict[str, list[str]] | None:
-    """The frozen split of dataset `name`, or None if none was drawn yet."""
+    """The frozen split of dataset `name`, or None if none was drawn yet.
+
+    A split folder with a file missing or damaged (split.json included) is one clear error that says what to do.
+    """
     folder = split_folder(name)
     if not folder.is_dir():
         return None
+    split = {split_name: read_ids(file) for split_name, file in split_files(name).items()}
+    split_description(name)  # checked here too, so that detect finds a damaged split.json before writing anything
+    return split
+
+
+def read_ids(file: Path) -> list[str]:
+    """The ids of one split file (`<split>.txt` in the split folder): one per line, blank lines skipped."""
     try:
-        return {split: file.read_text("utf-8").split() for split, file in split_files(name).items()}
-    except OSError as error:
-        raise SupersmmError(f"frozen split {folder} is incomplete ({error.strerror}: {error.filename}); "
-                            f"restore it, or delete it to draw a new split") from None
+        text = file.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise _damaged(file.parent, file, error) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def split_description(name: str) -> dict:
-    return json.loads((split_folder(name) / "split.json").read_text("utf-8"))
+    """How the frozen split was drawn (split.json): at least `source` and `seed`."""
+    folder = split_folder(name)
+    file = folder / "split.json"
+    try:
+        description = json.loads(file.read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise _damaged(folder, file, error) from None
+    if not isinstance(description, dict) or not {"source", "seed"} <= description.keys():
+        raise _damaged(folder, file, ValueError("not a JSON object with 'source' and 'seed'"))
+    return description
+
+
+def _damaged(folder: Path, file: Path, error: Exception) -> SupersmmError:
+    if isinstance(error, OSError):
+        problem = error.strerror or str(error)
+    elif isinstance(error, UnicodeDecodeError):
+        problem = "not UTF-8"
+    else:
+        problem = f"not valid ({error})"
+    return SupersmmError(f"frozen split {folder} is incomplete or damaged ({file.name}: {problem}); restore it, "
+                         f"or delete {folder} to draw a new split")
 
 
 def freeze_split(name: str, ids: list[str], seed: int = SPLIT_SEED) -> tuple[dict[str, list[str]], bool]:
@@ -92,12 +123,42 @@ def _seeded_part(ids: list[str], fraction: float, seed: int) -> tuple[list[str],
 
 
 def _write_split(name: str, split: dict[str, list[str]], description: dict) -> None:
-    """Writes the split into a temporary folder and renames it into place, so it appears whole or not at all."""
+    """Writes the split into a temporary folder and renames it into place, so it appears whole or not at all.
+
+    On any failure the temporary folder is removed; a full disk is one clear error naming the folder. Temporary
+    folders left by processes killed while writing are removed first.
+    """
     final = split_folder(name)
+    _remove_abandoned_temporaries(final)
     temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    for split_name, ids in split.items():
-        (temporary / f"{split_name}.txt").write_text("".join(f"{i}\n" for i in ids), "utf-8")
-    (temporary / "split.json").write_text(json.dumps(description, indent=2) + "\n", "utf-8")
-    os.rename(temporary, final)
+    try:
+        temporary.mkdir(parents=True)
+        for split_name, ids in split.items():
+            (temporary / f"{split_name}.txt").write_text("".join(f"{i}\n" for i in ids), "utf-8")
+        (temporary / "split.json").write_text(json.dumps(description, indent=2) + "\n", "utf-8")
+        os.rename(temporary, final)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SupersmmError(f"disk full while writing the frozen split {final}: free some space and try "
+                                f"again; nothing was written") from None
+        raise SupersmmError(f"cannot write the frozen split {final} ({error.strerror or error}: "
+                            f"{error.filename or temporary})") from None
+
+
+def _remove_abandoned_temporaries(final: Path) -> None:
+    """Removes `.<name>.split.<pid>.tmp/` folders whose process is gone (or is this one)."""
+    for folder in final.parent.glob(f".{final.name}.*.tmp"):
+        pid = folder.name[len(final.name) + 2:-len(".tmp")]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _process_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
