@@ -24,7 +24,7 @@ def _write_fully(fd: int, data: bytes | memoryview) -> None:
 def write_atomically(path: Path, data: bytes | memoryview) -> None:
     """Replace `path` with `data` so that a crash at any instant leaves the old or the new file.
 
-    The folder is created when missing. A full disk raises SupersmmError and leaves the old file untouched.
+    The folder is created when missing. A full disk raises DiskFull and leaves the old file untouched.
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share one
@@ -41,10 +41,16 @@ def write_atomically(path: Path, data: bytes | memoryview) -> None:
     except OSError as error:
         temporary.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise SupersmmError(
-                f"disk full while writing {path}: free some space and try again; the previous file is intact"
-            ) from None
+            raise DiskFull(path) from None
         raise
+
+
+class DiskFull(SupersmmError):
+    """A full disk or quota stopped the atomic write of `path`; the previous file is intact."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"disk full while writing {path}: free some space and try again; the previous file is intact")
+        self.path = path
 
 
 def _fsync_directory(folder: Path) -> None:

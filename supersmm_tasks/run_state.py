@@ -12,6 +12,7 @@ Where each file lies is paths.py's.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from . import paths, run_config, run_status  # run_config imports this module too: its names are looked up at call time
-from .durable import write_atomically
+from .durable import DiskFull, write_atomically
 from .errors import SupersmmError
 
 FIELD_ORDER = (
@@ -236,7 +237,13 @@ def _rotate(folder: Path, stem: str, suffix: str, kept: int, source: Path) -> No
         if older.exists():
             os.replace(older, folder / f"{stem}.{number + 1}{suffix}")
     copy = folder / f".{stem}.1{suffix}.tmp"
-    shutil.copyfile(source, copy)
+    try:
+        shutil.copyfile(source, copy)
+    except OSError as error:
+        copy.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(copy) from None
+        raise
     os.replace(copy, folder / f"{stem}.1{suffix}")
 
 

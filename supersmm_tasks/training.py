@@ -34,6 +34,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .corpus import load_dataset
+from .durable import DiskFull
 from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import LabelsFromReadings, Score, score, scored_examples
 from .model import gpu_present
@@ -184,10 +185,15 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
 
 
 def _disk_full(name: str, error: Exception) -> SupersmmError | None:
-    """The one-line error to report when `error` is a full disk or quota, else None."""
-    if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+    """The one-line error to report when `error` is a full disk or quota (in our atomic writes or anyone's),
+    else None."""
+    if isinstance(error, DiskFull):
+        filename = error.path
+    elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        filename = error.filename
+    else:
         return None
-    return SupersmmError(f"disk full while training run {name!r} ({error.filename or 'a run file'}): "
+    return SupersmmError(f"disk full while training run {name!r} ({filename or 'a run file'}): "
                          "free some space, then continue the run")
 
 

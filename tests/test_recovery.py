@@ -114,7 +114,8 @@ def test_a_full_disk_fails_the_chunk_cleanly_and_the_run_continues_later(engrave
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(durable, "_write_fully", disk_fills_during_big_writes)
-    with pytest.raises(SupersmmError, match="disk full"):
+    with pytest.raises(SupersmmError, match=r"disk full while training run 'full' \(.*epoch_000002.*\): free some space, "
+                                            "then continue the run"):
         train_chunk("full", ChunkSpan(1, EPOCHS, 1))
 
     folder = paths.run_dir("full") / "checkpoints"

@@ -130,3 +130,21 @@ def test_statuses_are_the_words_of_the_state_file_and_the_contract():
     assert [status.value for status in RunStatus] == [
         "queued", "running", "paused", "completed", "cancelled", "failed"]
     assert f"{RunStatus.PAUSED}" == str(RunStatus.PAUSED) == "paused" and RunStatus.PAUSED == "paused"
+
+
+def test_a_full_disk_while_backing_up_the_state_is_one_line_and_leaves_no_temporary_file(run, monkeypatch):
+    import errno
+    import shutil
+
+    start_at(run, RunStatus.RUNNING)
+
+    def disk_full(source, target):
+        with open(target, "wb") as partial:
+            partial.write(b"status: pa")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    with pytest.raises(SupersmmError, match=r"disk full while writing .*training_state\.1\.txt\.tmp: free some space"):
+        transition(run, RunStatus.PAUSED)
+
+    assert not list(paths.backups_dir(run).glob(".*.tmp"))
