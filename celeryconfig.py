@@ -20,6 +20,7 @@ supersmm_train_chunk = "supersmm_tasks.training:train_chunk"
 # JSON only: a message never carries code.
 task_serializer = "json"
 result_serializer = "json"
+event_serializer = "json"  # Celery's default too: said here, as every serializer is
 accept_content = ["json"]
 result_accept_content = ["json"]
 result_expires = 7 * 24 * 3600

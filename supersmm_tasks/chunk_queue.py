@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 
@@ -156,20 +157,22 @@ def _send_chunk(run: str, span: ChunkSpan, task_id: str, queue: str, priority: i
 
 
 _producer_pools: dict = {}
+_producer_pools_lock = threading.Lock()  # a worker's chunk and its reconciler thread may send at the same moment
 
 
 def _producer_pool(url: str):
     """kombu's producer pool for a broker URL, made once per process (connections stay open between sends)."""
-    if url not in _producer_pools:
-        from kombu.pools import producers
+    with _producer_pools_lock:
+        if url not in _producer_pools:
+            from kombu.pools import producers
 
-        app = _celery_app()
-        # The transport options of this URL, not of the one the process started with (celeryconfig's).
-        options = dict(app.conf.broker_transport_options)
-        if broker.is_sentinel(url):
-            options["master_name"] = broker.sentinel_master()
-        _producer_pools[url] = producers[app.connection_for_write(url, transport_options=options)]
-    return _producer_pools[url]
+            app = _celery_app()
+            # The transport options of this URL, not of the one the process started with (celeryconfig's).
+            options = dict(app.conf.broker_transport_options)
+            if broker.is_sentinel(url):
+                options["master_name"] = broker.sentinel_master()
+            _producer_pools[url] = producers[app.connection_for_write(url, transport_options=options)]
+        return _producer_pools[url]
 
 
 def run_script(connection: redis.Redis, source: str, keys: list, args: list):

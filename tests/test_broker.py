@@ -262,3 +262,11 @@ def test_sentinel_urls_are_accepted_and_name_their_master(monkeypatch):
     monkeypatch.setenv("SUPERSMM_SENTINEL_MASTER", "trainers")
     assert broker.sentinel_master() == "trainers"
     assert broker.redact(url) == "sentinel://:***@10.0.0.1:26379;sentinel://10.0.0.2:26379;sentinel://10.0.0.3:26380"
+
+
+def test_celery_speaks_json_only_messages_results_and_events():
+    from supersmm_tasks.celery_app import app
+
+    conf = app.conf
+    assert (conf.task_serializer, conf.result_serializer, conf.event_serializer) == ("json", "json", "json")
+    assert list(conf.accept_content) == ["json"] and list(conf.result_accept_content) == ["json"]
