@@ -53,9 +53,9 @@ broker_transport_options = {
 }
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 if broker.is_sentinel(broker_url):
-    broker_transport_options["master_name"] = broker.sentinel_master()
+    broker_transport_options.update(broker.sentinel_transport_options())
 if broker.is_sentinel(result_backend):
-    result_backend_transport_options["master_name"] = broker.sentinel_master()
+    result_backend_transport_options.update(broker.sentinel_transport_options())
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # a worker waits for Redis to come back, however long
 worker_cancel_long_running_tasks_on_connection_loss = False  # a Redis restart must not stop training

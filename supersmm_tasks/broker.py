@@ -9,7 +9,7 @@ it; `stop_embedded()` shuts it down cleanly.
 A configured broker is `redis://`, `rediss://` (TLS: `ssl_cert_reqs` and `ssl_ca_certs` in the query
 string), `unix://` / `redis+socket://`, or Redis Sentinel: `sentinel://host:port;sentinel://host:port;...`
 naming the master SUPERSMM_SENTINEL_MASTER (default `mymaster`); a password in the first of those URLs
-is the master's. Any other URL is refused with one line, before Celery or redis-py sees it.
+is the master's, and SUPERSMM_SENTINEL_PASSWORD the Sentinels' own, where they take one. Any other URL is refused with one line, before Celery or redis-py sees it.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from .errors import SupersmmError
 BROKER_URL_VARIABLE = "SUPERSMM_BROKER_URL"
 RESULT_BACKEND_VARIABLE = "SUPERSMM_RESULT_BACKEND"
 SENTINEL_MASTER_VARIABLE = "SUPERSMM_SENTINEL_MASTER"
+SENTINEL_PASSWORD_VARIABLE = "SUPERSMM_SENTINEL_PASSWORD"
 DEFAULT_SENTINEL_MASTER = "mymaster"
 UNIX_SCHEMES = ("redis+socket", "socket", "unix")
 NETWORK_SCHEMES = ("redis", "rediss")
@@ -59,6 +60,19 @@ def result_backend_url() -> str:
 
 def sentinel_master() -> str:
     return os.environ.get(SENTINEL_MASTER_VARIABLE) or DEFAULT_SENTINEL_MASTER
+
+
+def sentinel_password() -> str | None:
+    """The Sentinels' own password (their `requirepass`), when they take one; the master's is in the URL."""
+    return os.environ.get(SENTINEL_PASSWORD_VARIABLE) or None
+
+
+def sentinel_transport_options() -> dict:
+    """What kombu's and Celery's Sentinel transports need besides the URL: the master's name, the Sentinels' password."""
+    options = {"master_name": sentinel_master()}
+    if sentinel_password():
+        options["sentinel_kwargs"] = {"password": sentinel_password()}
+    return options
 
 
 def is_sentinel(url: str) -> bool:
@@ -127,7 +141,7 @@ _clients_lock = threading.Lock()
 def client(url: str | None = None) -> redis.Redis:
     """The process's redis-py client for a broker URL: one connection pool per URL, shared by threads."""
     url = url or broker_url()
-    key = (url, sentinel_master() if is_sentinel(url) else None)
+    key = (url, (sentinel_master(), sentinel_password()) if is_sentinel(url) else None)
     with _clients_lock:
         if key not in _clients:
             _clients[key] = _new_client(url)
@@ -156,7 +170,8 @@ def _sentinel_master_client(url: str) -> redis.Redis:
     first = sentinels[0]
     timeouts = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
     manager = redis.sentinel.Sentinel(
-        [(part.hostname, part.port) for part in sentinels], sentinel_kwargs=timeouts, **timeouts)
+        [(part.hostname, part.port) for part in sentinels], sentinel_kwargs={**timeouts, "password": sentinel_password()},
+        **timeouts)
     db = int(first.path.strip("/") or 0) if first.path.strip("/").isdigit() else 0
     return manager.master_for(
         sentinel_master(), decode_responses=True, db=db,
@@ -172,7 +187,11 @@ def connect(url: str | None = None) -> redis.Redis:
         connection.ping()
     except redis.AuthenticationError as error:
         raise SupersmmError(f"broker {redact(url)} refused the password: {_without_secrets(error, url)}") from None
-    except redis.sentinel.MasterNotFoundError:
+    except redis.sentinel.MasterNotFoundError as error:
+        if "auth" in str(error).lower():
+            raise SupersmmError(f"the Sentinels of broker {redact(url)} refused "
+                                f"{'the password in ' + SENTINEL_PASSWORD_VARIABLE if sentinel_password() else 'us'}: "
+                                f"they take the one set as {SENTINEL_PASSWORD_VARIABLE}") from None
         raise SupersmmError(f"broker {redact(url)} is unreachable: no Sentinel answered with a master named "
                             f"{sentinel_master()!r} ({SENTINEL_MASTER_VARIABLE})") from None
     except redis.RedisError as error:

@@ -170,7 +170,7 @@ def _producer_pool(url: str):
             # The transport options of this URL, not of the one the process started with (celeryconfig's).
             options = dict(app.conf.broker_transport_options)
             if broker.is_sentinel(url):
-                options["master_name"] = broker.sentinel_master()
+                options.update(broker.sentinel_transport_options())
             _producer_pools[url] = producers[app.connection_for_write(url, transport_options=options)]
         return _producer_pools[url]
 

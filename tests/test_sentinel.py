@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration  # a master, a replica and three Sentinels,
 
 MASTER_NAME = "supersmm_master"  # not the default, so that SUPERSMM_SENTINEL_MASTER is what finds it
 PASSWORD = "sentinel-s3cret"  # the master's and the replica's; the Sentinels have none
+SENTINEL_PASSWORD = "watchers-s3cret"  # the Sentinels' own, in the test that gives them one
 
 
 def wait_until(condition, timeout_s: float, what: str):
@@ -42,8 +43,9 @@ def wait_until(condition, timeout_s: float, what: str):
 class SentinelGroup:
     """A master, a replica of it and three Sentinels watching them, all on loopback."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, sentinel_password: str | None = None):
         self.folder = folder
+        self.sentinel_password = sentinel_password  # the Sentinels' own requirepass, when they take one
         self.processes: dict[str, subprocess.Popen] = {}
         self.ports = {name: free_loopback_port() for name in ("master", "replica", "s1", "s2", "s3")}
 
@@ -60,6 +62,7 @@ class SentinelGroup:
                 f"sentinel auth-pass {MASTER_NAME} {PASSWORD}",
                 f"sentinel down-after-milliseconds {MASTER_NAME} 1000",
                 f"sentinel failover-timeout {MASTER_NAME} 10000",
+                *([f"requirepass {self.sentinel_password}"] if self.sentinel_password else []),
             ]) + "\n")
             self.processes[name] = subprocess.Popen([sentinel_binary(), str(config)],
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -79,7 +82,7 @@ class SentinelGroup:
 
     def client(self, name: str) -> redis.Redis:
         return redis.Redis(port=self.ports[name], decode_responses=True, socket_timeout=2,
-                           password=None if name.startswith("s") else PASSWORD)
+                           password=self.sentinel_password if name.startswith("s") else PASSWORD)
 
     @property
     def url(self) -> str:
@@ -109,9 +112,11 @@ def sentinel_binary() -> str:
 
 
 @pytest.fixture
-def sentinels(tmp_path, training_home, monkeypatch):
-    """The Sentinel group, with this test's SUPERSMM_BROKER_URL pointing at it."""
-    group = SentinelGroup(tmp_path / "sentinel")
+def sentinels(tmp_path, training_home, monkeypatch, request):
+    """The Sentinel group, with this test's SUPERSMM_BROKER_URL pointing at it (its Sentinels take the password
+    the test's `sentinel_password` mark gives, if any)."""
+    mark = request.node.get_closest_marker("sentinel_password")
+    group = SentinelGroup(tmp_path / "sentinel", mark.args[0] if mark else None)
     group.folder.mkdir()
     group.start()
     for key, value in (("SUPERSMM_BROKER_URL", group.url), ("SUPERSMM_SENTINEL_MASTER", MASTER_NAME)):
@@ -154,3 +159,20 @@ def test_celery_reads_the_sentinel_list_and_the_master_name(sentinels, training_
         capture_output=True, text=True, timeout=60, env={**os.environ, **training_home.env})
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split() == [sentinels.url, MASTER_NAME, MASTER_NAME]
+
+
+@pytest.mark.sentinel_password(SENTINEL_PASSWORD)
+def test_sentinels_that_take_a_password_carry_a_run_given_supersmm_sentinel_password(training_home, workers, sentinels,
+                                                                                      monkeypatch):
+    command = [sys.executable, "-m", "supersmm_tasks.cli", "status"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120, env=training_home.env)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1 and "SUPERSMM_SENTINEL_PASSWORD" in lines[0], refused.stderr
+    assert PASSWORD not in refused.stderr
+
+    monkeypatch.setenv("SUPERSMM_SENTINEL_PASSWORD", SENTINEL_PASSWORD)
+    training_home.env["SUPERSMM_SENTINEL_PASSWORD"] = SENTINEL_PASSWORD
+    assert training_home.enqueue("guarded", epochs=2, chunk=1).startswith("queued run guarded")
+    worker = workers.start("worker")
+    state = training_home.wait_until_finished("guarded", 300, [worker])
+    assert state["status"] == "completed" and training_home.csv_epochs("guarded") == [1, 2]
