@@ -94,7 +94,10 @@ def synth(out, samples, pae_file, seed, camera, workers):
     for sample, reason in report.failed:
         click.echo(f"{sample}: {reason}", err=True)
     left_out = f" ({len(report.failed)} left out, listed above)" if report.failed else ""
-    click.echo(f"wrote {report.count} incipits to {out}{left_out}")
+    without_agnostic = report.count - report.with_agnostic
+    unlabelled = (f"; {without_agnostic} without an agnostic label (a symbol PrIMuS's agnostic vocabulary has no "
+                  "token for): they train with --encoding semantic only") if without_agnostic else ""
+    click.echo(f"wrote {report.count} incipits to {out}{left_out}{unlabelled}")
 
 
 @cli.command()

@@ -91,12 +91,15 @@ def test_camera_adds_the_distorted_image(dev_lines, tmp_path):
 def test_an_incipit_that_cannot_be_labelled_is_listed_and_the_others_are_written(dev_lines, tmp_path):
     pae_file = tmp_path / "mixed.tsv"
     sample, pae = dev_lines[1]
-    pae_file.write_text(f"chords\t@clef:G-2@keysig:@timesig:4/4@data:4C^E^G/\n{sample}\t{pae}\n", "utf-8")
+    pae_file.write_text(f"chords\t@clef:G-2@keysig:@timesig:4/4@data:4C^E^G/\n"
+                        f"flats7\t%G-2@c$bBEADGCFü '4C/\n{sample}\t{pae}\n", "utf-8")  # PrIMuS has no key of 7 flats
     result = synth(tmp_path / "mixed", "--from-pae", pae_file)
     assert result.returncode == 0, result.stderr
     assert re.search(r"^chords: cannot be engraved or labelled: <chord>", result.stderr, re.MULTILINE)
-    assert "wrote 1 incipits" in result.stdout and "1 left out" in result.stdout
-    assert not (tmp_path / "mixed" / "chords").exists()
+    assert re.search(r"^flats7: cannot be engraved or labelled: a key signature of 7 flats has no semantic token$",
+                     result.stderr, re.MULTILINE)
+    assert "wrote 1 incipits" in result.stdout and "2 left out" in result.stdout and "Traceback" not in result.stderr
+    assert not (tmp_path / "mixed" / "chords").exists() and not (tmp_path / "mixed" / "flats7").exists()
     assert (tmp_path / "mixed" / sample / f"{sample}.semantic").is_file()
 
 
@@ -137,3 +140,13 @@ def test_a_tie_that_primus_does_not_label_is_still_drawn(tmp_path):
         assert tied == untied and "tie" not in tied and "slur" not in tied
     tied, untied = (np.array(Image.open(f"{sample[name]}.png")) for name in ("tied", "untied"))
     assert tied.shape == untied.shape and (tied != untied).sum() > 50  # the arc
+
+
+def test_incipits_written_without_an_agnostic_label_are_counted_in_the_report(tmp_path):
+    pae_file = tmp_path / "long.tsv"
+    pae_file.write_text("longa\t%G-2@c$ü '0C/\n", "utf-8")  # a quadruple whole note: no agnostic token draws it
+    result = synth(tmp_path / "long", "--from-pae", pae_file)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 1 incipits" in result.stdout and "1 without an agnostic label" in result.stdout
+    assert (tmp_path / "long" / "longa" / "longa.semantic").is_file()
+    assert not (tmp_path / "long" / "longa" / "longa.agnostic").exists()

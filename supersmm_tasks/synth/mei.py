@@ -172,7 +172,10 @@ def _key_name(signature: str | None) -> str | None:
     if signature == "0":
         return "CM"
     count, sign = int(signature[:-1]), signature[-1]
-    return KEY_BY_FIFTHS[count if sign == "s" else -count]
+    fifths = count if sign == "s" else -count
+    if fifths not in KEY_BY_FIFTHS:  # PrIMuS's semantic vocabulary goes from 6 flats to 7 sharps
+        raise UnsupportedMei(f"a key signature of {count} {'sharps' if sign == 's' else 'flats'} has no semantic token")
+    return KEY_BY_FIFTHS[fifths]
 
 
 def _meter_name(meter: dict) -> str | None:
