@@ -28,7 +28,7 @@ import redis
 from . import broker, paths, run_config, run_state
 from .chunk import ChunkSpan
 from .errors import SupersmmError
-from .lease import FIRST_TOKEN_LUA, RELEASE_LUA, Lease, ttl_seconds
+from .lease import FIRST_TOKEN_LUA, RELEASE_LUA, Lease, new_nonce, ttl_seconds
 from .run_keys import control_key, fence_key, lease_key, pending_key, route_key
 from .run_status import CONTROL_REQUESTS, RunStatus
 
@@ -49,7 +49,7 @@ end
 # Set the pending marker to a new chunk unless another live marker or a trainer is there; a trainer that
 # hands its run over releases its lease in the same step, so the run is never seen with neither.
 # KEYS: marker, lease, route. ARGV: new task id, the new marker (JSON, with the queue and priority of the
-# run's config), the stale task id it may replace ('' for none), the token of the lease to release ('' for none).
+# run's config), the stale task id it may replace ('' for none), the lease holder (TOKEN.NONCE) to release ('' for none).
 # Returns {1, queue, priority} when marked (a live `supersmm train` route overrides the config's), else {0}.
 _QUEUE_NEXT = _MARKER_TASK_ID + RELEASE_LUA + """
 if ARGV[4] ~= '' then release(KEYS[2], ARGV[4]) end
@@ -73,7 +73,7 @@ _CLAIM = _MARKER_TASK_ID + FIRST_TOKEN_LUA + """
 if marker_task_id(KEYS[1]) ~= ARGV[1] then return {-1, ''} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, ''} end
 local token = next_token(KEYS[3])
-redis.call('SET', KEYS[2], token .. '|' .. ARGV[3], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], token .. '.' .. ARGV[4] .. '|' .. ARGV[3], 'PX', ARGV[2])
 redis.call('DEL', KEYS[1])
 return {token, redis.call('GET', KEYS[4]) or ''}
 """
@@ -132,7 +132,7 @@ def queue_next_chunk(connection: redis.Redis, run: str, replacing: str = "", han
     marker = {"task_id": task_id, "queue": queue, "priority": priority,
               "queued_at": round(time.time(), 3),  # milliseconds: Lua's JSON keeps 14 digits
               "first_epoch": span.first_epoch, "last_epoch": span.last_epoch, "chunk": span.chunk}
-    releasing = str(handing_over.token) if handing_over is not None and handing_over.give_up() else ""
+    releasing = handing_over.holding if handing_over is not None and handing_over.give_up() else ""
     marked, *route = run_script(connection, _QUEUE_NEXT, [pending_key(run), lease_key(run), route_key(run)],
                                 [task_id, json.dumps(marker), replacing, releasing])
     if not marked:
@@ -231,15 +231,15 @@ def claim(connection: redis.Redis, run: str, task_id: str, worker: str) -> Claim
     A lease still held means the previous holder is finishing or dying; its lease expires within
     one TTL, so wait that long before giving the chunk back to the reconciler.
     """
-    ttl_s = ttl_seconds()
+    ttl_s, nonce = ttl_seconds(), new_nonce()
     deadline = time.monotonic() + 2 * ttl_s
     while True:
         token, control = run_script(connection, _CLAIM,
                                     [pending_key(run), lease_key(run), fence_key(run), control_key(run)],
-                                    [task_id, int(ttl_s * 1000), worker])
+                                    [task_id, int(ttl_s * 1000), worker, nonce])
         token = int(token)
         if token > 0:
-            return Claim(Lease(connection, run, token, ttl_s), _control_request(control))
+            return Claim(Lease(connection, run, token, nonce, ttl_s), _control_request(control))
         if token < 0:
             return None
         if time.monotonic() >= deadline:

@@ -1,11 +1,13 @@
 """One trainer per run: a short Redis lease, a heartbeat that renews it, and a fencing token.
 
-Each acquisition takes a new token from a per-run counter (INCR, never reused). A counter lost with
-its Redis (a failover, a Redis restarted empty) starts again from the Redis clock in milliseconds,
-above every token handed out before, so a trainer from before the loss can never match a new
-holder's token. The lease key holds the token of its holder and expires unless renewed. `Lease.guard()` runs before every checkpoint,
-state or CSV write: atomically, it checks that the lease still holds this token and extends it, so
-a holder that was paused (SIGSTOP), cut off or superseded writes nothing.
+Each acquisition takes a new token from a per-run counter (INCR). A counter lost with its Redis (a
+failover, a Redis restarted empty) starts again from the Redis clock in milliseconds, above every token
+handed out before. A counter rolled back instead (a replica promoted without the last writes, an
+append-only file that lost its last second) can hand out a token again, so a holder is known by its token
+and a random nonce of its own: the lease key holds `TOKEN.NONCE|WORKER` and expires unless renewed.
+`Lease.guard()` runs before every checkpoint, state or CSV write: atomically, it checks that the lease is
+still this holder's and extends it, so a holder that was paused (SIGSTOP), cut off or superseded writes
+nothing.
 
 One heartbeat thread per process renews every lease the process keeps (a worker holds one at a time), so
 taking and handing over a run neither starts nor joins a thread: under load, each of those waits for
@@ -14,6 +16,7 @@ the other thread to get a core.
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 
@@ -37,27 +40,27 @@ local function next_token(counter)
 end
 """
 
-# Take the lease only when nobody holds it: returns the new fencing token, or 0.
+# Take the lease only when nobody holds it (ARGV: TTL ms, worker, nonce): returns the new fencing token, or 0.
 _ACQUIRE = FIRST_TOKEN_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local token = next_token(KEYS[2])
-redis.call('SET', KEYS[1], token .. '|' .. ARGV[2], 'PX', ARGV[1])
+redis.call('SET', KEYS[1], token .. '.' .. ARGV[3] .. '|' .. ARGV[2], 'PX', ARGV[1])
 return token
 """
 
-# Extend the lease only when this token still holds it: 1 if extended, else 0.
+# Extend the lease only when this holder (TOKEN.NONCE) still holds it: 1 if extended, else 0.
 _RENEW = """
 local holder = redis.call('GET', KEYS[1])
-if not holder or string.match(holder, '^(%d+)|') ~= ARGV[1] then return 0 end
+if not holder or string.match(holder, '^([^|]*)|') ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# release(lease, token): delete the lease if this token holds it; 1 if deleted, else 0.
+# release(lease, holding): delete the lease if this holder (TOKEN.NONCE) holds it; 1 if deleted, else 0.
 RELEASE_LUA = """
-local function release(lease, token)
+local function release(lease, holding)
   local holder = redis.call('GET', lease)
-  if holder and string.match(holder, '^(%d+)|') == token then return redis.call('DEL', lease) end
+  if holder and string.match(holder, '^([^|]*)|') == holding then return redis.call('DEL', lease) end
   return 0
 end
 """
@@ -87,6 +90,11 @@ def seconds_setting(variable: str, default: float) -> float:
     return seconds
 
 
+def new_nonce() -> str:
+    """A holder's own part of its lease value: tokens alone may repeat after a Redis rolled back."""
+    return secrets.token_hex(8)
+
+
 def holder(connection: redis.Redis, run: str) -> str | None:
     """Who holds the run's lease now (the worker name given at acquisition), or None."""
     value = connection.get(lease_key(run))
@@ -96,10 +104,11 @@ def holder(connection: redis.Redis, run: str) -> str | None:
 class Lease:
     """The lease on one run held with one fencing token; renewed by the process's heartbeat while in use."""
 
-    def __init__(self, connection: redis.Redis, run: str, token: int, ttl_s: float):
+    def __init__(self, connection: redis.Redis, run: str, token: int, nonce: str, ttl_s: float):
         self.connection = connection
         self.run = run
         self.token = token
+        self.holding = f"{token}.{nonce}"  # what the lease key holds before `|WORKER` while it is ours
         self.ttl_ms = int(ttl_s * 1000)
         self._renew = connection.register_script(_RENEW)
         self._release = connection.register_script(_RELEASE)
@@ -109,10 +118,10 @@ class Lease:
     @classmethod
     def acquire(cls, connection: redis.Redis, run: str, worker: str, ttl_s: float | None = None) -> "Lease | None":
         """The run's lease with a fresh fencing token, or None when someone else holds it."""
-        ttl_s = ttl_s or ttl_seconds()
+        ttl_s, nonce = ttl_s or ttl_seconds(), new_nonce()
         token = connection.register_script(_ACQUIRE)(
-            keys=[lease_key(run), fence_key(run)], args=[int(ttl_s * 1000), worker])
-        return cls(connection, run, int(token), ttl_s) if token else None
+            keys=[lease_key(run), fence_key(run)], args=[int(ttl_s * 1000), worker, nonce])
+        return cls(connection, run, int(token), nonce, ttl_s) if token else None
 
     def guard(self) -> None:
         """Raise LeaseLost unless this token still holds the lease; on success the lease has a full TTL left."""
@@ -130,7 +139,7 @@ class Lease:
         """Stop renewing the lease and delete it (a no-op once given up)."""
         if self.give_up():
             try:
-                self._release(keys=[lease_key(self.run)], args=[self.token])
+                self._release(keys=[lease_key(self.run)], args=[self.holding])
             except redis.RedisError:
                 pass  # an unreleased lease simply expires
 
@@ -154,7 +163,7 @@ class Lease:
         deadline = time.monotonic() + self.ttl_ms / 1000
         while True:
             try:
-                return bool(self._renew(keys=[lease_key(self.run)], args=[self.token, self.ttl_ms]))
+                return bool(self._renew(keys=[lease_key(self.run)], args=[self.holding, self.ttl_ms]))
             except redis.RedisError:
                 if time.monotonic() >= deadline:
                     return False

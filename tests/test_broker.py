@@ -15,7 +15,7 @@ import redis
 from supersmm_tasks import broker
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.lease import Lease, LeaseLost, holder
-from supersmm_tasks.run_keys import lease_key
+from supersmm_tasks.run_keys import fence_key, lease_key
 
 
 @pytest.fixture
@@ -150,6 +150,22 @@ def test_a_forked_child_renews_only_its_own_leases(redis_server):
         pytest.fail("the forked child hung taking a lease of its own")
     assert os.waitstatus_to_exitcode(ended[1]) == 0
     assert holder(client, "child") == "w2"
+
+
+def test_a_token_handed_out_again_after_a_redis_rolled_back_is_not_the_old_holders(redis_server):
+    client = redis_server.client()
+    old = Lease.acquire(client, "primus", worker="w1", ttl_s=30)
+    # A replica promoted without the last writes: the lease and the counter's INCR are lost together.
+    client.delete(lease_key("primus"))
+    client.set(fence_key("primus"), old.token - 1)
+    new = Lease.acquire(client, "primus", worker="w1", ttl_s=30)  # the same token, even the same worker name
+    assert new.token == old.token
+
+    with pytest.raises(LeaseLost):
+        old.guard()
+    old.release()
+    new.guard()
+    assert holder(client, "primus") == "w1" and client.pttl(lease_key("primus")) > 25_000
 
 
 def test_the_heartbeat_marks_a_superseded_lease_lost(redis_server):
