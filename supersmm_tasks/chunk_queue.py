@@ -37,12 +37,15 @@ logger = logging.getLogger(__name__)
 CHUNK_TASK = "supersmm_tasks.train_chunk"  # the Celery task that trains a chunk (tasks.py)
 CLAIM_RETRY_S = 0.5
 
-# The marker is a JSON string (so that one MGET reads every run's marker); Lua reads its task id.
+# The marker is a JSON string (so that one MGET reads every run's marker); Lua reads its task id. One that
+# cannot be read counts as no marker, as parse_marker has it: a new marker replaces it.
 _MARKER_TASK_ID = """
 local function marker_task_id(key)
   local marker = redis.call('GET', key)
   if not marker then return false end
-  return cjson.decode(marker)['task_id']
+  local readable, decoded = pcall(cjson.decode, marker)
+  if not readable or type(decoded) ~= 'table' then return false end
+  return decoded['task_id'] or false
 end
 """
 

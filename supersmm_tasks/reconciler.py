@@ -56,7 +56,7 @@ def reconcile_once(connection: redis.Redis) -> list[str]:
         try:  # a run whose files cannot be used is skipped, not the pass: the other runs still heal
             if _heal(connection, run, chunk_queue.parse_marker(markers[run]), messages):
                 requeued.append(run)
-        except redis.RedisError:
+        except (redis.ConnectionError, redis.TimeoutError):
             raise  # the broker's trouble, not the run's: the reconciler's loop says so once and tries again
         except Exception as error:
             logger.warning("reconciler: skipping run %s: %s", run, error)

@@ -286,6 +286,12 @@ def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> Run
                 f"run {config.run!r} was created with {key} {getattr(config, key)!r}; it cannot change to "
                 f"{given[key]!r} (start a new run under another name instead)"
             )
+    state = run_state.read_state(config.run)
+    done = state["last_completed_epoch"]
+    if state["status"] != RunStatus.COMPLETED and given.get("max_total_epochs", done + 1) <= done:
+        # Nothing would be left to train, and no chunk to queue: the run would wait, queued, for ever.
+        raise SupersmmError(f"run {config.run!r} has trained {done} epochs: --max-total-epochs "
+                            f"{given['max_total_epochs']} leaves none to train; give more than {done}")
     changes = {key: given[key] for key in MUTABLE_SETTINGS if key in given}  # _change_run keeps those that differ
     if "max_total_epochs" in given:
         changes["epoch_cap"] = given["max_total_epochs"]

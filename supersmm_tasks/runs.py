@@ -28,6 +28,8 @@ from .run_status import ACTIVE, ENDED, RunStatus, transition
 
 FOREGROUND_ROUTE_TTL_S = 10  # shorter than a lease: when `supersmm train` dies, its route is gone before its lease
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `timeout`, `kill`, a closed terminal
+CLI_HOLDER = "cli:"  # a run's lease held by a command of ours, not a trainer: `cli:HOST:PID`
+OTHER_COMMAND_WAIT_S = 120  # a pause or cancel waits this long for another command's change of the run
 ORPHAN_STOP_S = 30  # an orphaned foreground worker stops within seconds; a dead one's lease expires within a TTL
 
 
@@ -96,7 +98,7 @@ def _activity(connection: redis.Redis, name: str) -> str:
 @contextmanager
 def _idle_run_lease(connection: redis.Redis, name: str):
     """The run's lease for a CLI change, or None when a worker holds it."""
-    held = Lease.acquire(connection, name, worker=f"cli:{socket.gethostname()}:{os.getpid()}")
+    held = Lease.acquire(connection, name, worker=f"{CLI_HOLDER}{socket.gethostname()}:{os.getpid()}")
     if held is not None:
         held.start_heartbeat()  # creating a run on a large corpus may take longer than one TTL
     try:
@@ -322,18 +324,24 @@ def cancel(name: str) -> str:
 def _request_stop(name: str, request: RunStatus) -> str:
     _require_run(name)
     connection = broker.connect()
-    state = run_state.read_state(name)
-    stoppable = ACTIVE + ((RunStatus.PAUSED, RunStatus.FAILED) if request == RunStatus.CANCELLED else ())
-    if state["status"] not in stoppable:
-        return f"run {name} is {state['status']}; nothing to do"
-    chunk_queue.request_control(connection, name, request)
-    with _idle_run_lease(connection, name) as held:
-        if held is None:
-            return (f"run {name} will be {request} at the end of its current epoch "
-                    f"(training on {lease_holder(connection, name) or 'a worker'})")
-        chunk_queue.withdraw_pending_chunk(connection, name)
-        transition(name, request, guard=held.guard)
-    return f"run {name} {request} at epoch {state['last_completed_epoch']}/{state['max_total_epochs']}"
+    deadline = time.monotonic() + OTHER_COMMAND_WAIT_S
+    while True:
+        state = run_state.read_state(name)
+        stoppable = ACTIVE + ((RunStatus.PAUSED, RunStatus.FAILED) if request == RunStatus.CANCELLED else ())
+        if state["status"] not in stoppable:
+            return f"run {name} is {state['status']}; nothing to do"
+        chunk_queue.request_control(connection, name, request)
+        with _idle_run_lease(connection, name) as held:
+            if held is not None:
+                chunk_queue.withdraw_pending_chunk(connection, name)
+                transition(name, request, guard=held.guard)
+                return f"run {name} {request} at epoch {state['last_completed_epoch']}/{state['max_total_epochs']}"
+        holder = lease_holder(connection, name)
+        if not (holder or "").startswith(CLI_HOLDER):
+            return f"run {name} will be {request} at the end of its current epoch (training on {holder or 'a worker'})"
+        # Another command (an enqueue) is changing the run and would clear our request: ask again after it.
+        if _wait_for_release(connection, name, within_s=deadline - time.monotonic()):
+            raise SupersmmError(f"run {name} is being changed by another command ({holder}); try again when it ends")
 
 
 def resume(name: str) -> str:

@@ -72,3 +72,16 @@ def test_a_run_whose_config_cannot_route_its_chunk_is_skipped_and_the_others_sti
     assert chunk_queue.pending_chunk(connection, "aaa") == {}
     assert f"skipping run aaa: {paths.config_path('aaa')}: priority 'high' is not a whole number from 0 to 9" \
         in caplog.text
+
+
+def test_a_marker_that_cannot_be_read_is_replaced_and_stops_no_other_run(training_home):
+    for name in ("garbled", "plain"):
+        training_home.create(name, epochs=3, chunk=1)
+    connection = broker.client()
+    connection.set(run_keys.pending_key("garbled"), "{not json")  # a value damaged by hand or a bad restore
+
+    assert reconciler.reconcile_once(connection) == ["garbled", "plain"]
+
+    for name in ("garbled", "plain"):
+        marker = chunk_queue.pending_chunk(connection, name)
+        assert marker and not reconciler.MessageSnapshot(connection).nowhere(marker["task_id"], marker["queue"])

@@ -129,3 +129,48 @@ def test_a_result_backend_that_cannot_be_used_is_refused_before_the_run_is_creat
     assert refused.returncode == 1 and "SUPERSMM_RESULT_BACKEND" in lines[0] and "cannot be used" in lines[0]
     assert "s3cret" not in refused.stderr and "Traceback" not in refused.stderr
     assert not paths.run_dir("backed").exists()
+
+
+def test_a_cancel_asked_while_another_command_changes_the_run_waits_for_it_and_is_not_lost(training_home):
+    import threading
+    import time
+
+    from supersmm_tasks import broker, chunk_queue, run_state, runs
+    from supersmm_tasks.lease import Lease
+
+    training_home.create("contested", epochs=4, chunk=2)
+    connection = broker.client()
+    enqueueing = Lease.acquire(connection, "contested", worker="cli:elsewhere:1")  # an enqueue holds the run...
+
+    def enqueue_ends():
+        time.sleep(1.0)
+        chunk_queue.clear_control(connection, "contested")  # ...and clears the requests it found, as enqueue does
+        enqueueing.release()
+
+    ending = threading.Thread(target=enqueue_ends)
+    ending.start()
+    said = runs.cancel("contested")
+    ending.join()
+
+    assert said == "run contested cancelled at epoch 0/4"
+    assert run_state.read_state("contested")["status"] == "cancelled"
+
+
+def test_an_epoch_budget_that_leaves_nothing_to_train_is_refused_and_changes_nothing(training_home):
+    from supersmm_tasks import paths, run_state, runs
+    from supersmm_tasks.errors import SupersmmError
+
+    training_home.create("trained", epochs=8, chunk=2)
+    run_state.write_state("trained", status="paused", last_completed_epoch=6)  # the scene: paused at epoch 6
+    before = paths.config_path("trained").read_bytes()
+
+    try:
+        runs.enqueue("trained", max_total_epochs=5)
+    except SupersmmError as error:
+        assert str(error) == "run 'trained' has trained 6 epochs: --max-total-epochs 5 leaves none to train; " \
+                             "give more than 6"
+    else:
+        raise AssertionError("a budget below the trained epochs was taken")
+
+    assert paths.config_path("trained").read_bytes() == before
+    assert run_state.read_state("trained")["status"] == "paused"
