@@ -1,7 +1,8 @@
 """Online augmentation of training images: each epoch shows every staff a little differently.
 
 An image is the pipeline's [height, width] uint8 ink (255 = full ink, 0 = background). In this order:
-- at CAMERA_RATE, the camera damage of `supersmm synth --camera` (perspective, blur, uneven light, noise, JPEG);
+- at CAMERA_RATE, the camera damage of `supersmm synth --camera` (perspective, blur, uneven light, noise, JPEG),
+  to staves of at least CAMERA_MIN_SIDE_PX each way;
 - an affine warp: horizontal and vertical scale, a slight rotation and shear, a small vertical shift;
 - ink thickness: strokes blended towards a dilated (bolder) or eroded (thinner) copy;
 - blur, faded ink (lower contrast) and sensor noise.
@@ -21,6 +22,7 @@ import tensorflow as tf
 from .synth.camera import camera_jpeg
 
 CAMERA_RATE = 0.15
+CAMERA_MIN_SIDE_PX = 64  # a staff narrower than this (a short incipit at a small height) is not photographed
 SCALE_X = (0.88, 1.0)
 SCALE_Y = (0.95, 1.05)  # about 1: a real photo's staff is as tall as in its PNG
 ROTATION_DEGREES = 1.5
@@ -99,6 +101,8 @@ def camera_damaged(ink: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 def _photographed_ink(ink: np.ndarray, seed: np.ndarray) -> np.ndarray:
     height, width = ink.shape
+    if min(height, width) < CAMERA_MIN_SIDE_PX:
+        return ink  # the camera's warp cannot map so small a picture (OpenCV's remap fails on it)
     jpeg = camera_jpeg(255 - ink, np.random.default_rng((seed % 2**32).tolist()))
     photo = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
     # The photo holds the staff inside a margin of paper, at a slant: all of it is shrunk back to the

@@ -68,10 +68,20 @@ def save_checkpoint(folder: Path, epoch: int, model_arrays, optimizer_arrays, me
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read and verify a checkpoint; raises CorruptCheckpoint if it is damaged in any way."""
+    """Read and verify a checkpoint; raises CorruptCheckpoint if it is damaged in any way (or gone), and
+    SupersmmError if it cannot be read (a disk or network error: the file may well be whole)."""
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{path}: gone") from None
+    except OSError as error:  # never taken for damage: a damaged checkpoint is deleted
+        raise SupersmmError(f"cannot read checkpoint {path}: {error.strerror or error}; nothing was deleted, "
+                            "continue the run once the file can be read") from None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
+    except MemoryError:
+        raise
     except Exception as error:  # a damaged zip fails in many ways (BadZipFile, EOFError, ValueError, ...)
         raise CorruptCheckpoint(f"{path}: {type(error).__name__}: {error}") from None
     expected = arrays.pop("sha256", np.zeros(0, np.uint8)).tobytes().decode(errors="replace")

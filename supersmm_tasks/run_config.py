@@ -159,6 +159,8 @@ def _check_values(given: dict) -> None:
                                    or not isinstance(given["max_minutes"], (int, float))
                                    or not 0 < given["max_minutes"] < math.inf):
         raise SupersmmError(f"--max-minutes must be a number of minutes > 0, got {given['max_minutes']!r}")
+    if "seed" in given and (type(given["seed"]) is not int or not 0 <= given["seed"] < 2**32):
+        raise SupersmmError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {given['seed']!r}")
     if "queue" in given and not (isinstance(given["queue"], str) and QUEUE_NAME.fullmatch(given["queue"])):
         raise SupersmmError(f"--queue {given['queue']!r}: a queue name is 1-64 letters, digits and . _ : - "
                             "(starting with a letter or digit)")

@@ -210,10 +210,19 @@ def restore_run(config: RunConfig, run: RunWriter, worker: str, chunk: int) -> t
     if checkpoint is not None:
         trainer.restore(checkpoint)
         progress = Progress.from_meta(checkpoint.meta)
+        if progress.best_epoch == checkpoint.epoch and not _exported_since(checkpoint.path, paths.best_model_path(run.name)):
+            run.export_best_model(trainer)  # the last chunk stopped between the best checkpoint and its export
     elif config.init_checkpoint:
         start_from_another_run(config, trainer, run.log)
     run.line_up_with(checkpoint, progress, worker, chunk)
     return trainer, progress
+
+
+def _exported_since(checkpoint: Path, best_model: Path) -> bool:
+    try:
+        return best_model.stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
 
 
 def start_from_another_run(config: RunConfig, trainer: Trainer, log) -> None:

@@ -69,7 +69,8 @@ def test_enqueue_takes_a_time_budget_in_minutes_and_refuses_one_that_is_not(trai
 def test_enqueue_refuses_budgets_and_queues_that_cannot_work_in_one_line_and_creates_nothing(training_home):
     from supersmm_tasks import paths
 
-    for option, value in (("--max-minutes", "inf"), ("--max-total-epochs", "1000000000000"), ("--queue", "gpu,cpu")):
+    for option, value in (("--max-minutes", "inf"), ("--max-total-epochs", "1000000000000"), ("--queue", "gpu,cpu"),
+                          ("--seed", "-1"), ("--seed", str(2**32))):
         refused = subprocess.run(enqueue_command("bounded", "--dataset", "primus", option, value),
                                  env=training_home.env, capture_output=True, text=True, timeout=120)
         lines = refused.stderr.strip().splitlines()

@@ -230,3 +230,24 @@ def test_a_rebuilt_state_keeps_the_runs_status_and_status_writes_nothing(engrave
         assert run_state.peek_state("held")["status"] == status
         assert not paths.state_path("held").exists()
         assert run_state.read_state("held")["status"] == status
+
+
+def test_a_best_model_the_last_chunk_did_not_export_is_exported_when_the_run_resumes(engraved_home):
+    import keras
+
+    from supersmm_tasks.run_config import load_run_config
+    from supersmm_tasks.training import RunWriter, restore_run
+
+    new_run("unexported")
+    train_chunk("unexported", ChunkSpan(1, 1, 1))
+    best = paths.best_model_path("unexported")
+    newest = paths.checkpoints_dir("unexported") / "epoch_000001.npz"
+    assert run_state.read_state("unexported")["best_epoch"] == 1 and best.is_file()
+    # Killed between epoch 1's checkpoint and its export: the model on disk is older than that checkpoint.
+    os.utime(best, ns=(newest.stat().st_mtime_ns - 10**9,) * 2)
+    stale = best.stat().st_mtime_ns
+
+    restore_run(load_run_config("unexported"), RunWriter("unexported"), "worker", 2)
+
+    assert best.stat().st_mtime_ns > stale and best.stat().st_mtime_ns >= newest.stat().st_mtime_ns
+    assert keras.models.load_model(best, compile=False) is not None

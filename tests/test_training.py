@@ -370,3 +370,25 @@ def test_a_run_keeps_to_its_minutes_and_its_schedule_ends_with_them(engraved_hom
     create_or_update_run("timed", max_minutes=2 * seconds / 60)  # more time: the run goes on, fitted again
     state = run_state.read_state("timed")
     assert (state["status"], state["max_total_epochs"]) == ("queued", 30)
+
+
+def test_a_checkpoint_that_cannot_be_read_is_never_taken_for_damaged_nor_deleted(tmp_path):
+    import numpy as np
+
+    from supersmm_tasks.checkpoint import checkpoint_path, latest_valid_checkpoint, save_checkpoint
+
+    for epoch in (1, 2):
+        save_checkpoint(tmp_path, epoch, [np.full(3, epoch, np.float32)], [], meta={})
+    damaged = checkpoint_path(tmp_path, 3)
+    damaged.write_bytes(b"PK\x03\x04 cut short")  # a crash or a bad disk: damaged, deleted by the trainer
+    unreadable = checkpoint_path(tmp_path, 4)
+    unreadable.mkdir()  # reading it fails with an OSError, as a disk or NFS error would
+    deleted = []
+
+    with pytest.raises(SupersmmError, match=r"cannot read checkpoint .*epoch_000004\.npz: .*nothing was deleted"):
+        latest_valid_checkpoint(tmp_path, on_corrupt=lambda path, reason: deleted.append(path))
+    assert deleted == [] and unreadable.is_dir()
+
+    unreadable.rmdir()
+    newest = latest_valid_checkpoint(tmp_path, on_corrupt=lambda path, reason: deleted.append(path))
+    assert newest.epoch == 2 and deleted == [damaged]
