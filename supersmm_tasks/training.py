@@ -333,6 +333,10 @@ def train_epoch(trainer: Trainer, batches: pipeline.EpochBatches, epoch: int, on
     if sample_count < len(batches):
         log(f"epoch {epoch}: {len(batches) - sample_count} training images skipped, they do not "
             f"decode (run `supersmm detect`)")
+    if not math.isfinite(loss_sum):  # a diverged model: nothing of this epoch is worth a checkpoint
+        raise SupersmmError(f"epoch {epoch}: the training loss became {loss_sum / sample_count} (the model diverged); "
+                            "nothing of it was written: start a new run with another seed or from another run's weights "
+                            "(--init-from)")
     return loss_sum / sample_count, sample_count
 
 

@@ -251,3 +251,26 @@ def test_a_best_model_the_last_chunk_did_not_export_is_exported_when_the_run_res
 
     assert best.stat().st_mtime_ns > stale and best.stat().st_mtime_ns >= newest.stat().st_mtime_ns
     assert keras.models.load_model(best, compile=False) is not None
+
+
+def test_a_diverged_epoch_fails_the_run_and_writes_nothing_of_it(engraved_home, monkeypatch):
+    from supersmm_tasks.trainer import TRAINERS, Trainer
+
+    new_run("diverged")
+    train_chunk("diverged", ChunkSpan(1, 1, 1))
+    original = Trainer.__init__
+
+    def diverging(self, *arguments, **options):  # a model whose loss turns into NaN at its first step
+        original(self, *arguments, **options)
+        self.train_step = lambda *batch: np.float32("nan")
+
+    monkeypatch.setattr(Trainer, "__init__", diverging)
+    TRAINERS.clear()  # the next chunk builds its trainer, as a worker that did not train the run before does
+
+    with pytest.raises(SupersmmError, match=r"epoch 2: the training loss became nan \(the model diverged\)"):
+        train_chunk("diverged", ChunkSpan(2, 2, 2))
+
+    state = run_state.read_state("diverged")
+    assert (state["status"], state["last_completed_epoch"]) == ("failed", 1) and "diverged" in state["error"]
+    assert sorted(p.name for p in paths.checkpoints_dir("diverged").glob("*.npz")) == ["epoch_000001.npz"]
+    assert [row["epoch"] for row in read_rows("diverged")] == ["1"]
