@@ -127,7 +127,7 @@ def queue_next_chunk(connection: redis.Redis, run: str, replacing: str = "", han
     `replacing` names a pending marker known to be stale (the reconciler's case). `handing_over` is the
     lease of the trainer whose chunk just ended: it is released in the same step as the marker is set.
     """
-    span = ChunkSpan.next_of(run_state.read_state(run))
+    span = ChunkSpan.next_of(run_state.read_state(run, repair=False))  # the reconciler calls it without a lease
     if span is None:
         return None
     queue, priority = configured_route(run)

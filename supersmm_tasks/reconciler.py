@@ -68,7 +68,8 @@ def _heal(connection: redis.Redis, run: str, marker: dict | None, messages: "Mes
     stale = _stale_marker(connection, run, marker, messages) if marker else ""
     if stale is None:
         return False
-    status = _parsed_if_changed(paths.state_path(run), lambda: run_state.read_state(run)["status"])
+    # Read only: the reconciler holds no lease, and a state it rebuilt would be a write without one.
+    status = _parsed_if_changed(paths.state_path(run), lambda: run_state.read_state(run, repair=False)["status"])
     return status in ACTIVE and chunk_queue.queue_next_chunk(connection, run, replacing=stale) is not None
 
 

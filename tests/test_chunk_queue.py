@@ -85,3 +85,15 @@ def test_a_marker_that_cannot_be_read_is_replaced_and_stops_no_other_run(trainin
     for name in ("garbled", "plain"):
         marker = chunk_queue.pending_chunk(connection, name)
         assert marker and not reconciler.MessageSnapshot(connection).nowhere(marker["task_id"], marker["queue"])
+
+
+def test_the_reconciler_heals_a_run_whose_state_file_is_gone_without_writing_it(training_home):
+    from supersmm_tasks import paths
+
+    training_home.create("stateless", epochs=3, chunk=1)
+    paths.state_path("stateless").unlink()  # lost: rebuilt from the run's files by whoever next trains it
+
+    assert reconciler.reconcile_once(broker.client()) == ["stateless"]
+
+    assert not paths.state_path("stateless").exists()  # the reconciler holds no lease: it writes no run file
+    assert chunk_queue.pending_chunk(broker.client(), "stateless")["first_epoch"] == 1
