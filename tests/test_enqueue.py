@@ -175,3 +175,24 @@ def test_an_epoch_budget_that_leaves_nothing_to_train_is_refused_and_changes_not
 
     assert paths.config_path("trained").read_bytes() == before
     assert run_state.read_state("trained")["status"] == "paused"
+
+
+def test_a_resume_that_meets_the_pause_being_applied_queues_the_run_again(training_home, monkeypatch):
+    from supersmm_tasks import broker, chunk_queue, run_state, runs
+
+    training_home.create("resumed", epochs=4, chunk=2)
+    run_state.write_state("resumed", status="running", last_completed_epoch=1)  # the scene: a trainer has it
+    chunk_queue.request_control(broker.client(), "resumed", "paused")
+    asked = chunk_queue.read_control
+
+    def trainer_applies_the_pause_meanwhile(connection, name):
+        request = asked(connection, name)
+        run_state.write_state(name, status="paused")  # the trainer's epoch boundary, between resume's two steps
+        return request
+
+    monkeypatch.setattr(chunk_queue, "read_control", trainer_applies_the_pause_meanwhile)
+    said = runs.resume("resumed")
+
+    assert said.startswith("queued run resumed: epochs 2-2"), said
+    assert run_state.read_state("resumed")["status"] == "queued"
+    assert chunk_queue.pending_chunk(broker.client(), "resumed")["first_epoch"] == 2
