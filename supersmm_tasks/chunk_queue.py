@@ -34,6 +34,8 @@ from .run_status import CONTROL_REQUESTS, RunStatus
 
 logger = logging.getLogger(__name__)
 
+# kombu's Redis transport: the binding tables of an exchange (Celery names a queue's exchange as the queue)
+KOMBU_BINDING_PREFIXES = ("_kombu.binding.", "_kombu.binding_permanent.")
 CHUNK_TASK = "supersmm_tasks.train_chunk"  # the Celery task that trains a chunk (tasks.py)
 CLAIM_RETRY_S = 0.5
 
@@ -176,6 +178,22 @@ def _producer_pool(url: str):
                 options.update(broker.sentinel_transport_options())
             _producer_pools[url] = producers[app.connection_for_write(url, transport_options=options)]
         return _producer_pools[url]
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps a queue's messages in: one per priority step (celeryconfig's `sep` and
+    `priority_steps`)."""
+    return [queue] + [f"{queue}:{step}" for step in range(1, 10)]
+
+
+def forget_queue(connection: redis.Redis, queue: str) -> None:
+    """Delete a queue nobody consumes any more (a `supersmm train`'s own, once its worker has stopped) and kombu's
+    binding of it. A message left in it is stale: the run's marker names a route that has ended, and the
+    reconciler queues the chunk again on the run's own queue."""
+    try:
+        connection.delete(*queue_lists(queue), *(prefix + queue for prefix in KOMBU_BINDING_PREFIXES))
+    except redis.RedisError as error:  # a queue left behind costs a few bytes
+        logger.warning("queue %s not deleted (%s)", queue, error)
 
 
 def run_script(connection: redis.Redis, source: str, keys: list, args: list):

@@ -152,7 +152,7 @@ class MessageSnapshot:
     def nowhere(self, task_id: str, queue: str) -> bool:
         """Whether chunk task_id's message is neither in its queue nor taken (one read of the queue's lists)."""
         if queue not in self._queued:
-            names = [queue] + [f"{queue}:{step}" for step in range(1, 10)]
+            names = chunk_queue.queue_lists(queue)
             pipe = self.connection.pipeline(transaction=True)
             for name in names:
                 pipe.lrange(name, 0, -1)

@@ -144,6 +144,7 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
         route.stop()
         if worker is not None:
             _stop_worker(worker)
+        chunk_queue.forget_queue(connection, queue)
         for number, handler in previous_handlers.items():
             signal.signal(number, handler)
 

@@ -81,6 +81,11 @@ def test_supersmm_train_killed_mid_epoch_leaves_no_worker_and_continues_exactly(
     assert second.returncode == 0, second.stderr
     assert f"run fg completed at epoch {EPOCHS}/{EPOCHS}" in second.stderr
     assert results(training_home, "fg") == undisturbed(training_home)
+    # Each `supersmm train` deletes its own queue once its worker stops; a SIGKILLed one cannot.
+    left = set(broker.client().scan_iter("*supersmm_train_fg_*"))
+    killed_queue = f"supersmm_train_fg_{first.pid}"
+    killed_keys = {killed_queue, f"_kombu.binding.{killed_queue}", f"_kombu.binding_permanent.{killed_queue}"}
+    assert left <= (killed_keys if kill == signal.SIGKILL else set()), left
 
 
 def test_sigterm_stops_a_training_worker_within_seconds_with_its_run_intact(training_home, workers):
