@@ -136,7 +136,8 @@ def train(dataset: str, epochs: int, chunk: int, seed: int, deadline: float) -> 
             raise SupersmmError(f"run {RUN_NAME} in {paths.home()} was cancelled, and the demo trains only that run: "
                                 "run the demo in another folder (SUPERSMM_HOME=DIR supersmm demo)")
         done = state["last_completed_epoch"] or 0
-        target = done + epochs if state["status"] == RunStatus.COMPLETED else max(state["max_total_epochs"], epochs)
+        target = (done + epochs if state["status"] == RunStatus.COMPLETED
+                  else max(state["max_total_epochs"], epochs, done + 1))  # a budget must leave an epoch to train
         rows = [row for row in read_rows(RUN_NAME) if int(row["epoch"]) == done]
         spent = float(rows[-1]["cumulative_time_sec"]) if rows else 0.0
         say(f"[3/4] continuing run {RUN_NAME} from epoch {done} to {target} at most, as many as fit in the "
