@@ -16,7 +16,7 @@ import pytest
 
 from conftest import final_arrays
 from supersmm_tasks import durable, paths, run_state, run_summary
-from supersmm_tasks.checkpoint import load_checkpoint
+from supersmm_tasks.checkpoint import checkpoint_epochs, load_checkpoint
 from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run
@@ -65,7 +65,8 @@ def max_difference(left: list[np.ndarray], right: list[np.ndarray]) -> float:
 def test_a_run_killed_at_a_random_moment_resumes_bit_for_bit(engraved_home, straight):
     new_run("killed")
     lines_per_epoch = int(read_rows("straight")[0]["dataset_size"]) // 4 + 1  # its batches, then the epoch's end
-    kill_after = random.randrange(1, EPOCHS * lines_per_epoch - 1)
+    # After the first epoch's end (its checkpoint is written before that line), so that there is a run to resume.
+    kill_after = random.randrange(lines_per_epoch, EPOCHS * lines_per_epoch - 1)
     delay = random.uniform(0, 0.3)
     moment = f"killed after progress line {kill_after} + {delay:.3f} s"
 
@@ -76,6 +77,7 @@ def test_a_run_killed_at_a_random_moment_resumes_bit_for_bit(engraved_home, stra
     time.sleep(delay)  # the trainer runs on into whatever comes next: a batch, a checkpoint, a CSV row
     os.kill(trainer.pid, signal.SIGKILL)
     trainer.wait()
+    assert checkpoint_epochs(paths.checkpoints_dir("killed")), f"no checkpoint to resume from ({moment})"
 
     result = train_chunk("killed", ChunkSpan(1, EPOCHS, 1))
 
