@@ -205,11 +205,23 @@ def redact(url: str) -> str:
 
 
 def _redacted_part(url: str) -> str:
+    parts = _userinfo_parts(url)
+    if parts is None or parts[2] is None:
+        return url
+    scheme, user, _password, rest = parts
+    return f"{scheme}://{user}:***@{rest}"
+
+
+def _userinfo_parts(url: str) -> tuple[str, str, str | None, str] | None:
+    """(scheme, user, password or None, the URL from its host on) of a URL with a user part, else None; read by
+    hand, as the URL may be one urllib cannot parse."""
     scheme, separator, rest = url.partition("://")
     end = min((rest.find(mark) for mark in "/?#" if mark in rest), default=len(rest))
     userinfo, at, host = rest[:end].rpartition("@")
-    user, colon, _password = userinfo.partition(":")
-    return f"{scheme}://{user}:***@{host}{rest[end:]}" if separator and at and colon else url
+    if not (separator and at):
+        return None
+    user, colon, password = userinfo.partition(":")
+    return scheme, user, password if colon else None, host + rest[end:]
 
 
 def _without_secrets(error: Exception, url: str) -> str:
@@ -222,15 +234,8 @@ def _without_secrets(error: Exception, url: str) -> str:
 
 def _passwords(url: str) -> list[str]:
     """The passwords in a URL or in a `;`-separated list of them."""
-    found = []
-    for part in url.split(";"):
-        scheme, separator, rest = part.strip().partition("://")
-        end = min((rest.find(mark) for mark in "/?#" if mark in rest), default=len(rest))
-        userinfo = rest[:end].rpartition("@")[0]
-        password = unquote(userinfo.partition(":")[2]) if separator else ""
-        if password:
-            found.append(password)
-    return found
+    parts = (_userinfo_parts(part.strip()) for part in url.split(";"))
+    return [unquote(found[2]) for found in parts if found is not None and found[2]]
 
 
 def _db_from_query(query: str) -> int:

@@ -21,6 +21,8 @@ import random
 import shutil
 from pathlib import Path
 
+import psutil
+
 from . import paths
 from .errors import SupersmmError
 from .vocabulary import published_split
@@ -150,15 +152,5 @@ def _remove_abandoned_temporaries(final: Path) -> None:
     """Removes `.<name>.split.<pid>.tmp/` folders whose process is gone (or is this one)."""
     for folder in final.parent.glob(f".{final.name}.*.tmp"):
         pid = folder.name[len(final.name) + 2:-len(".tmp")]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _process_alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
