@@ -146,7 +146,7 @@ class Lease:
     def give_up(self) -> bool:
         """Stop renewing the lease, for the caller to delete it (release, or a script that uses RELEASE_LUA);
         False when it was given up before. A renewal already under way may still land: it extends the lease
-        only while this token holds it, and the caller's delete follows."""
+        only while this holder (token and nonce) holds it, and the caller's delete follows."""
         _heartbeat.drop(self)
         first, self._given_up = not self._given_up, True
         return first
