@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from . import broker, chunk_queue, paths, run_keys, run_state
+from . import broker, chunk_queue, paths, run_keys, run_state, stall
 from .errors import SupersmmError
 from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
@@ -244,7 +244,7 @@ def _follow(connection: redis.Redis, name: str, worker: subprocess.Popen, log_pa
                     break
                 if worker.poll() is not None:
                     bar.close()
-                    print(f"the worker stopped unexpectedly (exit {worker.returncode}); see {log_path}", file=sys.stderr)
+                    print(_worker_ended_line(name, worker.returncode, log_path), file=sys.stderr)
                     return 1
             except KeyboardInterrupt:
                 if interrupted:
@@ -274,6 +274,13 @@ def _update_bar(bar, connection: redis.Redis, name: str, state: dict) -> None:
         postfix["best val SER"] = f"{state['best_val_ser']:.2f}%"
     bar.set_postfix(postfix, refresh=False)
     bar.refresh()
+
+
+def _worker_ended_line(name: str, exit_code: int, log_path: Path) -> str:
+    if exit_code == stall.EXIT_STALLED:
+        return (f"the worker's training hung (no progress for {stall.limit_seconds():g} s, {stall.STALL_LIMIT_VARIABLE}) "
+                f"and it exited; `supersmm train {name}` continues the run from its last epoch; see {log_path}")
+    return f"the worker stopped unexpectedly (exit {exit_code}); see {log_path}"
 
 
 def _final_line(name: str, state: dict) -> str:

@@ -15,7 +15,7 @@ import time
 from celery.signals import worker_init, worker_ready, worker_shutdown
 from celery.utils.imports import symbol_by_name
 
-from . import chunk_queue, faults, reconciler, run_state
+from . import chunk_queue, faults, reconciler, run_state, stall
 from .celery_app import app
 from .chunk import ChunkSpan
 from .errors import ChunkInterrupted, SupersmmError
@@ -49,7 +49,8 @@ def train_chunk_task(self, run: str, first_epoch: int, last_epoch: int, chunk: i
     lease = claim.lease
     lease.start_heartbeat()
     try:
-        status = _train_holding_lease(connection, claim, run, span, worker)
+        with stall.watching(run):
+            status = _train_holding_lease(connection, claim, run, span, worker)
         if status == RunStatus.RUNNING:
             faults.kill_point("after_checkpoint")
             chunk_queue.queue_next_chunk(connection, run, handing_over=lease)
@@ -81,28 +82,37 @@ def _train_holding_lease(connection, claim: chunk_queue.Claim, run: str, span: C
         return claim.control
     report = _progress_reporter(connection, run, span, worker)
     report({"epoch": span.first_epoch, "batch": 0})
+
+    def guard() -> None:
+        stall.alive()  # a write is about to be made
+        lease.guard()
+
     # train_chunk records its own failures in the run's state (status failed, with the reason).
-    result = train_chunk(run, span, guard=lease.guard, on_progress=report, worker=worker,
+    result = train_chunk(run, span, guard=guard, on_progress=report, worker=worker,
                          should_stop=lambda: raise_if_stopping() or chunk_queue.read_control(connection, run))
     return RunStatus(result.status)
 
 
 def _progress_reporter(connection, run: str, span: ChunkSpan, worker: str):
-    """on_progress for train_chunk: the run's progress key (the dashboard and `supersmm status`), at most once a
-    second. It is not also stored as a Celery state: a chunk's result is not kept (chunk_queue sends it with
-    ignore_result), Flower shows the states of the task events, and storing one cost every report two round trips."""
-    last_sent, last_epoch = 0.0, None
+    """on_progress for train_chunk: a sign of life for the stall watch, and the run's progress key (the dashboard,
+    `supersmm train`'s bar) at most once a second. The key holds what the epoch reported so far (the last training
+    batch's loss stays while it validates). It is not also stored as a Celery state: a chunk's result is not kept
+    (chunk_queue sends it with ignore_result), Flower shows the states of the task events, and storing one cost
+    every report two round trips."""
+    last_sent, epoch_so_far = 0.0, {}
 
     def report(progress: dict) -> None:
-        nonlocal last_sent, last_epoch
+        nonlocal last_sent, epoch_so_far
+        stall.alive()
         raise_if_stopping()
         epoch_done = "val_ser" in progress or "val_loss" in progress
-        epoch_started = progress.get("epoch") != last_epoch
+        epoch_started = progress.get("epoch") != epoch_so_far.get("epoch")
+        epoch_so_far = {**({} if epoch_started else epoch_so_far), **progress}
         if not (epoch_done or epoch_started) and time.monotonic() - last_sent < PROGRESS_EVERY_S:
             return
-        last_sent, last_epoch = time.monotonic(), progress.get("epoch")
+        last_sent = time.monotonic()
         meta = {"run": run, "worker": worker, "first_epoch": span.first_epoch, "last_epoch": span.last_epoch,
-                **progress}
+                **epoch_so_far}
         try:
             connection.set(progress_key(run), json.dumps(meta, default=float), ex=3600)
         except Exception as error:  # a progress report is never worth stopping the training for
@@ -123,7 +133,7 @@ def _prepare_worker(**_) -> None:
     """
     try:
         faults.injected()
-        ttl_seconds(), reconciler.reconcile_interval()  # a bad setting stops the start, not the first chunk
+        ttl_seconds(), reconciler.reconcile_interval(), stall.limit_seconds()  # a bad setting stops the start
         lower_worker_priority()
     except SupersmmError as error:  # one line, as `supersmm` prints its errors
         raise SystemExit(f"supersmm: error: {error}") from None

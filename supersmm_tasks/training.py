@@ -99,11 +99,12 @@ def train_chunk(name: str, span: ChunkSpan, *, guard=None, should_stop=None, on_
 
     A redelivered chunk trains only what is missing. guard() is called before every write and
     raises to abort; should_stop() is asked at every epoch boundary, the chunk's end included, and may
-    answer "paused" or "cancelled"; on_progress(dict) hears about every batch and every finished epoch.
+    answer "paused" or "cancelled"; on_progress(dict) hears about every batch, trained or validated, and
+    every finished epoch.
     """
     run = RunWriter(name, guard)
     try:
-        return _train(run, span, should_stop or (lambda: None), faults.slowed(on_progress or (lambda update: None)),
+        return _train(run, span, should_stop or (lambda: None), faults.applied(on_progress or (lambda update: None)),
                       worker or socket.gethostname())
     except LostRun as lost:
         raise lost.error from None  # another process owns the run now: write nothing more
@@ -155,7 +156,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
             started = time.monotonic()
             loss, samples = train_epoch(trainer, train_batches, epoch, on_progress, run.log)
             train_time = time.monotonic() - started
-            validation = validate(trainer, val_batches, labels)
+            validation = validate(trainer, val_batches, labels, epoch, on_progress)
             epoch_time = time.monotonic() - started
             improved = progress.record(epoch, validation.ser, epoch_time)
             row = training_log.epoch_row(
@@ -340,12 +341,17 @@ def train_epoch(trainer: Trainer, batches: pipeline.EpochBatches, epoch: int, on
     return loss_sum / sample_count, sample_count
 
 
-def validate(trainer: Trainer, val_batches, labels: LabelsFromReadings | None) -> Score:
+def validate(trainer: Trainer, val_batches, labels: LabelsFromReadings | None, epoch: int, on_progress) -> Score:
     """Loss, SER and sequence error on the validation split, as `evaluate_run` scores a checkpoint."""
     def step(batch):
         return trainer.eval_step(batch["image"], batch["image_width"], batch["label"], batch["label_length"])
 
-    return score(val_batches, step, trainer.preset, trainer.blank, labels=labels)
+    def reported(batches):
+        for number, batch in enumerate(batches, start=1):
+            yield batch
+            on_progress({"epoch": epoch, "validation_batch": number})
+
+    return score(reported(val_batches), step, trainer.preset, trainer.blank, labels=labels)
 
 
 def report_epoch(run: RunWriter, config: RunConfig, row: dict, progress: Progress, improved: bool, summaries,

@@ -19,11 +19,11 @@ def test_an_unknown_fault_name_is_refused(monkeypatch):
 def test_slow_batches_slows_every_progress_report_outside_celery(monkeypatch):
     heard = []
     monkeypatch.setenv(faults.FAULT_VARIABLE, "")
-    assert faults.slowed(heard.append) == heard.append
+    assert faults.applied(heard.append) == heard.append
 
     monkeypatch.setenv(faults.FAULT_VARIABLE, "slow_batches")
     started = time.monotonic()
-    report = faults.slowed(heard.append)
+    report = faults.applied(heard.append)
     report({"batch": 1})
     report({"batch": 2})
 

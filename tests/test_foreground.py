@@ -106,3 +106,19 @@ def test_sigterm_stops_a_training_worker_within_seconds_with_its_run_intact(trai
     assert lease.holder(broker.client(), "long") is None
     assert "chunk stopped mid-epoch because the worker is shutting down" in worker.log()
     assert "chunk failed" not in paths.log_path("long").read_text()
+
+
+def test_supersmm_train_whose_training_hangs_says_so_and_continues_on_the_next_call(training_home):
+    hanging = {**training_home.env, "SUPERSMM_FAULT": "hang_in_epoch_2", "SUPERSMM_STALL_LIMIT": "4"}
+    first = subprocess.run(train_command("stuck", *SETTINGS), env=hanging, capture_output=True, text=True,
+                           timeout=400)
+
+    assert first.returncode == 1
+    assert "the worker's training hung (no progress for 4 s, SUPERSMM_STALL_LIMIT) and it exited; " \
+           "`supersmm train stuck` continues the run from its last epoch" in first.stderr
+    assert training_home.csv_epochs("stuck") == [1]
+
+    second = subprocess.run(train_command("stuck"), env=training_home.env, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stderr
+    assert f"run stuck completed at epoch {EPOCHS}/{EPOCHS}" in second.stderr
+    assert training_home.csv_epochs("stuck") == [1, 2, 3]

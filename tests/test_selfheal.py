@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from supersmm_tasks import broker, chunk_queue, lease, paths
+from supersmm_tasks import broker, chunk_queue, lease, paths, stall
 from supersmm_tasks.checkpoint import latest_valid_checkpoint
 
 
@@ -118,6 +118,22 @@ def test_a_stalled_trainer_writes_nothing_once_another_holds_the_run(training_ho
     training_home.wait_for(lambda: "stopped without writing" in stalled.log(), 120,
                            "the stalled trainer to notice it lost the run", [stalled])
     assert training_home.csv_epochs("stalled") == [1, 2, 3, 4]
+
+
+def test_a_hung_trainer_ends_its_worker_and_the_run_heals_elsewhere(training_home, workers):
+    training_home.enqueue("hung", epochs=3, chunk=3)
+    hung = workers.start("hung", SUPERSMM_FAULT="hang_in_epoch_2", SUPERSMM_STALL_LIMIT="4")
+    training_home.wait_for(lambda: hung.process.poll() is not None, 240, "the stall watch to end the hung worker",
+                           [hung], run="hung")
+
+    assert hung.process.returncode == stall.EXIT_STALLED
+    assert "run hung: the chunk made no progress for" in hung.log()
+    assert "faulty_progress" in hung.log()  # where the training was stuck
+    assert training_home.state("hung")["last_completed_epoch"] == 1
+    healer = workers.start("healer")
+    state = training_home.wait_until_finished("hung", 240, [healer])
+    assert state["status"] == "completed"
+    assert training_home.csv_epochs("hung") == [1, 2, 3]
 
 
 def test_a_redis_restart_mid_run_does_not_stop_the_run(training_home, workers, redis_server):
