@@ -153,7 +153,7 @@ def status(name, as_json):
     """One row per run: status, epochs, best val SER, ETA, worker."""
     from . import run_summary  # neither Celery nor TensorFlow: status answers at once
 
-    rows = run_summary.status_rows(name)
+    rows = run_summary.status_rows(name, warn=lambda line: click.echo(f"supersmm: warning: {line}", err=True))
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:

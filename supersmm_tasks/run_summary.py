@@ -49,24 +49,30 @@ def worker(state: dict, last_row, holder: str | None = None) -> str | None:
 
 # --- supersmm status -----------------------------------------------------------------------------
 
-def status_rows(name: str | None = None) -> list[dict]:
-    """One row per run: the keys of training_state.txt plus best_val_ser, eta and worker."""
+def status_rows(name: str | None = None, warn=lambda line: None) -> list[dict]:
+    """One row per run: the keys of training_state.txt plus best_val_ser, eta and worker. A configured broker
+    that does not answer leaves the rows as the files tell them, with one line to `warn`."""
     names = run_state.list_runs()
     if name is not None:
         if name not in names:
             raise SupersmmError(f"no run named {name!r} in {paths.models_dir()}")
         names = [name]
-    connection = _connection_if_broker_up()
+    connection = _connection_if_broker_up(warn) if names else None
     return [_status_row(connection, run) for run in names]
 
 
-def _connection_if_broker_up() -> redis.Redis | None:
-    """The broker when it is configured (it must answer) or when the embedded one runs; None otherwise.
+def _connection_if_broker_up(warn) -> redis.Redis | None:
+    """The broker when it is configured and answers, or when the embedded one runs; None otherwise.
 
     Without a running embedded broker no worker can hold a lease, so there is nothing to ask it.
     """
     if os.environ.get(broker.BROKER_URL_VARIABLE):
-        return broker.connect()
+        try:
+            return broker.connect()
+        except SupersmmError as error:
+            warn(f"{error}; shown from the run files alone: the worker is the one the state names, and pause or "
+                 "cancel requests are not shown")
+            return None
     url = broker.embedded_url_if_running()
     return broker.client(url) if url else None
 

@@ -196,7 +196,7 @@ def test_lease_and_fencing_counter_survive_a_redis_restart(redis_server):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("command", [["status"], ["pause", "primus"], ["enqueue", "primus"]])
+@pytest.mark.parametrize("command", [["pause", "primus"], ["enqueue", "primus"]])  # status: test_status.py
 def test_an_unreachable_broker_gives_one_clear_line(tmp_path, command):
     closed_port = redis_server_port_that_is_closed()
     env = {**os.environ, "SUPERSMM_HOME": str(tmp_path), "SUPERSMM_BROKER_URL": f"redis://127.0.0.1:{closed_port}/0"}

@@ -24,3 +24,20 @@ def test_status_imports_neither_celery_nor_tensorflow(training_home):
     [row] = json.loads(table)
     assert (row["run"], row["status"], row["last_completed_epoch"]) == ("light", "queued", 0)
     assert json.loads(imported) == []
+
+
+def test_status_with_a_broker_that_does_not_answer_shows_the_run_files_and_says_so_in_one_line(training_home):
+    from supersmm_tasks.broker import free_loopback_port
+
+    training_home.create("offline", epochs=4, chunk=2)
+    port = free_loopback_port()
+
+    shown = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "status", "--json"], capture_output=True,
+                           text=True, timeout=120, env={**training_home.env, "SUPERSMM_BROKER_URL": f"redis://:s3cret@127.0.0.1:{port}/0"})
+
+    assert shown.returncode == 0, shown.stderr
+    [row] = json.loads(shown.stdout)
+    assert (row["run"], row["status"], row["last_completed_epoch"]) == ("offline", "queued", 0)
+    [warning] = shown.stderr.strip().splitlines()
+    assert warning.startswith(f"supersmm: warning: broker redis://:***@127.0.0.1:{port}/0 is unreachable")
+    assert "shown from the run files alone" in warning and "s3cret" not in warning
