@@ -125,7 +125,8 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
         holder = _wait_for_release(connection, name, within_s=2 * ttl_seconds() + ORPHAN_STOP_S)  # stops, or expires
     if holder:
         raise SupersmmError(f"run {name} is training on {holder}; watch it with `supersmm status {name}`")
-    queue = f"supersmm_train_{name}_{os.getpid()}"
+    queue = _foreground_queue(name, os.getpid())
+    _forget_queues_of_killed_calls(connection, name)
     route = _ForegroundRoute(connection, name, queue, priority)
     route.start()
     worker = None
@@ -147,6 +148,25 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
         chunk_queue.forget_queue(connection, queue)
         for number, handler in previous_handlers.items():
             signal.signal(number, handler)
+
+
+def _foreground_queue(name: str, pid: int) -> str:
+    return f"supersmm_train_{name}_{pid}"
+
+
+def _forget_queues_of_killed_calls(connection: redis.Redis, name: str) -> None:
+    """Delete the private queues (and kombu's bindings of them) that earlier `supersmm train NAME` calls left
+    when they were killed outright: one call trains a run at a time, and this one's queue is not made yet."""
+    prefix = _foreground_queue(name, 0).removesuffix("0")
+    queues = set()
+    for key in connection.scan_iter(match=f"*{prefix}*", count=1000):
+        queue = key.split(":")[0]
+        for binding in chunk_queue.KOMBU_BINDING_PREFIXES:
+            queue = queue.removeprefix(binding)
+        if queue.removeprefix(prefix).isdigit():
+            queues.add(queue)
+    for queue in queues:
+        chunk_queue.forget_queue(connection, queue)
 
 
 def _exit_on_signal(number: int, _frame) -> None:

@@ -81,11 +81,9 @@ def test_supersmm_train_killed_mid_epoch_leaves_no_worker_and_continues_exactly(
     assert second.returncode == 0, second.stderr
     assert f"run fg completed at epoch {EPOCHS}/{EPOCHS}" in second.stderr
     assert results(training_home, "fg") == undisturbed(training_home)
-    # Each `supersmm train` deletes its own queue once its worker stops; a SIGKILLed one cannot.
-    left = set(broker.client().scan_iter("*supersmm_train_fg_*"))
-    killed_queue = f"supersmm_train_fg_{first.pid}"
-    killed_keys = {killed_queue, f"_kombu.binding.{killed_queue}", f"_kombu.binding_permanent.{killed_queue}"}
-    assert left <= (killed_keys if kill == signal.SIGKILL else set()), left
+    # Each `supersmm train` deletes its own queue once its worker stops; one SIGKILLed cannot, and the next
+    # `supersmm train` of the run deletes it.
+    assert set(broker.client().scan_iter("*supersmm_train_fg_*")) == set()
 
 
 def test_sigterm_stops_a_training_worker_within_seconds_with_its_run_intact(training_home, workers):
@@ -122,3 +120,18 @@ def test_supersmm_train_whose_training_hangs_says_so_and_continues_on_the_next_c
     assert second.returncode == 0, second.stderr
     assert f"run stuck completed at epoch {EPOCHS}/{EPOCHS}" in second.stderr
     assert training_home.csv_epochs("stuck") == [1, 2, 3]
+
+
+def test_the_queues_of_killed_calls_of_a_run_are_deleted_and_no_other_runs(redis_server):
+    from supersmm_tasks.runs import _forget_queues_of_killed_calls
+
+    client = redis_server.client()
+    left = ["supersmm_train_fg_123", "supersmm_train_fg_123:3", "_kombu.binding.supersmm_train_fg_123",
+            "_kombu.binding_permanent.supersmm_train_fg_123"]
+    others = ["supersmm_train_fg_2_456", "_kombu.binding.supersmm_train_fg_2_456", "supersmm", "run:fg:lease"]
+    for key in left + others:
+        client.set(key, "x") if key.endswith("lease") else client.rpush(key, "x")
+
+    _forget_queues_of_killed_calls(client, "fg")
+
+    assert sorted(client.keys("*")) == sorted(others)
