@@ -33,7 +33,7 @@ class Trainer:
         self.adam = keras.optimizers.Adam(self.schedule)
         # In float16 small gradients vanish: the loss is scaled up before differentiation and the
         # gradients scaled back before Adam sees them. Checkpoints hold Adam's variables and the loss
-        # scale goes in their metadata, so a run moves freely between GPU and CPU workers.
+        # scale (with its step counter) goes in their metadata, so a run moves freely between GPU and CPU workers.
         self.optimizer = keras.optimizers.LossScaleOptimizer(self.adam) if mixed_precision else self.adam
         self.optimizer.build(self.model.trainable_variables)  # its variables must exist before a restore
         batch_signature = [
@@ -69,6 +69,7 @@ class Trainer:
         restore_variables(self.adam.variables, checkpoint.optimizer_arrays, checkpoint.path)
         if self.optimizer is not self.adam and checkpoint.meta.get("loss_scale"):
             self.optimizer.dynamic_scale.assign(checkpoint.meta["loss_scale"])
+            self.optimizer.step_counter.assign(checkpoint.meta.get("loss_scale_steps", 0))
 
     def start_from(self, checkpoint) -> None:
         """Another run's model weights; the optimizer stays fresh."""
@@ -85,6 +86,14 @@ class Trainer:
     def loss_scale(self) -> float | None:
         """The mixed-precision loss scale, None in float32."""
         return None if self.optimizer is self.adam else float(self.optimizer.dynamic_scale.numpy())
+
+    @property
+    def loss_scale_meta(self) -> dict:
+        """For a checkpoint's metadata: the loss scale and the good steps since it last changed (it doubles after
+        2,000), so that a resumed run scales its loss at the steps an uninterrupted one would."""
+        if self.optimizer is self.adam:
+            return {"loss_scale": None}
+        return {"loss_scale": self.loss_scale, "loss_scale_steps": int(self.optimizer.step_counter.numpy())}
 
 
 @contextmanager

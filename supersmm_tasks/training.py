@@ -433,7 +433,7 @@ class RunWriter:
         """The epoch's checkpoint (and best model), then its CSV row, then the state: see the module's docstring."""
         self.guard()
         meta = {**progress.as_meta(), "row": row, "model_variables": [v.path for v in trainer.model.variables],
-                "loss_scale": trainer.loss_scale}
+                **trainer.loss_scale_meta}
         path = save_checkpoint(self.checkpoints, epoch, *trainer.state_arrays(), meta=meta)
         if improved:
             self.export_best_model(trainer)

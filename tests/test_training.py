@@ -291,13 +291,14 @@ def test_mixed_precision_computes_in_float16_and_its_checkpoints_move_to_float32
     assert 1 < mixed.loss_scale < initial_scale  # lowered until float16 gradients fit
     assert all(not np.array_equal(a, v.numpy()) for a, v in zip(initial, mixed.model.trainable_variables))
 
-    path = save_checkpoint(tmp_path, 1, *mixed.state_arrays(), meta={"loss_scale": mixed.loss_scale})
+    path = save_checkpoint(tmp_path, 1, *mixed.state_arrays(), meta=mixed.loss_scale_meta)
     on_cpu = Trainer(config, mixed_precision=False)
     on_cpu.restore(load_checkpoint(path))
     assert on_cpu.loss_scale is None and np.isfinite(float(on_cpu.train_step(*batch)))
     back_on_gpu = Trainer(config, mixed_precision=True)
     back_on_gpu.restore(load_checkpoint(path))
     assert back_on_gpu.loss_scale == mixed.loss_scale
+    assert int(back_on_gpu.optimizer.step_counter.numpy()) == int(mixed.optimizer.step_counter.numpy()) > 0
     for restored, saved in zip(back_on_gpu.state_arrays(), mixed.state_arrays(), strict=True):
         assert all(np.array_equal(a, b) for a, b in zip(restored, saved, strict=True))
 
