@@ -155,7 +155,7 @@ def write_state(name: str, change=None, **fields) -> dict:
     fields they wrote. A state file that is missing or unreadable is rebuilt and written with the fields, never
     before `change` has passed."""
     paths.state_path(name).parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(paths.state_path(name)) + ".lock", timeout=120):
+    with state_lock(name):
         stored, problem = _read_or_rebuild(name)
         if change is not None:
             fields = {**fields, **change(stored)}
@@ -167,6 +167,11 @@ def write_state(name: str, change=None, **fields) -> dict:
         if _status_of(parse_state(written)) != _status_of(_read_backup(name, 1)):
             _rotate(paths.backups_dir(name), "training_state", ".txt", STATE_BACKUPS_KEPT, source=paths.state_path(name))
     return state
+
+
+def state_lock(name: str) -> FileLock:
+    """The lock every state write holds from its read to its write (`with state_lock(name): ...`)."""
+    return FileLock(str(paths.state_path(name)) + ".lock", timeout=120)
 
 
 def rebuild_state(name: str) -> dict:

@@ -68,3 +68,26 @@ def transition(run: str, to: RunStatus, guard=None, **fields) -> dict:
         return {"status": to}
 
     return run_state.write_state(run, change=checked_move, **fields)
+
+
+class _Withdrawn(Exception):
+    pass
+
+
+def stop_as_requested(run: str, request: RunStatus, guard, current_request) -> dict | None:
+    """Move an active run to the paused or cancelled its user asked for: the state as written, or None, with
+    nothing written, when the request was withdrawn since it was read (`supersmm resume`).
+
+    current_request() reads the request again under the run's state lock, where resume withdraws it and looks at
+    the status: a resume either finds the run paused (and queues it) or leaves its trainer no request to apply.
+    """
+    def still_requested() -> None:
+        if guard is not None:
+            guard()
+        if current_request() not in CONTROL_REQUESTS:
+            raise _Withdrawn
+
+    try:
+        return transition(run, request, guard=still_requested, stop_reason=f"{RunStatus(request)} by request")
+    except _Withdrawn:
+        return None

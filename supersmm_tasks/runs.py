@@ -380,8 +380,10 @@ def resume(name: str) -> str:
     if state["status"] == RunStatus.PAUSED:
         return _enqueue(connection, name, None)
     if state["status"] in ACTIVE and chunk_queue.read_control(connection, name) == RunStatus.PAUSED:
-        chunk_queue.clear_control(connection, name)
-        if run_state.read_state(name)["status"] == RunStatus.PAUSED:  # its trainer applied the pause meanwhile
+        with run_state.state_lock(name):  # where a trainer reads the request again before it writes paused
+            chunk_queue.clear_control(connection, name)
+            paused = run_state.read_state(name)["status"] == RunStatus.PAUSED
+        if paused:  # its trainer applied the pause meanwhile
             return _enqueue(connection, name, None)
         return f"pause of run {name} withdrawn; it goes on"
     return f"run {name} is {state['status']}, not paused; nothing to do"

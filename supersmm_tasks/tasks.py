@@ -21,7 +21,7 @@ from .chunk import ChunkSpan
 from .errors import ChunkInterrupted, SupersmmError
 from .lease import LeaseLost, ttl_seconds
 from .run_keys import progress_key
-from .run_status import ACTIVE, RunStatus, transition
+from .run_status import ACTIVE, RunStatus, stop_as_requested
 from .shutdown import raise_if_stopping
 from .worker_priority import NICE_VARIABLE, lower_worker_priority
 
@@ -77,8 +77,8 @@ def _train_holding_lease(connection, claim: chunk_queue.Claim, run: str, span: C
     if status not in ACTIVE:
         return status
     lease = claim.lease
-    if claim.control:
-        transition(run, claim.control, guard=lease.guard)
+    if claim.control and stop_as_requested(run, claim.control, lease.guard,
+                                           lambda: chunk_queue.read_control(connection, run)):
         return claim.control
     report = _progress_reporter(connection, run, span, worker)
     report({"epoch": span.first_epoch, "batch": 0})

@@ -39,7 +39,7 @@ from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import LabelsFromReadings, Score, score, scored_examples
 from .model import gpu_present
 from .run_config import RunConfig, fit_epoch_budget, load_run_config
-from .run_status import CONTROL_REQUESTS, ENDED, RunStatus, transition
+from .run_status import CONTROL_REQUESTS, ENDED, RunStatus, stop_as_requested, transition
 from .trainer import TRAINERS, Trainer
 
 CHECKPOINTS_KEPT = 3
@@ -152,7 +152,9 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
         for epoch in range(progress.epoch + 1, last_epoch + 1):
             requested = should_stop()
             if requested in CONTROL_REQUESTS:
-                return run.finish(progress, requested, f"{requested} by request", epochs_trained)
+                stopped = run.stop_as_requested(progress, requested, should_stop, epochs_trained)
+                if stopped:
+                    return stopped
             started = time.monotonic()
             loss, samples = train_epoch(trainer, train_batches, epoch, on_progress, run.log)
             train_time = time.monotonic() - started
@@ -181,7 +183,9 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
         summaries.close()
     requested = should_stop()  # asked during the chunk's last epoch
     if requested in CONTROL_REQUESTS:
-        return run.finish(progress, requested, f"{requested} by request", epochs_trained)
+        stopped = run.stop_as_requested(progress, requested, should_stop, epochs_trained)
+        if stopped:
+            return stopped
     return run.finish(progress, RunStatus.RUNNING, None, epochs_trained)
 
 
@@ -461,6 +465,16 @@ class RunWriter:
         state = transition(self.name, status, guard=self.guard, stop_reason=stop_reason or "")
         if status != RunStatus.RUNNING:
             self.log(f"run {status} at epoch {progress.epoch}: {stop_reason}")
+        return chunk_result(self.name, state, epochs_trained)
+
+    def stop_as_requested(self, progress: Progress, requested: RunStatus, should_stop,
+                          epochs_trained: int) -> ChunkResult | None:
+        """The run paused or cancelled as its user asked; None when a resume withdrew the request meanwhile."""
+        state = stop_as_requested(self.name, requested, self.guard, should_stop)
+        if state is None:
+            self.log(f"{requested} request withdrawn at epoch {progress.epoch}: training goes on")
+            return None
+        self.log(f"run {requested} at epoch {progress.epoch}: {requested} by request")
         return chunk_result(self.name, state, epochs_trained)
 
     def record_failure(self, error: Exception) -> None:

@@ -196,3 +196,26 @@ def test_a_resume_that_meets_the_pause_being_applied_queues_the_run_again(traini
     assert said.startswith("queued run resumed: epochs 2-2"), said
     assert run_state.read_state("resumed")["status"] == "queued"
     assert chunk_queue.pending_chunk(broker.client(), "resumed")["first_epoch"] == 2
+
+
+def test_a_resume_between_the_trainer_reading_the_pause_and_applying_it_lets_the_run_go_on(training_home):
+    from supersmm_tasks import broker, chunk_queue, paths, runs
+    from supersmm_tasks.chunk import ChunkSpan
+    from supersmm_tasks.training import train_chunk
+
+    training_home.create("resumed", epochs=3, chunk=3)
+    chunk_queue.request_control(broker.client(), "resumed", "paused")
+    said = []
+
+    def request_read_then_resumed():  # the trainer's should_stop, with `supersmm resume` right after its first read
+        request = chunk_queue.read_control(broker.client(), "resumed")
+        if not said:
+            said.append(runs.resume("resumed"))
+        return request
+
+    result = train_chunk("resumed", ChunkSpan(1, 3, 1), should_stop=request_read_then_resumed)
+
+    assert said == ["pause of run resumed withdrawn; it goes on"]
+    assert (result.status, result.last_completed_epoch) == ("completed", 3)
+    assert training_home.csv_epochs("resumed") == [1, 2, 3]
+    assert "paused request withdrawn at epoch 0: training goes on" in paths.log_path("resumed").read_text()

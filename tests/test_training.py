@@ -207,7 +207,7 @@ def test_a_run_that_leaves_determinism_open_gets_it_from_the_machine_that_trains
 @pytest.mark.integration
 def test_pause_and_cancel_requests_stop_at_an_epoch_boundary(engraved_home):
     new_run("controlled", max_total_epochs=5)
-    answers = iter([None, "paused"])
+    answers = iter([None, "paused", "paused"])  # epoch 1's start; epoch 2's start, read again as the pause is written
 
     paused = train_chunk("controlled", ChunkSpan(1, 5, 1), should_stop=lambda: next(answers))
 
