@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import psutil
 import redis
 import redis.sentinel
 from filelock import FileLock
@@ -389,13 +390,10 @@ def _running_pid() -> int | None:
 def _wait_for_exit(pid: int | None, timeout_s: float = 20.0) -> None:
     if pid is None:
         return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
+    try:
+        psutil.Process(pid).wait(timeout_s)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        pass
 
 
 def free_loopback_port() -> int:

@@ -155,6 +155,10 @@ class Lease:
     def lost(self) -> bool:
         return self._lost.is_set()
 
+    @property
+    def renewal_interval_s(self) -> float:
+        return self.ttl_ms / 1000 / 3
+
     def _renew_once(self) -> bool:
         """True when renewed; False when another token holds (or nobody holds) the lease.
 
@@ -181,7 +185,7 @@ class _Heartbeat:
 
     def keep(self, lease: Lease) -> None:
         with self._changed:
-            self._due[lease] = time.monotonic() + _renewal_interval_s(lease)
+            self._due[lease] = time.monotonic() + lease.renewal_interval_s
             if self._thread is None or not self._thread.is_alive():  # started on first use, again should it die
                 self._thread = threading.Thread(target=self._renew_forever, name="supersmm-lease-heartbeat",
                                                 daemon=True)
@@ -206,7 +210,7 @@ class _Heartbeat:
                     if lease not in self._due:
                         continue  # given up meanwhile: what the renewal found does not matter any more
                     if renewed:
-                        self._due[lease] = time.monotonic() + _renewal_interval_s(lease)
+                        self._due[lease] = time.monotonic() + lease.renewal_interval_s
                     else:
                         del self._due[lease]
                         lease._lost.set()
@@ -214,10 +218,6 @@ class _Heartbeat:
     def _forget_in_forked_child(self) -> None:
         """A forked child keeps none of its parent's leases, and has neither its thread nor, maybe, a free lock."""
         self.__init__()
-
-
-def _renewal_interval_s(lease: Lease) -> float:
-    return lease.ttl_ms / 1000 / 3
 
 
 _heartbeat = _Heartbeat()

@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import redis
 
 from . import broker, chunk_queue, paths, run_keys, run_state, stall
@@ -179,13 +180,7 @@ def _orphaned_foreground_worker(holder: str, name: str) -> bool:
     parent = prefix.removeprefix(f"train_{name}_")
     if host != socket.gethostname() or parent == prefix or not parent.isdigit():
         return False
-    try:
-        os.kill(int(parent), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, someone else's
-    return False
+    return not psutil.pid_exists(int(parent))
 
 
 def _wait_for_release(connection: redis.Redis, name: str, within_s: float) -> str | None:
