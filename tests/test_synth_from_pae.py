@@ -68,6 +68,26 @@ def test_every_dev_incipit_is_written_in_the_primus_layout_with_primus_labels(de
             assert read_labels(folder / f"{sample}{suffix}") == read_labels(real / sample / f"{sample}{suffix}"), sample
 
 
+def test_given_incipits_are_engraved_in_the_three_fonts_as_primus_ones_are(dev_corpus, dev_lines):
+    import collections
+
+    import cv2
+
+    from supersmm_tasks.synth.engrave import FONTS, Engraver, font_for
+    from supersmm_tasks.synth.pae_source import drawn_verovio_input
+    from supersmm_tasks.synth.realism import nearest_font
+
+    corpus, _ = dev_corpus
+    engraver, fonts = Engraver(), collections.Counter()
+    for sample, pae in dev_lines:
+        image = cv2.imread(str(corpus / sample / f"{sample}.png"), cv2.IMREAD_GRAYSCALE)
+        font = nearest_font(image, drawn_verovio_input(pae), engraver)  # as the real images' fonts are told
+        assert font == font_for(sample), sample
+        fonts[font] += 1
+
+    assert set(fonts) == set(FONTS) and all(0.2 <= count / fonts.total() <= 0.5 for count in fonts.values()), fonts
+
+
 def test_the_same_file_gives_the_same_bytes_with_any_number_of_workers(dev_corpus, dev_lines, tmp_path):
     corpus, _ = dev_corpus
     pae_file = tmp_path / "some.tsv"
@@ -131,14 +151,18 @@ def test_samples_and_from_pae_are_one_or_the_other(tmp_path):
 def test_a_tie_that_primus_does_not_label_is_still_drawn(tmp_path):
     """`'4FD+/4D`: the Verovio that made PrIMuS drew the tie but marked it on F and D, so PrIMuS labels none
     (tests/test_pae_source.py); its image has the tie all the same, as the real PNGs do."""
+    from supersmm_tasks.synth.engrave import font_for
+
+    names = ("tied_2", "untied_2")
+    assert font_for(names[0]) == font_for(names[1])  # engraved in one font, so that only the tie differs
     pae_file = tmp_path / "ties.tsv"
-    pae_file.write_text("tied\t%G-2@2/4$ü '4FD+/4D/\nuntied\t%G-2@2/4$ü '4FD/4D/\n", "utf-8")
+    pae_file.write_text(f"{names[0]}\t%G-2@2/4$ü '4FD+/4D/\n{names[1]}\t%G-2@2/4$ü '4FD/4D/\n", "utf-8")
     assert synth(tmp_path / "out", "--from-pae", pae_file, "--workers", "1").returncode == 0
-    sample = {name: tmp_path / "out" / name / name for name in ("tied", "untied")}
+    sample = {name: tmp_path / "out" / name / name for name in names}
     for suffix in (".semantic", ".agnostic"):
-        tied, untied = (Path(f"{sample[name]}{suffix}").read_text("utf-8") for name in ("tied", "untied"))
+        tied, untied = (Path(f"{sample[name]}{suffix}").read_text("utf-8") for name in names)
         assert tied == untied and "tie" not in tied and "slur" not in tied
-    tied, untied = (np.array(Image.open(f"{sample[name]}.png")) for name in ("tied", "untied"))
+    tied, untied = (np.array(Image.open(f"{sample[name]}.png")) for name in names)
     assert tied.shape == untied.shape and (tied != untied).sum() > 50  # the arc
 
 

@@ -17,13 +17,15 @@ from PIL import Image
 
 from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.synth.camera import camera_jpeg
+from supersmm_tasks.synth.engrave import FONTS, Engraver
 from supersmm_tasks.synth.music import random_incipit
 from supersmm_tasks.synth.notation import parse_note
 from supersmm_tasks.synth.pae import as_sources_write, semantic_to_pae, with_labelled_ties
 from supersmm_tasks.synth.pae_source import drawn_verovio_input
 from supersmm_tasks.synth.rasterize import staff_line_runs
 from supersmm_tasks.synth.realism import (
-    engraved_sizes, ends_with_barline, height_ratios, is_justified, photo_measures, staff_gaps, stem_ink, stroke_width,
+    engraved_sizes, ends_with_barline, height_ratios, is_justified, nearest_font, photo_measures, staff_gaps, stem_ink,
+    stroke_width,
 )
 from supersmm_tasks.synth.statistics import (
     FAMILIES, barred_in_breves, distances, distinct_per_100, distributions, read_semantic_labels, total_variation,
@@ -113,6 +115,16 @@ def test_our_engravings_of_the_real_incipits_are_as_tall_as_the_real_pngs(real_d
     assert len(ratios) >= 120
     assert 0.95 <= stats.median(ratios.values()) <= 1.05
 
+
+
+def test_real_primus_images_come_in_the_three_fonts_in_about_equal_parts(real_dev_folder):
+    engraver, fonts = Engraver(), collections.Counter()
+    for folder in sorted(path.parent for path in real_dev_folder.glob("*/regular_pae.pae")):
+        real = cv2.imread(str(folder / f"{folder.name}.png"), cv2.IMREAD_GRAYSCALE)
+        fonts[nearest_font(real, drawn_verovio_input((folder / "regular_pae.pae").read_text("utf-8")), engraver)] += 1
+
+    assert set(fonts) == set(FONTS)
+    assert all(0.2 <= count / fonts.total() <= 0.5 for count in fonts.values()), fonts  # 37, 32 and 31% here
 
 
 def test_long_staves_fill_the_page_and_the_others_are_spaced_as_in_the_real_pngs(real_dev_folder):

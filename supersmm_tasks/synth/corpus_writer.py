@@ -30,7 +30,7 @@ from ..paths import InvalidName, validate_sample_id
 from ..vocabulary import load_vocabulary
 from .agnostic import mei_to_agnostic
 from .camera import camera_jpeg
-from .engrave import FONTS, Engraver, EngravingFailed, png_bytes
+from .engrave import FONTS, Engraver, EngravingFailed, font_for, png_bytes
 from .mei import UnsupportedMei, mei_to_semantic
 from .music import IncipitWriter, drawn_final_barline, printed_return_to_key
 from .pae import semantic_to_pae, with_labelled_ties
@@ -189,7 +189,8 @@ def _write_given_sample(job: tuple[str, str, str, bool]) -> tuple[str | None, bo
     out, sample, pae, camera = job
     stream = zlib.crc32(sample.encode("utf-8"))  # this incipit's own ids and camera damage
     try:
-        gray, drawn, mei = _engraved(drawn_verovio_input(pae), verovio_input(pae), FONTS[0], xml_id_seed=stream >> 1)
+        gray, drawn, mei = _engraved(drawn_verovio_input(pae), verovio_input(pae), font_for(sample),
+                                     xml_id_seed=stream >> 1)
         semantic = mei_to_semantic(mei)
     except (EngravingFailed, UnsupportedMei) as error:
         return f"cannot be engraved or labelled: {error}", False

@@ -6,6 +6,7 @@ engraving an incipit.
 from __future__ import annotations
 
 import re
+import zlib
 
 import numpy as np
 import verovio
@@ -13,6 +14,12 @@ import verovio
 from .rasterize import primus_image, svg_to_gray, two_tone_png
 
 FONTS = ("Leipzig", "Bravura", "Gootville")
+
+
+def font_for(incipit_id: str) -> str:
+    """The font a given incipit (`synth --from-pae`) is engraved in, by its id: PrIMuS's images come in the three
+    fonts in about equal parts (realism.nearest_font on the real development set), not in one."""
+    return FONTS[zlib.crc32(incipit_id.encode("utf-8")) % len(FONTS)]
 
 # One system on Verovio's default page (2100 wide, 50 of margin either side), no header or footer, the image cropped
 # to the music: a 1041x155-like strip. As in PrIMuS, a system that fills PAGE_FILL_TO_JUSTIFY of the 2000 columns

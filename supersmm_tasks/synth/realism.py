@@ -1,6 +1,7 @@
 """How our images compare with real PrIMuS ones: the same incipits engraved here, and camera-damage measures.
 
     engraved_sizes          for every real incipit, the size of our engraving and of the real PNG
+    nearest_font            the font a staff image was engraved in, as far as its opening's look tells
     height_ratios           for every real incipit, our engraving's height / the real PNG's
     is_justified            whether a staff image is as wide as the page between its margins
     photo_measures          blur, paper, ink, noise, tilt and bend of the staff, bend of its stems, its faintest line
@@ -19,27 +20,47 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .engrave import FONTS, PAGE_MARGIN, PAGE_WIDTH, Engraver, EngravingFailed
+from .engrave import FONTS, PAGE_MARGIN, PAGE_WIDTH, Engraver, EngravingFailed, font_for
 from .pae_source import MalformedPae, verovio_input
 
 
 def engraved_sizes(real_dev: Path, limit: int | None = None) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
     """Incipit id -> ((height, width) of our engraving of its `regular_pae.pae`, (height, width) of its real PNG).
 
-    The incipits are read as `supersmm synth --from-pae` reads them (pae_source.py); the fonts take turns as
-    in `supersmm synth`; incipits that Verovio cannot load are left out.
+    The incipits are read and engraved as `supersmm synth --from-pae` reads and engraves them (pae_source.py,
+    engrave.font_for); incipits that Verovio cannot load are left out.
     """
     engraver, sizes = Engraver(), {}
     folders = sorted(path.parent for path in Path(real_dev).glob("*/regular_pae.pae"))[:limit]
-    for index, folder in enumerate(folders):
+    for folder in folders:
         try:
             pae = verovio_input((folder / "regular_pae.pae").read_text(encoding="utf-8"))
-            ours, _ = engraver.engrave(pae, FONTS[index % len(FONTS)], xml_id_seed=0)
+            ours, _ = engraver.engrave(pae, font_for(folder.name), xml_id_seed=0)
         except (MalformedPae, EngravingFailed):
             continue
         real = cv2.imread(str(folder / f"{folder.name}.png"), cv2.IMREAD_GRAYSCALE)
         sizes[folder.name] = (ours.shape[:2], real.shape[:2])
     return sizes
+
+
+def nearest_font(gray: np.ndarray, drawn_pae: str, engraver: Engraver) -> str:
+    """Which of FONTS engraves `drawn_pae` (Verovio input of what the image draws) most like the image: the
+    opening of the staff (clef, signatures, the first notes) compared at one height, a few columns of shift
+    allowed. Verovio's versions differ in spacing, so only the glyphs' look can tell."""
+    opening = _opening(gray)
+
+    def likeness(font: str) -> float:
+        ours = _opening(engraver.engrave(drawn_pae, font, xml_id_seed=0)[0])
+        return max(float(np.corrcoef(np.roll(ours, shift, axis=1)[:, 8:-8].ravel(), opening[:, 8:-8].ravel())[0, 1])
+                   for shift in range(-6, 7))
+
+    return max(FONTS, key=likeness)
+
+
+def _opening(gray: np.ndarray, height: int = 100, width: int = 120) -> np.ndarray:
+    scaled = cv2.resize(gray, (max(width, round(gray.shape[1] * height / gray.shape[0])), height),
+                        interpolation=cv2.INTER_AREA)
+    return scaled[:, :width].astype(np.float32)
 
 
 def height_ratios(real_dev: Path, limit: int | None = None) -> dict[str, float]:
