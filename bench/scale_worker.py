@@ -33,7 +33,7 @@ from supersmm_tasks.chunk import ChunkResult, ChunkSpan
 from supersmm_tasks.checkpoint import (
     CorruptCheckpoint, checkpoint_path, latest_valid_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
 )
-from supersmm_tasks.run_status import RunStatus, transition
+from supersmm_tasks.run_status import RunStatus, stop_as_requested, transition
 
 app.conf.supersmm_train_chunk = "scale_worker:standin_train_chunk"
 
@@ -60,11 +60,9 @@ def standin_train_chunk(name: str, span: ChunkSpan, *, guard=None, should_stop=N
     training_log.reconcile_run(name, done, row_for=lambda epoch: _stored_row(folder, epoch))
     state = transition(name, RunStatus.RUNNING, guard=guard, last_completed_epoch=done, worker=worker, chunk=chunk,
                        checkpoint=str(newest.path) if newest else "", error="", stop_reason="")
-    status, reason = RunStatus.RUNNING, ""
+    status, reason, stopped = RunStatus.RUNNING, "", None
     for epoch in range(done + 1, min(span.last_epoch, state["max_total_epochs"]) + 1):
-        request = should_stop() if should_stop else None
-        if request:
-            status, reason = request, f"{request} by request"
+        if should_stop and should_stop() and (stopped := stop_as_requested(name, guard, should_stop)):
             break
         _step()
         row = _row(name, state, epoch, worker, chunk, checkpoint_path(folder, epoch))
@@ -80,12 +78,11 @@ def standin_train_chunk(name: str, span: ChunkSpan, *, guard=None, should_stop=N
         if on_progress:
             on_progress(row)
     else:
-        request = should_stop() if should_stop else None  # asked during the chunk's last epoch
         if min(span.last_epoch, state["max_total_epochs"]) >= state["max_total_epochs"]:
             status, reason = RunStatus.COMPLETED, "max_total_epochs"
-        elif request:
-            status, reason = request, f"{request} by request"
-    state = transition(name, status, guard=guard, stop_reason=reason)
+        elif should_stop and should_stop():  # asked during the chunk's last epoch
+            stopped = stop_as_requested(name, guard, should_stop)
+    state = stopped or transition(name, status, guard=guard, stop_reason=reason)
     _record_timing(name, chunk, worker, started, time.time())
     return _result(state, epochs_trained=state["last_completed_epoch"] - done)
 

@@ -193,11 +193,15 @@ def connect(url: str | None = None) -> redis.Redis:
             raise SupersmmError(f"the Sentinels of broker {redact(url)} refused "
                                 f"{'the password in ' + SENTINEL_PASSWORD_VARIABLE if sentinel_password() else 'us'}: "
                                 f"they take the one set as {SENTINEL_PASSWORD_VARIABLE}") from None
-        raise SupersmmError(f"broker {redact(url)} is unreachable: no Sentinel answered with a master named "
-                            f"{sentinel_master()!r} ({SENTINEL_MASTER_VARIABLE})") from None
+        raise BrokerUnreachable(f"broker {redact(url)} is unreachable: no Sentinel answered with a master named "
+                                f"{sentinel_master()!r} ({SENTINEL_MASTER_VARIABLE})") from None
     except redis.RedisError as error:
-        raise SupersmmError(f"broker {redact(url)} is unreachable: {_without_secrets(error, url)}") from None
+        raise BrokerUnreachable(f"broker {redact(url)} is unreachable: {_without_secrets(error, url)}") from None
     return connection
+
+
+class BrokerUnreachable(SupersmmError):
+    """The broker did not answer (down, cut off, no master): unlike a bad URL or password, it may answer later."""
 
 
 def redact(url: str) -> str:

@@ -280,6 +280,17 @@ def clear_control(connection: redis.Redis, run: str) -> None:
     connection.delete(control_key(run))
 
 
+def withdraw_control(connection: redis.Redis, run: str, request: RunStatus) -> bool:
+    """Delete the run's request if it is still `request` (a cancel that replaced a pause stays); True if deleted."""
+    return bool(run_script(connection, _WITHDRAW_CONTROL, [control_key(run)], [RunStatus(request).value]))
+
+
+_WITHDRAW_CONTROL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def read_control(connection: redis.Redis, run: str) -> RunStatus | None:
     """PAUSED or CANCELLED when the user asked for it, else None (also when Redis is unreachable)."""
     try:

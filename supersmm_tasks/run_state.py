@@ -170,7 +170,8 @@ def write_state(name: str, change=None, **fields) -> dict:
 
 
 def state_lock(name: str) -> FileLock:
-    """The lock every state write holds from its read to its write (`with state_lock(name): ...`)."""
+    """The lock every state write holds from its read to its write (`with state_lock(name): ...`). It is not
+    re-entrant: nothing inside may write the state."""
     return FileLock(str(paths.state_path(name)) + ".lock", timeout=120)
 
 

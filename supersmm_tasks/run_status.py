@@ -60,9 +60,7 @@ def transition(run: str, to: RunStatus, guard=None, **fields) -> dict:
     to = RunStatus(to)
 
     def checked_move(state: dict) -> dict:
-        current = RunStatus(state["status"])
-        if to not in ALLOWED_MOVES[current]:
-            raise SupersmmError(f"run {run}: its status cannot move from {current} to {to}")
+        _check_move(run, state, to)
         if guard is not None:
             guard()
         return {"status": to}
@@ -70,24 +68,37 @@ def transition(run: str, to: RunStatus, guard=None, **fields) -> dict:
     return run_state.write_state(run, change=checked_move, **fields)
 
 
+def stop_as_requested(run: str, guard, current_request) -> dict | None:
+    """Move an active run to the paused or cancelled its user asks for now: the state as written, or None, with
+    nothing written, when no request stands any more (a `supersmm resume` withdrew it).
+
+    current_request() reads the request under the run's state lock, after guard(): resume withdraws a pause and
+    looks at the status under that lock, so it either finds the run paused (and queues it) or leaves its trainer
+    no request to apply; a cancel that replaced a pause is the one applied.
+    """
+    from . import run_state
+
+    def requested_move(state: dict) -> dict:
+        if guard is not None:
+            guard()
+        request = current_request()
+        if request not in CONTROL_REQUESTS:
+            raise _Withdrawn
+        request = RunStatus(request)
+        _check_move(run, state, request)
+        return {"status": request, "stop_reason": f"{request} by request"}
+
+    try:
+        return run_state.write_state(run, change=requested_move)
+    except _Withdrawn:
+        return None
+
+
 class _Withdrawn(Exception):
     pass
 
 
-def stop_as_requested(run: str, request: RunStatus, guard, current_request) -> dict | None:
-    """Move an active run to the paused or cancelled its user asked for: the state as written, or None, with
-    nothing written, when the request was withdrawn since it was read (`supersmm resume`).
-
-    current_request() reads the request again under the run's state lock, where resume withdraws it and looks at
-    the status: a resume either finds the run paused (and queues it) or leaves its trainer no request to apply.
-    """
-    def still_requested() -> None:
-        if guard is not None:
-            guard()
-        if current_request() not in CONTROL_REQUESTS:
-            raise _Withdrawn
-
-    try:
-        return transition(run, request, guard=still_requested, stop_reason=f"{RunStatus(request)} by request")
-    except _Withdrawn:
-        return None
+def _check_move(run: str, state: dict, to: RunStatus) -> None:
+    current = RunStatus(state["status"])
+    if to not in ALLOWED_MOVES[current]:
+        raise SupersmmError(f"run {run}: its status cannot move from {current} to {to}")

@@ -63,15 +63,14 @@ def status_rows(name: str | None = None, warn=lambda line: None) -> list[dict]:
 
 def _connection_if_broker_up(warn) -> redis.Redis | None:
     """The broker when it is configured and answers, or when the embedded one runs; None otherwise (a configured
-    URL that cannot be used at all raises SupersmmError).
+    broker that cannot be used at all, a bad URL or a refused password, raises SupersmmError).
 
     Without a running embedded broker no worker can hold a lease, so there is nothing to ask it.
     """
     if os.environ.get(broker.BROKER_URL_VARIABLE):
-        url = broker.broker_url()  # a URL the project cannot use is an error here too
         try:
-            return broker.connect(url)
-        except SupersmmError as error:
+            return broker.connect()  # a URL the project cannot use, or a refused password, is an error here too
+        except broker.BrokerUnreachable as error:
             warn(f"{error}; shown from the run files alone: the worker is the one the state names, and pause or "
                  "cancel requests are not shown")
             return None

@@ -126,6 +126,10 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
         holder = _wait_for_release(connection, name, within_s=2 * ttl_seconds() + ORPHAN_STOP_S)  # stops, or expires
     if holder:
         raise SupersmmError(f"run {name} is training on {holder}; watch it with `supersmm status {name}`")
+    other = _other_foreground_call(connection, name)
+    if other:
+        raise SupersmmError(f"run {name} is being trained by another `supersmm train` ({other}); "
+                            f"watch it with `supersmm status {name}`")
     queue = _foreground_queue(name, os.getpid())
     _forget_queues_of_killed_calls(connection, name)
     route = _ForegroundRoute(connection, name, queue, priority)
@@ -155,9 +159,27 @@ def _foreground_queue(name: str, pid: int) -> str:
     return f"supersmm_train_{name}_{pid}"
 
 
+def _other_foreground_call(connection: redis.Redis, name: str) -> str | None:
+    """'process PID on HOST' of another `supersmm train NAME` that lives (its route is refreshed while it does;
+    one on this machine whose process is gone is not waited for), else None."""
+    deadline = time.monotonic() + FOREGROUND_ROUTE_TTL_S + 1
+    while True:
+        queue, host = connection.hmget(run_keys.route_key(name), "queue", "host")
+        if not queue:
+            return None
+        pid = queue.removeprefix(_foreground_queue(name, 0).removesuffix("0"))
+        if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            return None  # killed outright: its route expires within seconds
+        if host != socket.gethostname() and time.monotonic() < deadline:
+            time.sleep(0.5)  # maybe killed outright: a route that is not refreshed expires
+            continue
+        return f"process {pid} on {host or 'another machine'}"
+
+
 def _forget_queues_of_killed_calls(connection: redis.Redis, name: str) -> None:
     """Delete the private queues (and kombu's bindings of them) that earlier `supersmm train NAME` calls left
-    when they were killed outright: one call trains a run at a time, and this one's queue is not made yet."""
+    when they were killed outright: no other call lives (_other_foreground_call), and this one's queue is not
+    made yet."""
     prefix = _foreground_queue(name, 0).removesuffix("0")
     queues = set()
     for key in connection.scan_iter(match=f"*{prefix}*", count=1000):
@@ -197,7 +219,7 @@ class _ForegroundRoute:
     def __init__(self, connection: redis.Redis, name: str, queue: str, priority: int | None):
         self.connection = connection
         self.key = run_keys.route_key(name)
-        self.fields = {"queue": queue, "priority": 0 if priority is None else priority}
+        self.fields = {"queue": queue, "priority": 0 if priority is None else priority, "host": socket.gethostname()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, daemon=True)
 
@@ -376,8 +398,10 @@ def resume(name: str) -> str:
         return _enqueue(connection, name, None)
     if state["status"] in ACTIVE and chunk_queue.read_control(connection, name) == RunStatus.PAUSED:
         with run_state.state_lock(name):  # where a trainer reads the request again before it writes paused
-            chunk_queue.clear_control(connection, name)
+            withdrawn = chunk_queue.withdraw_control(connection, name, RunStatus.PAUSED)
             paused = run_state.read_state(name)["status"] == RunStatus.PAUSED
+        if not withdrawn:  # a cancel replaced the pause, or another command cleared it: look again
+            return resume(name)
         if paused:  # its trainer applied the pause meanwhile
             return _enqueue(connection, name, None)
         return f"pause of run {name} withdrawn; it goes on"

@@ -3,8 +3,8 @@
 A trainer can hang without dying: a deadlock, a GPU that stopped answering, a hard-mounted NFS share that
 does not come back. Its heartbeat thread would go on renewing the run's lease, and the run would never move
 again. So the chunk task reports every sign of life to this module (a batch trained or validated, a write
-about to be made), and a watch thread ends the worker when none has come for SUPERSMM_STALL_LIMIT seconds
-(default 30 minutes): it logs where the training is stuck and exits with EXIT_STALLED. The lease then
+about to be made), and a watch thread ends the worker when a chunk has shown none for SUPERSMM_STALL_LIMIT
+seconds (default 30 minutes): it logs where the training is stuck and exits with EXIT_STALLED. The lease then
 expires like a killed worker's, a reconciler queues the run again, and another worker resumes it from its
 last checkpoint; whatever supervises the worker (systemd, Kubernetes, a shell loop) starts it again.
 """
@@ -26,6 +26,7 @@ STALL_LIMIT_VARIABLE = "SUPERSMM_STALL_LIMIT"
 DEFAULT_STALL_LIMIT_S = 30 * 60.0
 EXIT_STALLED = 75  # EX_TEMPFAIL: a supervisor that restarts the worker is right to
 LONGEST_CHECK_INTERVAL_S = 30.0
+LOGGING_GRACE_S = 10.0  # the exit waits no longer for the log line: a log on the hung share would hold it for good
 
 
 def limit_seconds() -> float:
@@ -33,50 +34,54 @@ def limit_seconds() -> float:
 
 
 class _Watch:
-    """The chunk this process trains (one at a time), when it last showed a sign of life, and the thread
-    that ends the process once it has shown none for too long."""
+    """The chunks this process trains (one per training thread), when each last showed a sign of life, and the
+    thread that ends the process once one has shown none for its limit."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._run: str | None = None
-        self._trainer_thread: int | None = None
-        self._alive_at = 0.0
+        self._chunks: dict[int, list] = {}  # training thread -> [run, limit (s), last sign of life (monotonic)]
         self._thread: threading.Thread | None = None
 
     @contextmanager
     def watching(self, run: str):
         """Watch the chunk of `run` that the calling thread trains, until the block ends."""
-        limit_s = limit_seconds()
+        chunk = [run, limit_seconds(), time.monotonic()]
         with self._lock:
-            self._run, self._trainer_thread, self._alive_at = run, threading.get_ident(), time.monotonic()
+            self._chunks[threading.get_ident()] = chunk
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._watch_forever, args=(limit_s,),
-                                                name="supersmm-stall-watch", daemon=True)
+                self._thread = threading.Thread(target=self._watch_forever, name="supersmm-stall-watch", daemon=True)
                 self._thread.start()
         try:
             yield
         finally:
             with self._lock:
-                self._run = self._trainer_thread = None
+                self._chunks.pop(threading.get_ident(), None)
 
     def alive(self) -> None:
-        self._alive_at = time.monotonic()
+        """A sign of life of the chunk the calling thread trains."""
+        chunk = self._chunks.get(threading.get_ident())
+        if chunk is not None:
+            chunk[2] = time.monotonic()
 
-    def _watch_forever(self, limit_s: float) -> None:
+    def _watch_forever(self) -> None:
         while True:
-            time.sleep(min(limit_s / 4, LONGEST_CHECK_INTERVAL_S))
             with self._lock:
-                silent_s = time.monotonic() - self._alive_at
-                if self._run is None or silent_s < limit_s:
-                    continue
-                run, trainer_thread = self._run, self._trainer_thread
-            _end_stalled_worker(run, silent_s, trainer_thread)
+                now = time.monotonic()
+                limits = [limit for _, limit, _ in self._chunks.values()] or [LONGEST_CHECK_INTERVAL_S]
+                for trainer_thread, (run, limit, alive_at) in self._chunks.items():
+                    if now - alive_at >= limit:
+                        # Under the lock: the chunk can neither end nor hand its thread to another chunk meanwhile.
+                        _end_stalled_worker(run, now - alive_at, trainer_thread)
+            time.sleep(min(min(limits) / 4, LONGEST_CHECK_INTERVAL_S))
 
     def _forget_in_forked_child(self) -> None:
         self.__init__()
 
 
 def _end_stalled_worker(run: str, silent_s: float, trainer_thread: int) -> None:
+    exit_anyway = threading.Timer(LOGGING_GRACE_S, os._exit, args=(EXIT_STALLED,))
+    exit_anyway.daemon = True
+    exit_anyway.start()
     frame = sys._current_frames().get(trainer_thread)
     stack = "".join(traceback.format_stack(frame)) if frame else "(the training thread is gone)\n"
     logger.critical("run %s: the chunk made no progress for %.0f s (%s); this worker exits (code %d) so that its "

@@ -77,9 +77,10 @@ def _train_holding_lease(connection, claim: chunk_queue.Claim, run: str, span: C
     if status not in ACTIVE:
         return status
     lease = claim.lease
-    if claim.control and stop_as_requested(run, claim.control, lease.guard,
-                                           lambda: chunk_queue.read_control(connection, run)):
-        return claim.control
+    if claim.control:
+        stopped = stop_as_requested(run, lease.guard, lambda: chunk_queue.read_control(connection, run))
+        if stopped:
+            return stopped["status"]
     report = _progress_reporter(connection, run, span, worker)
     report({"epoch": span.first_epoch, "batch": 0})
 

@@ -152,7 +152,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
         for epoch in range(progress.epoch + 1, last_epoch + 1):
             requested = should_stop()
             if requested in CONTROL_REQUESTS:
-                stopped = run.stop_as_requested(progress, requested, should_stop, epochs_trained)
+                stopped = run.stop_as_requested(progress, should_stop, epochs_trained)
                 if stopped:
                     return stopped
             started = time.monotonic()
@@ -183,7 +183,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
         summaries.close()
     requested = should_stop()  # asked during the chunk's last epoch
     if requested in CONTROL_REQUESTS:
-        stopped = run.stop_as_requested(progress, requested, should_stop, epochs_trained)
+        stopped = run.stop_as_requested(progress, should_stop, epochs_trained)
         if stopped:
             return stopped
     return run.finish(progress, RunStatus.RUNNING, None, epochs_trained)
@@ -467,14 +467,13 @@ class RunWriter:
             self.log(f"run {status} at epoch {progress.epoch}: {stop_reason}")
         return chunk_result(self.name, state, epochs_trained)
 
-    def stop_as_requested(self, progress: Progress, requested: RunStatus, should_stop,
-                          epochs_trained: int) -> ChunkResult | None:
-        """The run paused or cancelled as its user asked; None when a resume withdrew the request meanwhile."""
-        state = stop_as_requested(self.name, requested, self.guard, should_stop)
+    def stop_as_requested(self, progress: Progress, should_stop, epochs_trained: int) -> ChunkResult | None:
+        """The run paused or cancelled as its user asks; None when a resume withdrew the request meanwhile."""
+        state = stop_as_requested(self.name, self.guard, should_stop)
         if state is None:
-            self.log(f"{requested} request withdrawn at epoch {progress.epoch}: training goes on")
+            self.log(f"pause withdrawn at epoch {progress.epoch}: training goes on")
             return None
-        self.log(f"run {requested} at epoch {progress.epoch}: {requested} by request")
+        self.log(f"run {state['status']} at epoch {progress.epoch}: {state['stop_reason']}")
         return chunk_result(self.name, state, epochs_trained)
 
     def record_failure(self, error: Exception) -> None:

@@ -218,4 +218,41 @@ def test_a_resume_between_the_trainer_reading_the_pause_and_applying_it_lets_the
     assert said == ["pause of run resumed withdrawn; it goes on"]
     assert (result.status, result.last_completed_epoch) == ("completed", 3)
     assert training_home.csv_epochs("resumed") == [1, 2, 3]
-    assert "paused request withdrawn at epoch 0: training goes on" in paths.log_path("resumed").read_text()
+    assert "pause withdrawn at epoch 0: training goes on" in paths.log_path("resumed").read_text()
+
+
+def test_a_cancel_that_replaces_a_pause_the_trainer_has_read_is_the_one_applied(training_home):
+    from supersmm_tasks import broker, chunk_queue, run_state
+    from supersmm_tasks.chunk import ChunkSpan
+    from supersmm_tasks.training import train_chunk
+
+    training_home.create("switched", epochs=3, chunk=3)
+    chunk_queue.request_control(broker.client(), "switched", "paused")
+
+    def request_read_then_cancelled():  # `supersmm cancel` right after the trainer read the pause
+        request = chunk_queue.read_control(broker.client(), "switched")
+        chunk_queue.request_control(broker.client(), "switched", "cancelled")
+        return request
+
+    result = train_chunk("switched", ChunkSpan(1, 3, 1), should_stop=request_read_then_cancelled)
+
+    assert result.status == "cancelled" and run_state.read_state("switched")["stop_reason"] == "cancelled by request"
+
+
+def test_a_resume_does_not_withdraw_a_cancel_that_replaced_the_pause(training_home, monkeypatch):
+    from supersmm_tasks import broker, chunk_queue, runs
+
+    training_home.create("kept", epochs=4, chunk=2)
+    chunk_queue.request_control(broker.client(), "kept", "paused")
+    asked = chunk_queue.read_control
+
+    def cancelled_right_after(connection, name):  # `supersmm cancel` between resume's look and its withdrawal
+        request = asked(connection, name)
+        chunk_queue.request_control(connection, name, "cancelled")
+        return request
+
+    monkeypatch.setattr(chunk_queue, "read_control", cancelled_right_after)
+    said = runs.resume("kept")
+
+    assert said == "run kept is queued, not paused; nothing to do"
+    assert asked(broker.client(), "kept") == "cancelled"

@@ -135,3 +135,24 @@ def test_the_queues_of_killed_calls_of_a_run_are_deleted_and_no_other_runs(redis
     _forget_queues_of_killed_calls(client, "fg")
 
     assert sorted(client.keys("*")) == sorted(others)
+
+
+def test_a_second_supersmm_train_of_a_run_is_refused_while_the_first_lives(training_home):
+    import socket
+
+    from supersmm_tasks import run_keys
+
+    # The route a live `supersmm train busy` keeps (this test's own process stands for it) and its queue.
+    client = broker.client()
+    client.hset(run_keys.route_key("busy"), mapping={"queue": f"supersmm_train_busy_{os.getpid()}", "priority": 0,
+                                                     "host": socket.gethostname()})
+    client.rpush(f"supersmm_train_busy_{os.getpid()}", "a chunk")
+
+    second = subprocess.run(train_command("busy", *SETTINGS), env=training_home.env, capture_output=True, text=True,
+                            timeout=120)
+
+    assert second.returncode == 1
+    assert second.stderr.strip() == (f"supersmm: error: run busy is being trained by another `supersmm train` "
+                                     f"(process {os.getpid()} on {socket.gethostname()}); watch it with "
+                                     "`supersmm status busy`")
+    assert client.llen(f"supersmm_train_busy_{os.getpid()}") == 1  # its queue is left alone

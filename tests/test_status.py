@@ -41,3 +41,16 @@ def test_status_with_a_broker_that_does_not_answer_shows_the_run_files_and_says_
     [warning] = shown.stderr.strip().splitlines()
     assert warning.startswith(f"supersmm: warning: broker redis://:***@127.0.0.1:{port}/0 is unreachable")
     assert "shown from the run files alone" in warning and "s3cret" not in warning
+
+
+def test_status_with_a_broker_that_refuses_the_password_is_one_error_line(training_home, redis_server):
+    training_home.create("locked", epochs=4, chunk=2)
+    redis_server.client().config_set("requirepass", "right")
+    wrong = redis_server.url.replace("redis://", "redis://:wrong@")
+
+    shown = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "status"], capture_output=True, text=True,
+                           timeout=120, env={**training_home.env, "SUPERSMM_BROKER_URL": wrong})
+
+    assert shown.returncode == 1 and shown.stdout == ""
+    [line] = shown.stderr.strip().splitlines()
+    assert line.startswith("supersmm: error: broker redis://:***@127.0.0.1:") and "refused the password" in line
