@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -196,8 +197,18 @@ def connect(url: str | None = None) -> redis.Redis:
         raise BrokerUnreachable(f"broker {redact(url)} is unreachable: no Sentinel answered with a master named "
                                 f"{sentinel_master()!r} ({SENTINEL_MASTER_VARIABLE})") from None
     except redis.RedisError as error:
-        raise BrokerUnreachable(f"broker {redact(url)} is unreachable: {_without_secrets(error, url)}") from None
+        refused = BrokerUnreachable if not _tls_refused(error) else SupersmmError
+        raise refused(f"broker {redact(url)} is unreachable: {_without_secrets(error, url)}") from None
     return connection
+
+
+def _tls_refused(error: BaseException) -> bool:
+    """Whether a TLS handshake failed (an untrusted certificate, say): a setting to fix, not a broker that is down."""
+    while error is not None:
+        if isinstance(error, ssl.SSLError) or "SSL" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class BrokerUnreachable(SupersmmError):
