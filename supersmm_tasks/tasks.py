@@ -12,6 +12,7 @@ import os
 import socket
 import time
 
+from celery import concurrency
 from celery.signals import worker_init, worker_ready, worker_shutdown
 from celery.utils.imports import symbol_by_name
 
@@ -95,8 +96,8 @@ def _train_holding_lease(connection, claim: chunk_queue.Claim, run: str, span: C
 
 
 def _progress_reporter(connection, run: str, span: ChunkSpan, worker: str):
-    """on_progress for train_chunk: a sign of life for the stall watch, and the run's progress key (the dashboard,
-    `supersmm train`'s bar) at most once a second. The key holds what the epoch reported so far (the last training
+    """on_progress for train_chunk: a sign of life for the stall watch, and the run's progress key (`supersmm
+    train`'s bar) at most once a second. The key holds what the epoch reported so far (the last training
     batch's loss stays while it validates). It is not also stored as a Celery state: a chunk's result is not kept
     (chunk_queue sends it with ignore_result), Flower shows the states of the task events, and storing one cost
     every report two round trips."""
@@ -125,14 +126,17 @@ def _progress_reporter(connection, run: str, span: ChunkSpan, worker: str):
 # --- the worker --------------------------------------------------------------------------------------
 
 @worker_init.connect
-def _prepare_worker(**_) -> None:
-    """Refuse unknown fault names and bad durations; train behind the user's own commands (worker_priority.py); load the trainer.
+def _prepare_worker(sender=None, **_) -> None:
+    """Refuse another pool, unknown fault names and bad durations; train behind the user's own commands
+    (worker_priority.py); load the trainer.
 
     The trainer (TensorFlow) loads before the worker takes its first chunk. Loaded beside a chunk that has
     just claimed its run, the import took the worker's CPU for longer than the lease's heartbeat could
     wait on a busy machine: the lease expired and the run's chunk was queued a second time.
     """
     try:
+        if sender is not None:
+            _one_chunk_at_a_time(sender)
         faults.injected()
         ttl_seconds(), reconciler.reconcile_interval(), stall.limit_seconds()  # a bad setting stops the start
         lower_worker_priority()
@@ -143,6 +147,17 @@ def _prepare_worker(**_) -> None:
     except (ImportError, AttributeError, ValueError) as error:
         raise SystemExit(f"supersmm: error: cannot load the chunk trainer {app.conf.supersmm_train_chunk!r}: "
                          f"{error}") from None
+
+
+def _one_chunk_at_a_time(worker) -> None:
+    """A worker process trains one chunk at a time, in a thread beside Celery's consumer (celeryconfig.py): the
+    trainer it keeps between chunks, Keras's session and seed, and its stall watch are the process's own."""
+    pool = concurrency.get_implementation(worker.pool_cls)
+    if pool is not concurrency.get_implementation("threads") or str(worker.concurrency) != "1":
+        path = f"{pool.__module__}:{pool.__qualname__}"
+        name = next((alias for alias, where in concurrency.ALIASES.items() if where == path), path)
+        raise SupersmmError(f"a worker trains one chunk at a time (--pool threads --concurrency 1, as celeryconfig.py "
+                            f"sets), not --pool {name} --concurrency {worker.concurrency}: start more workers instead")
 
 
 @worker_ready.connect

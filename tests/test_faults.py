@@ -37,3 +37,17 @@ def test_a_worker_with_an_unknown_fault_stops_at_its_start_with_one_line(workers
     assert worker.process.wait(timeout=120) == 1
     assert "supersmm: error: SUPERSMM_FAULT: unknown fault before_clam" in worker.log()
     assert "Traceback" not in worker.log()
+
+
+@pytest.mark.parametrize("options", [["--concurrency", "2"], ["--pool", "solo"]])
+def test_a_worker_asked_for_another_pool_stops_at_its_start_with_one_line(supersmm_env, options):
+    import subprocess
+    import sys
+
+    started = subprocess.run([sys.executable, "-m", "celery", "-A", "supersmm_tasks", "worker", *options],
+                             capture_output=True, text=True, timeout=120, env=supersmm_env)
+
+    assert started.returncode == 1
+    lines = (started.stdout + started.stderr).strip().splitlines()
+    assert lines[-1].startswith("supersmm: error: a worker trains one chunk at a time (--pool threads --concurrency 1")
+    assert "start more workers instead" in lines[-1] and "Traceback" not in started.stderr
