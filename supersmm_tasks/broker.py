@@ -203,9 +203,13 @@ def connect(url: str | None = None) -> redis.Redis:
 
 
 def _tls_refused(error: BaseException) -> bool:
-    """Whether a TLS handshake failed (an untrusted certificate, say): a setting to fix, not a broker that is down."""
+    """Whether a TLS handshake was refused (an untrusted certificate, say): a setting to fix, not a broker that is
+    down. A connection cut during the handshake (a proxy with nothing behind it) is a broker that is down."""
     while error is not None:
-        if isinstance(error, ssl.SSLError) or "SSL" in str(error):
+        text = str(error)
+        if isinstance(error, ssl.SSLEOFError) or "UNEXPECTED_EOF" in text or "EOF occurred" in text:
+            return False
+        if isinstance(error, ssl.SSLError) or "SSL" in text:
             return True
         error = error.__cause__ or error.__context__
     return False

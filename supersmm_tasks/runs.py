@@ -168,8 +168,9 @@ def _other_foreground_call(connection: redis.Redis, name: str) -> str | None:
         if not queue:
             return None
         pid = queue.removeprefix(_foreground_queue(name, 0).removesuffix("0"))
-        if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            return None  # killed outright: its route expires within seconds
+        if host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or
+                                                                not psutil.pid_exists(int(pid))):
+            return None  # killed outright (or our pid before a restart): its route expires within seconds
         if host != socket.gethostname() and time.monotonic() < deadline:
             time.sleep(0.5)  # maybe killed outright: a route that is not refreshed expires
             continue

@@ -153,11 +153,13 @@ def _one_chunk_at_a_time(worker) -> None:
     """A worker process trains one chunk at a time, in a thread beside Celery's consumer (celeryconfig.py): the
     trainer it keeps between chunks, Keras's session and seed, and its stall watch are the process's own."""
     pool = concurrency.get_implementation(worker.pool_cls)
-    if pool is not concurrency.get_implementation("threads") or str(worker.concurrency) != "1":
+    autoscale = worker.options.get("autoscale")  # Celery sizes the pool from it after this signal
+    if pool is not concurrency.get_implementation("threads") or str(worker.concurrency) != "1" or autoscale:
         path = f"{pool.__module__}:{pool.__qualname__}"
         name = next((alias for alias, where in concurrency.ALIASES.items() if where == path), path)
+        asked = f"--pool {name} --concurrency {worker.concurrency}" + (f" --autoscale {autoscale}" if autoscale else "")
         raise SupersmmError(f"a worker trains one chunk at a time (--pool threads --concurrency 1, as celeryconfig.py "
-                            f"sets), not --pool {name} --concurrency {worker.concurrency}: start more workers instead")
+                            f"sets), not {asked}: start more workers instead")
 
 
 @worker_ready.connect

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import socket
 import subprocess
 import sys
 import threading
@@ -286,3 +287,23 @@ def test_celery_speaks_json_only_messages_results_and_events():
     conf = app.conf
     assert (conf.task_serializer, conf.result_serializer, conf.event_serializer) == ("json", "json", "json")
     assert list(conf.accept_content) == ["json"] and list(conf.result_accept_content) == ["json"]
+
+
+def test_a_tls_broker_cut_off_during_the_handshake_is_unreachable_not_refused():
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def accept_and_close():  # a proxy with nothing behind it
+        for _ in range(5):
+            connection, _ = listener.accept()
+            connection.close()
+
+    threading.Thread(target=accept_and_close, daemon=True).start()
+    with pytest.raises(broker.BrokerUnreachable, match="is unreachable"):
+        broker.connect(f"rediss://:s3cret@127.0.0.1:{listener.getsockname()[1]}/0?ssl_cert_reqs=none")
+    with pytest.raises(broker.BrokerUnreachable):
+        broker.connect(f"redis://127.0.0.1:{broker.free_loopback_port()}/0")
+    listener.close()

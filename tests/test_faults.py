@@ -39,7 +39,7 @@ def test_a_worker_with_an_unknown_fault_stops_at_its_start_with_one_line(workers
     assert "Traceback" not in worker.log()
 
 
-@pytest.mark.parametrize("options", [["--concurrency", "2"], ["--pool", "solo"]])
+@pytest.mark.parametrize("options", [["--concurrency", "2"], ["--pool", "solo"], ["--autoscale", "2,1"]])
 def test_a_worker_asked_for_another_pool_stops_at_its_start_with_one_line(supersmm_env, options):
     import subprocess
     import sys

@@ -156,3 +156,16 @@ def test_a_second_supersmm_train_of_a_run_is_refused_while_the_first_lives(train
                                      f"(process {os.getpid()} on {socket.gethostname()}); watch it with "
                                      "`supersmm status busy`")
     assert client.llen(f"supersmm_train_busy_{os.getpid()}") == 1  # its queue is left alone
+
+
+def test_a_route_left_by_this_very_pid_is_not_another_call(redis_server):
+    import socket
+
+    from supersmm_tasks import run_keys
+    from supersmm_tasks.runs import _other_foreground_call
+
+    client = redis_server.client()  # a container restarted within seconds: same host name, same pid (1)
+    client.hset(run_keys.route_key("again"), mapping={"queue": f"supersmm_train_again_{os.getpid()}",
+                                                      "host": socket.gethostname()})
+
+    assert _other_foreground_call(client, "again") is None
