@@ -186,6 +186,13 @@ def queue_lists(queue: str) -> list[str]:
     return [queue] + [f"{queue}:{step}" for step in range(1, 10)]
 
 
+def queue_of_key(key: str) -> str:
+    """The queue whose list (queue_lists) or kombu binding table a Redis key is; the key itself for any other."""
+    for prefix in KOMBU_BINDING_PREFIXES:
+        key = key.removeprefix(prefix)
+    return key.split(":")[0]
+
+
 def forget_queue(connection: redis.Redis, queue: str) -> None:
     """Delete a queue nobody consumes any more (a `supersmm train`'s own, once its worker has stopped) and kombu's
     binding of it. A message left in it is stale: the run's marker names a route that has ended, and the

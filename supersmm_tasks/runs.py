@@ -155,8 +155,12 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
             signal.signal(number, handler)
 
 
+def _foreground_queue_prefix(name: str) -> str:
+    return f"supersmm_train_{name}_"  # then the pid of the `supersmm train` call
+
+
 def _foreground_queue(name: str, pid: int) -> str:
-    return f"supersmm_train_{name}_{pid}"
+    return f"{_foreground_queue_prefix(name)}{pid}"
 
 
 def _other_foreground_call(connection: redis.Redis, name: str) -> str | None:
@@ -167,7 +171,7 @@ def _other_foreground_call(connection: redis.Redis, name: str) -> str | None:
         queue, host = connection.hmget(run_keys.route_key(name), "queue", "host")
         if not queue:
             return None
-        pid = queue.removeprefix(_foreground_queue(name, 0).removesuffix("0"))
+        pid = queue.removeprefix(_foreground_queue_prefix(name))
         if host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or
                                                                 not psutil.pid_exists(int(pid))):
             return None  # killed outright (or our pid before a restart): its route expires within seconds
@@ -181,15 +185,9 @@ def _forget_queues_of_killed_calls(connection: redis.Redis, name: str) -> None:
     """Delete the private queues (and kombu's bindings of them) that earlier `supersmm train NAME` calls left
     when they were killed outright: no other call lives (_other_foreground_call), and this one's queue is not
     made yet."""
-    prefix = _foreground_queue(name, 0).removesuffix("0")
-    queues = set()
-    for key in connection.scan_iter(match=f"*{prefix}*", count=1000):
-        queue = key.split(":")[0]
-        for binding in chunk_queue.KOMBU_BINDING_PREFIXES:
-            queue = queue.removeprefix(binding)
-        if queue.removeprefix(prefix).isdigit():
-            queues.add(queue)
-    for queue in queues:
+    prefix = _foreground_queue_prefix(name)
+    queues = {chunk_queue.queue_of_key(key) for key in connection.scan_iter(match=f"*{prefix}*", count=1000)}
+    for queue in (queue for queue in queues if queue.removeprefix(prefix).isdigit()):
         chunk_queue.forget_queue(connection, queue)
 
 
