@@ -60,8 +60,12 @@ class Trainer:
         losses = ctc_loss(logits, label, label_length, logit_lengths(image_width, self.preset), self.blank)
         return logits, losses
 
-    def follow_budget(self, max_total_epochs: int) -> None:
-        """The learning-rate schedule spans the run's epoch budget; it follows a changed one from the next step."""
+    def follow_budget(self, max_total_epochs: int, steps_per_epoch: int | None = None) -> None:
+        """The learning-rate schedule spans the run's epoch budget; it follows a changed one from the next step.
+        `steps_per_epoch`, once the epoch's batches are made, is the number it really trains (the training examples
+        that fit CTC and decode, not the split's size): the schedule then ends with the budget's last step."""
+        if steps_per_epoch is not None:
+            self.steps_per_epoch = max(1, steps_per_epoch)
         self.schedule.set_total_steps(max_total_epochs * self.steps_per_epoch)
 
     def restore(self, checkpoint) -> None:
@@ -80,7 +84,9 @@ class Trainer:
 
     @property
     def learning_rate(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.adam.learning_rate))
+        """The rate of the last optimizer step, which an epoch's row reports (Adam's own `learning_rate` is the
+        next step's); the first step's before any."""
+        return float(self.schedule(max(0, int(self.adam.iterations.numpy()) - 1)).numpy())
 
     @property
     def loss_scale(self) -> float | None:

@@ -140,6 +140,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     val_examples, labels = scored_examples(config, config.dataset, "val",
                                           usable_examples(config, "val", trainer.preset, run.log))
     train_batches = epoch_batches(config, train_examples, training=True, log=run.log)
+    trainer.follow_budget(config.max_total_epochs, steps_per_epoch=math.ceil(len(train_batches) / config.batch_size))
     val_batches = epoch_batches(config, val_examples, training=False, log=run.log).epoch(0)  # the same every epoch
     run.log(f"chunk {chunk} on {worker}: epochs {progress.epoch + 1}-{last_epoch} "
             f"of {config.max_total_epochs} ({len(train_examples)} training samples, "

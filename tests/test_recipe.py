@@ -1,16 +1,20 @@
 """The learning recipe: learning-rate schedules, online augmentation drawn from (seed, epoch, sample), and runs
 that augment and follow a schedule while resuming bit for bit."""
 import json
+import math
+import shutil
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from conftest import epoch_in_another_process, final_arrays
+from conftest import detected_home, epoch_in_another_process, final_arrays
 from supersmm_tasks.augment import augmented, camera_damaged
 from supersmm_tasks.chunk import ChunkSpan
 from supersmm_tasks.corpus import load_dataset
+from supersmm_tasks.detect import detect
 from supersmm_tasks.pipeline import epoch_batches, load_image
 from supersmm_tasks.run_config import create_or_update_run, load_run_config
 from supersmm_tasks.schedule import COSINE_FLOOR, ONECYCLE_END, ONECYCLE_START, StepSchedule
@@ -154,6 +158,32 @@ def test_a_run_augments_and_follows_its_schedule_by_default_and_resumes_bit_for_
     learning_rates = [float(row[-1]) for row in results("whole")]
     assert learning_rates[0] > learning_rates[1] > learning_rates[2] > 0  # past its warm-up, decaying
     assert [row[1] for row in results("unaugmented")] != [row[1] for row in results("whole")]
+
+
+@pytest.mark.integration
+def test_the_schedule_spans_the_batches_trained_and_each_row_gives_the_rate_its_epoch_ended_with(engraved_primus,
+                                                                                                   tmp_path):
+    """Four training staves cut too narrow for their labels leave the epoch one batch shorter than the split's size
+    says: the cosine spans the batches really trained, and each epoch's row gives the rate of its last step."""
+    data_root = tmp_path / "data"
+    shutil.copytree(engraved_primus / "primus", data_root / "primus")
+    with detected_home(tmp_path / "home", data_root):
+        narrowed = load_dataset("primus").examples("train", "semantic")[:4]
+        for example in narrowed:
+            narrow = math.ceil(0.6 * example.height)  # an image detect still takes (at least half as wide as high)
+            Image.open(example.image_path).crop((0, 0, narrow, example.height)).save(example.image_path)
+        detect()
+        config = new_run("narrowed")
+        train_chunk("narrowed", ChunkSpan(1, EPOCHS, 1))
+        log = paths.log_path("narrowed").read_text("utf-8")
+        rows = read_rows("narrowed")
+
+    assert "4 train samples skipped: too narrow" in log
+    steps = math.ceil((config.train_samples - 4) / config.batch_size)
+    assert steps < math.ceil(config.train_samples / config.batch_size)
+    schedule = StepSchedule("cosine", config.learning_rate, EPOCHS * steps)
+    expected = [float(schedule(epoch * steps - 1)) for epoch in range(1, EPOCHS + 1)]
+    assert [float(row["learning_rate"]) for row in rows] == pytest.approx(expected, rel=1e-6)
 
 
 def test_recipe_settings_are_fixed_for_the_run_and_old_configs_read_as_before_the_recipe(engraved_home):
