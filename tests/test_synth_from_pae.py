@@ -112,14 +112,21 @@ def test_an_incipit_that_cannot_be_labelled_is_listed_and_the_others_are_written
     pae_file = tmp_path / "mixed.tsv"
     sample, pae = dev_lines[1]
     pae_file.write_text(f"chords\t@clef:G-2@keysig:@timesig:4/4@data:4C^E^G/\n"
-                        f"flats7\t%G-2@c$bBEADGCFü '4C/\n{sample}\t{pae}\n", "utf-8")  # PrIMuS has no key of 7 flats
+                        f"flats7\t%G-2@c$bBEADGCFü '4C/\n"  # PrIMuS has no key of 7 flats
+                        f"tenor\t%g-2@c$ü '2GA/1C/\n"  # drawn with an 8 under the clef, every note an octave up
+                        f"triple\t%C-1@3$ü '2GAB/1C/\n"  # drawn as one "3", where PrIMuS's tokens say 3/1
+                        f"{sample}\t{pae}\n", "utf-8")
     result = synth(tmp_path / "mixed", "--from-pae", pae_file)
     assert result.returncode == 0, result.stderr
     assert re.search(r"^chords: cannot be engraved or labelled: <chord>", result.stderr, re.MULTILINE)
     assert re.search(r"^flats7: cannot be engraved or labelled: a key signature of 7 flats has no semantic token$",
                      result.stderr, re.MULTILINE)
-    assert "wrote 1 incipits" in result.stdout and "2 left out" in result.stdout and "Traceback" not in result.stderr
-    assert not (tmp_path / "mixed" / "chords").exists() and not (tmp_path / "mixed" / "flats7").exists()
+    assert re.search(r"^tenor: cannot be labelled as drawn: the clef G2 drawn with an octave mark \(8\)",
+                     result.stderr, re.MULTILINE)
+    assert re.search(r"^triple: cannot be labelled as drawn: the meter drawn as the one number 3", result.stderr,
+                     re.MULTILINE)
+    assert "wrote 1 incipits" in result.stdout and "4 left out" in result.stdout and "Traceback" not in result.stderr
+    assert not any((tmp_path / "mixed" / left_out).exists() for left_out in ("chords", "flats7", "tenor", "triple"))
     assert (tmp_path / "mixed" / sample / f"{sample}.semantic").is_file()
 
 

@@ -31,7 +31,7 @@ from ..vocabulary import load_vocabulary
 from .agnostic import mei_to_agnostic
 from .camera import camera_jpeg
 from .engrave import FONTS, Engraver, EngravingFailed, font_for, png_bytes
-from .mei import UnsupportedMei, mei_to_semantic
+from .mei import UnsupportedMei, mei_to_semantic, unlabelled_drawing
 from .music import IncipitWriter, drawn_final_barline, printed_return_to_key
 from .pae import semantic_to_pae, with_labelled_ties
 from .pae_source import MalformedPae, drawn_verovio_input, verovio_input
@@ -194,6 +194,9 @@ def _write_given_sample(job: tuple[str, str, str, bool]) -> tuple[str | None, bo
         semantic = mei_to_semantic(mei)
     except (EngravingFailed, UnsupportedMei) as error:
         return f"cannot be engraved or labelled: {error}", False
+    unlabelled = unlabelled_drawing(drawn)
+    if unlabelled:
+        return f"cannot be labelled as drawn: {unlabelled}", False
     unknown = sorted(set(semantic) - set(load_vocabulary("semantic")))
     if unknown:
         return f"its semantic label needs tokens outside the vocabulary: {' '.join(unknown)}", False

@@ -101,6 +101,26 @@ def mei_to_semantic(mei_text: str) -> list[str]:
     return tokens
 
 
+def unlabelled_drawing(mei_text: str) -> str | None:
+    """What an engraving draws that PrIMuS's tokens cannot say, else None: a clef with an octave mark (PAE's
+    `%g-2`: an 8 under the clef and every note an octave off the plain clef's place) or a meter drawn as one
+    number (PAE's `@3`, where PrIMuS's time signatures name a count and a unit). A given MEI is still labelled
+    as PrIMuS would (mei_to_semantic reads neither mark); this is for the images we draw."""
+    for element in ET.fromstring(mei_text.encode("utf-8")).iter():
+        tag = element.tag.removeprefix(NS)
+        octave_mark = element.get("dis") if tag == "clef" else element.get("clef.dis")
+        if octave_mark:
+            shape = element.get("shape") or element.get("clef.shape")
+            line = element.get("line") or element.get("clef.line")
+            return f"the clef {shape}{line} drawn with an octave mark ({octave_mark}): PrIMuS has no token for it"
+        form, count = (element.get("form"), element.get("count")) if tag == "meterSig" else (
+            element.get("meter.form"), element.get("meter.count"))
+        if form == "num":
+            return (f"the meter drawn as the one number {count}: PrIMuS's time signatures have a count and a unit "
+                    f"(@{count}/1 draws both)")
+    return None
+
+
 def read_incipit(mei_text: str) -> Incipit:
     score = ET.fromstring(mei_text.encode("utf-8")).find(f".//{NS}score")
     if score is None:
