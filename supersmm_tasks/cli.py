@@ -239,7 +239,11 @@ def predict(name, images, render_path, score_dir, score_format):
     if render_path:
         from .render import write_svg
 
-        write_svg([token for tokens in staves for token in tokens], render_path)
+        try:  # Verovio engraves pitches and durations: an agnostic model's reading is turned into them first
+            semantic = recognizer.semantic(staves)
+        except SupersmmError as error:
+            raise SupersmmError(f"cannot engrave the prediction of {images[0]}: {error}") from None
+        write_svg([token for tokens in semantic for token in tokens], render_path)
         click.echo(f"engraved prediction written to {render_path}", err=True)
     if failed:
         sys.exit(1)

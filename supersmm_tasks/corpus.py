@@ -54,6 +54,7 @@ DRAWN_LABEL_SUFFIX = ".drawn.agnostic"  # the agnostic symbols as the image draw
 OFFICIAL_ARCHIVE_FOLDERS = {"package_aa": "primus", "package_ab": "primus", "Corpus": "camera_primus"}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 JPEG_END = b"\xff\xd9"
 JPEG_TAIL_SEARCH_BYTES = 1024  # some writers pad after the end-of-image marker

@@ -1,6 +1,6 @@
 """The one atomic file write: checkpoints, state, config, the CSV, dataset configs and indexes, the
-train / continue scripts, the files of each synthetic sample, and the scores and SVGs `supersmm read`
-writes all go through it.
+train / continue scripts, the files of each synthetic sample, and the scores and SVGs `supersmm predict` and
+`supersmm score` write all go through it.
 
 A file is written to a temporary name, fsynced and renamed, and its folder fsynced, so a crash at any
 instant leaves the old or the complete new file. Standard library only: light commands import it.

@@ -59,7 +59,7 @@ def export_run(name: str, out: Path) -> Path:
     from .run_config import load_run_config
     from .vocabulary import load_vocabulary
 
-    out = Path(out)
+    out = Path(out).resolve()  # `.` has no name to put the partial export beside
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SupersmmError(f"{out} already exists: give a new or empty folder")
     config = load_run_config(name)
@@ -80,10 +80,20 @@ def export_run(name: str, out: Path) -> Path:
             run=name, epoch=epoch, encoding=config.network_encoding, height=config.height, folder=out.name,
             via=VIA_AGNOSTIC.format(run=name) if config.semantic_via_agnostic else "",
             classes=len(vocabulary) + 1, tensorflow=tf.__version__), "utf-8")
-        if out.exists():
-            out.rmdir()
-        partial.replace(out)
-    except OSError as error:
+        _put_in_place(partial, out)
+    except (OSError, tf.errors.OpError) as error:
         shutil.rmtree(partial, ignore_errors=True)
-        raise SupersmmError(f"cannot write {out}: {error.strerror or error}") from None
+        reason = error.message if isinstance(error, tf.errors.OpError) else error.strerror or error
+        raise SupersmmError(f"cannot write {out}: {reason}") from None
     return out
+
+
+def _put_in_place(partial: Path, out: Path) -> None:
+    """The finished export at `out`: renamed there whole, or, into an empty folder that exists (the one the user is
+    in, say), its files moved in with saved_model.pb last: the file that makes a folder an export."""
+    if not out.exists():
+        partial.replace(out)
+        return
+    for child in sorted(partial.iterdir(), key=lambda child: child.name == "saved_model.pb"):
+        child.replace(out / child.name)
+    partial.rmdir()

@@ -96,11 +96,11 @@ def load_image(path: str, height: int = DEFAULT_HEIGHT) -> np.ndarray:
         gray = decode_grayscale(tf.io.read_file(str(path)))
         ink = _ink(gray, height, resized_width(int(gray.shape[1]), int(gray.shape[0]), height))
     except tf.errors.OpError as error:
-        raise SupersmmError(f"cannot read image {path}: {_short(error)}") from None
+        raise SupersmmError(f"cannot read image {path}: {short_error(error)}") from None
     return (ink.numpy().astype(np.float32) / 255.0)[..., np.newaxis]
 
 
-def _short(error: tf.errors.OpError) -> str:
+def short_error(error: tf.errors.OpError) -> str:
     """TensorFlow's error message without the op and function names around it."""
     return re.sub(r"\{\{.*?\}\}\s*", "", error.message).split(" [Op:")[0].split("\n")[0]
 
@@ -183,7 +183,7 @@ def _decode_strip(image_paths: list[str], widths: np.ndarray, height: int) \
         try:
             strip[:, offset:offset + width] = next(images).numpy()
         except tf.errors.OpError as error:  # the iterator goes on with the next image
-            failed[index] = _short(error)
+            failed[index] = short_error(error)
     if len(failed) > MOST_OF_A_SET * len(image_paths):
         first = min(failed)
         raise SupersmmError(f"{len(failed)} of {len(image_paths)} images do not decode (first: {image_paths[first]}: "

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import pipeline
+from .corpus import JPEG_SIGNATURE, PNG_SIGNATURE
 from .errors import SupersmmError
 from .model import greedy_decode
 
@@ -105,7 +106,7 @@ class Recognizer:
         try:
             gray = pipeline.decode_grayscale(tf.constant(data)).numpy()[..., 0]
         except tf.errors.OpError as error:
-            raise SupersmmError(f"cannot read image {shown}: {_first_line(error)}") from None
+            raise SupersmmError(f"cannot read image {shown}: {pipeline.short_error(error)}") from None
         from .staves import find_staves
 
         staves = find_staves(np.round(gray).astype(np.uint8))
@@ -130,7 +131,7 @@ class Recognizer:
         try:
             out = self._read_staff(image=tf.constant(data))
         except tf.errors.OpError as error:
-            raise SupersmmError(f"cannot read image {shown}: {_first_line(error)}") from None
+            raise SupersmmError(f"cannot read image {shown}: {pipeline.short_error(error)}") from None
         blank = len(self.vocabulary)
         (indices,) = greedy_decode(out["logits"].numpy(), out["logit_lengths"].numpy(), blank)
         tokens = [self.vocabulary[index] for index in indices]
@@ -142,14 +143,21 @@ class Recognizer:
 
 
 def _image_bytes(image: str | Path | bytes) -> bytes:
+    """The image's bytes, once they are known to be a PNG or JPEG (TensorFlow's PNG decoder also takes GIF, BMP and
+    WebP, and gives some of them in shapes a model cannot read)."""
     if isinstance(image, bytes):
-        return image
-    try:
-        return Path(image).read_bytes()
-    except FileNotFoundError:
-        raise SupersmmError(f"image {image} does not exist") from None
-    except IsADirectoryError:
-        raise SupersmmError(f"image {image} is a folder, not an image") from None
+        data = image
+    else:
+        try:
+            data = Path(image).read_bytes()
+        except FileNotFoundError:
+            raise SupersmmError(f"image {image} does not exist") from None
+        except IsADirectoryError:
+            raise SupersmmError(f"image {image} is a folder, not an image") from None
+    if not data.startswith((PNG_SIGNATURE, JPEG_SIGNATURE)):
+        raise SupersmmError(f"cannot read image {_shown(image)}: not a PNG or JPEG"
+                            + (" (the file is empty)" if not data else ""))
+    return data
 
 
 def _shown(image) -> str:
@@ -158,7 +166,3 @@ def _shown(image) -> str:
 
 def _png(gray: np.ndarray) -> bytes:
     return cv2.imencode(".png", gray)[1].tobytes()
-
-
-def _first_line(error: tf.errors.OpError) -> str:
-    return error.message.split(" [Op:")[0].split("\n")[0]

@@ -38,7 +38,7 @@ MUSIC21_DURATION = {
 }
 MUSIC21_METER = {"C": "common", "C/": "cut"}
 _METER = re.compile(r"C/?|[1-9]\d?/[1-9]\d?")
-_MULTIREST = re.compile(r"[1-9]\d*")
+_MULTIREST = re.compile(r"[1-9]\d{0,3}")  # PrIMuS's longest is 1111 bars; each bar is a measure of the score
 ACCIACCATURA_LENGTH = Fraction(1, 8)  # quarter notes: a slashed grace note is played as a thirty-second
 
 
@@ -100,7 +100,7 @@ def _token_problem(token: str) -> str | None:
     if family == "timeSignature":
         return None if _METER.fullmatch(value) else "unknown meter"
     if family == "multirest":
-        return None if _MULTIREST.fullmatch(value) else "a multirest counts 1 bar or more"
+        return None if _MULTIREST.fullmatch(value) else "a multirest counts 1 to 9999 bars"
     return "not a PrIMuS semantic token"
 
 
@@ -134,6 +134,7 @@ class _PartWriter:
         self.part = music21.stream.Part()
         self.bar_length = Fraction(1)  # whole notes; a bar of rest before any meter is a whole rest
         self.measure: music21.stream.Measure | None = None
+        self.measures_appended = 0
         self.last_note: music21.note.Note | None = None
         self.tie_open = False  # a tie token came after the last note
         self.first_of_staff = True
@@ -148,7 +149,7 @@ class _PartWriter:
         self._close_measure()
 
     def _open_measure(self) -> None:
-        self.measure = music21.stream.Measure(number=len(self.part.getElementsByClass("Measure")) + 1)
+        self.measure = music21.stream.Measure(number=self.measures_appended + 1)
 
     def _close_measure(self) -> None:
         """Appends the measure if it holds anything. A measure shorter than its meter is an upbeat (at the start
@@ -160,6 +161,7 @@ class _PartWriter:
             elif missing > 0:
                 self.measure.paddingRight = missing
             self.part.append(self.measure)
+            self.measures_appended += 1
             self.first_of_staff = False
         self._open_measure()
 
@@ -184,6 +186,7 @@ class _PartWriter:
             self.tie_open = False
             rest = parse_rest(token)
             written = music21.note.Rest(duration=_duration(rest.duration, rest.dots))
+            written.fullMeasure = False  # a whole rest beside notes is that rest, not a bar of rest (multirest's)
             self.measure.append(_with_fermata(written, rest.fermata))
         else:
             self.measure.append(self._note(parse_note(token)))
@@ -236,7 +239,9 @@ def _duration(name: str, dots: int) -> music21.duration.Duration:
 
 def _with_fermata(written, fermata: bool):
     if fermata:
-        written.expressions.append(music21.expressions.Fermata())
+        upright = music21.expressions.Fermata()
+        upright.type = "upright"  # above the staff, as PrIMuS draws them (music21's default is inverted, below)
+        written.expressions.append(upright)
     return written
 
 

@@ -90,6 +90,10 @@ def test_an_agnostic_run_writes_the_score_of_what_it_read(learned_agnostic_run, 
     musicxml = tmp_path / "scores" / f"{staff_png.stem}.musicxml"
     assert musicxml_notes_and_rests(musicxml) == expected_notes_and_rests([agnostic_to_semantic(tokens)])
 
+    rendered = supersmm("predict", "run", staff_png, "--render", tmp_path / "read.svg")
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout == result.stdout and (tmp_path / "read.svg").read_text("utf-8").lstrip().startswith("<")
+
 
 def test_an_agnostic_reading_that_is_no_music_is_one_line_and_no_score(learned_agnostic_run, monkeypatch):
     monkeypatch.setenv("SUPERSMM_HOME", str(learned_agnostic_run))
@@ -150,3 +154,33 @@ def test_recognizer_reads_and_scores_with_a_run_or_an_export(home, staff_png, tm
         Recognizer.load(tmp_path / "nothing here")
     with pytest.raises(SupersmmError, match="does not exist"):
         from_export.read(tmp_path / "missing.png")
+
+
+def test_images_other_than_png_or_jpeg_and_damaged_ones_are_one_plain_line(home, staff_png, tmp_path):
+    recognizer = Recognizer.load("run")
+    for kind in ("WEBP", "BMP", "GIF"):
+        other = tmp_path / f"staff.{kind.lower()}"
+        Image.open(staff_png).save(other, kind)
+        with pytest.raises(SupersmmError, match=f"^cannot read image {re.escape(str(other))}: not a PNG or JPEG$"):
+            recognizer.read_page(other)
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(staff_png.read_bytes()[:200])
+    with pytest.raises(SupersmmError, match="^cannot read image .*damaged.png: ") as raised:
+        recognizer.read(damaged)
+    assert "{{" not in str(raised.value) and "function_node" not in str(raised.value)
+
+
+def test_an_export_goes_into_the_empty_folder_the_user_is_in_and_a_bad_place_is_one_line(home, staff_png, tmp_path,
+                                                                                       monkeypatch):
+    from supersmm_tasks.export import export_run
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    export_run("run", Path("."))
+    assert Recognizer.load(here).read(staff_png) == Recognizer.load("run").read(staff_png)
+    assert not list(tmp_path.glob(".*partial"))
+
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SupersmmError, match="^cannot write .*a_file/model: "):
+        export_run("run", tmp_path / "a_file" / "model")

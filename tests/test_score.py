@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
 
@@ -134,6 +135,36 @@ def test_all_real_dev_labels_become_musicxml_midi_and_mei_that_hold_them(real_de
         assert_every_format_holds([tokens], tmp_path, sample_id)
 
 
+MUSICXML_TYPE = {"quadruple_whole": "long", "double_whole": "breve", "whole": "whole", "half": "half",
+                 "quarter": "quarter", "eighth": "eighth", "sixteenth": "16th", "thirty_second": "32nd",
+                 "sixty_fourth": "64th", "hundred_twenty_eighth": "128th"}
+
+
+@pytest.mark.integration
+def test_real_rests_and_fermatas_are_written_as_primus_draws_them(real_dev, tmp_path):
+    """Each rest token is a rest of its own written length (a whole rest beside notes, in the overfull bars some
+    incipits have, is no bar of rest), only a multirest's bars are measure rests, and every fermata stands above
+    the staff, as PrIMuS's images show them."""
+    labels = real_labels(real_dev)
+    whole_rests_beside_notes = fermatas = 0
+    for sample_id, tokens in labels.items():
+        expected = []
+        for token in tokens:
+            if token.startswith("multirest-"):
+                expected += [("bar of rest",)] * int(token.split("-", 1)[1])
+            elif (rest := parse_rest(token)) is not None:
+                expected.append(("rest", MUSICXML_TYPE[rest.duration]))
+        musicxml = ET.parse(write_score([tokens], tmp_path / f"{sample_id}.musicxml")).getroot()
+        written = [("bar of rest",) if note.find("rest").get("measure") == "yes" else ("rest", note.findtext("type"))
+                   for note in musicxml.iter("note") if note.find("rest") is not None]
+        assert written == expected, sample_id
+        assert [fermata.get("type") for fermata in musicxml.iter("fermata")] == (
+            ["upright"] * sum("fermata" in token for token in tokens)), sample_id
+        whole_rests_beside_notes += "rest-whole" in tokens and "note-" in " ".join(tokens)
+        fermatas += sum("fermata" in token for token in tokens)
+    assert whole_rests_beside_notes >= 5 and fermatas >= 8  # the dev set's: 5 incipits with both, 8 fermatas
+
+
 @pytest.mark.integration
 def test_synthetic_incipits_become_musicxml_midi_and_mei_that_hold_them(tmp_path):
     rng = random.Random(13)
@@ -194,6 +225,7 @@ def test_several_staves_form_one_score_with_a_system_each(tmp_path):
     (["clef-G2", "keySignature-HM"], "token 2 'keySignature-HM': unknown key signature"),
     (["clef-G2", "timeSignature-3/x"], "token 2 'timeSignature-3/x': unknown meter"),
     (["clef-G2", "multirest-0"], "token 2 'multirest-0': a multirest counts"),
+    (["clef-G2", "multirest-10000"], "token 2 'multirest-10000': a multirest counts 1 to 9999 bars"),
 ])
 def test_unknown_or_misplaced_tokens_are_named_with_their_position_and_nothing_is_written(tokens, message, tmp_path):
     for suffix in (".musicxml", ".mid", ".mei"):
