@@ -26,10 +26,22 @@ def _run_name(ctx, param, value):
         raise click.BadParameter(str(error)) from None
 
 
+def _not_empty(ctx, param, value):
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("give a name, not an empty string")
+    return value
+
+
+def _folder_not_empty(ctx, param, value):
+    if value is not None and value == Path(""):  # click reads "" as the current folder
+        raise click.BadParameter("give a folder, not an empty string")
+    return value
+
+
 def run_options(command):
     """The options shared by `enqueue` and `train` (None means: not given, keep the run's value)."""
     options = [
-        click.option("--dataset", help="Dataset to train on (default: the run's name)."),
+        click.option("--dataset", callback=_not_empty, help="Dataset to train on (default: the run's name)."),
         click.option("--max-total-epochs", type=click.IntRange(min=1), help="Epoch budget of the whole run."),
         click.option("--max-epochs-per-run", type=click.IntRange(min=1), help="Epochs per chunk (one Celery task)."),
         click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
@@ -101,7 +113,7 @@ def synth(out, samples, pae_file, seed, camera, workers):
 
 
 @cli.command()
-@click.option("--data-root", type=click.Path(path_type=Path), help="Where to look (default: $SUPERSMM_DATA_ROOT or $SUPERSMM_HOME/data).")
+@click.option("--data-root", type=click.Path(path_type=Path), callback=_folder_not_empty, help="Where to look (default: $SUPERSMM_DATA_ROOT or $SUPERSMM_HOME/data).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per dataset.")
 def detect(data_root, as_json):
     """Find PrIMuS / Camera-PrIMuS corpora, validate every sample, write configs and scripts."""
@@ -329,6 +341,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("supersmm: interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as error:  # one line, as every other error, with where to read more
+        if type(error).__name__ == "NoArgsIsHelpError":  # `supersmm` alone (Click 8.2 on): the help it asks for
+            click.echo(error.ctx.get_help(), err=True)
+            sys.exit(error.exit_code)
+        command = error.ctx.command_path if error.ctx else "supersmm"
+        click.echo(f"supersmm: error: {error.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(error.exit_code)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)

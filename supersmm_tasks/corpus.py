@@ -33,6 +33,7 @@ Nothing here ever writes inside a corpus.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -375,7 +376,14 @@ def image_limits() -> ImageLimits:
             settings[name] = (float if types[name] == "float" else int)(value)
         except ValueError:
             raise SupersmmError(f"{IMAGE_LIMITS_VARIABLE}: {name} must be a number, got {value!r}") from None
-    return ImageLimits(**settings)
+        if not 0 < settings[name] < math.inf:  # a limit of 0 (or nan) would refuse every image of the corpus
+            raise SupersmmError(f"{IMAGE_LIMITS_VARIABLE}: {name} must be a number above 0, got {value!r}")
+    limits = ImageLimits(**settings)
+    for low, high in (("min_height", "max_height"), ("min_width", "max_width"), ("min_aspect", "max_aspect")):
+        if getattr(limits, low) > getattr(limits, high):
+            raise SupersmmError(f"{IMAGE_LIMITS_VARIABLE}: {low} {getattr(limits, low):g} is above "
+                                f"{high} {getattr(limits, high):g}")
+    return limits
 
 
 _tracing = threading.Lock()

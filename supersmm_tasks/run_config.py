@@ -96,6 +96,9 @@ def epoch_budget(n_train: int) -> tuple[int, int]:
     return max_total, _clamp(round(max_total / 20), 50, 500)
 
 
+ESSENTIAL_KEYS = {"dataset": str, "max_total_epochs": int, "max_epochs_per_run": int}  # a state is rebuilt from them
+
+
 def stored_config(name: str) -> dict:
     """The run's config.json as stored: every reader of a run's config goes through here (light: no TensorFlow)."""
     path = paths.config_path(_valid_name(name))
@@ -107,6 +110,10 @@ def stored_config(name: str) -> dict:
         raise SupersmmError(f"cannot read {path}: {error}") from None
     if not isinstance(stored, dict):
         raise SupersmmError(f"cannot read {path}: not a JSON object")
+    missing = [key for key, kind in ESSENTIAL_KEYS.items() if not isinstance(stored.get(key), kind)
+               or isinstance(stored.get(key), bool)]
+    if missing:
+        raise SupersmmError(f"cannot read {path}: it lacks a valid {', '.join(missing)}")
     return stored
 
 
@@ -289,9 +296,10 @@ def _update_run(config: RunConfig, dataset_name: str | None, given: dict) -> Run
                 f"{given[key]!r} (start a new run under another name instead)"
             )
     state = run_state.read_state(config.run)
-    done = state["last_completed_epoch"]
-    if state["status"] != RunStatus.COMPLETED and given.get("max_total_epochs", done + 1) <= done:
-        # Nothing would be left to train, and no chunk to queue: the run would wait, queued, for ever.
+    done, total = state["last_completed_epoch"], given.get("max_total_epochs")
+    # Nothing would be left to train, and no chunk to queue: the run would wait, queued, for ever (a completed run
+    # given its own budget again stays complete; below it, the budget would say it trained more than it may).
+    if total is not None and (total < done or total == done and state["status"] != RunStatus.COMPLETED):
         raise SupersmmError(f"run {config.run!r} has trained {done} epochs: --max-total-epochs "
                             f"{given['max_total_epochs']} leaves none to train; give more than {done}")
     changes = {key: given[key] for key in MUTABLE_SETTINGS if key in given}  # _change_run keeps those that differ

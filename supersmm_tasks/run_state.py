@@ -13,6 +13,7 @@ Where each file lies is paths.py's.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 from datetime import datetime, timezone
@@ -95,6 +96,8 @@ def parse_state(text: str) -> dict:
             state[key] = int(state[key]) if state.get(key) not in (None, "") else None
         for key in FLOAT_FIELDS:
             state[key] = float(state[key]) if state.get(key) not in (None, "") else None
+            if state[key] is not None and not math.isfinite(state[key]):
+                raise UnreadableState(f"{key} is {state[key]}")
     except ValueError as error:
         raise UnreadableState(str(error)) from None
     return state

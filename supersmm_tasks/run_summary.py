@@ -12,6 +12,7 @@ through lease.py and chunk_queue.py.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import redis
@@ -58,7 +59,15 @@ def status_rows(name: str | None = None, warn=lambda line: None) -> list[dict]:
             raise SupersmmError(f"no run named {name!r} in {paths.models_dir()}")
         names = [name]
     connection = _connection_if_broker_up(warn)
-    return [_status_row(connection, run) for run in names]
+    rows = []
+    for run in names:
+        try:
+            rows.append(_status_row(connection, run))
+        except SupersmmError as error:
+            if name is not None:
+                raise
+            warn(f"run {run} not shown: {error}")  # one damaged run does not hide the others
+    return rows
 
 
 def _connection_if_broker_up(warn) -> redis.Redis | None:
@@ -85,7 +94,7 @@ def _status_row(connection: redis.Redis | None, name: str) -> dict:
     holder = (lease_holder(connection, name) or "") if connection is not None else ""
     row = {
         **state,
-        "best_val_ser": best_val_ser(state, min(float(r["val_ser"]) for r in rows) if rows else None),
+        "best_val_ser": best_val_ser(state, min(scores, default=None) if (scores := _val_sers(rows)) else None),
         "eta": eta(state, last_row) or "",
         "worker": worker(state, last_row, holder) or "",
     }
@@ -93,6 +102,19 @@ def _status_row(connection: redis.Redis | None, name: str) -> dict:
     if request and state["status"] in ACTIVE:
         row["requested"] = request
     return row
+
+
+def _val_sers(rows: list[dict]) -> list[float]:
+    """The rows' val SERs that are numbers (a row edited by hand may hold anything)."""
+    found = []
+    for row in rows:
+        try:
+            value = float(row["val_ser"])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            found.append(value)
+    return found
 
 
 STATUS_COLUMNS = (

@@ -67,7 +67,7 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
         if state["status"] == RunStatus.COMPLETED:
             config = load_run_config(name)
             longer = (f"--max-minutes {config.max_minutes * 2:g}" if state.get("stop_reason") == "max_minutes"
-                      else f"--max-total-epochs {state['max_total_epochs'] * 2}")
+                      else f"--max-total-epochs {max(state['max_total_epochs'], state['last_completed_epoch']) * 2}")
             return (f"run {name} is complete ({state['last_completed_epoch']}/{state['max_total_epochs']} epochs, "
                     f"{state.get('stop_reason') or 'done'}); to train longer: supersmm enqueue {name} {longer}")
         chunk_queue.clear_control(connection, name)
@@ -118,6 +118,7 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
     waits for it and takes over. Returns the exit code: 0 when the run ended, 130 when interrupted
     (128 + the signal when terminated), 1 otherwise.
     """
+    check_worker_settings()  # our worker would refuse to start: say why before anything is queued
     connection = _connect_to_send()
     holder = lease_holder(connection, name)
     if holder and _orphaned_foreground_worker(holder, name):
@@ -341,6 +342,16 @@ def _stop_worker(worker: subprocess.Popen) -> None:
 
 
 # --- workers -------------------------------------------------------------------------------------
+
+def check_worker_settings() -> None:
+    """SupersmmError naming the first bad setting a worker reads (fault names, the lease TTL, the reconcile interval,
+    the stall limit, the niceness): a worker refuses to start with it."""
+    from . import faults, reconciler
+    from .worker_priority import worker_niceness
+
+    faults.injected()
+    ttl_seconds(), reconciler.reconcile_interval(), stall.limit_seconds(), worker_niceness()
+
 
 def run_worker(celery_args: list[str]) -> int:
     """Run a Celery worker with the project's configuration (celeryconfig.py); `celery worker` options pass through."""

@@ -20,9 +20,10 @@ from . import chunk_queue, faults, reconciler, run_state, stall
 from .celery_app import app
 from .chunk import ChunkSpan
 from .errors import ChunkInterrupted, SupersmmError
-from .lease import LeaseLost, ttl_seconds
+from .lease import LeaseLost
 from .run_keys import progress_key
 from .run_status import ACTIVE, RunStatus, stop_as_requested
+from .runs import check_worker_settings
 from .shutdown import raise_if_stopping
 from .worker_priority import NICE_VARIABLE, lower_worker_priority
 
@@ -137,8 +138,7 @@ def _prepare_worker(sender=None, **_) -> None:
     try:
         if sender is not None:
             _one_chunk_at_a_time(sender)
-        faults.injected()
-        ttl_seconds(), reconciler.reconcile_interval(), stall.limit_seconds()  # a bad setting stops the start
+        check_worker_settings()
         lower_worker_priority()
     except SupersmmError as error:  # one line, as `supersmm` prints its errors
         raise SystemExit(f"supersmm: error: {error}") from None

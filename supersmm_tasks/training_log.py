@@ -61,19 +61,27 @@ def format_row(row: dict) -> str:
 
 
 def _read_text_repaired() -> str:
-    """The file's text without a partial last line (the caller holds the lock); header checked."""
+    """The file's text without a partial last line, which a crash left and which is cut from the file too (the
+    caller holds the lock); header checked."""
+    text, cut = _whole_lines()
+    if cut:
+        write_atomically(paths.training_log_csv(), text.encode())
+    return text
+
+
+def _whole_lines() -> tuple[str, bool]:
+    """(the file's text without a partial last line, whether there was one); header checked."""
     path = paths.training_log_csv()
-    if not path.exists() or path.stat().st_size == 0:
-        return ""
-    text = path.read_text("utf-8", errors="replace")
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        write_atomically(path, text.encode())
-    if text and not text.startswith(HEADER):
+    try:
+        text = path.read_text("utf-8", errors="replace")
+    except FileNotFoundError:
+        return "", False
+    whole = text[: text.rfind("\n") + 1]
+    if whole and not whole.startswith(HEADER):
         raise SupersmmError(
             f"{path} does not start with the expected columns ({HEADER.strip()}): move it aside and retry"
         )
-    return text
+    return whole, whole != text
 
 
 def _has_header_and_whole_lines(path) -> bool:
@@ -186,9 +194,10 @@ _indexes: dict[str, _EpochIndex] = {}
 
 
 def read_rows(run: str | None = None) -> list[dict]:
-    """All complete rows (of one run if given), as dicts of strings, in file order."""
-    with _lock():
-        text = _read_text_repaired()
+    """All complete rows (of one run if given), as dicts of strings, in file order. A reader takes no lock and
+    writes nothing (`supersmm status` on a read-only SUPERSMM_HOME, the dashboard): a row being appended, or
+    cut short by a crash, is left out until a writer makes it whole or cuts it."""
+    text, _ = _whole_lines()
     rows = list(csv.DictReader(io.StringIO(text)))
     return [r for r in rows if run is None or r["run"] == run]
 

@@ -1,5 +1,6 @@
 """Finding corpora and validating samples, on copies of the real PrIMuS sample (some corrupted on purpose)."""
 import os
+import re
 from pathlib import Path
 
 from conftest import REAL_SAMPLE_ID, add_sample, require_real_dev
@@ -203,13 +204,26 @@ def test_images_of_shapes_training_cannot_take_are_refused_with_the_limit(tmp_pa
     assert checked(folder).problems == []
 
 
-def test_bad_image_limits_are_one_clear_error(tmp_path, monkeypatch):
-    from supersmm_tasks.corpus import image_limits
+@pytest.mark.parametrize("given, message", [
+    ("max_widht=10", "unknown limit 'max_widht'"),
+    ("max_height=ten", "max_height must be a number, got 'ten'"),
+    ("min_height=0,max_height=0", "min_height must be a number above 0, got '0'"),
+    ("max_width=-1", "max_width must be a number above 0, got '-1'"),
+    ("max_aspect=nan", "max_aspect must be a number above 0, got 'nan'"),
+    ("min_width=900,max_width=800", "min_width 900 is above max_width 800"),
+])
+def test_bad_image_limits_are_one_clear_error_before_detect_rewrites_anything(engraved_home, monkeypatch, given,
+                                                                               message):
+    """Limits that no image could meet would have emptied every dataset's index, and the runs on it with them."""
+    from supersmm_tasks import paths
+    from supersmm_tasks.detect import detect
     from supersmm_tasks.errors import SupersmmError
 
-    monkeypatch.setenv("SUPERSMM_IMAGE_LIMITS", "max_widht=10")
-    with pytest.raises(SupersmmError, match="unknown limit 'max_widht'"):
-        image_limits()
+    index = {path: path.read_bytes() for path in paths.datasets_dir().iterdir() if path.is_file()}
+    monkeypatch.setenv("SUPERSMM_IMAGE_LIMITS", given)
+    with pytest.raises(SupersmmError, match=re.escape(f"SUPERSMM_IMAGE_LIMITS: {message}")):
+        detect()
+    assert {path: path.read_bytes() for path in index} == index
 
 
 def test_sample_folders_and_files_that_resolve_outside_the_data_root_are_refused(tmp_path):

@@ -343,6 +343,7 @@ def test_unknown_run_and_unknown_path_are_404(home, server):
     assert get(server + "/api/runs/nobody")[0] == 404
     assert get(server + "/api/runs/nobody/previews/0/image")[0] == 404
     assert get(server + "/static/../server.py")[0] in (403, 404)
+    assert get(server + "/static/%00")[0] == get(server + "/static/style.css%00")[0] == 404
     assert get(server + "/nothing/here")[0] == 404
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from supersmm_tasks.run_config import load_run_config
 
 # Runs the real command, then says on stderr whether TensorFlow was imported on the way.
@@ -176,6 +178,14 @@ def test_an_epoch_budget_that_leaves_nothing_to_train_is_refused_and_changes_not
     assert paths.config_path("trained").read_bytes() == before
     assert run_state.read_state("trained")["status"] == "paused"
 
+    training_home.create("finished", epochs=2, chunk=2)
+    run_state.write_state("finished", status="completed", last_completed_epoch=2, stop_reason="max_total_epochs")
+    with pytest.raises(SupersmmError, match="^run 'finished' has trained 2 epochs: --max-total-epochs 1 leaves none"):
+        runs.enqueue("finished", max_total_epochs=1)  # it would read 2/1, and the hint would offer 2 epochs more
+    assert runs.enqueue("finished", max_total_epochs=2) == ("run finished is complete (2/2 epochs, max_total_epochs); "
+                                                            "to train longer: supersmm enqueue finished "
+                                                            "--max-total-epochs 4")
+
 
 def test_a_resume_that_meets_the_pause_being_applied_queues_the_run_again(training_home, monkeypatch):
     from supersmm_tasks import broker, chunk_queue, run_state, runs
@@ -256,3 +266,37 @@ def test_a_resume_does_not_withdraw_a_cancel_that_replaced_the_pause(training_ho
 
     assert said == "run kept is queued, not paused; nothing to do"
     assert asked(broker.client(), "kept") == "cancelled"
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("SUPERSMM_STALL_LIMIT", "abc"), ("SUPERSMM_WORKER_NICE", "abc"), ("SUPERSMM_RECONCILE_INTERVAL", "-1"),
+    ("SUPERSMM_FAULT", "typo"),
+])
+def test_train_with_a_setting_its_worker_would_refuse_says_so_and_queues_nothing(training_home, variable, value):
+    from supersmm_tasks import paths
+
+    refused = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "train", "eager", "--dataset", "primus",
+                              "--model", "tiny"], env={**training_home.env, variable: value}, capture_output=True,
+                             text=True, timeout=120)
+
+    assert refused.returncode == 1
+    [line] = [line for line in refused.stderr.splitlines() if line.startswith("supersmm")]
+    assert line.startswith("supersmm: error: ") and variable in line and "Traceback" not in refused.stderr
+    assert not paths.config_path("eager").exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("detect", "--data-root", ""), "Invalid value for '--data-root': give a folder, not an empty string "
+                                    "(see `supersmm detect --help`)"),
+    (("enqueue", "nameless", "--dataset", ""), "Invalid value for '--dataset': give a name, not an empty string "
+                                              "(see `supersmm enqueue --help`)"),
+    (("enqueue", "../x"), "Invalid value for 'NAME': invalid run name '../x'"),
+    (("enqueue", "x", "--bogus"), "No such option '--bogus'"),
+])
+def test_a_usage_error_is_one_line_and_an_empty_name_or_folder_is_refused(training_home, arguments, message):
+    refused = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", *arguments], env=training_home.env,
+                             capture_output=True, text=True, timeout=120, cwd=training_home.env["SUPERSMM_HOME"])
+
+    assert refused.returncode == 2
+    [line] = refused.stderr.splitlines()
+    assert line.startswith(f"supersmm: error: {message}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 STATUS_AND_ITS_IMPORTS = """
 import json, sys
@@ -54,3 +55,35 @@ def test_status_with_a_broker_that_refuses_the_password_is_one_error_line(traini
     assert shown.returncode == 1 and shown.stdout == ""
     [line] = shown.stderr.strip().splitlines()
     assert line.startswith("supersmm: error: broker redis://:***@127.0.0.1:") and "refused the password" in line
+
+
+def test_one_damaged_run_is_one_warning_line_and_the_others_are_shown_without_a_lock_taken(training_home):
+    """A run whose config lost its dataset (and whose state, rebuilt from it, is gone) and a CSV row edited by hand
+    leave every other run in the table; status, a reader, creates no lock file (a read-only SUPERSMM_HOME)."""
+    from supersmm_tasks import paths, training_log
+
+    for name in ("whole", "damaged", "edited"):
+        training_home.create(name, epochs=4, chunk=2)
+    paths.config_path("damaged").write_text('{"run": "damaged"}')
+    paths.state_path("damaged").unlink()
+    blank = {column: "" for column in training_log.COLUMNS}
+    for epoch, val_ser in ((1, "abc"), (2, "12.5")):
+        training_log.append_row(blank | {"run": "edited", "dataset": "primus", "epoch": epoch, "val_ser": val_ser})
+    lock = Path(str(paths.training_log_csv()) + ".lock")
+    lock.unlink(missing_ok=True)
+
+    shown = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "status", "--json"], capture_output=True,
+                           text=True, timeout=120, env=training_home.env)
+    enqueued = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "enqueue", "damaged"], capture_output=True,
+                              text=True, timeout=120, env=training_home.env)
+
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["run"]: row for row in json.loads(shown.stdout)}
+    assert sorted(rows) == ["edited", "whole"] and rows["edited"]["best_val_ser"] == 12.5
+    [warning] = shown.stderr.strip().splitlines()
+    assert warning.startswith("supersmm: warning: run damaged not shown: cannot read ")
+    assert warning.endswith("config.json: it lacks a valid dataset, max_total_epochs, max_epochs_per_run")
+    assert not lock.exists()
+    assert enqueued.returncode == 1 and "Traceback" not in enqueued.stderr
+    assert enqueued.stderr.strip().splitlines()[-1].endswith("it lacks a valid dataset, max_total_epochs, "
+                                                             "max_epochs_per_run")

@@ -154,6 +154,12 @@ class StaticHandler(BaseHandler, tornado.web.StaticFileHandler):
         BaseHandler.initialize(self, dashboard)
         tornado.web.StaticFileHandler.initialize(self, path)
 
+    @classmethod
+    def get_absolute_path(cls, root: str, path: str) -> str:
+        if "\x00" in path:  # no file has such a name; the file system would refuse it with a ValueError (a 500)
+            raise tornado.web.HTTPError(404)
+        return super().get_absolute_path(root, path)
+
 
 class ConfigHandler(JsonHandler):
     def get(self):
