@@ -127,14 +127,13 @@ def train_foreground(name: str, dataset: str | None = None, priority: int | None
         holder = _wait_for_release(connection, name, within_s=2 * ttl_seconds() + ORPHAN_STOP_S)  # stops, or expires
     if holder:
         raise SupersmmError(f"run {name} is training on {holder}; watch it with `supersmm status {name}`")
-    other = _other_foreground_call(connection, name)
+    queue = _foreground_queue(name, os.getpid())
+    route = _ForegroundRoute(connection, name, queue, priority)
+    other = route.claim()
     if other:
         raise SupersmmError(f"run {name} is being trained by another `supersmm train` ({other}); "
                             f"watch it with `supersmm status {name}`")
-    queue = _foreground_queue(name, os.getpid())
     _forget_queues_of_killed_calls(connection, name)
-    route = _ForegroundRoute(connection, name, queue, priority)
-    route.start()
     worker = None
     previous_handlers = {number: signal.signal(number, _exit_on_signal) for number in STOPPING_SIGNALS}
     try:
@@ -164,22 +163,23 @@ def _foreground_queue(name: str, pid: int) -> str:
     return f"{_foreground_queue_prefix(name)}{pid}"
 
 
-def _other_foreground_call(connection: redis.Redis, name: str) -> str | None:
-    """'process PID on HOST' of another `supersmm train NAME` that lives (its route is refreshed while it does;
-    one on this machine whose process is gone is not waited for), else None."""
+def _other_foreground_call(connection: redis.Redis, name: str) -> tuple[str, str | None]:
+    """(the route's queue as seen, "" for none; 'process PID on HOST' of the `supersmm train NAME` behind it when that
+    call lives, else None). A route is refreshed while its call lives; one on this machine whose process is gone
+    is not waited for."""
     deadline = time.monotonic() + FOREGROUND_ROUTE_TTL_S + 1
     while True:
         queue, host = connection.hmget(run_keys.route_key(name), "queue", "host")
         if not queue:
-            return None
+            return "", None
         pid = queue.removeprefix(_foreground_queue_prefix(name))
         if host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or
                                                                 not psutil.pid_exists(int(pid))):
-            return None  # killed outright (or our pid before a restart): its route expires within seconds
+            return queue, None  # killed outright (or our pid before a restart): its route expires within seconds
         if host != socket.gethostname() and time.monotonic() < deadline:
             time.sleep(0.5)  # maybe killed outright: a route that is not refreshed expires
             continue
-        return f"process {pid} on {host or 'another machine'}"
+        return queue, f"process {pid} on {host or 'another machine'}"
 
 
 def _forget_queues_of_killed_calls(connection: redis.Redis, name: str) -> None:
@@ -213,19 +213,42 @@ def _wait_for_release(connection: redis.Redis, name: str, within_s: float) -> st
     return holder
 
 
+# Write the route (ARGV: queue, priority, host, TTL s) only where it still holds the queue looked at (ARGV[1], ''
+# for none): 1 if written, else 0.
+_CLAIM_ROUTE = """
+if (redis.call('HGET', KEYS[1], 'queue') or '') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'queue', ARGV[2], 'priority', ARGV[3], 'host', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
 class _ForegroundRoute:
     """Routes the run's chunks to this call's private queue for as long as this process lives."""
 
     def __init__(self, connection: redis.Redis, name: str, queue: str, priority: int | None):
         self.connection = connection
-        self.key = run_keys.route_key(name)
+        self.run, self.key = name, run_keys.route_key(name)
         self.fields = {"queue": queue, "priority": 0 if priority is None else priority, "host": socket.gethostname()}
+        self._claim_script = connection.register_script(_CLAIM_ROUTE)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, daemon=True)
 
-    def start(self) -> None:
-        self._write()
-        self._thread.start()
+    def claim(self) -> str | None:
+        """Route the run to this call unless another live call has it ('process PID on HOST' of that one). The
+        route is written only where it still holds what was looked at: of two calls started at once, one wins."""
+        while True:
+            seen, other = _other_foreground_call(self.connection, self.run)
+            if other:
+                return other
+            if self._replace(seen):
+                self._thread.start()
+                return None
+
+    def _replace(self, seen: str) -> bool:
+        return bool(self._claim_script(keys=[self.key], args=[
+            seen, self.fields["queue"], self.fields["priority"], self.fields["host"], FOREGROUND_ROUTE_TTL_S]))
 
     def stop(self) -> None:
         self._stop.set()

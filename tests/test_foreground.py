@@ -15,6 +15,7 @@ import pytest
 from supersmm_tasks import broker, lease, paths
 from supersmm_tasks.checkpoint import load_checkpoint
 from supersmm_tasks.chunk import ChunkSpan
+from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.run_config import create_or_update_run
 from supersmm_tasks.run_status import ACTIVE
 from supersmm_tasks.training import train_chunk
@@ -168,4 +169,33 @@ def test_a_route_left_by_this_very_pid_is_not_another_call(redis_server):
     client.hset(run_keys.route_key("again"), mapping={"queue": f"supersmm_train_again_{os.getpid()}",
                                                       "host": socket.gethostname()})
 
-    assert _other_foreground_call(client, "again") is None
+    assert _other_foreground_call(client, "again") == (f"supersmm_train_again_{os.getpid()}", None)
+
+
+def test_of_two_supersmm_train_calls_started_at_once_only_one_takes_the_run(training_home, monkeypatch):
+    """The second call looks at the route between the first one's look and its write: it must not take the run."""
+    import socket
+
+    from supersmm_tasks import run_keys, runs
+
+    client = broker.client()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands for the first call
+    looked = runs._other_foreground_call
+
+    def the_other_call_writes_its_route_just_after_our_look(connection, name):
+        seen = looked(connection, name)
+        if not client.exists(run_keys.route_key(name)):
+            client.hset(run_keys.route_key(name), mapping={
+                "queue": f"supersmm_train_{name}_{other.pid}", "priority": 0, "host": socket.gethostname()})
+        return seen
+
+    monkeypatch.setattr(runs, "_other_foreground_call", the_other_call_writes_its_route_just_after_our_look)
+    try:
+        with pytest.raises(SupersmmError, match=rf"run twice is being trained by another `supersmm train` "
+                                                rf"\(process {other.pid} on "):
+            runs.train_foreground("twice", dataset="primus", model="tiny", max_total_epochs=1)
+        assert client.hget(run_keys.route_key("twice"), "queue") == f"supersmm_train_twice_{other.pid}"
+        assert not paths.config_path("twice").exists()  # nothing created, nothing queued
+    finally:
+        other.kill()
+        other.wait()
