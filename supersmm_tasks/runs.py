@@ -213,11 +213,12 @@ def _wait_for_release(connection: redis.Redis, name: str, within_s: float) -> st
     return holder
 
 
-# Write the route (ARGV: queue, priority, host, TTL s) only where it still holds the queue looked at (ARGV[1], ''
-# for none): 1 if written, else 0.
+# Replace the route with (ARGV: queue, priority, host, TTL s), or delete it where the queue given is '', only where
+# it still holds the queue looked at (ARGV[1], '' for none): 1 if done, else 0.
 _CLAIM_ROUTE = """
 if (redis.call('HGET', KEYS[1], 'queue') or '') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+if ARGV[2] == '' then return 1 end
 redis.call('HSET', KEYS[1], 'queue', ARGV[2], 'priority', ARGV[3], 'host', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
@@ -253,8 +254,8 @@ class _ForegroundRoute:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        try:
-            self.connection.delete(self.key)
+        try:  # ours only: a call that took over once ours expired (Redis down meanwhile) keeps its route
+            self._claim_script(keys=[self.key], args=[self.fields["queue"], "", "", "", 0])
         except redis.RedisError:
             pass  # it expires by itself
 

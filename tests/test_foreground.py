@@ -199,3 +199,20 @@ def test_of_two_supersmm_train_calls_started_at_once_only_one_takes_the_run(trai
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_call_that_ends_deletes_its_own_route_only(redis_server):
+    from supersmm_tasks import run_keys
+    from supersmm_tasks.runs import _ForegroundRoute
+
+    client = redis_server.client()
+    ours = _ForegroundRoute(client, "handed", f"supersmm_train_handed_{os.getpid()}", priority=None)
+    assert ours.claim() is None
+    client.hset(run_keys.route_key("handed"), "queue", "supersmm_train_handed_1")  # ours expired; another took over
+    ours.stop()
+    assert client.hget(run_keys.route_key("handed"), "queue") == "supersmm_train_handed_1"
+
+    again = _ForegroundRoute(client, "alone", f"supersmm_train_alone_{os.getpid()}", priority=None)
+    assert again.claim() is None
+    again.stop()
+    assert not client.exists(run_keys.route_key("alone"))
