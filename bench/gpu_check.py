@@ -105,10 +105,9 @@ def speed(examples, steps: int, narrowest: int | None, matmul_size: int) -> dict
     from bench_training import _paper_config, training_flops_per_sample
     from supersmm_tasks import pipeline
     from supersmm_tasks.trainer import Trainer
-    from supersmm_tasks.training import fits_ctc
 
     trainer = Trainer(_paper_config(), mixed_precision=True)
-    usable = [e for e in examples if fits_ctc(e.target, e.width, e.height, trainer.preset)]
+    usable, _ = pipeline.ctc_fitting(examples, trainer.preset)
     usable = sorted(usable, key=lambda example: example.width)[:narrowest]
     batches = pipeline.EpochBatches(usable, encoding="semantic", height=trainer.preset.height,
                                     batch_size=trainer.config.batch_size, seed=0, training=True, augment=True)

@@ -213,8 +213,10 @@ def evaluate(name, split, beam_width, as_json):
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(
-            f"{name} on {split} ({result['samples']} samples): "
-            f"SER {result['ser']:.2f}%  sequence error {result['sequence_error']:.2f}%"
+            f"{name} on {split} ({result['samples']} samples"
+            + (f"; {result['too_narrow']} too narrow for their labels left out, as training does"
+               if result["too_narrow"] else "")
+            + f"): SER {result['ser']:.2f}%  sequence error {result['sequence_error']:.2f}%"
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 from .errors import SupersmmError
@@ -27,7 +28,7 @@ def write_atomically(path: Path, data: bytes | memoryview) -> None:
     The folder is created when missing. A full disk raises DiskFull and leaves the old file untouched.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share one
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share one: _UNFINISHED
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -43,6 +44,21 @@ def write_atomically(path: Path, data: bytes | memoryview) -> None:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(path) from None
         raise
+
+
+_UNFINISHED = re.compile(r"\..+\.\d+\.tmp")  # write_atomically's temporary names
+
+
+def remove_unfinished_writes(folder: Path) -> list[Path]:
+    """Delete what writes cut off by a crash (SIGKILL, power loss) left in `folder`: their temporary files, each up
+    to a whole checkpoint; the files they were to replace are intact. Only for a folder one process writes at a
+    time (a run's checkpoints, under the run's lease): another's write under way would lose its file."""
+    removed = []
+    for temporary in Path(folder).glob(".*.tmp"):
+        if _UNFINISHED.fullmatch(temporary.name):
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
 
 
 class DiskFull(SupersmmError):

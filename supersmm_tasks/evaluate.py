@@ -130,6 +130,10 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None, d
     examples = load_dataset(dataset).examples(split, config.network_encoding)
     if not examples:
         raise SupersmmError(f"dataset {dataset!r} has no {split} samples for encoding {config.network_encoding}")
+    examples, too_narrow = pipeline.ctc_fitting(examples, PRESETS[config.model])  # as training validates
+    if not examples:
+        raise SupersmmError(f"every {split} staff of dataset {dataset!r} is too narrow for its label at height "
+                            f"{config.height}")
     examples, labels = scored_examples(config, dataset, split, examples)
     forward = inference_step(model)
     # The training batch size pads the validation batches as training did, so val SER matches the CSV.
@@ -141,6 +145,7 @@ def evaluate_run(name: str, split: str = "val", beam_width: int | None = None, d
                    blank_index(config.network_encoding), beam_width, labels)
     return {
         "run": name, "dataset": dataset, "split": split, "epoch": epoch, "samples": result.samples,
+        "too_narrow": len(too_narrow),
         "ser": result.ser, "sequence_error": result.sequence_error,
         "decoder": f"beam {beam_width}" if beam_width else "greedy",
     }

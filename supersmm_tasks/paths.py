@@ -103,6 +103,11 @@ def checkpoints_dir(name: str) -> Path:
     return run_dir(name) / "checkpoints"
 
 
+def init_checkpoint_path(name: str) -> Path:
+    """A fine-tuned run's copy of the checkpoint it starts from (its source prunes its own as it trains on)."""
+    return run_dir(name) / "init_checkpoint.npz"
+
+
 def best_model_path(name: str) -> Path:
     """The Keras file of the run's best model, written next to its checkpoints."""
     return checkpoints_dir(name) / "best.keras"

@@ -59,6 +59,24 @@ def resized_width(width: int, height: int, target_height: int) -> int:
     return max(1, round(width * target_height / height))
 
 
+def fits_ctc(tokens: list[str], width: int, height: int, preset) -> bool:
+    """Whether the image has enough frames for its label: CTC needs one per token plus a blank
+    between each pair of equal neighbours."""
+    frames = preset.frames(resized_width(width, height, preset.height))
+    repeats = sum(a == b for a, b in zip(tokens, tokens[1:]))
+    return frames >= len(tokens) + repeats
+
+
+def ctc_fitting(examples: list[Example], preset) -> tuple[list[Example], list[Example]]:
+    """(the examples whose image can hold their label under CTC, those too narrow for it): training leaves the
+    second out, and evaluation with it, so that both score the same staves."""
+    fitting, too_narrow = [], []
+    for example in examples:
+        fits = example.width is None or fits_ctc(example.target, example.width, example.height, preset)
+        (fitting if fits else too_narrow).append(example)
+    return fitting, too_narrow
+
+
 def decode_grayscale(data: tf.Tensor) -> tf.Tensor:
     """PNG or JPEG bytes -> [h, w, 1] float32 gray levels 0..255, transparent pixels shown on white."""
     def from_jpeg():

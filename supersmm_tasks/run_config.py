@@ -14,6 +14,7 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from . import paths, run_state
 from .durable import write_atomically
@@ -218,7 +219,7 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         augment=settings.get("augment", preset.augment or dataset.camera),  # presets.py says why
         curriculum=settings["curriculum"],
         init_from=source[0].run if source else None,
-        init_checkpoint=str(source[1].path) if source else None,
+        init_checkpoint=str(_copy_of_starting_point(name, source[1].path)) if source else None,
         semantic_via_agnostic=settings["semantic_via_agnostic"],
         max_minutes=settings.get("max_minutes"),
         epoch_cap=settings.get("max_total_epochs", max_total),
@@ -262,6 +263,19 @@ def _starting_point(name: str, source_name: str):
         raise SupersmmError(f"--init-from {source_name}: run {source_name!r} has no checkpoint yet; "
                             "train it at least one epoch first")
     return source, checkpoint
+
+
+def _copy_of_starting_point(name: str, checkpoint: Path) -> Path:
+    """The new run's own copy of the checkpoint it starts from: the source run, training on, prunes its checkpoints,
+    and a fine-tuned run queued meanwhile (or killed in its first epoch) would find its starting point gone."""
+    try:
+        content = Path(checkpoint).read_bytes()
+    except OSError as error:
+        raise SupersmmError(f"cannot read the checkpoint to start from, {checkpoint}: {error.strerror or error}; "
+                            "try again") from None
+    copy = paths.init_checkpoint_path(name)
+    write_atomically(copy, content)
+    return copy
 
 
 def _check_same_labels(source: RunConfig, checkpoint, settings: dict) -> None:

@@ -8,8 +8,9 @@
 
 The rate depends on the step and the span alone, and the step (Adam's iteration counter) is in every checkpoint,
 so a resumed run continues the schedule exactly. The span follows the run's `max_total_epochs`, from the epoch after
-a change on (`set_total_steps`): raising the budget stretches what is left of the schedule, lowering it (by hand or
-to keep to `--max-minutes`) brings its end nearer.
+a change on (`set_total_steps`): the rate is drawn again over the new span from the step reached, so raising the
+budget of a run near its end raises its rate again (a warm restart), and lowering it (by hand or to keep to
+`--max-minutes`) brings its end nearer.
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .corpus import load_dataset
-from .durable import DiskFull
+from .durable import DiskFull, remove_unfinished_writes
 from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import LabelsFromReadings, Score, score, scored_examples
 from .model import gpu_present
@@ -162,6 +162,10 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
             validation = validate(trainer, val_batches, labels, epoch, on_progress)
             epoch_time = time.monotonic() - started
             improved = progress.record(epoch, validation.ser, epoch_time)
+            learning_rate = trainer.learning_rate  # before the schedule follows a new budget
+            # A budget changed meanwhile, or lowered to the time left: the run ends at it, the epoch's row shows it,
+            # and the schedule spans it from the next epoch on.
+            config = keep_to_time(run, trainer, load_run_config(run.name), progress)
             row = training_log.epoch_row(
                 run.name, config, epoch, {
                     "loss": loss, "val_loss": validation.loss, "val_ser": validation.ser,
@@ -169,14 +173,11 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
                     "samples_per_sec": round(samples / train_time, 3), "dataset_size": samples,
                 },
                 cumulative_time_sec=progress.cumulative_time_sec, recent_epoch_times=progress.recent_epoch_times,
-                learning_rate=trainer.learning_rate, worker=worker, chunk=chunk,
+                learning_rate=learning_rate, worker=worker, chunk=chunk,
                 checkpoint_path=checkpoint_path(run.checkpoints, epoch))
             run.commit_epoch(epoch, trainer, progress, row, improved)
             report_epoch(run, config, row, progress, improved, summaries, on_progress)
             epochs_trained += 1
-            # A budget changed meanwhile, or lowered to the time left: the run ends at it, the rows show it, and the
-            # schedule spans it from the next epoch on.
-            config = keep_to_time(run, trainer, load_run_config(run.name), progress)
             stop = finished(config, progress)
             if stop:
                 return run.finish(progress, *stop, epochs_trained)
@@ -210,6 +211,8 @@ def restore_run(config: RunConfig, run: RunWriter, worker: str, chunk: int) -> t
     """The run's trainer and counters as of its newest checkpoint that verifies (a damaged newer one is
     deleted), with the CSV and the state lined up with it; without a checkpoint, a fine-tuned run starts
     from the weights of the run it was created from."""
+    for left in remove_unfinished_writes(run.checkpoints):
+        run.log(f"removed {left.name}, a write that a crash cut off")
     checkpoint = latest_valid_checkpoint(run.checkpoints, on_corrupt=run.discard_corrupt)
     trainer = TRAINERS.trainer_for(config, resuming=checkpoint is not None)
     progress = Progress()
@@ -284,21 +287,10 @@ def finished(config: RunConfig, progress: Progress) -> tuple[RunStatus, str] | N
 # ---------------------------------------------------------------- data
 
 
-def fits_ctc(tokens: list[str], width: int, height: int, preset) -> bool:
-    """Whether the image has enough frames for its label: CTC needs one per token plus a blank
-    between each pair of equal neighbours."""
-    frames = preset.frames(pipeline.resized_width(width, height, preset.height))
-    repeats = sum(a == b for a, b in zip(tokens, tokens[1:]))
-    return frames >= len(tokens) + repeats
-
-
 def usable_examples(config: RunConfig, split: str, preset, log) -> list:
     """The split's examples, less those whose image is too narrow to hold their label under CTC."""
     examples = load_dataset(config.dataset).examples(split, config.network_encoding)
-    usable, skipped = [], []
-    for example in examples:
-        fits = example.width is None or fits_ctc(example.target, example.width, example.height, preset)
-        (usable if fits else skipped).append(example)
+    usable, skipped = pipeline.ctc_fitting(examples, preset)
     if skipped:
         ids = ", ".join(e.id for e in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         log(f"{len(skipped)} {split} samples skipped: too narrow at height {preset.height} "

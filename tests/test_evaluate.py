@@ -1,6 +1,13 @@
 """SER, sequence error rate and prediction with a run's best checkpoint, on real engraved incipits."""
+import math
+import shutil
+
 import pytest
 from PIL import Image
+
+from conftest import detected_home
+from supersmm_tasks.corpus import load_dataset
+from supersmm_tasks.detect import detect
 
 from supersmm_tasks import paths, run_state
 from supersmm_tasks.chunk import ChunkSpan
@@ -46,6 +53,32 @@ def test_evaluating_the_best_checkpoint_reproduces_its_val_ser(trained):
     assert (result["epoch"], result["samples"]) == (state["best_epoch"], len(val_ids))
     assert result["ser"] == pytest.approx(float(best_row["val_ser"]))
     assert result["sequence_error"] == pytest.approx(float(best_row["val_sequence_error"]))
+
+
+@pytest.mark.integration
+def test_a_val_staff_too_narrow_for_its_label_is_left_out_of_evaluation_as_of_validation(engraved_primus,
+                                                                                        tmp_path):
+    data_root = tmp_path / "data"
+    shutil.copytree(engraved_primus / "primus", data_root / "primus")
+    with detected_home(tmp_path / "home", data_root):
+        narrowed = load_dataset("primus").examples("val", "semantic")[0]
+        narrow = math.ceil(0.6 * narrowed.height)  # an image detect still takes (at least half as wide as high)
+        Image.open(narrowed.image_path).crop((0, 0, narrow, narrowed.height)).save(narrowed.image_path)
+        detect()
+        create_or_update_run("narrow", "primus", model="tiny", batch_size=4, max_total_epochs=2)
+        train_chunk("narrow", ChunkSpan(1, 2, 1))
+        state = run_state.read_state("narrow")
+        best_row = next(r for r in read_rows("narrow") if int(r["epoch"]) == state["best_epoch"])
+
+        result = evaluate_run("narrow", split="val")
+
+    val_count = len(load_dataset_ids(tmp_path / "home", "val"))
+    assert (result["samples"], result["too_narrow"]) == (val_count - 1, 1)
+    assert result["ser"] == pytest.approx(float(best_row["val_ser"]))
+
+
+def load_dataset_ids(home, split: str) -> list[str]:
+    return (home / "datasets" / "primus.split" / f"{split}.txt").read_text().split()
 
 
 @pytest.mark.integration

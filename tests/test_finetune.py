@@ -63,10 +63,16 @@ def test_a_run_fine_tuned_on_real_staves_reads_them_better_than_its_pretrained_s
     stored = json.loads((paths.run_dir("real_ft") / "config.json").read_text())
     best = run_state.read_state(pretrained)["best_epoch"]
     assert (stored["init_from"], stored["model"], stored["encoding"]) == (pretrained, "tiny", "agnostic")
-    assert stored["init_checkpoint"] == str(paths.run_dir(pretrained) / "checkpoints" / f"epoch_{best:06d}.npz")
+    source_best = paths.run_dir(pretrained) / "checkpoints" / f"epoch_{best:06d}.npz"
+    assert stored["init_checkpoint"] == str(paths.init_checkpoint_path("real_ft"))  # its own copy
+    assert paths.init_checkpoint_path("real_ft").read_bytes() == source_best.read_bytes()
     assert config.train_samples >= 100  # of 129 real incipits: most train, the rest validate or test
 
-    train_chunk("real_ft", ChunkSpan(1, 1, 1))
+    pruned = source_best.rename(source_best.with_name("aside.npz"))  # as the source, training on, would prune it
+    try:
+        train_chunk("real_ft", ChunkSpan(1, 1, 1))
+    finally:
+        pruned.rename(source_best)
     first = load_checkpoint(run_state.read_state("real_ft")["checkpoint"])
     start = load_checkpoint(stored["init_checkpoint"])
     # It began at the pretrained weights (one epoch moves them a little), with a fresh optimizer.
@@ -111,7 +117,8 @@ def test_a_fine_tuned_run_keeps_its_starting_point_and_says_when_it_is_gone(home
     with pytest.raises(SupersmmError, match="init_from"):
         create_or_update_run("kept_ft", init_from="synth_pre")
 
-    (paths.run_dir("short_pre") / "checkpoints" / "epoch_000001.npz").unlink()
+    (paths.run_dir("short_pre") / "checkpoints" / "epoch_000001.npz").unlink()  # its copy stays: no matter
+    paths.init_checkpoint_path("kept_ft").unlink()  # the copy itself lost (by hand)
     with pytest.raises(SupersmmError, match="starts from run 'short_pre'.*gone or damaged"):
         train_chunk("kept_ft", ChunkSpan(1, 1, 1))
     assert run_state.read_state("kept_ft")["status"] == "failed"

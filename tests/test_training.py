@@ -145,6 +145,37 @@ def test_the_run_completes_at_its_epoch_budget(shared):
 
 
 @pytest.mark.integration
+def test_a_budget_lowered_during_an_epoch_ends_the_run_there_and_its_last_row_says_so(engraved_home):
+    create_or_update_run("lowered", "primus", model="tiny", batch_size=4, max_total_epochs=6)
+
+    def lower_during_epoch_3(progress: dict) -> None:
+        if progress.get("epoch") == 3 and progress.get("batch") == 1:
+            create_or_update_run("lowered", max_total_epochs=3)
+
+    result = train_chunk("lowered", ChunkSpan(1, 6, 1), on_progress=lower_during_epoch_3)
+
+    rows = read_rows("lowered")
+    assert (result.status, result.last_completed_epoch) == ("completed", 3)
+    assert [(row["epoch"], row["max_total_epochs"], row["remaining_epochs"]) for row in rows] == [
+        ("1", "6", "5"), ("2", "6", "4"), ("3", "3", "0")]
+
+
+@pytest.mark.integration
+def test_a_checkpoint_write_cut_off_by_a_crash_leaves_no_file_behind_once_the_run_goes_on(engraved_home):
+    create_or_update_run("cut", "primus", model="tiny", batch_size=4, max_total_epochs=2)
+    train_chunk("cut", ChunkSpan(1, 1, 1))
+    folder = paths.checkpoints_dir("cut")
+    cut_off = folder / ".epoch_000002.npz.424242.tmp"  # a worker SIGKILLed while it wrote epoch 2's checkpoint
+    cut_off.write_bytes(b"\0" * 100_000)
+
+    train_chunk("cut", ChunkSpan(2, 2, 2))
+
+    assert not cut_off.exists()
+    assert sorted(path.name for path in folder.iterdir()) == ["best.keras", "epoch_000001.npz", "epoch_000002.npz"]
+    assert "removed .epoch_000002.npz.424242.tmp, a write that a crash cut off" in paths.log_path("cut").read_text()
+
+
+@pytest.mark.integration
 def test_batch_norm_statistics_are_learned_and_saved(shared):
     stored = load_checkpoint(run_state.read_state("shared")["checkpoint"])
 
