@@ -33,9 +33,12 @@ def _not_empty(ctx, param, value):
 
 
 def _folder_not_empty(ctx, param, value):
-    if value is not None and value == Path(""):  # click reads "" as the current folder
+    """A folder given as text (as a Path, "" would read as the current folder), as a Path."""
+    if value is None:
+        return None
+    if not value.strip():
         raise click.BadParameter("give a folder, not an empty string")
-    return value
+    return Path(value)
 
 
 def run_options(command):
@@ -113,7 +116,7 @@ def synth(out, samples, pae_file, seed, camera, workers):
 
 
 @cli.command()
-@click.option("--data-root", type=click.Path(path_type=Path), callback=_folder_not_empty, help="Where to look (default: $SUPERSMM_DATA_ROOT or $SUPERSMM_HOME/data).")
+@click.option("--data-root", type=click.Path(), callback=_folder_not_empty, help="Where to look (default: $SUPERSMM_DATA_ROOT or $SUPERSMM_HOME/data).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per dataset.")
 def detect(data_root, as_json):
     """Find PrIMuS / Camera-PrIMuS corpora, validate every sample, write configs and scripts."""

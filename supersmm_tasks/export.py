@@ -60,12 +60,14 @@ def export_run(name: str, out: Path) -> Path:
     from .vocabulary import load_vocabulary
 
     out = Path(out).resolve()  # `.` has no name to put the partial export beside
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(child.name != ".partial" for child in out.iterdir())):
         raise SupersmmError(f"{out} already exists: give a new or empty folder")
     config = load_run_config(name)
     model, epoch = best_model(config)
     vocabulary = load_vocabulary(config.network_encoding)
-    partial = out.with_name(f".{out.name}.partial")
+    # Made beside OUT and renamed to it, or, where OUT is an empty folder already, made inside it (its parent may be
+    # closed to us) and moved up.
+    partial = out / ".partial" if out.exists() else out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         archive = keras.export.ExportArchive()
@@ -89,9 +91,9 @@ def export_run(name: str, out: Path) -> Path:
 
 
 def _put_in_place(partial: Path, out: Path) -> None:
-    """The finished export at `out`: renamed there whole, or, into an empty folder that exists (the one the user is
-    in, say), its files moved in with saved_model.pb last: the file that makes a folder an export."""
-    if not out.exists():
+    """The finished export at `out`: renamed there whole, or, inside an empty folder that exists (the one the user is
+    in, say), its files moved up with saved_model.pb last: the file that makes a folder an export."""
+    if partial.parent != out:
         partial.replace(out)
         return
     for child in sorted(partial.iterdir(), key=lambda child: child.name == "saved_model.pb"):

@@ -259,14 +259,13 @@ class _ForegroundRoute:
         except redis.RedisError:
             pass  # it expires by itself
 
-    def _write(self) -> None:
-        with self.connection.pipeline() as pipe:
-            pipe.hset(self.key, mapping=self.fields).expire(self.key, FOREGROUND_ROUTE_TTL_S).execute()
-
     def _refresh(self) -> None:
+        """Keep the route while it is ours, and write it again where it is gone (a Redis restarted empty); one that
+        another call took meanwhile (ours expired while Redis was out of reach) is left to it."""
         while not self._stop.wait(FOREGROUND_ROUTE_TTL_S / 3):
             try:
-                self._write()
+                if not (self._replace(self.fields["queue"]) or self._replace("")):
+                    return
             except redis.RedisError:
                 pass  # Redis is restarting; the worker copes, and so do we next time round
 

@@ -226,6 +226,8 @@ def _engrave(part: music21.stream.Part) -> None:
     notes of the overfull measures some real incipits have, and filling short ones with rests.
     """
     for measure in part.getElementsByClass("Measure"):
+        if not measure.notes:
+            continue  # nothing to beam (a multirest's bars: thousands of them cost seconds each hundred)
         try:
             music21.stream.makeNotation.makeBeams(measure, inPlace=True)
         except (music21.stream.StreamException, music21.meter.MeterException):

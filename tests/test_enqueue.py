@@ -300,3 +300,13 @@ def test_a_usage_error_is_one_line_and_an_empty_name_or_folder_is_refused(traini
     assert refused.returncode == 2
     [line] = refused.stderr.splitlines()
     assert line.startswith(f"supersmm: error: {message}")
+
+
+def test_the_current_folder_is_a_data_root_like_any_other(training_home):
+    looked = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "detect", "--data-root", "."],
+                            env=training_home.env, capture_output=True, text=True, timeout=120,
+                            cwd=training_home.env["SUPERSMM_HOME"])
+
+    assert looked.returncode == 1
+    assert looked.stderr.strip().splitlines()[-1].startswith(  # it looked in the current folder, SUPERSMM_HOME
+        f"supersmm: error: no usable dataset under {training_home.env['SUPERSMM_HOME']}: ")

@@ -201,16 +201,21 @@ def test_of_two_supersmm_train_calls_started_at_once_only_one_takes_the_run(trai
         other.wait()
 
 
-def test_a_call_that_ends_deletes_its_own_route_only(redis_server):
+def test_a_call_keeps_and_deletes_its_own_route_only(redis_server):
     from supersmm_tasks import run_keys
-    from supersmm_tasks.runs import _ForegroundRoute
+    from supersmm_tasks.runs import FOREGROUND_ROUTE_TTL_S, _ForegroundRoute
 
     client = redis_server.client()
+    key, refreshed = run_keys.route_key("handed"), FOREGROUND_ROUTE_TTL_S / 3 + 1
     ours = _ForegroundRoute(client, "handed", f"supersmm_train_handed_{os.getpid()}", priority=None)
     assert ours.claim() is None
-    client.hset(run_keys.route_key("handed"), "queue", "supersmm_train_handed_1")  # ours expired; another took over
+    client.delete(key)  # a Redis restarted empty: the route is written again
+    time.sleep(refreshed)
+    assert client.hget(key, "queue") == f"supersmm_train_handed_{os.getpid()}"
+    client.hset(key, "queue", "supersmm_train_handed_1")  # ours expired while Redis was away; another took over
+    time.sleep(refreshed)
     ours.stop()
-    assert client.hget(run_keys.route_key("handed"), "queue") == "supersmm_train_handed_1"
+    assert client.hget(key, "queue") == "supersmm_train_handed_1"
 
     again = _ForegroundRoute(client, "alone", f"supersmm_train_alone_{os.getpid()}", priority=None)
     assert again.claim() is None

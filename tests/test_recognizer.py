@@ -179,7 +179,7 @@ def test_an_export_goes_into_the_empty_folder_the_user_is_in_and_a_bad_place_is_
     monkeypatch.chdir(here)
     export_run("run", Path("."))
     assert Recognizer.load(here).read(staff_png) == Recognizer.load("run").read(staff_png)
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(".*partial")) and not (here / ".partial").exists()
 
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(SupersmmError, match="^cannot write .*a_file/model: "):
