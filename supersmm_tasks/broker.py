@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import psutil
 import redis
+import redis.credentials
 import redis.sentinel
 from filelock import FileLock
 
@@ -73,8 +74,19 @@ def sentinel_transport_options() -> dict:
     """What kombu's and Celery's Sentinel transports need besides the URL: the master's name, the Sentinels' password."""
     options = {"master_name": sentinel_master()}
     if sentinel_password():
-        options["sentinel_kwargs"] = {"password": sentinel_password()}
+        options["sentinel_kwargs"] = {"credential_provider": _HiddenPassword(password=sentinel_password())}
     return options
+
+
+class _HiddenPassword(redis.credentials.UsernamePasswordCredentialProvider):
+    """A password as redis-py takes it, shown as *** where Celery reports its transport options (a worker's `stats`,
+    Flower's worker page: kombu's JSON asks __json__), where a plain string would show itself."""
+
+    def __json__(self) -> str:
+        return "***"
+
+    def __repr__(self) -> str:
+        return "***"
 
 
 def is_sentinel(url: str) -> bool:
@@ -105,7 +117,12 @@ def _url_problem(url: str, sentinel: bool) -> str | None:
     if parts.scheme in UNIX_SCHEMES:
         if parts.hostname:  # unix://tmp/redis.sock would be the socket /redis.sock on host "tmp"
             return f"a socket path must be absolute: {parts.scheme}:///path/to/redis.sock"
-        return _query_problem(parts) if parts.path else "no socket path"
+        if not parts.path:
+            return "no socket path"
+        if any(pair.partition("=")[0] == "db" for pair in parts.query.split("&")):
+            # kombu reads the database of a socket from virtual_host alone: its messages would go to database 0
+            return "a unix socket's database is given as ?virtual_host=N (Celery reads no db= there)"
+        return _query_problem(parts)
     if not parts.hostname:
         return "no host"
     if sentinel and port is None:
@@ -261,7 +278,7 @@ def _passwords(url: str) -> list[str]:
 def _db_from_query(query: str) -> int:
     for pair in query.split("&"):
         key, _, value = pair.partition("=")
-        if key in ("db", "virtual_host") and value.isdigit():
+        if key == "virtual_host" and value.isdigit():
             return int(value)
     return 0
 

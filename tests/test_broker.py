@@ -245,6 +245,7 @@ def test_workers_bring_back_an_embedded_broker_that_died_but_not_one_stopped_on_
     "redis://:s3cret@127.0.0.1:notaport/0", "http://127.0.0.1:6379", "redis://:s3cret@[::1",
     "redis://:s3cret@127.0.0.1:6379/0?socket_timeout=soon", "rediss://:s3cret@127.0.0.1:6380/0",
     "rediss://:s3cret@127.0.0.1:6380/0?ssl_cert_reqs=CERT_REQUIRED", "unix://tmp/redis.sock",
+    "unix://:s3cret@/tmp/redis.sock?db=2",
 ])
 @pytest.mark.parametrize("command", [["supersmm_tasks.cli", "status"], ["celery", "-A", "supersmm_tasks", "worker"]])
 def test_a_broker_url_the_project_cannot_use_is_one_clear_line(tmp_path, url, command):

@@ -176,3 +176,9 @@ def test_sentinels_that_take_a_password_carry_a_run_given_supersmm_sentinel_pass
     worker = workers.start("worker")
     state = training_home.wait_until_finished("guarded", 300, [worker])
     assert state["status"] == "completed" and training_home.csv_epochs("guarded") == [1, 2]
+
+    # What the worker tells anyone who asks (Flower's worker page, `celery inspect stats`) names no password.
+    stats = subprocess.run([sys.executable, "-m", "celery", "-A", "supersmm_tasks", "inspect", "stats", "--json"],
+                           capture_output=True, text=True, timeout=120, env=training_home.env)
+    assert stats.returncode == 0, stats.stderr
+    assert '"sentinel_kwargs"' in stats.stdout and SENTINEL_PASSWORD not in stats.stdout + stats.stderr
