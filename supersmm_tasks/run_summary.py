@@ -94,7 +94,7 @@ def _status_row(connection: redis.Redis | None, name: str) -> dict:
     holder = (lease_holder(connection, name) or "") if connection is not None else ""
     row = {
         **state,
-        "best_val_ser": best_val_ser(state, min(scores, default=None) if (scores := _val_sers(rows)) else None),
+        "best_val_ser": best_val_ser(state, min(_val_sers(rows), default=None)),
         "eta": eta(state, last_row) or "",
         "worker": worker(state, last_row, holder) or "",
     }
