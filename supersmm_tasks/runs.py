@@ -383,7 +383,11 @@ def run_worker(celery_args: list[str]) -> int:
     argv = ["worker", *celery_args]
     if not any(arg in ("-l", "--loglevel") or arg.startswith("--loglevel=") for arg in celery_args):
         argv += ["--loglevel", "INFO"]
-    app.worker_main(argv)
+    try:
+        app.worker_main(argv)
+    except ImportError as error:  # `--pool custom` without its module fails inside Celery's option parsing
+        raise SupersmmError(f"the worker cannot start: {error} (a worker trains with --pool threads, its default)"
+                            ) from None
     return 0
 
 

@@ -51,3 +51,17 @@ def test_a_worker_asked_for_another_pool_stops_at_its_start_with_one_line(supers
     lines = (started.stdout + started.stderr).strip().splitlines()
     assert lines[-1].startswith("supersmm: error: a worker trains one chunk at a time (--pool threads --concurrency 1")
     assert "start more workers instead" in lines[-1] and "Traceback" not in started.stderr
+
+
+def test_a_worker_asked_for_a_custom_pool_it_cannot_import_stops_with_one_line(supersmm_env):
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in supersmm_env.items() if key != "CELERY_CUSTOM_WORKER_POOL"}
+    started = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "worker", "--pool", "custom"],
+                             capture_output=True, text=True, timeout=120, env=env)
+
+    assert started.returncode == 1
+    assert started.stderr.strip().splitlines() == [
+        "supersmm: error: the worker cannot start: No module named 'custom' (a worker trains with --pool threads, "
+        "its default)"]
