@@ -1,4 +1,4 @@
-"""Saving, verifying and loading checkpoints, and the durable file write everything else uses.
+"""Saving, verifying and loading checkpoints.
 
 A checkpoint is one plain `.npz` file, `checkpoints/epoch_000012.npz`, holding
 - `model/0000`...: every model variable in `model.variables` order (weights, batch-norm moving

@@ -15,6 +15,9 @@ import click
 
 from .errors import SupersmmError
 from .paths import InvalidName, validate_run_name
+from .presets import PRESETS
+from .run_config import DEFAULTS, SCHEDULES
+from .vocabulary import ENCODINGS
 
 
 def _run_name(ctx, param, value):
@@ -51,16 +54,17 @@ def run_options(command):
                      help="Time budget of the whole run, in minutes of training: from its second epoch on, the epoch "
                           "budget is set to the epochs that fit (never above --max-total-epochs), and the "
                           "learning-rate schedule ends with them."),
-        click.option("--model", type=click.Choice(["paper", "tiny"]), help="Model preset (default: paper)."),
-        click.option("--encoding", type=click.Choice(["semantic", "agnostic"]), help="Label encoding (default: semantic)."),
+        click.option("--model", type=click.Choice(list(PRESETS)), help=f"Model preset (default: {DEFAULTS['model']})."),
+        click.option("--encoding", type=click.Choice(ENCODINGS), help=f"Label encoding (default: {DEFAULTS['encoding']})."),
         click.option("--semantic-via-agnostic/--direct-semantic", default=None,
                      help="For semantic labels: train the network on the agnostic labels and turn its reading into "
                           "semantic tokens, or train it on the semantic labels (default: via agnostic for tiny, direct for paper)."),
-        click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch (default: the model's, 16 for paper, 4 for tiny)."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch (default: the model's, "
+                     + ", ".join(f"{preset.batch_size} for {name}" for name, preset in PRESETS.items()) + ")."),
         click.option("--seed", type=int, help="Seed of the run (shuffles, initial weights, dropout)."),
         click.option("--patience", type=click.IntRange(min=0), help="Early stop after N epochs without a better val SER; 0 = off."),
-        click.option("--schedule", type=click.Choice(["constant", "cosine", "onecycle"]),
-                     help="Learning rate over the epoch budget: warm-up then cosine decay, one cycle, or constant (default: cosine)."),
+        click.option("--schedule", type=click.Choice(SCHEDULES),
+                     help=f"Learning rate over the epoch budget: warm-up then cosine decay, one cycle, or constant (default: {DEFAULTS['schedule']})."),
         click.option("--augment/--no-augment", default=None,
                      help="Augment training images on the fly: scale, rotation, shear, ink, blur, noise, camera damage (default: on for paper and on camera datasets, off for tiny on clean ones)."),
         click.option("--curriculum/--no-curriculum", default=None,

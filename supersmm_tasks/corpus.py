@@ -569,10 +569,7 @@ class Dataset:
 
 def load_dataset(name: str) -> Dataset:
     """The dataset `name` as the last `supersmm detect` left it."""
-    try:
-        config_path = paths.dataset_config_path(name)
-    except paths.InvalidName as error:
-        raise SupersmmError(str(error)) from None
+    config_path = paths.dataset_config_path(name)
     try:
         config = json.loads(config_path.read_text("utf-8"))
     except FileNotFoundError:

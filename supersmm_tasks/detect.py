@@ -61,7 +61,7 @@ def detect(data_root: Path | None = None) -> list[DatasetReport]:
         raise SupersmmError(f"no corpus under {root}: expected sample folders <id>/ holding <id>.png and "
                             f"<id>.semantic (PrIMuS layout)")
     paths.datasets_dir().mkdir(parents=True, exist_ok=True)
-    with FileLock(str(paths.datasets_dir() / ".detect.lock")):
+    with FileLock(str(paths.detect_lock_path())):
         for corpus in corpora:  # a damaged frozen split stops detect before any dataset is rewritten
             splits.load_split(corpus.name)
         reports = [detect_corpus(corpus) for corpus in corpora]
@@ -84,7 +84,7 @@ def detect_corpus(corpus: Corpus) -> DatasetReport:
                             f"has {len(usable)}; nothing written")
         return report
     if frozen is not None and usable and not usable_ids & {i for ids in frozen.values() for i in ids}:
-        report.notes.append(f"the frozen split {splits.split_folder(corpus.name)} holds none of these samples "
+        report.notes.append(f"the frozen split {paths.dataset_split_dir(corpus.name)} holds none of these samples "
                             f"(it belongs to another corpus of this name); delete it to draw a new one")
         return report
 
@@ -93,7 +93,7 @@ def detect_corpus(corpus: Corpus) -> DatasetReport:
         _note_split_drift(report, split, usable_ids)
     config = json.dumps(_config(report, split), indent=2) + "\n"  # reads split.json: fails before any write
     # Written even when nothing is usable any more, so that training sees the corpus as it is now.
-    write_index(_index_path(corpus.name), usable)
+    write_index(paths.dataset_index_path(corpus.name), usable)
     write_atomically(paths.dataset_config_path(corpus.name), config.encode())
     write_scripts(corpus.name)
     if usable:
@@ -128,13 +128,9 @@ def _note_split_drift(report: DatasetReport, split: dict[str, list[str]], usable
     gone = len(in_split - usable_ids)
     if outside:
         report.notes.append(f"{outside} usable samples are not in the frozen split and are left out "
-                            f"(delete {splits.split_folder(report.name)} to draw a new split)")
+                            f"(delete {paths.dataset_split_dir(report.name)} to draw a new split)")
     if gone:
         report.notes.append(f"{gone} samples of the frozen split are no longer usable and are left out")
-
-
-def _index_path(name: str) -> Path:
-    return paths.datasets_dir() / f"{name}.index.tsv"
 
 
 def _config(report: DatasetReport, split: dict[str, list[str]]) -> dict:
@@ -149,7 +145,7 @@ def _config(report: DatasetReport, split: dict[str, list[str]]) -> dict:
         "samples": report.samples,
         "valid": report.valid,
         "invalid": report.invalid,
-        "index": _index_path(report.name).relative_to(datasets).as_posix(),
+        "index": paths.dataset_index_path(report.name).relative_to(datasets).as_posix(),
         "split": {
             "source": description["source"],
             "seed": description["seed"],

@@ -38,12 +38,17 @@ def write_atomically(path: Path, data: bytes | memoryview) -> None:
         finally:
             os.close(fd)
         os.replace(temporary, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(error):
             raise DiskFull(path) from None
         raise
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """A full disk or quota: DiskFull from our writes, or an OSError from anyone's."""
+    return isinstance(error, DiskFull) or (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 _UNFINISHED = re.compile(r"\..+\.\d+\.tmp")  # write_atomically's temporary names
@@ -69,7 +74,8 @@ class DiskFull(SupersmmError):
         self.path = path
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
+    """Make a rename or a new file in `folder` survive a power loss."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

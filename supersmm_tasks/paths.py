@@ -10,12 +10,14 @@ import os
 import re
 from pathlib import Path
 
+from .errors import SupersmmError
+
 RUN_NAME_PATTERN = re.compile(r"[a-z0-9_]{1,40}")
 SAMPLE_ID_PATTERN = re.compile(r"[a-z0-9_-]{1,40}")  # also PrIMuS's own ids, `000051650-1_1_1`
 
 
-class InvalidName(ValueError):
-    """A run or dataset name that could escape its folder or break a file name."""
+class InvalidName(SupersmmError, ValueError):
+    """A run or dataset name that could escape its folder or break a file name: one line for the user."""
 
 
 def validate_run_name(name: str) -> str:
@@ -74,6 +76,20 @@ def dataset_config_path(name: str) -> Path:
     return datasets_dir() / f"{validate_dataset_name(name)}.json"
 
 
+def dataset_index_path(name: str) -> Path:
+    """Every usable sample of the dataset with its folder, image size and encodings (detect.py)."""
+    return datasets_dir() / f"{validate_dataset_name(name)}.index.tsv"
+
+
+def dataset_split_dir(name: str) -> Path:
+    """The dataset's split, drawn once and frozen (splits.py)."""
+    return datasets_dir() / f"{validate_dataset_name(name)}.split"
+
+
+def detect_lock_path() -> Path:
+    return datasets_dir() / ".detect.lock"
+
+
 def run_dir(name: str) -> Path:
     return models_dir() / f"{validate_run_name(name)}_model"
 
@@ -128,6 +144,11 @@ def tensorboard_dir(name: str) -> Path:
 
 def training_log_csv() -> Path:
     return logs_dir() / "training_log.csv"
+
+
+def foreground_worker_log(name: str) -> Path:
+    """The log of the worker that `supersmm train NAME` starts beside it."""
+    return private_state_dir() / "logs" / f"train_{validate_run_name(name)}_worker.log"
 
 
 def private_state_dir() -> Path:

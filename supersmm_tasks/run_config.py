@@ -21,17 +21,15 @@ from .durable import write_atomically
 from .corpus import load_dataset
 from .errors import SupersmmError
 from .presets import PRESETS
-from .run_status import RunStatus, transition
+from .run_status import BUDGET_STOP_REASONS, RunStatus, transition
 from .vocabulary import ENCODINGS, load_vocabulary
 
 MUTABLE_SETTINGS = ("max_total_epochs", "max_epochs_per_run", "max_minutes", "patience", "queue", "priority")
 FIXED_SETTINGS = ("model", "encoding", "seed", "batch_size", "deterministic", "schedule", "augment", "curriculum",
                   "init_from", "semantic_via_agnostic")
-# Why a run completed when it used up a budget; giving it more (epochs, or minutes) lets it go on.
-BUDGET_STOP_REASONS = ("max_total_epochs", "max_minutes")
 DEFAULTS = {"model": "paper", "encoding": "semantic", "seed": 0, "patience": 0, "schedule": "cosine",
             "curriculum": True}
-SCHEDULES = ("constant", "cosine", "onecycle")
+SCHEDULES = ("constant", "cosine", "onecycle")  # schedule.py draws them
 MOST_EPOCHS = 1_000_000  # far past any real budget (the contract's largest is 10,000); more overflows the ETA
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  # what `celery worker -Q a,b` can name
 # What a config written before the learning recipe (and the time budget) existed was trained with.
@@ -76,7 +74,7 @@ class RunConfig:
         """The tokens the network writes and trains on. A semantic run through agnostic symbols trains on the
         agnostic labels of its samples and turns what it reads into semantic tokens (agnostic_to_semantic.py);
         its val SER is scored on the semantic labels."""
-        return "agnostic" if self.semantic_via_agnostic else self.encoding
+        return network_encoding(self.encoding, self.semantic_via_agnostic)
 
     @property
     def epochs_given(self) -> int:
@@ -97,12 +95,16 @@ def epoch_budget(n_train: int) -> tuple[int, int]:
     return max_total, _clamp(round(max_total / 20), 50, 500)
 
 
+def network_encoding(encoding: str, semantic_via_agnostic: bool) -> str:
+    return "agnostic" if semantic_via_agnostic else encoding
+
+
 ESSENTIAL_KEYS = {"dataset": str, "max_total_epochs": int, "max_epochs_per_run": int}  # a state is rebuilt from them
 
 
 def stored_config(name: str) -> dict:
     """The run's config.json as stored: every reader of a run's config goes through here (light: no TensorFlow)."""
-    path = paths.config_path(_valid_name(name))
+    path = paths.config_path(name)
     try:
         stored = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
@@ -119,7 +121,7 @@ def stored_config(name: str) -> dict:
 
 
 def load_run_config(name: str) -> RunConfig:
-    path = paths.config_path(_valid_name(name))
+    path = paths.config_path(name)
     stored = {**BEFORE_RECIPE, **stored_config(name)}
     try:
         return RunConfig(**{f.name: stored[f.name] for f in fields(RunConfig)})
@@ -139,16 +141,9 @@ def create_or_update_run(name: str, dataset: str | None = None, **overrides) -> 
         raise SupersmmError(f"unknown run setting(s): {', '.join(sorted(unknown))}")
     given = {key: value for key, value in overrides.items() if value is not None}
     _check_values(given)
-    if paths.config_path(_valid_name(name)).exists():
+    if paths.config_path(name).exists():
         return _update_run(load_run_config(name), dataset, given)
     return _create_run(name, dataset or name, given)
-
-
-def _valid_name(name: str) -> str:
-    try:
-        return paths.validate_run_name(name)
-    except paths.InvalidName as error:
-        raise SupersmmError(str(error)) from None
 
 
 def _check_values(given: dict) -> None:
@@ -185,11 +180,11 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
     settings["semantic_via_agnostic"] = _via_agnostic(settings, preset)
     if source:
         _check_same_labels(*source, settings)
-    network_encoding = "agnostic" if settings["semantic_via_agnostic"] else settings["encoding"]
-    train_samples = dataset.count("train", network_encoding)
+    network = network_encoding(settings["encoding"], settings["semantic_via_agnostic"])
+    train_samples = dataset.count("train", network)
     if train_samples == 0:
         raise SupersmmError(
-            f"dataset {dataset.name!r} has no valid {network_encoding} training samples ({dataset.path})"
+            f"dataset {dataset.name!r} has no valid {network} training samples ({dataset.path})"
             + ("; train with --direct-semantic to use its semantic labels alone" if settings["semantic_via_agnostic"] else "")
         )
     max_total, per_run = epoch_budget(train_samples)
@@ -253,7 +248,7 @@ def describe_encoding(config: RunConfig) -> str:
 
 def _starting_point(name: str, source_name: str):
     """(config, best checkpoint) of the run a new run starts from; a clear error when there is none."""
-    if _valid_name(source_name) == name:
+    if paths.validate_run_name(source_name) == name:
         raise SupersmmError(f"run {name!r} cannot start from its own weights: give --init-from another run")
     if not paths.config_path(source_name).exists():
         raise SupersmmError(f"--init-from {source_name}: there is no run {source_name!r} to start from")
@@ -280,7 +275,7 @@ def _copy_of_starting_point(name: str, checkpoint: Path) -> Path:
 
 def _check_same_labels(source: RunConfig, checkpoint, settings: dict) -> None:
     """Fine-tuning keeps the model's output layer, so it needs the source's preset and the tokens its network writes."""
-    network = "agnostic" if settings["semantic_via_agnostic"] else settings["encoding"]
+    network = network_encoding(settings["encoding"], settings["semantic_via_agnostic"])
     if network != source.network_encoding:
         raise SupersmmError(
             f"--init-from {source.run}: that run's network writes {source.network_encoding} tokens, this run's "

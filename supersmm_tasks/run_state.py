@@ -12,7 +12,6 @@ Where each file lies is paths.py's.
 """
 from __future__ import annotations
 
-import errno
 import math
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from . import paths, run_config, run_status  # run_config imports this module too: its names are looked up at call time
-from .durable import DiskFull, write_atomically
+from .durable import DiskFull, is_disk_full, write_atomically
 from .errors import SupersmmError
 
 FIELD_ORDER = (
@@ -200,7 +199,7 @@ def rebuild_state(name: str) -> dict:
             best_val_ser=checkpoint.meta["best_val_ser"],
         )
     if state["last_completed_epoch"] >= state["max_total_epochs"]:
-        state.update(status=run_status.RunStatus.COMPLETED, stop_reason=state.get("stop_reason") or "max_total_epochs")
+        state.update(status=run_status.RunStatus.COMPLETED, stop_reason=state.get("stop_reason") or run_status.EPOCH_BUDGET_USED)
     elif state["status"] == run_status.RunStatus.RUNNING:
         state["status"] = run_status.RunStatus.QUEUED  # whoever was training is gone; the run waits for its next chunk
     return state
@@ -250,7 +249,7 @@ def _rotate(folder: Path, stem: str, suffix: str, kept: int, source: Path) -> No
         shutil.copyfile(source, copy)
     except OSError as error:
         copy.unlink(missing_ok=True)
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(error):
             raise DiskFull(copy) from None
         raise
     os.replace(copy, folder / f"{stem}.1{suffix}")

@@ -37,6 +37,11 @@ ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)  # a trainer has the run, or will
 CONTROL_REQUESTS = (RunStatus.PAUSED, RunStatus.CANCELLED)  # what the user may ask of an active run
 ENDED = (RunStatus.COMPLETED, RunStatus.CANCELLED)  # no trainer will take the run again by itself
 
+# Why a run completed when it used up a budget (its state's stop_reason); more epochs, or minutes, let it go on.
+EPOCH_BUDGET_USED = "max_total_epochs"
+TIME_BUDGET_USED = "max_minutes"
+BUDGET_STOP_REASONS = (EPOCH_BUDGET_USED, TIME_BUDGET_USED)
+
 ALLOWED_MOVES: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.CANCELLED, RunStatus.FAILED}),
     RunStatus.RUNNING: frozenset({RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.PAUSED, RunStatus.CANCELLED,
@@ -98,7 +103,11 @@ class _Withdrawn(Exception):
     pass
 
 
+def may_move(current: RunStatus | str, to: RunStatus) -> bool:
+    return to in ALLOWED_MOVES[RunStatus(current)]
+
+
 def _check_move(run: str, state: dict, to: RunStatus) -> None:
     current = RunStatus(state["status"])
-    if to not in ALLOWED_MOVES[current]:
+    if not may_move(current, to):
         raise SupersmmError(f"run {run}: its status cannot move from {current} to {to}")

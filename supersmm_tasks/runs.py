@@ -25,7 +25,7 @@ from .errors import SupersmmError
 from .lease import Lease, ttl_seconds
 from .lease import holder as lease_holder
 from .run_config import create_or_update_run, load_run_config
-from .run_status import ACTIVE, ENDED, RunStatus, transition
+from .run_status import ACTIVE, ENDED, TIME_BUDGET_USED, RunStatus, may_move, transition
 
 FOREGROUND_ROUTE_TTL_S = 10  # shorter than a lease: when `supersmm train` dies, its route is gone before its lease
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `timeout`, `kill`, a closed terminal
@@ -66,7 +66,7 @@ def _enqueue(connection: redis.Redis, name: str, dataset: str | None, **override
         state = run_state.read_state(name)
         if state["status"] == RunStatus.COMPLETED:
             config = load_run_config(name)
-            longer = (f"--max-minutes {config.max_minutes * 2:g}" if state.get("stop_reason") == "max_minutes"
+            longer = (f"--max-minutes {config.max_minutes * 2:g}" if state.get("stop_reason") == TIME_BUDGET_USED
                       else f"--max-total-epochs {max(state['max_total_epochs'], state['last_completed_epoch']) * 2}")
             return (f"run {name} is complete ({state['last_completed_epoch']}/{state['max_total_epochs']} epochs, "
                     f"{state.get('stop_reason') or 'done'}); to train longer: supersmm enqueue {name} {longer}")
@@ -273,7 +273,7 @@ class _ForegroundRoute:
 def _start_foreground_worker(name: str, queue: str) -> tuple[subprocess.Popen, Path]:
     from .shutdown import PARENT_VARIABLE  # it imports Celery's signals: not at the top, for `supersmm status`
 
-    log_path = paths.private_state_dir() / "logs" / f"train_{name}_worker.log"
+    log_path = paths.foreground_worker_log(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "supersmm_tasks.worker_priority",  # at the worker's niceness from its start
                "celery", "-A", "supersmm_tasks", "worker", "-Q", queue, "-n", f"train_{name}_{os.getpid()}@%h",
@@ -409,8 +409,7 @@ def _request_stop(name: str, request: RunStatus) -> str:
     deadline = time.monotonic() + OTHER_COMMAND_WAIT_S
     while True:
         state = run_state.read_state(name)
-        stoppable = ACTIVE + ((RunStatus.PAUSED, RunStatus.FAILED) if request == RunStatus.CANCELLED else ())
-        if state["status"] not in stoppable:
+        if not may_move(state["status"], request):
             return f"run {name} is {state['status']}; nothing to do"
         chunk_queue.request_control(connection, name, request)
         with _idle_run_lease(connection, name) as held:

@@ -19,7 +19,8 @@ import math
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "cosine", "onecycle")
+from .run_config import SCHEDULES  # named there, where a run's config is checked without TensorFlow
+
 WARMUP_SHARE = 0.05
 MAX_WARMUP_STEPS = 1000
 COSINE_FLOOR = 0.02

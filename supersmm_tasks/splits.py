@@ -14,7 +14,6 @@ How it is drawn:
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from . import paths
+from . import durable, paths
 from .errors import SupersmmError
 from .vocabulary import published_split
 
@@ -34,12 +33,8 @@ VAL_FRACTION = 0.1
 MIN_SAMPLES = len(SPLITS)
 
 
-def split_folder(name: str) -> Path:
-    return paths.datasets_dir() / f"{paths.validate_dataset_name(name)}.split"
-
-
 def split_files(name: str) -> dict[str, Path]:
-    return {split: split_folder(name) / f"{split}.txt" for split in SPLITS}
+    return {split: paths.dataset_split_dir(name) / f"{split}.txt" for split in SPLITS}
 
 
 def load_split(name: str) -> dict[str, list[str]] | None:
@@ -47,7 +42,7 @@ def load_split(name: str) -> dict[str, list[str]] | None:
 
     A split folder with a file missing or damaged (split.json included) is one clear error that says what to do.
     """
-    folder = split_folder(name)
+    folder = paths.dataset_split_dir(name)
     if not folder.is_dir():
         return None
     split = {split_name: read_ids(file) for split_name, file in split_files(name).items()}
@@ -66,7 +61,7 @@ def read_ids(file: Path) -> list[str]:
 
 def split_description(name: str) -> dict:
     """How the frozen split was drawn (split.json): at least `source` and `seed`."""
-    folder = split_folder(name)
+    folder = paths.dataset_split_dir(name)
     file = folder / "split.json"
     try:
         description = json.loads(file.read_text("utf-8"))
@@ -130,18 +125,19 @@ def _write_split(name: str, split: dict[str, list[str]], description: dict) -> N
     On any failure the temporary folder is removed; a full disk is one clear error naming the folder. Temporary
     folders left by processes killed while writing are removed first.
     """
-    final = split_folder(name)
+    final = paths.dataset_split_dir(name)
     _remove_abandoned_temporaries(final)
     temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
         temporary.mkdir(parents=True)
         for split_name, ids in split.items():
-            (temporary / f"{split_name}.txt").write_text("".join(f"{i}\n" for i in ids), "utf-8")
-        (temporary / "split.json").write_text(json.dumps(description, indent=2) + "\n", "utf-8")
+            durable.write_atomically(temporary / f"{split_name}.txt", "".join(f"{i}\n" for i in ids).encode())
+        durable.write_atomically(temporary / "split.json", (json.dumps(description, indent=2) + "\n").encode())
         os.rename(temporary, final)
-    except OSError as error:
+        durable.fsync_directory(final.parent)
+    except (OSError, durable.DiskFull) as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if durable.is_disk_full(error):
             raise SupersmmError(f"disk full while writing the frozen split {final}: free some space and try "
                                 f"again; nothing was written") from None
         raise SupersmmError(f"cannot write the frozen split {final} ({error.strerror or error}: "

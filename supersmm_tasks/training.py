@@ -16,7 +16,6 @@ fresh optimizer. Every write goes through `RunWriter`, which asks the guard firs
 """
 from __future__ import annotations
 
-import errno
 import math
 import socket
 import time
@@ -34,12 +33,13 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .corpus import load_dataset
-from .durable import DiskFull, remove_unfinished_writes
+from .durable import DiskFull, is_disk_full, remove_unfinished_writes
 from .errors import ChunkInterrupted, SupersmmError
 from .evaluate import LabelsFromReadings, Score, score, scored_examples
 from .model import gpu_present
 from .run_config import RunConfig, fit_epoch_budget, load_run_config
-from .run_status import CONTROL_REQUESTS, ENDED, RunStatus, stop_as_requested, transition
+from .run_status import (CONTROL_REQUESTS, ENDED, EPOCH_BUDGET_USED, TIME_BUDGET_USED, RunStatus, stop_as_requested,
+                         transition)
 from .trainer import TRAINERS, Trainer
 
 CHECKPOINTS_KEPT = 3
@@ -194,12 +194,9 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
 def _disk_full(name: str, error: Exception) -> SupersmmError | None:
     """The one-line error to report when `error` is a full disk or quota (in our atomic writes or anyone's),
     else None."""
-    if isinstance(error, DiskFull):
-        filename = error.path
-    elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        filename = error.filename
-    else:
+    if not is_disk_full(error):
         return None
+    filename = error.path if isinstance(error, DiskFull) else error.filename
     return SupersmmError(f"disk full while training run {name!r} ({filename or 'a run file'}): "
                          "free some space, then continue the run")
 
@@ -278,7 +275,7 @@ def finished(config: RunConfig, progress: Progress) -> tuple[RunStatus, str] | N
     """(status, stop_reason) once the run is over, else None."""
     if progress.epoch >= config.max_total_epochs:
         fitted_to_time = config.max_minutes is not None and config.max_total_epochs < config.epochs_given
-        return RunStatus.COMPLETED, "max_minutes" if fitted_to_time else "max_total_epochs"
+        return RunStatus.COMPLETED, TIME_BUDGET_USED if fitted_to_time else EPOCH_BUDGET_USED
     if config.patience and progress.epochs_since_best >= config.patience:
         return RunStatus.COMPLETED, f"early stop: no val SER improvement in {config.patience} epochs"
     return None

@@ -36,11 +36,6 @@ def encode(tokens: list[str], encoding: str) -> list[int]:
         raise KeyError(f"unknown {encoding} token {missing.args[0]!r}") from None
 
 
-def decode(indices, encoding: str) -> list[str]:
-    vocabulary = load_vocabulary(encoding)
-    return [vocabulary[i] for i in indices if 0 <= i < len(vocabulary)]
-
-
 @lru_cache(maxsize=None)
 def published_split() -> tuple[frozenset[str], frozenset[str]]:
     """The published PrIMuS fold (train ids, test ids) of the reference implementation."""
