@@ -28,7 +28,7 @@ import redis
 from . import broker, paths, run_config, run_state
 from .chunk import ChunkSpan
 from .errors import SupersmmError
-from .lease import FIRST_TOKEN_LUA, RELEASE_LUA, Lease, new_nonce, ttl_seconds
+from .lease import LEASE_LUA, Lease, new_nonce, ttl_seconds
 from .run_keys import control_key, fence_key, lease_key, pending_key, route_key
 from .run_status import CONTROL_REQUESTS, RunStatus
 
@@ -56,7 +56,7 @@ end
 # KEYS: marker, lease, route. ARGV: new task id, the new marker (JSON, with the queue and priority of the
 # run's config), the stale task id it may replace ('' for none), the lease holder (TOKEN.NONCE) to release ('' for none).
 # Returns {1, queue, priority} when marked (a live `supersmm train` route overrides the config's), else {0}.
-_QUEUE_NEXT = _MARKER_TASK_ID + RELEASE_LUA + """
+_QUEUE_NEXT = _MARKER_TASK_ID + LEASE_LUA + """
 if ARGV[4] ~= '' then release(KEYS[2], ARGV[4]) end
 local current = marker_task_id(KEYS[1])
 if current and current ~= ARGV[3] then return {0} end
@@ -74,11 +74,10 @@ return {1, marker['queue'], marker['priority']}
 # The chunk named by the marker takes the lease (a new fencing token) and consumes the marker.
 # Returns {token, the user's control request or ''}: token 0 when someone holds the lease, -1 when the
 # marker names another chunk. (The request comes along to save the trainer a round trip at every handover.)
-_CLAIM = _MARKER_TASK_ID + FIRST_TOKEN_LUA + """
+_CLAIM = _MARKER_TASK_ID + LEASE_LUA + """
 if marker_task_id(KEYS[1]) ~= ARGV[1] then return {-1, ''} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {0, ''} end
-local token = next_token(KEYS[3])
-redis.call('SET', KEYS[2], token .. '.' .. ARGV[4] .. '|' .. ARGV[3], 'PX', ARGV[2])
+local token = take_lease(KEYS[2], KEYS[3], ARGV[2], ARGV[4], ARGV[3])
+if token == 0 then return {0, ''} end
 redis.call('DEL', KEYS[1])
 return {token, redis.call('GET', KEYS[4]) or ''}
 """

@@ -28,9 +28,14 @@ from .run_keys import fence_key, lease_key
 DEFAULT_TTL_S = 10.0
 LEASE_TTL_VARIABLE = "SUPERSMM_LEASE_TTL"
 
-# next_token(counter): the next fencing token. A missing counter starts at the clock in milliseconds
-# (13 digits: Lua writes numbers of up to 14 digits exactly).
-FIRST_TOKEN_LUA = """
+# The lease's Redis value, `TOKEN.NONCE|WORKER`, is written and read by these Lua functions alone; the scripts
+# of chunk_queue.py that take or hand over a lease with a message use them too.
+#   take_lease(lease, counter, ttl_ms, nonce, worker): when nobody holds the lease, take it with the next fencing
+#     token from `counter` and return the token; else 0. A missing counter starts at the clock in milliseconds
+#     (13 digits: Lua writes numbers of up to 14 digits exactly).
+#   holding(lease): the TOKEN.NONCE of whoever holds the lease, or nil.
+#   release(lease, holding): delete the lease if that holder (TOKEN.NONCE) holds it; 1 if deleted, else 0.
+LEASE_LUA = """
 local function next_token(counter)
   if redis.call('EXISTS', counter) == 0 then
     local now = redis.call('TIME')
@@ -38,34 +43,35 @@ local function next_token(counter)
   end
   return redis.call('INCR', counter)
 end
-"""
 
-# Take the lease only when nobody holds it (ARGV: TTL ms, worker, nonce): returns the new fencing token, or 0.
-_ACQUIRE = FIRST_TOKEN_LUA + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = next_token(KEYS[2])
-redis.call('SET', KEYS[1], token .. '.' .. ARGV[3] .. '|' .. ARGV[2], 'PX', ARGV[1])
-return token
-"""
+local function take_lease(lease, counter, ttl_ms, nonce, worker)
+  if redis.call('EXISTS', lease) == 1 then return 0 end
+  local token = next_token(counter)
+  redis.call('SET', lease, token .. '.' .. nonce .. '|' .. worker, 'PX', ttl_ms)
+  return token
+end
 
-# Extend the lease only when this holder (TOKEN.NONCE) still holds it: 1 if extended, else 0.
-_RENEW = """
-local holder = redis.call('GET', KEYS[1])
-if not holder or string.match(holder, '^([^|]*)|') ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
+local function holding(lease)
+  local value = redis.call('GET', lease)
+  return value and string.match(value, '^([^|]*)|')
+end
 
-# release(lease, holding): delete the lease if this holder (TOKEN.NONCE) holds it; 1 if deleted, else 0.
-RELEASE_LUA = """
-local function release(lease, holding)
-  local holder = redis.call('GET', lease)
-  if holder and string.match(holder, '^([^|]*)|') == holding then return redis.call('DEL', lease) end
+local function release(lease, holder)
+  if holding(lease) == holder then return redis.call('DEL', lease) end
   return 0
 end
 """
 
-_RELEASE = RELEASE_LUA + "return release(KEYS[1], ARGV[1])"
+_ACQUIRE = LEASE_LUA + "return take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[2])"
+
+# Extend the lease only when this holder (TOKEN.NONCE) still holds it: 1 if extended, else 0.
+_RENEW = LEASE_LUA + """
+if holding(KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_RELEASE = LEASE_LUA + "return release(KEYS[1], ARGV[1])"
 
 
 class LeaseLost(SupersmmError):
@@ -144,7 +150,7 @@ class Lease:
                 pass  # an unreleased lease simply expires
 
     def give_up(self) -> bool:
-        """Stop renewing the lease, for the caller to delete it (release, or a script that uses RELEASE_LUA);
+        """Stop renewing the lease, for the caller to delete it (release, or a script that uses LEASE_LUA's release);
         False when it was given up before. A renewal already under way may still land: it extends the lease
         only while this holder (token and nonce) holds it, and the caller's delete follows."""
         _heartbeat.drop(self)

@@ -108,6 +108,19 @@ def _ink(gray: tf.Tensor, height: int, width) -> tf.Tensor:
     return tf.cast(tf.round(ink), tf.uint8)
 
 
+def staff_input(data: tf.Tensor, preset) -> tuple[tf.Tensor, tf.Tensor]:
+    """PNG or JPEG bytes of one staff -> (the model's input [1, height, frames * width_reduction, 1], frames): the
+    image as training prepares it (resized_width, ink_image), background after its last column up to a whole
+    frame. For graphs (a SavedModel's signature): the sizes are tensors."""
+    gray = decode_grayscale(data)
+    shape = tf.shape(gray)
+    width = tf.maximum(1, tf.cast(tf.round(
+        tf.cast(shape[1], tf.float64) * preset.height / tf.cast(shape[0], tf.float64)), tf.int32))
+    frames = preset.frames(width)
+    ink = tf.pad(_ink(gray, preset.height, width), [[0, 0], [0, frames * preset.width_reduction - width]])
+    return tf.cast(ink, tf.float32)[tf.newaxis, :, :, tf.newaxis] / 255.0, frames
+
+
 def load_image(path: str, height: int = DEFAULT_HEIGHT) -> np.ndarray:
     """Any PNG or JPEG (any size, gray or colour) -> [height, width, 1] float32, ink towards 1, as in training."""
     try:

@@ -33,13 +33,7 @@ def serving_function(model, preset):
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="image")])
     def read_staff(image):
-        shape = tf.shape(pipeline.decode_grayscale(image))
-        width = tf.maximum(1, tf.cast(tf.round(
-            tf.cast(shape[1], tf.float64) * preset.height / tf.cast(shape[0], tf.float64)), tf.int32))
-        frames = preset.frames(width)
-        ink = pipeline.ink_image(image, preset.height, width)
-        ink = tf.pad(ink, [[0, 0], [0, frames * preset.width_reduction - width]])
-        pixels = tf.cast(ink, tf.float32)[tf.newaxis, :, :, tf.newaxis] / 255.0
+        pixels, frames = pipeline.staff_input(image, preset)
         return {"logits": model(pixels, training=False), "logit_lengths": tf.reshape(frames, [1])}
 
     return read_staff

@@ -196,10 +196,14 @@ def _exit_on_signal(number: int, _frame) -> None:
     raise SystemExit(128 + number)  # unwinds through train_foreground's cleanup, which stops the worker
 
 
+def _foreground_worker_prefix(name: str) -> str:
+    return f"train_{name}_"  # then the pid of the `supersmm train` call, @ the host
+
+
 def _orphaned_foreground_worker(holder: str, name: str) -> bool:
     """Whether `holder` is the worker of a `supersmm train NAME` on this machine whose process is gone."""
     prefix, _, host = holder.partition("@")
-    parent = prefix.removeprefix(f"train_{name}_")
+    parent = prefix.removeprefix(_foreground_worker_prefix(name))
     if host != socket.gethostname() or parent == prefix or not parent.isdigit():
         return False
     return not psutil.pid_exists(int(parent))
@@ -276,8 +280,8 @@ def _start_foreground_worker(name: str, queue: str) -> tuple[subprocess.Popen, P
     log_path = paths.foreground_worker_log(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "supersmm_tasks.worker_priority",  # at the worker's niceness from its start
-               "celery", "-A", "supersmm_tasks", "worker", "-Q", queue, "-n", f"train_{name}_{os.getpid()}@%h",
-               "--loglevel", "INFO"]
+               "celery", "-A", "supersmm_tasks", "worker", "-Q", queue,
+               "-n", f"{_foreground_worker_prefix(name)}{os.getpid()}@%h", "--loglevel", "INFO"]
     environment = {**os.environ, PARENT_VARIABLE: str(os.getpid())}  # it stops when we are gone
     with open(log_path, "ab") as log:
         # Its own session: Ctrl-C reaches only us, and we decide how the worker stops.

@@ -151,11 +151,9 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     epochs_trained = 0
     try:
         for epoch in range(progress.epoch + 1, last_epoch + 1):
-            requested = should_stop()
-            if requested in CONTROL_REQUESTS:
-                stopped = run.stop_as_requested(progress, should_stop, epochs_trained)
-                if stopped:
-                    return stopped
+            stopped = run.stop_if_requested(progress, should_stop, epochs_trained)
+            if stopped:
+                return stopped
             started = time.monotonic()
             loss, samples = train_epoch(trainer, train_batches, epoch, on_progress, run.log)
             train_time = time.monotonic() - started
@@ -183,12 +181,8 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
                 return run.finish(progress, *stop, epochs_trained)
     finally:
         summaries.close()
-    requested = should_stop()  # asked during the chunk's last epoch
-    if requested in CONTROL_REQUESTS:
-        stopped = run.stop_as_requested(progress, should_stop, epochs_trained)
-        if stopped:
-            return stopped
-    return run.finish(progress, RunStatus.RUNNING, None, epochs_trained)
+    stopped = run.stop_if_requested(progress, should_stop, epochs_trained)  # asked during the chunk's last epoch
+    return stopped or run.finish(progress, RunStatus.RUNNING, None, epochs_trained)
 
 
 def _disk_full(name: str, error: Exception) -> SupersmmError | None:
@@ -457,8 +451,11 @@ class RunWriter:
             self.log(f"run {status} at epoch {progress.epoch}: {stop_reason}")
         return chunk_result(self.name, state, epochs_trained)
 
-    def stop_as_requested(self, progress: Progress, should_stop, epochs_trained: int) -> ChunkResult | None:
-        """The run paused or cancelled as its user asks; None when a resume withdrew the request meanwhile."""
+    def stop_if_requested(self, progress: Progress, should_stop, epochs_trained: int) -> ChunkResult | None:
+        """The run paused or cancelled when its user asks for it now; else None (no request, or a resume
+        withdrew it meanwhile)."""
+        if should_stop() not in CONTROL_REQUESTS:
+            return None
         state = stop_as_requested(self.name, self.guard, should_stop)
         if state is None:
             self.log(f"pause withdrawn at epoch {progress.epoch}: training goes on")

@@ -23,6 +23,8 @@ COLUMNS = (
     "learning_rate", "batch_size", "dataset_size", "remaining_epochs", "est_completion_time", "worker", "chunk",
     "checkpoint_path", "memory_mb",
 )
+TEXT_COLUMNS = ("timestamp", "run", "dataset", "est_completion_time", "worker", "checkpoint_path")
+NUMBER_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 HEADER = ",".join(COLUMNS) + "\n"
 RUN_COLUMN, EPOCH_COLUMN = COLUMNS.index("run"), COLUMNS.index("epoch")
 

@@ -21,10 +21,7 @@ from ..run_config import stored_config
 from ..run_state import peek_state
 from ..run_status import RunStatus
 from ..run_summary import best_val_ser, eta, worker
-from ..training_log import COLUMNS
-
-TEXT_COLUMNS = ("timestamp", "run", "dataset", "est_completion_time", "worker", "checkpoint_path")
-NUMBER_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
+from ..training_log import COLUMNS, NUMBER_COLUMNS
 
 # A running run is flagged stale when nothing it writes has changed for this long, or for three of its
 # epochs when those are slower.
