@@ -13,6 +13,7 @@ corpus and continues the same run for a few more epochs.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ DEMO_ENCODING = "agnostic"
 # 1,200 incipits, 7 epochs, seeds 0 and 1: 8.5% and 8.6% val SER against 9.4% and 9.4% (2-core AMD, 2026-12-06).
 # Its rate stays near the peak for longer and ends at a thousandth of it.
 DEMO_SCHEDULE = "onecycle"
+TRAIN_ON_MINUTES = 60  # what the next steps offer to train on for
 MIN_SAMPLES = 10  # a train, a validation and a test sample at the very least, and a few to learn from
 
 
@@ -188,11 +190,16 @@ def show_result() -> None:
 
 
 def show_next_steps(home_given: bool) -> None:
+    from .run_config import load_run_config
+
     prefix = f"SUPERSMM_HOME={paths.home()} " if home_given else ""
+    # The demo's run keeps to the demo's time: training on needs more minutes as well as more epochs.
+    minutes = math.ceil((load_run_config(RUN_NAME).max_minutes or 0) + TRAIN_ON_MINUTES)
     say()
     say("Next:")
     say(f"  {prefix}supersmm dashboard          # live dashboard on http://127.0.0.1:8050/")
     say(f"  {prefix}supersmm status {RUN_NAME}")
-    say(f"  {prefix}supersmm train {RUN_NAME} --max-total-epochs 200   # train on; Ctrl-C pauses, running it again resumes")
+    say(f"  {prefix}supersmm train {RUN_NAME} --max-total-epochs 200 --max-minutes {minutes}"
+        f"   # train on for up to {TRAIN_ON_MINUTES} more minutes; Ctrl-C pauses, running it again resumes")
     say(f"  {prefix}supersmm demo                # again: continues the same run, up to {DEMO_EPOCHS} more epochs")
 

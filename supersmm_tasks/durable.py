@@ -1,6 +1,6 @@
 """The one atomic file write: checkpoints, state, config, the CSV, dataset configs and indexes, the
-train / continue scripts, the files of each synthetic sample, and the scores and SVGs `supersmm predict` and
-`supersmm score` write all go through it.
+train / continue scripts, and the scores and SVGs `supersmm predict` and `supersmm score` write all go through it;
+and the atomic folder write of a synthetic sample and a dataset's frozen split.
 
 A file is written to a temporary name, fsynced and renamed, and its folder fsynced, so a crash at any
 instant leaves the old or the complete new file. Standard library only: light commands import it.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 from pathlib import Path
 
 from .errors import SupersmmError
@@ -31,12 +32,7 @@ def write_atomically(path: Path, data: bytes | memoryview) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes never share one: _UNFINISHED
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_fully(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_synced(temporary, data)
         os.replace(temporary, path)
         fsync_directory(path.parent)
     except OSError as error:
@@ -44,6 +40,71 @@ def write_atomically(path: Path, data: bytes | memoryview) -> None:
         if is_disk_full(error):
             raise DiskFull(path) from None
         raise
+
+
+def _write_synced(path: Path, data: bytes | memoryview) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_fully(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_folder_atomically(folder: Path, files: dict[str, bytes]) -> None:
+    """Make `folder` hold `files` (name -> bytes), all of them or none: they are written into a hidden folder
+    beside it, which is then renamed into place (a folder already there is moved aside first, then deleted).
+    A crash leaves the new folder whole, or no folder of that name, and hidden leftovers that
+    remove_abandoned_folders deletes. A full disk raises DiskFull naming `folder`."""
+    folder = Path(folder)
+    temporary = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    replaced = folder.with_name(f".{folder.name}.{os.getpid()}.old.tmp")
+    try:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        for name, data in files.items():
+            _write_synced(temporary / name, data)
+        fsync_directory(temporary)
+        if folder.exists():
+            os.rename(folder, replaced)
+        try:
+            os.rename(temporary, folder)
+        except OSError:
+            if replaced.exists():
+                os.rename(replaced, folder)
+            raise
+        fsync_directory(folder.parent)
+    except BaseException as error:  # Ctrl-C too: nothing half-written stays
+        shutil.rmtree(temporary, ignore_errors=True)
+        if is_disk_full(error):
+            raise DiskFull(folder, intact="nothing of it was written") from None
+        raise
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+_ABANDONED_FOLDER = re.compile(r"\..+\.(?P<pid>\d+)(\.old)?\.tmp")  # write_folder_atomically's hidden folders
+
+
+def remove_abandoned_folders(parent: Path) -> list[Path]:
+    """Delete the hidden folders that write_folder_atomically left in `parent` when its process died (or that
+    this process left); those of live processes are writes under way."""
+    removed = []
+    for entry in Path(parent).glob(".*.tmp"):
+        match = _ABANDONED_FOLDER.fullmatch(entry.name)
+        if match and entry.is_dir() and (int(match["pid"]) == os.getpid() or not _process_alive(int(match["pid"]))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -67,11 +128,14 @@ def remove_unfinished_writes(folder: Path) -> list[Path]:
 
 
 class DiskFull(SupersmmError):
-    """A full disk or quota stopped the atomic write of `path`; the previous file is intact."""
+    """A full disk or quota stopped the atomic write of `path`; what it replaced is intact."""
 
-    def __init__(self, path: Path):
-        super().__init__(f"disk full while writing {path}: free some space and try again; the previous file is intact")
-        self.path = path
+    def __init__(self, path: Path, intact: str = "the previous file is intact"):
+        super().__init__(f"disk full while writing {path}: free some space and try again; {intact}")
+        self.path, self.intact = path, intact
+
+    def __reduce__(self):  # rebuilt from its arguments where a worker process hands it back (synth --workers)
+        return DiskFull, (self.path, self.intact)
 
 
 def fsync_directory(folder: Path) -> None:

@@ -15,12 +15,8 @@ How it is drawn:
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from pathlib import Path
-
-import psutil
 
 from . import durable, paths
 from .errors import SupersmmError
@@ -120,33 +116,17 @@ def _seeded_part(ids: list[str], fraction: float, seed: int) -> tuple[list[str],
 
 
 def _write_split(name: str, split: dict[str, list[str]], description: dict) -> None:
-    """Writes the split into a temporary folder and renames it into place, so it appears whole or not at all.
-
-    On any failure the temporary folder is removed; a full disk is one clear error naming the folder. Temporary
-    folders left by processes killed while writing are removed first.
-    """
+    """Writes the split's folder whole or not at all (durable.write_folder_atomically): a full disk is one clear
+    error naming the folder. Folders left by processes killed while writing are removed first."""
     final = paths.dataset_split_dir(name)
-    _remove_abandoned_temporaries(final)
-    temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    durable.remove_abandoned_folders(final.parent)
+    files = {f"{split_name}.txt": "".join(f"{i}\n" for i in ids).encode() for split_name, ids in split.items()}
+    files["split.json"] = (json.dumps(description, indent=2) + "\n").encode()
     try:
-        temporary.mkdir(parents=True)
-        for split_name, ids in split.items():
-            durable.write_atomically(temporary / f"{split_name}.txt", "".join(f"{i}\n" for i in ids).encode())
-        durable.write_atomically(temporary / "split.json", (json.dumps(description, indent=2) + "\n").encode())
-        os.rename(temporary, final)
-        durable.fsync_directory(final.parent)
-    except (OSError, durable.DiskFull) as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if durable.is_disk_full(error):
-            raise SupersmmError(f"disk full while writing the frozen split {final}: free some space and try "
-                                f"again; nothing was written") from None
+        durable.write_folder_atomically(final, files)
+    except durable.DiskFull:
+        raise SupersmmError(f"disk full while writing the frozen split {final}: free some space and try "
+                            f"again; nothing was written") from None
+    except OSError as error:
         raise SupersmmError(f"cannot write the frozen split {final} ({error.strerror or error}: "
-                            f"{error.filename or temporary})") from None
-
-
-def _remove_abandoned_temporaries(final: Path) -> None:
-    """Removes `.<name>.split.<pid>.tmp/` folders whose process is gone (or is this one)."""
-    for folder in final.parent.glob(f".{final.name}.*.tmp"):
-        pid = folder.name[len(final.name) + 2:-len(".tmp")]
-        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):
-            shutil.rmtree(folder, ignore_errors=True)
+                            f"{error.filename or final})") from None

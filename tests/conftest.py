@@ -116,6 +116,13 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return data_root
 
 
+def a_dead_pid() -> int:
+    """The pid of a process that has ended (for leftovers of a process killed while writing)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
 def add_sample(corpus: Path, sample_id: str = REAL_SAMPLE_ID, distorted: bool = False) -> Path:
     """A copy of the real sample's corpus files under `corpus` (a test's scratch folder), renamed to
     `sample_id`; `distorted` adds a JPEG photo of its image."""

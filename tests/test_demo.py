@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from supersmm_tasks import broker, paths, run_state, training_log
+from supersmm_tasks import broker, paths, run_state, runs, training_log
 from supersmm_tasks.demo import DEMO_SCHEDULE, RESULT_SECONDS, RUN_NAME, run_demo
 from supersmm_tasks.errors import SupersmmError
 
@@ -110,6 +110,29 @@ def test_demo_fits_its_epochs_to_its_time(demo_home, first_demo, capfd):
     assert [epoch for epoch, _ in epochs_in_csv()] == list(range(1, state["last_completed_epoch"] + 1))
     log = paths.log_path(RUN_NAME).read_text("utf-8")
     assert re.search(rf"{state['max_total_epochs']} epochs fit in the run's [0-9.]+ minutes of training", log), log
+
+
+def test_the_train_on_command_the_demo_offers_trains_its_completed_run_on(demo_home, first_demo, capfd):
+    """The demo's run completes at its time budget (max_minutes): the command offered next must give it more
+    time as well as more epochs, or it trains nothing."""
+    from click.testing import CliRunner
+
+    from supersmm_tasks.cli import cli
+    from supersmm_tasks.demo import show_next_steps
+
+    run_demo(samples=SAMPLES, epochs=8, chunk=1, seconds=RESULT_SECONDS)  # completed at its time budget
+    assert run_state.read_state(RUN_NAME)["stop_reason"] == "max_minutes"
+    capfd.readouterr()
+    show_next_steps(home_given=False)
+    [offered] = [line.split("#")[0].split() for line in capfd.readouterr().out.splitlines()
+                 if line.strip().startswith(f"supersmm train {RUN_NAME} ")]
+
+    queued = CliRunner().invoke(cli, ["enqueue", *offered[2:]])  # as `supersmm train` queues it, without a worker
+
+    assert queued.exit_code == 0, queued.output
+    assert "is complete" not in queued.output
+    assert run_state.read_state(RUN_NAME)["status"] == "queued"
+    runs.cancel(RUN_NAME)
 
 
 @pytest.mark.parametrize("arguments", [{"samples": 2}, {"epochs": 0}, {"chunk": 0}])

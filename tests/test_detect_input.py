@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import add_sample
+from conftest import a_dead_pid, add_sample
 import pytest
 
 from supersmm_tasks import detect as detection, durable
@@ -145,12 +145,6 @@ def test_deleting_a_damaged_split_draws_a_new_one(home):
 
 
 # ---------------------------------------------------------------- a full disk
-
-
-def a_dead_pid() -> int:
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
 
 
 def test_a_full_disk_while_freezing_the_split_names_the_folder_and_leaves_no_temporary_folder(home, monkeypatch):

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE as REAL_FOLDER
+from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE as REAL_FOLDER, a_dead_pid
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.labelling import primus_labels
 from supersmm_tasks.synth import generate_corpus, sample_id
@@ -260,6 +260,40 @@ def test_unusable_output_or_sample_count_is_one_clear_error(tmp_path):
     with pytest.raises(SupersmmError, match="seed"):
         generate_corpus(tmp_path / "out", samples=1, seed=-1, progress=False)
     assert a_file.read_text() == "not a folder"
+
+
+def test_a_sample_cut_off_by_a_full_disk_leaves_no_folder_and_the_next_synth_writes_it_whole(tmp_path, monkeypatch):
+    import errno
+    import pickle
+
+    from supersmm_tasks import durable
+
+    write, written = durable._write_fully, []
+
+    def disk_fills_at_the_second_file_of_the_second_sample(fd, data):
+        written.append(len(data))
+        if len(written) == 7:  # a sample without camera damage has 5 files: png, semantic, mei, agnostic, drawn
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    abandoned = tmp_path / f".{sample_id(7, 2)}.{a_dead_pid()}.tmp"  # a synth killed while writing
+    abandoned.mkdir()
+    (abandoned / "half.png").write_bytes(b"\x89PNG")
+    monkeypatch.setattr(durable, "_write_fully", disk_fills_at_the_second_file_of_the_second_sample)
+    with pytest.raises(SupersmmError) as raised:
+        generate_corpus(tmp_path, samples=3, seed=7, workers=1, progress=False)
+
+    assert str(raised.value) == (f"disk full while writing {tmp_path / sample_id(7, 1)}: free some space and try "
+                                 f"again; nothing of it was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sample_id(7, 0)]  # whole, and nothing hidden left
+    assert len(list((tmp_path / sample_id(7, 0)).iterdir())) == 5
+    # A worker process hands the error back pickled (synth --workers 2): it reads the same.
+    assert str(pickle.loads(pickle.dumps(raised.value))) == str(raised.value)
+
+    monkeypatch.setattr(durable, "_write_fully", write)  # space freed
+    generate_corpus(tmp_path, samples=3, seed=7, workers=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sample_id(7, index) for index in range(3)]
+    assert all(len(list((tmp_path / sample_id(7, index)).iterdir())) == 5 for index in range(3))
 
 
 def test_ties_are_labelled_where_a_source_writing_only_changed_marks_would_have_them_labelled():

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..corpus import DRAWN_LABEL_SUFFIX
-from ..durable import write_atomically
+from ..durable import remove_abandoned_folders, write_folder_atomically
 from ..errors import SupersmmError
 from ..paths import InvalidName, validate_sample_id
 from ..vocabulary import load_vocabulary
@@ -155,6 +155,7 @@ def _usable_output_folder(out: Path) -> Path:
         probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
+        remove_abandoned_folders(out)  # samples of an earlier synth that was cut off
     except OSError as error:
         raise SupersmmError(f"cannot write the corpus to {out}: {error.strerror or error}") from None
     return out.resolve()
@@ -224,11 +225,7 @@ def _write_files(folder: Path, gray: np.ndarray, drawn_mei: str, mei: str, seman
         files[name + DRAWN_LABEL_SUFFIX] = _label_line(drawn)
     if camera_seed is not None:
         files[f"{name}_distorted.jpg"] = camera_jpeg(gray, np.random.default_rng(camera_seed))
-    for file_name, content in files.items():
-        write_atomically(folder / file_name, content)
-    if agnostic is None:  # never leave a stale label behind
-        (folder / f"{name}.agnostic").unlink(missing_ok=True)
-        (folder / (name + DRAWN_LABEL_SUFFIX)).unlink(missing_ok=True)
+    write_folder_atomically(folder, files)  # a sample cut off (a full disk, Ctrl-C) leaves no folder
     return agnostic is not None
 
 
