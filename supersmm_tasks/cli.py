@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .errors import SupersmmError
+from . import paths
 from .paths import InvalidName, validate_run_name
 from .presets import PRESETS
 from .run_config import DEFAULTS, SCHEDULES
@@ -247,7 +248,14 @@ def predict(name, images, render_path, score_dir, score_format):
         score_paths = _score_paths(images, score_dir, SUFFIX_OF_FORMAT[score_format])
     failed = False
     for image in images:
-        staves = recognizer.read_page(image)
+        try:
+            staves = recognizer.read_page(image)
+        except SupersmmError as error:  # one image that cannot be read; the others are still read
+            if render_path:
+                raise
+            click.echo(f"supersmm: error: {error}", err=True)
+            failed = True
+            continue
         for tokens in staves:
             click.echo("\t".join(tokens))
         if score_dir:
@@ -363,8 +371,11 @@ def main(argv: list[str] | None = None) -> None:
     except SupersmmError as error:
         click.echo(f"supersmm: error: {error}", err=True)
         sys.exit(1)
-    except OSError as error:
-        click.echo(f"supersmm: error: {error}", err=True)
+    except OSError as error:  # what and where, without the errno
+        where = f"{error.filename}: " if error.filename else ""
+        home = paths.home()
+        hint = f" (SUPERSMM_HOME {home} is not a folder)" if home.exists() and not home.is_dir() else ""
+        click.echo(f"supersmm: error: {where}{error.strerror or error}{hint}", err=True)
         sys.exit(1)
     except Exception as error:
         if _broker_unreachable(error):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -188,47 +189,60 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
             + ("; train with --direct-semantic to use its semantic labels alone" if settings["semantic_via_agnostic"] else "")
         )
     max_total, per_run = epoch_budget(train_samples)
-    config = RunConfig(
-        run=name,
-        dataset=dataset.name,
-        dataset_path=str(dataset.path),
-        dataset_config=str(dataset.config_path),
-        split_files={split: str(path) for split, path in dataset.split_files.items()},
-        split_seed=dataset.split_seed,
-        camera=dataset.camera,
-        encoding=settings["encoding"],
-        model=settings["model"],
-        height=preset.height,
-        batch_size=settings.get("batch_size", preset.batch_size),
-        learning_rate=preset.learning_rate,
-        seed=settings["seed"],
-        deterministic=settings.get("deterministic"),
-        train_samples=train_samples,
-        max_total_epochs=settings.get("max_total_epochs", max_total),
-        max_epochs_per_run=settings.get("max_epochs_per_run", per_run),
-        patience=settings["patience"],
-        queue=settings.get("queue"),
-        priority=settings.get("priority"),
-        created_at=run_state.now_iso(),
-        schedule=settings["schedule"],
-        augment=settings.get("augment", preset.augment or dataset.camera),  # presets.py says why
-        curriculum=settings["curriculum"],
-        init_from=source[0].run if source else None,
-        init_checkpoint=str(_copy_of_starting_point(name, source[1].path)) if source else None,
-        semantic_via_agnostic=settings["semantic_via_agnostic"],
-        max_minutes=settings.get("max_minutes"),
-        epoch_cap=settings.get("max_total_epochs", max_total),
-    )
-    _write_config(config)
-    run_state.write_state(name)  # the run's first state, made from its config: status queued
-    start = f", starting from run {source[0].run}'s best weights ({source[1].path.name})" if source else ""
-    run_state.append_log(name, f"run created on dataset {config.dataset} ({train_samples} training samples), "
-                               f"model {config.model}, {describe_encoding(config)} labels, "
-                               f"{config.max_total_epochs} epochs at most"
-                               f"{f' in {config.max_minutes:g} minutes of training' if config.max_minutes else ''}, "
-                               f"{config.schedule} schedule, augmentation {'on' if config.augment else 'off'}, "
-                               f"curriculum {'on' if config.curriculum else 'off'}{start}")
+    folder_existed = paths.run_dir(name).exists()
+    try:
+        config = RunConfig(
+            run=name,
+            dataset=dataset.name,
+            dataset_path=str(dataset.path),
+            dataset_config=str(dataset.config_path),
+            split_files={split: str(path) for split, path in dataset.split_files.items()},
+            split_seed=dataset.split_seed,
+            camera=dataset.camera,
+            encoding=settings["encoding"],
+            model=settings["model"],
+            height=preset.height,
+            batch_size=settings.get("batch_size", preset.batch_size),
+            learning_rate=preset.learning_rate,
+            seed=settings["seed"],
+            deterministic=settings.get("deterministic"),
+            train_samples=train_samples,
+            max_total_epochs=settings.get("max_total_epochs", max_total),
+            max_epochs_per_run=settings.get("max_epochs_per_run", per_run),
+            patience=settings["patience"],
+            queue=settings.get("queue"),
+            priority=settings.get("priority"),
+            created_at=run_state.now_iso(),
+            schedule=settings["schedule"],
+            augment=settings.get("augment", preset.augment or dataset.camera),  # presets.py says why
+            curriculum=settings["curriculum"],
+            init_from=source[0].run if source else None,
+            init_checkpoint=str(_copy_of_starting_point(name, source[1].path)) if source else None,
+            semantic_via_agnostic=settings["semantic_via_agnostic"],
+            max_minutes=settings.get("max_minutes"),
+            epoch_cap=settings.get("max_total_epochs", max_total),
+        )
+        _write_config(config)
+        run_state.write_state(name)  # the run's first state, made from its config: status queued
+        start = f", starting from run {source[0].run}'s best weights ({source[1].path.name})" if source else ""
+        timed = f" in {config.max_minutes:g} minutes of training" if config.max_minutes else ""
+        run_state.append_log(name, f"run created on dataset {config.dataset} ({train_samples} training samples), "
+                                   f"model {config.model}, {describe_encoding(config)} labels, "
+                                   f"{config.max_total_epochs} epochs at most{timed}, "
+                                   f"{config.schedule} schedule, augmentation {'on' if config.augment else 'off'}, "
+                                   f"curriculum {'on' if config.curriculum else 'off'}{start}")
+    except BaseException:  # a full disk, Ctrl-C: no run half made, whose next enqueue would skip its creation
+        _remove_unfinished_run(name, folder_existed)
+        raise
     return config
+
+
+def _remove_unfinished_run(name: str, folder_existed: bool) -> None:
+    if folder_existed:
+        for path in (paths.config_path(name), paths.state_path(name), paths.init_checkpoint_path(name)):
+            path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(paths.run_dir(name), ignore_errors=True)
 
 
 def _via_agnostic(settings: dict, preset) -> bool:

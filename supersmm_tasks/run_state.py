@@ -258,9 +258,14 @@ def _rotate(folder: Path, stem: str, suffix: str, kept: int, source: Path) -> No
 def append_log(name: str, message: str) -> None:
     """One timestamped line in the run's logs/training_output.log."""
     path = paths.log_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as log:
-        log.write(f"{now_iso()} {message}\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{now_iso()} {message}\n")
+    except OSError as error:
+        if is_disk_full(error):
+            raise DiskFull(path, intact="its earlier lines are intact") from None
+        raise
 
 
 def backup_log(name: str) -> None:

@@ -32,10 +32,15 @@ def best_val_ser(state: dict, lowest_csv_val_ser: float | None) -> float | None:
 
 
 def eta(state: dict, last_row) -> str | None:
-    """`last_row`: the run's last CSV row (a mapping of column to value), None when it has none."""
+    """`last_row`: the run's last CSV row (a mapping of column to value), None when it has none. Its estimate
+    holds for the budget it was made under: none is shown once the run's budget changed."""
     if state.get("status") not in ACTIVE or last_row is None:
         return None
-    return last_row["est_completion_time"] or None
+    try:
+        same_budget = int(float(last_row["max_total_epochs"])) == int(state["max_total_epochs"])
+    except (TypeError, ValueError, KeyError):
+        same_budget = False
+    return (last_row["est_completion_time"] or None) if same_budget else None
 
 
 def worker(state: dict, last_row, holder: str | None = None) -> str | None:

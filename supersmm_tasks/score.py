@@ -48,7 +48,7 @@ ACCIACCATURA_LENGTH = Fraction(1, 8)  # quarter notes: a slashed grace note is p
 def read_label_file(path: Path) -> list[str]:
     """The tokens of a semantic label file (tab-separated, as PrIMuS writes them)."""
     try:
-        return Path(path).read_text("utf-8").split()
+        return Path(path).read_text("utf-8-sig").split()  # a BOM, as detect and training take it
     except FileNotFoundError:
         raise SupersmmError(f"label file {path} does not exist") from None
     except UnicodeDecodeError:

@@ -143,7 +143,7 @@ def _train(run: RunWriter, span: ChunkSpan, should_stop, on_progress, worker: st
     trainer.follow_budget(config.max_total_epochs, steps_per_epoch=math.ceil(len(train_batches) / config.batch_size))
     val_batches = epoch_batches(config, val_examples, training=False, log=run.log).epoch(0)  # the same every epoch
     run.log(f"chunk {chunk} on {worker}: epochs {progress.epoch + 1}-{last_epoch} "
-            f"of {config.max_total_epochs} ({len(train_examples)} training samples, "
+            f"of {config.max_total_epochs} ({len(train_batches)} training samples, "
             f"{'deterministic' if deterministic(config) else 'not deterministic'})")
     run_state.backup_log(run.name)
 

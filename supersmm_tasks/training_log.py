@@ -14,7 +14,7 @@ import psutil
 from filelock import FileLock
 
 from . import paths
-from .durable import write_atomically
+from .durable import DiskFull, is_disk_full, write_atomically
 from .errors import SupersmmError
 
 COLUMNS = (
@@ -113,6 +113,10 @@ def append_row(row: dict) -> None:
             with open(descriptor, "a", encoding="utf-8", closefd=False) as log:
                 log.write(prefix + line)
         os.fsync(descriptor)
+    except OSError as error:
+        if is_disk_full(error):  # a row cut short is left out by readers and cut by the next writer
+            raise DiskFull(path, intact="its complete rows are intact") from None
+        raise
     finally:
         if descriptor is not None:
             os.close(descriptor)

@@ -47,6 +47,7 @@ def test_an_image_damaged_after_detection_is_skipped_with_a_log_line(home):
     assert int(row["dataset_size"]) == len(examples) - 1
     log = paths.log_path("skips").read_text()
     assert f"1 training images left out: they do not decode ({examples[0].image_path}: " in log
+    assert f"({len(examples) - 1} training samples, " in log  # the chunk's line counts what it trains on
 
 
 def test_images_decoded_per_epoch_skip_a_damaged_one_too(home):

@@ -73,13 +73,19 @@ def test_a_split_file_is_read_one_id_per_line(home):
     good_corpus(home)
     detection.detect()
     train = home / "datasets" / "primus.split" / "train.txt"
-    train.write_text(train.read_text("utf-8") + "Bad Id!\r\n\n", "utf-8")  # as an earlier version could leave it
+    ids = train.read_text("utf-8").split()
+    train.write_text("\r\n".join(ids[:-1] + ["Bad Id!"]) + "\r\n\n", "utf-8")  # as an earlier version could leave it
 
     [report] = detection.detect()
 
-    assert report.notes == ["1 samples of the frozen split are no longer usable and are left out"]
+    split = home / "datasets" / "primus.split"
+    assert report.notes == [f"1 usable samples are not in the frozen split and are left out (delete {split} to draw a "
+                            f"new split)", "1 samples of the frozen split are no longer usable and are left out"]
     assert load_dataset("primus").split_ids("train")[-1] == "Bad Id!"
 
+
+def garbage_train(split: Path) -> None:
+    (split / "train.txt").write_bytes(b"garbage\x00\n")
 
 # ---------------------------------------------------------------- a damaged frozen split
 
@@ -105,6 +111,7 @@ def latin1_test(split: Path) -> None:
     (remove_split_json, "split.json: No such file or directory"),
     (remove_val, "val.txt: No such file or directory"),
     (latin1_test, "test.txt: not UTF-8"),
+    (garbage_train, "train.txt: not valid (1 ids where split.json counts "),
 ])
 def test_a_damaged_frozen_split_stops_detect_with_one_line_before_anything_is_rewritten(home, damage, problem):
     good_corpus(home, "alpha")

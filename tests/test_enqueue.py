@@ -122,6 +122,34 @@ def test_enqueue_queues_a_chunk_over_a_unix_socket_url_as_the_contract_spells_it
         server.stop()
 
 
+def test_a_full_disk_while_creating_a_run_leaves_no_run_and_the_next_enqueue_creates_it_whole(training_home,
+                                                                                               monkeypatch):
+    import builtins
+    import errno
+
+    from supersmm_tasks import paths
+    from supersmm_tasks.errors import SupersmmError
+
+    real_open = builtins.open
+
+    def disk_full_at_the_log(file, *args, **kwargs):
+        if str(file).endswith("training_output.log"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", disk_full_at_the_log)
+    with pytest.raises(SupersmmError) as raised:
+        training_home.create("full", epochs=4, chunk=2)
+    monkeypatch.setattr(builtins, "open", real_open)
+
+    assert str(raised.value) == (f"disk full while writing {paths.log_path('full')}: free some space and try again; "
+                                 f"its earlier lines are intact")
+    assert not paths.run_dir("full").exists() and "full" not in paths.run_names()
+    training_home.create("full", epochs=4, chunk=2)
+    assert "run created on dataset primus" in paths.log_path("full").read_text("utf-8")
+    assert training_home.state("full")["status"] == "queued"
+
+
 def test_a_result_backend_that_cannot_be_used_is_refused_before_the_run_is_created(training_home):
     from supersmm_tasks import paths
 

@@ -114,6 +114,18 @@ def test_two_images_of_the_same_name_would_overwrite_each_others_score(home, sta
     assert not (tmp_path / "scores").exists()
 
 
+def test_an_image_that_cannot_be_read_is_one_line_and_the_images_after_it_are_read(home, staff_png, tmp_path):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+
+    both = supersmm("predict", "run", staff_png, not_an_image, staff_png)
+    alone = supersmm("predict", "run", staff_png)
+
+    assert both.returncode == 1 and alone.returncode == 0
+    assert messages(both) == [f"supersmm: error: cannot read image {not_an_image}: not a PNG or JPEG"]
+    assert both.stdout == alone.stdout * 2
+
+
 def readme_code(export: Path) -> str:
     (code,) = re.findall(r"```python\n(.*?)```", (export / "README.md").read_text("utf-8"), re.S)
     return code

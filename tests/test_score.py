@@ -16,6 +16,7 @@ import pytest
 import verovio
 
 from supersmm_tasks.errors import SupersmmError
+from supersmm_tasks.corpus import read_label
 from supersmm_tasks.score import check_staff, read_label_file, write_score
 from supersmm_tasks.synth.music import random_incipit
 from supersmm_tasks.synth.notation import dotted_length, meter_length, parse_note, parse_rest
@@ -315,6 +316,20 @@ def test_score_command_reports_a_bad_token_in_one_line_and_writes_nothing(tmp_pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.semantic"]
 
 
+def test_a_file_system_error_is_one_line_naming_the_file_and_supersmm_home_when_it_is_no_folder(tmp_path):
+    folder_as_labels = run_supersmm("score", tmp_path, tmp_path / "out.mid")
+    a_file = tmp_path / "home_is_a_file"
+    a_file.write_text("")
+    home_is_a_file = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "status"], capture_output=True,
+                                    text=True, timeout=300, env={**os.environ, "SUPERSMM_HOME": str(a_file)})
+
+    assert folder_as_labels.returncode == 1
+    assert folder_as_labels.stderr.strip() == f"supersmm: error: {tmp_path}: Is a directory"
+    assert home_is_a_file.returncode == 1
+    assert home_is_a_file.stderr.strip() == (f"supersmm: error: {a_file / 'model'}: Not a directory "
+                                             f"(SUPERSMM_HOME {a_file} is not a folder)")
+
+
 @pytest.mark.integration
 def test_musescore_converts_exported_musicxml_to_pdf(real_dev, tmp_path):
     musescore = shutil.which("musescore3") or shutil.which("mscore3")
@@ -330,3 +345,11 @@ def test_musescore_converts_exported_musicxml_to_pdf(real_dev, tmp_path):
                                 timeout=120, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
         assert result.returncode == 0, result.stderr[-2000:]
         assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_a_label_file_with_a_byte_order_mark_reads_as_detect_and_training_read_it(real_sample, tmp_path):
+    labels = real_sample / f"{real_sample.name}.semantic"
+    marked = tmp_path / "marked.semantic"
+    marked.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())
+
+    assert read_label_file(marked) == read_label_file(labels) == read_label(labels, "semantic")

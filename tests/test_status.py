@@ -91,3 +91,15 @@ def test_one_damaged_run_is_one_warning_line_and_the_others_are_shown_without_a_
     assert enqueued.returncode == 1 and "Traceback" not in enqueued.stderr
     assert enqueued.stderr.strip().splitlines()[-1].endswith("it lacks a valid dataset, max_total_epochs, "
                                                              "max_epochs_per_run")
+
+
+def test_the_eta_of_the_last_row_is_shown_only_while_the_run_is_active_under_the_budget_it_was_made_for():
+    from supersmm_tasks.run_summary import eta
+
+    row = {"max_total_epochs": "6", "est_completion_time": "2026-12-07T22:58:06+00:00"}
+    assert eta({"status": "running", "max_total_epochs": 6}, row) == "2026-12-07T22:58:06+00:00"
+    assert eta({"status": "running", "max_total_epochs": 6}, {**row, "max_total_epochs": 6.0}) is not None  # pandas
+    assert eta({"status": "queued", "max_total_epochs": 9}, row) is None  # the budget was raised since
+    assert eta({"status": "completed", "max_total_epochs": 6}, row) is None
+    assert eta({"status": "running", "max_total_epochs": 6}, {**row, "max_total_epochs": ""}) is None
+    assert eta({"status": "running", "max_total_epochs": 6}, None) is None

@@ -54,6 +54,26 @@ def test_a_partial_last_line_is_dropped_before_the_next_row(home):
     assert all(len(r) == len(COLUMNS) for r in csv.reader(path.open(newline="")))
 
 
+def test_a_full_disk_while_appending_a_row_names_the_csv_and_keeps_its_rows(home, monkeypatch):
+    import errno
+    import os
+
+    append_row(row("a", 1))
+    fsync = os.fsync
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(SupersmmError) as raised:
+        append_row(row("a", 2))
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    assert str(raised.value) == (f"disk full while writing {paths.training_log_csv()}: free some space and try again; "
+                                 f"its complete rows are intact")
+    assert epochs_of("a")[0] == 1
+
+
 def test_rows_of_two_processes_writing_at_once_all_arrive_whole(home):
     writer = (
         "import sys\n"
