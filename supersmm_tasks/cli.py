@@ -373,8 +373,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except OSError as error:  # what and where, without the errno
         where = f"{error.filename}: " if error.filename else ""
-        home = paths.home()
-        hint = f" (SUPERSMM_HOME {home} is not a folder)" if home.exists() and not home.is_dir() else ""
+        home = os.environ.get(paths.HOME_VARIABLE, "")
+        hint = f" (SUPERSMM_HOME {home} is not a folder)" if os.path.isfile(home) else ""
         click.echo(f"supersmm: error: {where}{error.strerror or error}{hint}", err=True)
         sys.exit(1)
     except Exception as error:

@@ -69,8 +69,8 @@ def write_folder_atomically(folder: Path, files: dict[str, bytes]) -> None:
             os.rename(folder, replaced)
         try:
             os.rename(temporary, folder)
-        except OSError:
-            if replaced.exists():
+        except BaseException:  # Ctrl-C too: the old folder goes back
+            if os.path.lexists(replaced):
                 os.rename(replaced, folder)
             raise
         fsync_directory(folder.parent)
@@ -79,7 +79,10 @@ def write_folder_atomically(folder: Path, files: dict[str, bytes]) -> None:
         if is_disk_full(error):
             raise DiskFull(folder, intact="nothing of it was written") from None
         raise
-    shutil.rmtree(replaced, ignore_errors=True)
+    if replaced.is_dir() and not replaced.is_symlink():
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        replaced.unlink(missing_ok=True)
 
 
 _ABANDONED_FOLDER = re.compile(r"\..+\.(?P<pid>\d+)(\.old)?\.tmp")  # write_folder_atomically's hidden folders

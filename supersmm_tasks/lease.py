@@ -28,8 +28,8 @@ from .run_keys import fence_key, lease_key
 DEFAULT_TTL_S = 10.0
 LEASE_TTL_VARIABLE = "SUPERSMM_LEASE_TTL"
 
-# The lease's Redis value, `TOKEN.NONCE|WORKER`, is written and read by these Lua functions alone; the scripts
-# of chunk_queue.py that take or hand over a lease with a message use them too.
+# The lease's Redis value, `TOKEN.NONCE|WORKER`, is written and checked by these Lua functions alone (the scripts
+# of chunk_queue.py that take or hand over a lease with a message use them too; `holder` reads the worker part).
 #   take_lease(lease, counter, ttl_ms, nonce, worker): when nobody holds the lease, take it with the next fencing
 #     token from `counter` and return the token; else 0. A missing counter starts at the clock in milliseconds
 #     (13 digits: Lua writes numbers of up to 14 digits exactly).

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import SupersmmError
 
+HOME_VARIABLE = "SUPERSMM_HOME"
 RUN_NAME_PATTERN = re.compile(r"[a-z0-9_]{1,40}")
 SAMPLE_ID_PATTERN = re.compile(r"[a-z0-9_-]{1,40}")  # also PrIMuS's own ids, `000051650-1_1_1`
 
@@ -40,8 +41,15 @@ def validate_sample_id(sample: str) -> str:
 
 
 def home() -> Path:
-    folder = os.environ.get("SUPERSMM_HOME") or os.getcwd()
-    return _resolved(folder, "" if os.path.isabs(folder) else os.getcwd())
+    """SUPERSMM_HOME, else the current folder."""
+    folder = os.environ.get(HOME_VARIABLE)
+    if folder and os.path.isabs(folder):
+        return _resolved(folder, "")
+    try:
+        current = os.getcwd()
+    except FileNotFoundError:
+        raise SupersmmError("the current folder no longer exists: go to another or set SUPERSMM_HOME") from None
+    return _resolved(folder or current, current)
 
 
 @functools.lru_cache(maxsize=16)

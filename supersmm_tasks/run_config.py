@@ -190,6 +190,8 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
         )
     max_total, per_run = epoch_budget(train_samples)
     folder_existed = paths.run_dir(name).exists()
+    new_files = [path for path in (paths.config_path(name), paths.state_path(name), paths.init_checkpoint_path(name))
+                 if not path.exists()]
     try:
         config = RunConfig(
             run=name,
@@ -232,17 +234,17 @@ def _create_run(name: str, dataset_name: str, given: dict) -> RunConfig:
                                    f"{config.schedule} schedule, augmentation {'on' if config.augment else 'off'}, "
                                    f"curriculum {'on' if config.curriculum else 'off'}{start}")
     except BaseException:  # a full disk, Ctrl-C: no run half made, whose next enqueue would skip its creation
-        _remove_unfinished_run(name, folder_existed)
+        _remove_unfinished_run(name, folder_existed, new_files)
         raise
     return config
 
 
-def _remove_unfinished_run(name: str, folder_existed: bool) -> None:
-    if folder_existed:
-        for path in (paths.config_path(name), paths.state_path(name), paths.init_checkpoint_path(name)):
-            path.unlink(missing_ok=True)
-    else:
+def _remove_unfinished_run(name: str, folder_existed: bool, new_files: list[Path]) -> None:
+    """Remove what a cut-off creation wrote: the run's folder, or its new files where the folder was there before."""
+    if not folder_existed:
         shutil.rmtree(paths.run_dir(name), ignore_errors=True)
+    for path in new_files:
+        path.unlink(missing_ok=True)
 
 
 def _via_agnostic(settings: dict, preset) -> bool:

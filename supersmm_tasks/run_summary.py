@@ -76,16 +76,15 @@ def status_rows(name: str | None = None, warn=lambda line: None) -> list[dict]:
 
 
 def _connection_if_broker_up(warn) -> redis.Redis | None:
-    """The broker when it is configured and answers, or when the embedded one runs; None otherwise, with a
-    warning where a broker is configured (unreachable, a URL the project cannot use, a refused password): the
-    runs are shown from their files all the same.
+    """The broker when it is configured and answers, or when the embedded one runs; None otherwise (a configured
+    broker that cannot be used at all, a bad URL or a refused password, raises SupersmmError).
 
     Without a running embedded broker no worker can hold a lease, so there is nothing to ask it.
     """
     if os.environ.get(broker.BROKER_URL_VARIABLE):
         try:
-            return broker.connect()
-        except SupersmmError as error:
+            return broker.connect()  # a URL the project cannot use, or a refused password, is an error here too
+        except broker.BrokerUnreachable as error:
             warn(f"{error}; shown from the run files alone: the worker is the one the state names, and pause or "
                  "cancel requests are not shown")
             return None

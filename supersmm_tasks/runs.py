@@ -390,8 +390,9 @@ def run_worker(celery_args: list[str]) -> int:
     try:
         app.worker_main(argv)
     except ImportError as error:  # `--pool custom` without its module fails inside Celery's option parsing
-        raise SupersmmError(f"the worker cannot start: {error} (a worker trains with --pool threads, its default)"
-                            ) from None
+        pool_given = any(arg in ("-P", "--pool") or arg.startswith("--pool=") for arg in celery_args)
+        hint = " (a worker trains with --pool threads, its default)" if pool_given else ""
+        raise SupersmmError(f"the worker cannot start: {error}{hint}") from None
     return 0
 
 

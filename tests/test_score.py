@@ -330,6 +330,20 @@ def test_a_file_system_error_is_one_line_naming_the_file_and_supersmm_home_when_
                                              f"(SUPERSMM_HOME {a_file} is not a folder)")
 
 
+def test_a_current_folder_that_no_longer_exists_is_one_line(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (f"import os; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); "
+              "from supersmm_tasks.cli import main; main(['status'])")
+    environment = {key: value for key, value in os.environ.items() if key != "SUPERSMM_HOME"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=environment)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == "supersmm: error: the current folder no longer exists: go to another or set " \
+                                    "SUPERSMM_HOME"
+
+
 @pytest.mark.integration
 def test_musescore_converts_exported_musicxml_to_pdf(real_dev, tmp_path):
     musescore = shutil.which("musescore3") or shutil.which("mscore3")

@@ -44,21 +44,17 @@ def test_status_with_a_broker_that_does_not_answer_shows_the_run_files_and_says_
     assert "shown from the run files alone" in warning and "s3cret" not in warning
 
 
-def test_status_with_a_broker_that_refuses_the_password_shows_the_run_files_and_says_why_in_one_line(
-        training_home, redis_server):
+def test_status_with_a_broker_that_refuses_the_password_is_one_error_line(training_home, redis_server):
     training_home.create("locked", epochs=4, chunk=2)
     redis_server.client().config_set("requirepass", "right")
     wrong = redis_server.url.replace("redis://", "redis://:wrong@")
 
-    shown = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "status", "--json"], capture_output=True,
-                           text=True, timeout=120, env={**training_home.env, "SUPERSMM_BROKER_URL": wrong})
+    shown = subprocess.run([sys.executable, "-m", "supersmm_tasks.cli", "status"], capture_output=True, text=True,
+                           timeout=120, env={**training_home.env, "SUPERSMM_BROKER_URL": wrong})
 
-    assert shown.returncode == 0, shown.stderr
-    [row] = json.loads(shown.stdout)
-    assert (row["run"], row["status"], row["last_completed_epoch"]) == ("locked", "queued", 0)
+    assert shown.returncode == 1 and shown.stdout == ""
     [line] = shown.stderr.strip().splitlines()
-    assert line.startswith("supersmm: warning: broker redis://:***@127.0.0.1:") and "refused the password" in line
-    assert "shown from the run files alone" in line and "wrong" not in line
+    assert line.startswith("supersmm: error: broker redis://:***@127.0.0.1:") and "refused the password" in line
 
 
 def test_one_damaged_run_is_one_warning_line_and_the_others_are_shown_without_a_lock_taken(training_home):

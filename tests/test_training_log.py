@@ -54,24 +54,45 @@ def test_a_partial_last_line_is_dropped_before_the_next_row(home):
     assert all(len(r) == len(COLUMNS) for r in csv.reader(path.open(newline="")))
 
 
-def test_a_full_disk_while_appending_a_row_names_the_csv_and_keeps_its_rows(home, monkeypatch):
+def test_a_full_disk_while_appending_a_row_names_the_csv_and_the_next_row_cuts_the_partial_one(home, monkeypatch):
+    import builtins
     import errno
-    import os
+
+    from supersmm_tasks import training_log
 
     append_row(row("a", 1))
-    fsync = os.fsync
 
-    def disk_full(descriptor):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def half_then_disk_full(descriptor, *args, **kwargs):
+        log = builtins.open(descriptor, *args, **kwargs)
+        if not isinstance(descriptor, int):  # a read, not the append
+            return log
 
-    monkeypatch.setattr(os, "fsync", disk_full)
+        class HalfWritten:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                log.close()
+
+            def write(self, text):
+                log.write(text[: len(text) // 2])
+                log.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        return HalfWritten()
+
+    monkeypatch.setattr(training_log, "open", half_then_disk_full, raising=False)
     with pytest.raises(SupersmmError) as raised:
         append_row(row("a", 2))
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.delattr(training_log, "open")
 
     assert str(raised.value) == (f"disk full while writing {paths.training_log_csv()}: free some space and try again; "
                                  f"its complete rows are intact")
-    assert epochs_of("a")[0] == 1
+    assert not paths.training_log_csv().read_bytes().endswith(b"\n")  # half a row on disk
+    assert epochs_of("a") == [1]
+    append_row(row("a", 2))  # space freed
+    assert epochs_of("a") == [1, 2]
+    assert all(len(r) == len(COLUMNS) for r in csv.reader(paths.training_log_csv().open(newline="")))
 
 
 def test_rows_of_two_processes_writing_at_once_all_arrive_whole(home):
