@@ -3,7 +3,7 @@ train / continue scripts, and the scores and SVGs `supersmm predict` and `supers
 and the atomic folder write of a synthetic sample and a dataset's frozen split.
 
 A file is written to a temporary name, fsynced and renamed, and its folder fsynced, so a crash at any
-instant leaves the old or the complete new file. Standard library only: light commands import it.
+instant leaves the old or the complete new file. Light: the commands that answer at once import it.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 from pathlib import Path
+
+import psutil
 
 from .errors import SupersmmError
 
@@ -94,20 +96,10 @@ def remove_abandoned_folders(parent: Path) -> list[Path]:
     removed = []
     for entry in Path(parent).glob(".*.tmp"):
         match = _ABANDONED_FOLDER.fullmatch(entry.name)
-        if match and entry.is_dir() and (int(match["pid"]) == os.getpid() or not _process_alive(int(match["pid"]))):
+        if match and entry.is_dir() and (int(match["pid"]) == os.getpid() or not psutil.pid_exists(int(match["pid"]))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -48,7 +48,7 @@ def home() -> Path:
     try:
         current = os.getcwd()
     except FileNotFoundError:
-        raise SupersmmError("the current folder no longer exists: go to another or set SUPERSMM_HOME") from None
+        raise SupersmmError(f"the current folder no longer exists: go to another or set {HOME_VARIABLE}") from None
     return _resolved(folder or current, current)
 
 

@@ -199,7 +199,8 @@ def rebuild_state(name: str) -> dict:
             best_val_ser=checkpoint.meta["best_val_ser"],
         )
     if state["last_completed_epoch"] >= state["max_total_epochs"]:
-        state.update(status=run_status.RunStatus.COMPLETED, stop_reason=state.get("stop_reason") or run_status.EPOCH_BUDGET_USED)
+        state.update(status=run_status.RunStatus.COMPLETED,
+                     stop_reason=state.get("stop_reason") or run_status.EPOCH_BUDGET_USED)
     elif state["status"] == run_status.RunStatus.RUNNING:
         state["status"] = run_status.RunStatus.QUEUED  # whoever was training is gone; the run waits for its next chunk
     return state

@@ -41,9 +41,10 @@ def load_split(name: str) -> dict[str, list[str]] | None:
     folder = paths.dataset_split_dir(name)
     if not folder.is_dir():
         return None
-    split = {split_name: read_ids(file) for split_name, file in split_files(name).items()}
+    files = split_files(name)
+    split = {split_name: read_ids(file) for split_name, file in files.items()}
     description = split_description(name)  # checked here too: detect finds a damaged split before writing anything
-    for split_name, file in split_files(name).items():
+    for split_name, file in files.items():
         recorded = description.get(split_name)  # the number of ids written (absent in hand-made ones)
         if isinstance(recorded, int) and recorded != len(split[split_name]):
             raise _damaged(folder, file, ValueError(f"{len(split[split_name])} ids where split.json counts {recorded}"))
