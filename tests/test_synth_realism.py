@@ -44,6 +44,13 @@ def real_dev_folder() -> Path:
     return require_real_dev()
 
 
+def needs(count: int, least: int, what: str) -> None:
+    """Skip a comparison that the given set of real incipits is too small for (the development set, 129 incipits
+    and 30 photos, is large enough for every one)."""
+    if count < least:
+        pytest.skip(f"{count} {what} in this set of real incipits: the comparison needs at least {least}")
+
+
 @pytest.fixture(scope="module")
 def synthetic_labels() -> list[list[str]]:
     rng = random.Random(7)
@@ -52,21 +59,26 @@ def synthetic_labels() -> list[list[str]]:
 
 # --- labels ------------------------------------------------------------------------------------
 
-def test_statistics_read_the_real_labels(real_labels):
-    assert len(real_labels) == 129
+def test_statistics_read_the_real_labels(real_labels, real_dev_folder):
+    count = len([folder for folder in real_dev_folder.iterdir() if (folder / f"{folder.name}.semantic").is_file()])
+    assert len(real_labels) == count > 0
     real = distributions(real_labels)
     assert set(real) == set(FAMILIES) and all(abs(sum(shares.values()) - 1) < 1e-9 for shares in real.values())
-    assert real["clef"]["C1"] == pytest.approx(68 / 129) and real["clef"]["G2"] == pytest.approx(41 / 129)
-    assert real["key"]["none"] == pytest.approx(54 / 129)  # C major: no key token
+    first_clefs = collections.Counter(tokens[0] for tokens in real_labels)  # every PrIMuS label opens with its clef
+    assert real["clef"] == {token.removeprefix("clef-"): n / count for token, n in first_clefs.items()}  # C1 68/129
+    in_c_major = sum(not any(token.startswith("keySignature-") for token in tokens) for tokens in real_labels)
+    assert real["key"].get("none", 0) == pytest.approx(in_c_major / count)  # C major: no key token (54 of 129)
     assert "CM" not in real["key"]
     assert max(real["note duration"], key=real["note duration"].get) == "eighth"
     assert total_variation(real["meter"], real["meter"]) == 0
     assert total_variation({"a": 1.0}, {"b": 1.0}) == 1
-    distinct = len({token for tokens in real_labels for token in tokens})
-    assert 200 < distinct_per_100(real_labels) < distinct == 291
+    needs(count, 100, "incipits")
+    distinct = len({token for tokens in real_labels for token in tokens})  # 291 in the development set
+    assert 200 < distinct_per_100(real_labels) < distinct
 
 
 def test_synthetic_incipits_are_distributed_like_real_ones(synthetic_labels, real_labels):
+    needs(len(real_labels), 100, "incipits")
     for family, distance in distances(synthetic_labels, real_labels).items():
         assert distance <= 0.15, f"{family}: total variation {distance:.3f} from the real incipits"
     ratio = distinct_per_100(synthetic_labels) / distinct_per_100(real_labels)
@@ -112,7 +124,7 @@ def test_synthetic_incipits_have_real_length_and_melodic_motion(synthetic_labels
 
 def test_our_engravings_of_the_real_incipits_are_as_tall_as_the_real_pngs(real_dev_folder):
     ratios = height_ratios(real_dev_folder)
-    assert len(ratios) >= 120
+    assert len(ratios) >= 0.9 * len(list(real_dev_folder.glob("*/regular_pae.pae")))  # 129 of 129 in the dev set
     assert 0.95 <= stats.median(ratios.values()) <= 1.05
 
 
@@ -124,7 +136,9 @@ def test_real_primus_images_come_in_the_three_fonts_in_about_equal_parts(real_de
         fonts[nearest_font(real, drawn_verovio_input((folder / "regular_pae.pae").read_text("utf-8")), engraver)] += 1
 
     assert set(fonts) == set(FONTS)
-    assert all(0.2 <= count / fonts.total() <= 0.5 for count in fonts.values()), fonts  # 37, 32 and 31% here
+    # in about equal parts (37, 32 and 31% of the development set): within four standard deviations of a third
+    spread = 4 * (fonts.total() * 2 / 9) ** 0.5
+    assert all(abs(count - fonts.total() / 3) <= spread for count in fonts.values()), fonts
 
 
 def test_long_staves_fill_the_page_and_the_others_are_spaced_as_in_the_real_pngs(real_dev_folder):
@@ -149,8 +163,9 @@ def staff_line_thickness(pngs) -> collections.Counter:
 
 
 def test_our_staff_lines_are_as_thick_as_the_real_pngs(real_dev_folder, tmp_path):
-    real = staff_line_thickness(sorted(real_dev_folder.glob("*/*.png")))
-    assert sum(real.values()) >= 5 * 120  # five lines a staff
+    real_pngs = sorted(real_dev_folder.glob("*/*.png"))
+    real = staff_line_thickness(real_pngs)
+    assert sum(real.values()) >= 5 * 0.9 * len(real_pngs)  # five lines a staff
     generate_corpus(tmp_path, 12, seed=3, workers=2, progress=False)
     ours = staff_line_thickness(sorted(tmp_path.glob("*/*.png")))
     assert sum(ours.values()) >= 5 * 12
@@ -169,7 +184,7 @@ def drawn_final_barline_shares(folders) -> dict[bool, float]:
     for folder in folders:
         labelled = _semantic(folder)[-1] == "barline"
         drawn[labelled].append(ends_with_barline(cv2.imread(str(folder / f"{folder.name}.png"), cv2.IMREAD_GRAYSCALE)))
-    assert all(len(shown) >= 20 for shown in drawn.values()), {labelled: len(shown) for labelled, shown in drawn.items()}
+    needs(min(map(len, drawn.values())), 20, "images with (or without) a final barline token")
     return {labelled: sum(shown) / len(shown) for labelled, shown in drawn.items()}
 
 
@@ -195,7 +210,7 @@ def test_the_final_barline_is_drawn_as_the_source_says_and_labelled_as_the_meter
 
 def drawn_unlabelled_share(folders) -> float:
     """Share of the images that show a final barline while their label ends without one."""
-    assert len(folders) >= 10, len(folders)
+    needs(len(folders), 10, "incipits barred in breves")
     return np.mean([_semantic(folder)[-1] != "barline" and ends_with_barline(
         cv2.imread(str(folder / f"{folder.name}.png"), cv2.IMREAD_GRAYSCALE)) for folder in folders])
 
@@ -241,7 +256,7 @@ def undrawn_accidental_share(folders) -> float:
                     not agnostic[before - 1].startswith(("clef.", "accidental.")):
                 labelled += 1
                 undrawn += not (note.get("accid") or any(accid.get("accid") for accid in note.iter(f"{mei_ns}accid")))
-    assert labelled >= 50, labelled
+    needs(labelled, 50, "labelled note accidentals")
     return undrawn / labelled
 
 
@@ -280,7 +295,7 @@ FAINT_LINE = 0.85  # a staff line this much lighter than the staff's darkest one
 
 def test_camera_damage_is_within_what_the_real_camera_primus_images_show(real_dev_folder):
     photos = sorted(glob.glob(str(real_dev_folder / "*" / "*_distorted.jpg")))
-    assert len(photos) == 30
+    needs(len(photos), 20, "Camera-PrIMuS photos")  # 30 in the development set
     real, ours, real_stem_ink, our_stem_ink = [], [], [], []
     for index, photo in enumerate(photos):
         clean = cv2.imread(photo.replace("_distorted.jpg", ".png"), cv2.IMREAD_GRAYSCALE)
@@ -339,7 +354,7 @@ def test_camera_damage_is_within_what_the_real_camera_primus_images_show(real_de
     # stroke survives the damage are left out.
     real_bends = [m.stroke_bend for m, _, _ in real if m.stroke_bend is not None]
     our_bends = [m.stroke_bend for m, _, _ in ours if m.stroke_bend is not None]
-    assert len(real_bends) >= 20 and len(our_bends) >= 20
+    assert len(real_bends) >= 0.6 * len(photos) and len(our_bends) >= 0.6 * len(photos)
     low, high = np.percentile(real_bends, [10, 90])
     assert low <= np.median(our_bends) <= high, \
         f"stroke bend: our median {np.median(our_bends):.2f}, real 10-90% {low:.2f}-{high:.2f}"
@@ -357,7 +372,7 @@ def test_camera_damage_is_within_what_the_real_camera_primus_images_show(real_de
     # fifth of the photos instead (6.4 pixels at our 90%), teaching a model solid heads that no real photo has.
     real_ink = [ink for ink in real_stem_ink if ink is not None]
     our_ink = [ink for ink in our_stem_ink if ink is not None]
-    assert len(real_ink) >= 25 and len(our_ink) >= 25
+    assert len(real_ink) >= 0.8 * len(photos) and len(our_ink) >= 0.8 * len(photos)
     low, high = np.percentile(real_ink, [10, 90])
     assert low <= np.median(our_ink) <= high, \
         f"stem ink: our median {np.median(our_ink):.2f}, real 10-90% {low:.2f}-{high:.2f}"
@@ -369,6 +384,7 @@ def test_camera_bands_lose_the_staff_lines_as_often_and_as_wide_as_the_real_phot
     """In 5 of the 30 real photos the clef is lost in diagonal streaks (the staff lines are gone just after the
     image's left edge), in 2 a band in the middle of the staff; a clean PNG never lacks its staff lines."""
     photos = sorted(glob.glob(str(real_dev_folder / "*" / "*_distorted.jpg")))
+    needs(len(photos), 20, "Camera-PrIMuS photos")
     cleans = [cv2.imread(photo.replace("_distorted.jpg", ".png"), cv2.IMREAD_GRAYSCALE) for photo in photos]
     assert all(staff_gaps(clean) == [] for clean in cleans)
     real = [staff_gaps(cv2.imread(photo, cv2.IMREAD_GRAYSCALE)) for photo in photos]
