@@ -7,6 +7,9 @@ tokens by the rules an engraver reads a staff with, the inverse of synth/agnosti
 
 - the clef fixes the pitch of each line and space; a clef change moves them from where it stands;
 - the accidentals between the clef and the meter are the key signature (C major has no key token);
+  after a barline, sharps or flats where the clef in force draws a key's are a key change (a single
+  one before a note at its own place is that note's accidental; a change to C major draws nothing,
+  so it cannot be read);
 - a note's alteration is its own accidental, else the one in force at its staff place: the last
   accidental at that place in the measure, else the key signature's;
 - a note's duration is its head's, or its number of beams inside a beam; dots follow it;
@@ -23,7 +26,7 @@ import re
 from typing import NamedTuple
 
 from .errors import SupersmmError
-from .synth.agnostic import BEAMS
+from .synth.agnostic import BEAMS, KEY_SIGNATURE_POSITIONS
 from .synth.notation import CLEF_BOTTOM_LINE, KEY_BY_FIFTHS, KEY_SIGNATURES, STEPS, Note, Rest, key_alterations
 
 _TOKEN = re.compile(r"(?P<symbol>[a-z]+)(?:\.(?P<kind>[A-Za-z0-9_/]+))?-(?P<place>[LS]-?\d+)")
@@ -64,7 +67,7 @@ class _Reader:
         self.tokens = tokens
         self.strict = strict
         self.out: list[str] = []
-        self.bottom_line = CLEF_BOTTOM_LINE["G2"]
+        self.clef = "G2"
         self.in_key = key_alterations("CM")
         self.in_force: dict[int, int] = {}  # diatonic index -> alteration, this measure
         self.pending_accidental: int | None = None
@@ -72,6 +75,7 @@ class _Reader:
         self.count_digits: list[_Token] = []  # on S5: the measures of the multirest that follows them
         self.meter_count: _Token | None = None  # on L4: a meter's count, waiting for its unit on L2
         self.heading = True  # between the first clef and the first meter or note: accidentals are the key
+        self.key_accidentals_left = 0  # of a key change inside the music, after its first
 
     def read(self) -> list[str]:
         for number, token in enumerate(self.tokens, 1):  # numbered from 1, as score.py names semantic tokens
@@ -118,6 +122,10 @@ class _Reader:
         elif symbol == "accidental":
             if self.heading and self.out and self.out[-1].startswith(("clef-", "keySignature-")):
                 self._key_accidental(kind)
+            elif self.key_accidentals_left:
+                self.key_accidentals_left -= 1
+            elif self.out[-1:] == ["barline"] and (drawn := self._key_change_length(number - 1)):
+                self._key_change(kind, drawn)
             else:
                 self.pending_accidental = ALTERATIONS[kind]
         elif symbol == "digit":
@@ -143,7 +151,9 @@ class _Reader:
 
     def _clef(self, kind: str, place: str) -> None:
         clef = f"{kind}{place[1:]}"
-        self.bottom_line = CLEF_BOTTOM_LINE[clef]
+        if clef not in CLEF_BOTTOM_LINE:
+            raise KeyError(clef)  # a clef PrIMuS does not have: cannot be read
+        self.clef = clef
         self.out.append(f"clef-{clef}")
 
     def _key_accidental(self, kind: str) -> None:
@@ -154,6 +164,35 @@ class _Reader:
             self.out.pop()
         self.out.append(f"keySignature-{key}")
         self.in_key = key_alterations(key)
+
+    def _key_change_length(self, index: int) -> int:
+        """How many accidentals from self.tokens[index] on (the first after a barline) draw a new key signature:
+        sharps (or flats) in the order and at the places the clef in force draws a key's, unless a single one
+        stands where the note after it does (that note's own accidental); 0 where they draw none."""
+        run = []  # the tokens from index on, up to the first that is none, and enough for a key and its note
+        for token in self.tokens[index:index + 9]:
+            if (match := _TOKEN.fullmatch(token)) is None:
+                break
+            run.append(match)
+        kind = run[0]["kind"] if run else None
+        if kind not in ("sharp", "flat"):
+            return 0
+        places = KEY_SIGNATURE_POSITIONS[self.clef][kind == "flat"]
+        drawn = 0
+        while drawn < min(len(run), len(places)) and run[drawn]["symbol"] == "accidental" \
+                and run[drawn]["kind"] == kind and staff_position(run[drawn]["place"]) == places[drawn]:
+            drawn += 1
+        after = run[drawn] if drawn < len(run) else None
+        if drawn == 1 and after is not None and after["symbol"] in ("note", "gracenote") \
+                and after["place"] == run[0]["place"]:
+            return 0
+        return drawn
+
+    def _key_change(self, kind: str, drawn: int) -> None:
+        key = KEY_BY_FIFTHS[drawn if kind == "sharp" else -drawn]
+        self.out.append(f"keySignature-{key}")
+        self.in_key = key_alterations(key)
+        self.key_accidentals_left = drawn - 1
 
     def _digit(self, digit: _Token, place: str) -> None:
         """Digits on S5 count a multirest's measures; a meter is its count on L4 over its unit on L2."""
@@ -181,7 +220,7 @@ class _Reader:
         self.heading = False
         beamed = _BEAMED.fullmatch(kind)
         duration = DURATION_BY_BEAMS.get(int(beamed["beams"]), "quarter") if beamed else kind
-        index = self.bottom_line + staff_position(place)
+        index = CLEF_BOTTOM_LINE[self.clef] + staff_position(place)
         step, octave = STEPS[index % 7], index // 7
         if self.pending_accidental is not None:
             self.in_force[index] = self.pending_accidental

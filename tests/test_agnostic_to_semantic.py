@@ -52,6 +52,21 @@ def test_an_accidental_holds_for_its_staff_place_until_the_barline():
                                             "note-C5_quarter", "barline", "note-F4_quarter"]
 
 
+def test_a_key_change_after_a_barline_is_read_where_its_accidentals_stand():
+    heading = ["clef.G-L2", "accidental.flat-L3", "digit.3-L4", "digit.4-L2", "note.quarter-L3", "barline-L1"]
+    into_d_major = ["accidental.sharp-L5", "accidental.sharp-S3", "note.quarter-L5", "note.quarter-S3",
+                    "note.quarter-L3"]
+    f_sharp = ["accidental.sharp-L5", "note.quarter-L5", "note.quarter-L5", "note.quarter-L3"]  # a note's own
+
+    assert agnostic_to_semantic(heading + into_d_major) == [
+        "clef-G2", "keySignature-FM", "timeSignature-3/4", "note-Bb4_quarter", "barline", "keySignature-DM",
+        "note-F#5_quarter", "note-C#5_quarter", "note-B4_quarter"]
+    assert agnostic_to_semantic(heading + f_sharp)[5:] == ["note-F#5_quarter", "note-F#5_quarter", "note-Bb4_quarter"]
+    # one sharp where G major draws it, before a note elsewhere: G major
+    assert agnostic_to_semantic(heading + ["accidental.sharp-L5", "note.quarter-L3"])[5:] == [
+        "keySignature-GM", "note-B4_quarter"]
+
+
 @pytest.mark.parametrize("tokens, message", [
     (["clef.G-L2", "note.quarter-L9x"], "token 2 'note.quarter-L9x': not an agnostic token"),
     (["clef.G-L2", "dot-S3"], "token 2 'dot-S3': cannot be read here"),

@@ -21,6 +21,7 @@ from supersmm_tasks.synth.engrave import Engraver
 from supersmm_tasks.synth.mei import mei_to_semantic
 from supersmm_tasks.synth.music import IncipitWriter, drawn_final_barline, random_incipit
 from supersmm_tasks.synth.notation import KEY_SIGNATURES
+from supersmm_tasks.synth.pae_source import verovio_input
 from supersmm_tasks.synth.pae import UnsupportedToken, as_sources_write, semantic_to_pae, with_labelled_ties
 from supersmm_tasks.synth.roundtrip import round_trip_fraction
 from supersmm_tasks.synth.statistics import barred_in_breves
@@ -160,6 +161,46 @@ def test_key_signature_positions_are_where_verovio_draws_them():
             heights = re.findall(r"translate\(\d+, (\d+)\)", drawn)
             positions = [round((max(lines) - int(y)) / half_space) for y in heights]
             assert tuple(positions) == expected, (clef, signature)
+
+
+def test_a_key_change_inside_the_incipit_is_labelled_after_its_barline_and_the_notes_read_the_new_key():
+    """PrIMuS's converter writes every key signature it meets inside the music: a `keySignature` token after the
+    barline (C major too), the new key's accidentals where the clef draws them (no naturals that cancel the old
+    key), and the notes after it in the new key."""
+    mei = Engraver().load(verovio_input("%G-2@3/4$bB ''4D8BB4G/$xF 4A8FF4G/$ 4F8BB4nF/"))
+
+    assert mei_to_semantic(mei) == [
+        "clef-G2", "keySignature-FM", "timeSignature-3/4", "note-D5_quarter", "note-Bb5_eighth", "note-Bb5_eighth",
+        "note-G5_quarter", "barline", "keySignature-GM", "note-A5_quarter", "note-F#5_eighth", "note-F#5_eighth",
+        "note-G5_quarter", "barline", "keySignature-CM", "note-F5_quarter", "note-B5_eighth", "note-B5_eighth",
+        "note-F5_quarter", "barline"]
+    assert mei_to_agnostic(mei) == [
+        "clef.G-L2", "accidental.flat-L3", "digit.3-L4", "digit.4-L2", "note.quarter-L4", "note.eighth-S6",
+        "note.eighth-S6", "note.quarter-S5", "barline-L1", "accidental.sharp-L5", "note.quarter-L6", "note.eighth-L5",
+        "note.eighth-L5", "note.quarter-S5", "barline-L1", "note.quarter-L5", "note.eighth-S6", "note.eighth-S6",
+        "accidental.natural-L5", "note.quarter-L5", "barline-L1"]
+    assert mei_to_semantic(Engraver().load(semantic_to_pae(mei_to_semantic(mei)))) == mei_to_semantic(mei)
+
+
+def test_a_key_change_written_as_the_verovio_that_made_primus_wrote_it_is_read_alike():
+    """That Verovio gave a change as a `key.sig` attribute of a scoreDef between two measures (as the development
+    set's meter change, 000100008-1_1_2); today's gives a keySig element."""
+    mei = """<mei xmlns="http://www.music-encoding.org/ns/mei"><music><body><mdiv><score>
+      <scoreDef key.sig="2s" meter.count="2" meter.unit="4"><staffGrp>
+        <staffDef n="1" lines="5" clef.shape="C" clef.line="1"/></staffGrp></scoreDef>
+      <section>
+        <measure n="1"><staff n="1"><layer n="1"><note dur="4" oct="5" pname="c"/><note dur="4" oct="4" pname="f"/>
+        </layer></staff></measure>
+        <scoreDef key.sig="1f"/>
+        <measure n="2"><staff n="1"><layer n="1"><note dur="4" oct="4" pname="b"/><note dur="4" oct="5" pname="c"/>
+        </layer></staff></measure>
+      </section></score></mdiv></body></music></mei>"""
+
+    assert mei_to_semantic(mei) == ["clef-C1", "keySignature-DM", "timeSignature-2/4", "note-C#5_quarter",
+                                    "note-F#4_quarter", "barline", "keySignature-FM", "note-Bb4_quarter",
+                                    "note-C5_quarter", "barline"]
+    assert mei_to_agnostic(mei)[7:] == ["barline-L1", "accidental.flat-L4", "note.quarter-L4", "note.quarter-S4",
+                                        "barline-L1"]
 
 
 def test_own_rasterizer_draws_what_cairosvg_draws():

@@ -7,8 +7,9 @@ A position names a staff line (L1 bottom .. L5 top, L0 / L6 the first ledger lin
 accidental, the note (`beamedRight/Both/Left<n>` inside a beam, n = its own number of beams), its
 dots in a space, then `slur.start` if a tie leaves it; rests sit on L3 (a whole rest on L4) with
 their dots on S3; multi-measure rest counts are written digit by digit on S5; time signature
-numbers on L4 and L2, also where the meter changes after a barline; a clef change is drawn where it
-stands and moves the positions after it.
+numbers on L4 and L2, also where the meter changes after a barline; a key change after a barline is the
+new key's accidentals, as at the start (none for C major: the converter draws no naturals that cancel the
+old key); a clef change is drawn where it stands and moves the positions after it.
 
 Which accidentals are drawn is decided the way an engraver does, from the semantic pitches (see
 mei.py), not from what Verovio printed: a note gets one when its alteration differs from the one in
@@ -18,7 +19,7 @@ signature positions are those Verovio draws (`KEY_SIGNATURE_POSITIONS`).
 """
 from __future__ import annotations
 
-from .mei import ClefChange, Event, MeterChange, MultiRest, read_incipit
+from .mei import ClefChange, Event, KeyChange, MeterChange, MultiRest, read_incipit
 from .notation import CLEF_BOTTOM_LINE, KEY_SIGNATURES, STEPS, Note, Rest, key_alterations
 
 # Staff positions (0 = bottom line, 1 = first space ...) of the key signature accidentals, in drawing
@@ -50,7 +51,7 @@ def mei_to_agnostic(mei_text: str, drawn: bool = False) -> list[str]:
     incipit = read_incipit(mei_text)
     tokens = [_clef(incipit.clef)] + _key_signature(incipit.clef, incipit.key)
     tokens += _meter(incipit.meter)
-    writer = _EventWriter(CLEF_BOTTOM_LINE[incipit.clef], key_alterations(incipit.key or "CM"), drawn)
+    writer = _EventWriter(incipit.clef, key_alterations(incipit.key or "CM"), drawn)
     for measure in incipit.measures:
         writer.new_measure()
         for event in measure.events:
@@ -78,8 +79,8 @@ def _meter(meter: str) -> list[str]:
 
 
 class _EventWriter:
-    def __init__(self, bottom_line: int, in_key: dict[str, int], drawn: bool):
-        self.bottom_line = bottom_line
+    def __init__(self, clef: str, in_key: dict[str, int], drawn: bool):
+        self.clef = clef
         self.in_key = in_key
         self.drawn = drawn
         self.in_force: dict[tuple[str, int], int] = {}  # alteration at each staff place, this measure
@@ -98,13 +99,16 @@ class _EventWriter:
             return [f"digit.{digit}-S5" for digit in str(symbol.count)] + ["multirest-L3"]
         if isinstance(symbol, MeterChange):
             return _meter(symbol.meter)
+        if isinstance(symbol, KeyChange):
+            self.in_key = key_alterations(symbol.key)
+            return _key_signature(self.clef, symbol.key)
         if isinstance(symbol, ClefChange):
-            self.bottom_line = CLEF_BOTTOM_LINE[symbol.clef]
+            self.clef = symbol.clef
             return [_clef(symbol.clef)]
         raise TypeError(f"no agnostic form for {symbol!r}")
 
     def _note(self, note: Note, event: Event) -> list[str]:
-        position = STEPS.index(note.step) + 7 * note.octave - self.bottom_line
+        position = STEPS.index(note.step) + 7 * note.octave - CLEF_BOTTOM_LINE[self.clef]
         where = position_name(position)
         tokens = ["fermata.above-S6"] if note.fermata else []
         if event.tie_ends:

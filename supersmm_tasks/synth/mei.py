@@ -12,7 +12,9 @@ tokens. The rules are those of the converter that made PrIMuS, fitted on real Pr
 - `tie` follows a note only when its tie reaches a later note of the same pitch (old Verovio marked
   runs of notes `tie="i"`, `"m"`, `"t"`; a mark that meets no note of its pitch gives no token);
 - a whole-measure rest (`mRest`) is `multirest-1`;
-- a meter change inside the incipit is a `timeSignature` token after the barline, a clef change a
+- a key or meter change inside the incipit is a `keySignature` (`keySignature-CM` too: the converter
+  writes every key signature it meets inside the music) or `timeSignature` token after the barline,
+  key before meter as in the heading, and the notes after it read the new key; a clef change is a
   `clef` token where it stands;
 - every measure ends with a barline except the last, which has one only when it fills its meter
   exactly (PrIMuS ignores whether the source ended with `/`); so an incipit without a time
@@ -56,6 +58,14 @@ class MeterChange:
 
 
 @dataclass(frozen=True)
+class KeyChange:
+    key: str
+
+    def token(self) -> str:
+        return f"keySignature-{self.key}"
+
+
+@dataclass(frozen=True)
 class ClefChange:
     clef: str
 
@@ -66,7 +76,7 @@ class ClefChange:
 @dataclass(frozen=True)
 class Event:
     """One symbol of a measure, with what the agnostic encoding also needs to know about it."""
-    symbol: Note | Rest | MultiRest | MeterChange | ClefChange
+    symbol: Note | Rest | MultiRest | KeyChange | MeterChange | ClefChange
     beam_role: str | None = None  # "Right", "Both" or "Left" for a note inside a beam
     accidental_printed: bool = False  # the MEI prints one, even where the key signature already gives it
     tie_starts: bool = False
@@ -133,17 +143,21 @@ def read_incipit(mei_text: str) -> Incipit:
     tie_starts, tie_ends = _ties(score)
     fermatas = _fermata_targets(score)
     reader = _MeasureReader(key_alterations(key or "CM"), tie_starts, tie_ends, fermatas)
-    meter_in_force, changed_to = meter, None
+    meter_in_force, changed_to, key_changed_to = meter, None, None
     read: list[tuple[list[Event], bool]] = []  # each measure's events, and whether they fill its meter exactly
     for element in score.iter():
         tag = element.tag.removeprefix(NS)
         if tag == "scoreDef" and element is not header:  # a change, drawn where the next measure starts
-            if _changes_clef_or_key(element):
-                raise UnsupportedMei("a clef or key change given in a scoreDef inside the incipit")
+            if _changes_clef(element):
+                raise UnsupportedMei("a clef change given in a scoreDef inside the incipit")
+            key_changed_to = _key_name(_key_signature(element)) or key_changed_to
             changed_to = _meter_name(_meter_attributes(element)) or changed_to
         elif tag == "measure":
-            events = [Event(MeterChange(changed_to))] if changed_to else []
-            meter_in_force, changed_to = changed_to or meter_in_force, None
+            events = [Event(KeyChange(key_changed_to))] if key_changed_to else []
+            events += [Event(MeterChange(changed_to))] if changed_to else []
+            if key_changed_to:
+                reader.in_key = key_alterations(key_changed_to)
+            meter_in_force, changed_to, key_changed_to = changed_to or meter_in_force, None, None
             events += reader.events(element)
             read.append((events, _length(events, meter_in_force) == meter_length(meter_in_force)))
     last = len(read) - 1
@@ -157,14 +171,7 @@ def score_header(score_def: ET.Element) -> tuple[str, str | None, str | None]:
     clef_element = staff_def.find(f"{NS}clef")
     shape, line = (clef_element.get("shape"), clef_element.get("line")) if clef_element is not None else (
         staff_def.get("clef.shape"), staff_def.get("clef.line"))
-    key_element = score_def.find(f".//{NS}keySig")
-    if key_element is not None:
-        if key_element.get("sig") is None and len(key_element):
-            raise UnsupportedMei("a key signature given accidental by accidental")
-        signature = key_element.get("sig")
-    else:
-        signature = score_def.get("key.sig")
-    return _clef_name(shape, line), _key_name(signature), _meter_name(_meter_attributes(score_def))
+    return _clef_name(shape, line), _key_name(_key_signature(score_def)), _meter_name(_meter_attributes(score_def))
 
 
 def _clef_name(shape: str | None, line: str | None) -> str:
@@ -173,10 +180,21 @@ def _clef_name(shape: str | None, line: str | None) -> str:
     return f"{shape}{line}"
 
 
-def _changes_clef_or_key(score_def: ET.Element) -> bool:
+def _key_signature(score_def: ET.Element) -> str | None:
+    """The MEI key signature (`1s`, `3f`, `0`) a scoreDef gives, as an element (today's Verovio) or an
+    attribute (the Verovio that made PrIMuS); None where it gives none."""
+    key_element = score_def.find(f".//{NS}keySig")
+    if key_element is None:
+        return score_def.get("key.sig")
+    if key_element.get("sig") is None and len(key_element):
+        raise UnsupportedMei("a key signature given accidental by accidental")
+    return key_element.get("sig")
+
+
+def _changes_clef(score_def: ET.Element) -> bool:
     names = {name.removeprefix(NS) for name in (element.tag for element in score_def.iter())}
     attributes = {name for element in score_def.iter() for name in element.attrib}
-    return bool(names & {"clef", "keySig", "staffDef"} or attributes & {"key.sig", "clef.shape"})
+    return bool(names & {"clef", "staffDef"} or "clef.shape" in attributes)
 
 
 def _meter_attributes(score_def: ET.Element) -> dict:
