@@ -172,7 +172,6 @@ class _MeasureWriter:
             return f"%{PAE_CLEF[value]} "
         if family == "keySignature" and value in KEY_SIGNATURES:
             self.in_key = key_alterations(value)
-            self.printed = {}
             return f"${_pae_key(value)} "
         if family == "timeSignature":
             self.beat = beat_length(value)
