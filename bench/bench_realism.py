@@ -124,6 +124,10 @@ def real_ser(name: str, real_dev: Path, samples: int, epochs: int) -> list[dict]
     (agnostic_to_semantic), scored against the real semantic labels with the semantic goal."""
     camera = name == "camera"
     encoding = "agnostic" if camera else name
+    suffix = "_distorted.jpg" if camera else ".png"
+    if not any((folder / f"{folder.name}{suffix}").is_file() for folder in real_dev.iterdir()):
+        return [{"name": f"real_ser_{name}", "value": None, "unit": "% SER", "goal": f"<= {SER_GOALS[name]}",
+                 "ok": False, "reason": f"no real {'photos' if camera else 'PNGs'} (*{suffix}) in {real_dev}"}]
     result = _train_and_read_real(samples, epochs, encoding, camera, real_dev)
     goal = SER_GOALS[name]
     corpus = f"{samples} {'--camera ' if camera else ''}synthetic incipits, {epochs} epochs, {encoding}"
