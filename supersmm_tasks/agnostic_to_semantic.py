@@ -62,6 +62,35 @@ def as_semantic(tokens: list[str], encoding: str) -> list[str]:
     return tokens if encoding == "semantic" else agnostic_to_semantic(tokens)
 
 
+def key_change_length(tokens: list[str], index: int, clef: str) -> int:
+    """How many accidentals from tokens[index] on (the first after a barline) draw a new key signature: sharps (or
+    flats) in the order and at the places `clef` draws a key's, unless a single one stands where the note after it
+    does (that note's own accidental); 0 where they draw none."""
+    run = []  # the tokens from index on, up to the first that is none, and enough for a key and its note
+    for token in tokens[index:index + 9]:
+        if (match := _TOKEN.fullmatch(token)) is None:
+            break
+        run.append(match)
+    kind = run[0]["kind"] if run else None
+    if kind not in ("sharp", "flat") or run[0]["symbol"] != "accidental" or clef not in KEY_SIGNATURE_POSITIONS:
+        return 0
+    places = KEY_SIGNATURE_POSITIONS[clef][kind == "flat"]
+    drawn = 0
+    while drawn < min(len(run), len(places)) and run[drawn]["symbol"] == "accidental" \
+            and run[drawn]["kind"] == kind and staff_position(run[drawn]["place"]) == places[drawn]:
+        drawn += 1
+    after = run[drawn] if drawn < len(run) else None
+    if drawn == 1 and after is not None and after["symbol"] in ("note", "gracenote") \
+            and after["place"] == run[0]["place"]:
+        return 0
+    return drawn
+
+
+def changed_key(kind: str, drawn: int) -> str:
+    """The key whose signature is `drawn` sharps or flats."""
+    return KEY_BY_FIFTHS[drawn if kind == "sharp" else -drawn]
+
+
 class _Reader:
     def __init__(self, tokens: list[str], strict: bool = True):
         self.tokens = tokens
@@ -124,7 +153,7 @@ class _Reader:
                 self._key_accidental(kind)
             elif self.key_accidentals_left:
                 self.key_accidentals_left -= 1
-            elif self.out[-1:] == ["barline"] and (drawn := self._key_change_length(number - 1)):
+            elif self.out[-1:] == ["barline"] and (drawn := key_change_length(self.tokens, number - 1, self.clef)):
                 self._key_change(kind, drawn)
             else:
                 self.pending_accidental = ALTERATIONS[kind]
@@ -165,31 +194,8 @@ class _Reader:
         self.out.append(f"keySignature-{key}")
         self.in_key = key_alterations(key)
 
-    def _key_change_length(self, index: int) -> int:
-        """How many accidentals from self.tokens[index] on (the first after a barline) draw a new key signature:
-        sharps (or flats) in the order and at the places the clef in force draws a key's, unless a single one
-        stands where the note after it does (that note's own accidental); 0 where they draw none."""
-        run = []  # the tokens from index on, up to the first that is none, and enough for a key and its note
-        for token in self.tokens[index:index + 9]:
-            if (match := _TOKEN.fullmatch(token)) is None:
-                break
-            run.append(match)
-        kind = run[0]["kind"] if run else None
-        if kind not in ("sharp", "flat"):
-            return 0
-        places = KEY_SIGNATURE_POSITIONS[self.clef][kind == "flat"]
-        drawn = 0
-        while drawn < min(len(run), len(places)) and run[drawn]["symbol"] == "accidental" \
-                and run[drawn]["kind"] == kind and staff_position(run[drawn]["place"]) == places[drawn]:
-            drawn += 1
-        after = run[drawn] if drawn < len(run) else None
-        if drawn == 1 and after is not None and after["symbol"] in ("note", "gracenote") \
-                and after["place"] == run[0]["place"]:
-            return 0
-        return drawn
-
     def _key_change(self, kind: str, drawn: int) -> None:
-        key = KEY_BY_FIFTHS[drawn if kind == "sharp" else -drawn]
+        key = changed_key(kind, drawn)
         self.out.append(f"keySignature-{key}")
         self.in_key = key_alterations(key)
         self.key_accidentals_left = drawn - 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from .agnostic_to_semantic import ALTERATIONS, agnostic_to_semantic, staff_position
+from .agnostic_to_semantic import ALTERATIONS, agnostic_to_semantic, changed_key, key_change_length, staff_position
 from .errors import SupersmmError
 from .synth import pae
 from .synth.agnostic import ACCIDENTAL_NAMES
@@ -59,9 +59,9 @@ def with_labelled_naturals(drawn: list[str]) -> list[str]:
     """The tokens with the key's accidental labelled before each plain note whose staff place an earlier
     accidental of the measure altered otherwise (the rule of synth/agnostic.py, on what is drawn)."""
     out, index = [], 0
-    bottom_line = CLEF_BOTTOM_LINE["G2"]
+    clef = "G2"
     if drawn and drawn[0].startswith("clef."):
-        bottom_line = _clef_bottom_line(drawn[0], bottom_line)
+        clef = _clef(drawn[0], clef)
         out.append(drawn[0])
         index = 1
     fifths = 0
@@ -72,26 +72,35 @@ def with_labelled_naturals(drawn: list[str]) -> list[str]:
     in_key = key_alterations(KEY_BY_FIFTHS.get(fifths, "CM"))
     in_force: dict[int, int] = {}  # staff position -> alteration, this measure
     printed_at = None  # the staff position of an accidental printed just before a note
-    for token in drawn[index:]:
+    while index < len(drawn):
+        token = drawn[index]
         placed = _PLACED.match(token)
         if token.startswith("clef."):
-            bottom_line = _clef_bottom_line(token, bottom_line)
+            clef = _clef(token, clef)
         elif token.startswith("barline"):
             in_force = {}
+            if key_accidentals := key_change_length(drawn, index + 1, clef):  # a key change after the barline
+                kind = drawn[index + 1].removeprefix("accidental.").split("-")[0]
+                in_key = key_alterations(changed_key(kind, key_accidentals))
+                out += drawn[index:index + 1 + key_accidentals]
+                index += 1 + key_accidentals
+                continue
         elif token.startswith("accidental.") and placed:
             printed_at = staff_position(placed["place"])
             in_force[printed_at] = ALTERATIONS[placed["symbol"].split(".")[1]]
         elif token.startswith(("note.", "gracenote.")) and placed:
             position = staff_position(placed["place"])
-            key_alteration = in_key[STEPS[(position + bottom_line) % 7]]
+            key_alteration = in_key[STEPS[(position + CLEF_BOTTOM_LINE[clef]) % 7]]
             if printed_at != position and in_force.get(position, key_alteration) != key_alteration:
                 out.append(f"accidental.{ACCIDENTAL_NAMES[key_alteration]}-{placed['place']}")
                 in_force[position] = key_alteration
             printed_at = None
         out.append(token)
+        index += 1
     return out
 
 
-def _clef_bottom_line(token: str, otherwise: int) -> int:
+def _clef(token: str, otherwise: str) -> str:
     placed = _PLACED.match(token)
-    return CLEF_BOTTOM_LINE.get(token[5] + placed["place"][1:], otherwise) if placed else otherwise
+    clef = token[5] + placed["place"][1:] if placed else otherwise
+    return clef if clef in CLEF_BOTTOM_LINE else otherwise

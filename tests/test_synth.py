@@ -13,6 +13,7 @@ import pytest
 
 from conftest import a_dead_pid
 from test_real_labels import ties_notes_of_two_pitches
+from supersmm_tasks.agnostic_to_semantic import agnostic_to_semantic
 from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.labelling import primus_labels
 from supersmm_tasks.synth import generate_corpus, sample_id
@@ -105,9 +106,9 @@ def test_same_seed_same_incipit_and_different_seeds_differ():
 
 def test_real_primus_labels_go_through_our_plaine_and_easie_and_verovio_and_back(real_dev):
     """Every real label, written as Plaine & Easie and engraved, is read back unchanged (but for PrIMuS's ties
-    between notes of two pitches, test_real_labels.NOT_REPRODUCIBLE); its agnostic label is the real one but for the beams (ours beam by the beat,
-    where a source may leave eighths unbeamed) and the courtesy accidentals a source prints, which a semantic
-    label does not record (4 of the 129 development incipits)."""
+    between notes of two pitches, test_real_labels.NOT_REPRODUCIBLE); its agnostic label is the real one but for
+    the beams (ours beam by the beat, where a source may leave eighths unbeamed) and the courtesy accidentals a
+    source prints, which a semantic label does not record (4 of the 129 development incipits)."""
     flags = {"1": "eighth", "2": "sixteenth", "3": "thirty_second", "4": "sixty_fourth"}
 
     def unbeamed(tokens):
@@ -180,6 +181,9 @@ def test_a_key_change_inside_the_incipit_is_labelled_after_its_barline_and_the_n
         "note.eighth-L5", "note.quarter-S5", "barline-L1", "note.quarter-L5", "note.eighth-S6", "note.eighth-S6",
         "accidental.natural-L5", "note.quarter-L5", "barline-L1"]
     assert mei_to_semantic(Engraver().load(semantic_to_pae(mei_to_semantic(mei)))) == mei_to_semantic(mei)
+    # what it draws (the labels networks learn) gives PrIMuS's label back, and the music
+    assert primus_labels(mei_to_agnostic(mei, drawn=True)) == mei_to_agnostic(mei)
+    assert agnostic_to_semantic(mei_to_agnostic(mei))[:14] == mei_to_semantic(mei)[:14]  # C major draws nothing
 
 
 def test_a_key_change_written_as_the_verovio_that_made_primus_wrote_it_is_read_alike():
