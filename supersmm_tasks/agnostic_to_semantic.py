@@ -64,26 +64,50 @@ def as_semantic(tokens: list[str], encoding: str) -> list[str]:
 
 def key_change_length(tokens: list[str], index: int, clef: str) -> int:
     """How many accidentals from tokens[index] on (the first after a barline) draw a new key signature: sharps (or
-    flats) in the order and at the places `clef` draws a key's, unless a single one stands where the note after it
-    does (that note's own accidental); 0 where they draw none."""
-    run = []  # the tokens from index on, up to the first that is none, and enough for a key and its note
-    for token in tokens[index:index + 9]:
-        if (match := _TOKEN.fullmatch(token)) is None:
-            break
-        run.append(match)
-    kind = run[0]["kind"] if run else None
-    if kind not in ("sharp", "flat") or run[0]["symbol"] != "accidental" or clef not in KEY_SIGNATURE_POSITIONS:
+    flats) in the order and at the places `clef` draws a key's; 0 where they draw none. The encoding cannot tell
+    the last of them from the accidental of a note right after it on its place, and a key change is the rarer of
+    the two: such an accidental is read as the note's."""
+    run = _placed_run(tokens, index)
+    kind = run[0]["kind"] if run and run[0]["symbol"] == "accidental" else None
+    if kind not in ("sharp", "flat") or clef not in KEY_SIGNATURE_POSITIONS:
         return 0
     places = KEY_SIGNATURE_POSITIONS[clef][kind == "flat"]
     drawn = 0
     while drawn < min(len(run), len(places)) and run[drawn]["symbol"] == "accidental" \
             and run[drawn]["kind"] == kind and staff_position(run[drawn]["place"]) == places[drawn]:
         drawn += 1
-    after = run[drawn] if drawn < len(run) else None
-    if drawn == 1 and after is not None and after["symbol"] in ("note", "gracenote") \
-            and after["place"] == run[0]["place"]:
+    return drawn - _owned_by_next_note(run, drawn)
+
+
+def cancelled_key_length(tokens: list[str], index: int, clef: str, key: str) -> int:
+    """How many naturals from tokens[index] on (the first after a barline) cancel the whole of `key`'s signature,
+    where `clef` draws it: how Verovio draws a change to C major (PrIMuS's label has none of them); else 0."""
+    fifths = KEY_SIGNATURES.get(key, 0)
+    if fifths == 0 or clef not in KEY_SIGNATURE_POSITIONS:
         return 0
-    return drawn
+    places = KEY_SIGNATURE_POSITIONS[clef][fifths < 0][:abs(fifths)]
+    run = _placed_run(tokens, index)
+    drawn = 0
+    while drawn < min(len(run), len(places)) and run[drawn]["symbol"] == "accidental" \
+            and run[drawn]["kind"] == "natural" and staff_position(run[drawn]["place"]) == places[drawn]:
+        drawn += 1
+    return drawn if drawn == len(places) and not _owned_by_next_note(run, drawn) else 0
+
+
+def _placed_run(tokens: list[str], index: int) -> list[re.Match]:
+    """The matches of tokens[index:] up to the first that is no agnostic token, enough for a key and a note."""
+    run = []
+    for token in tokens[index:index + 9]:
+        if (match := _TOKEN.fullmatch(token)) is None:
+            break
+        run.append(match)
+    return run
+
+
+def _owned_by_next_note(run: list[re.Match], drawn: int) -> bool:
+    """Whether the last of the first `drawn` accidentals stands right before a note on its own place."""
+    after = run[drawn] if 0 < drawn < len(run) else None
+    return after is not None and after["symbol"] in ("note", "gracenote") and after["place"] == run[drawn - 1]["place"]
 
 
 def changed_key(kind: str, drawn: int) -> str:

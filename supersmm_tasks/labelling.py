@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import re
 
-from .agnostic_to_semantic import ALTERATIONS, agnostic_to_semantic, changed_key, key_change_length, staff_position
+from .agnostic_to_semantic import (
+    ALTERATIONS, agnostic_to_semantic, cancelled_key_length, changed_key, key_change_length, staff_position,
+)
 from .errors import SupersmmError
 from .synth import pae
 from .synth.agnostic import ACCIDENTAL_NAMES
@@ -69,7 +71,8 @@ def with_labelled_naturals(drawn: list[str]) -> list[str]:
         fifths += 1 if drawn[index].startswith("accidental.sharp") else -1
         out.append(drawn[index])
         index += 1
-    in_key = key_alterations(KEY_BY_FIFTHS.get(fifths, "CM"))
+    key = KEY_BY_FIFTHS.get(fifths, "CM")
+    in_key = key_alterations(key)
     in_force: dict[int, int] = {}  # staff position -> alteration, this measure
     printed_at = None  # the staff position of an accidental printed just before a note
     while index < len(drawn):
@@ -80,10 +83,15 @@ def with_labelled_naturals(drawn: list[str]) -> list[str]:
         elif token.startswith("barline"):
             in_force = {}
             if key_accidentals := key_change_length(drawn, index + 1, clef):  # a key change after the barline
-                kind = drawn[index + 1].removeprefix("accidental.").split("-")[0]
-                in_key = key_alterations(changed_key(kind, key_accidentals))
+                key = changed_key(drawn[index + 1].removeprefix("accidental.").split("-")[0], key_accidentals)
+                in_key = key_alterations(key)
                 out += drawn[index:index + 1 + key_accidentals]
                 index += 1 + key_accidentals
+                continue
+            if naturals := cancelled_key_length(drawn, index + 1, clef, key):  # a change to C major: not labelled
+                key, in_key = "CM", key_alterations("CM")
+                out.append(token)
+                index += 1 + naturals
                 continue
         elif token.startswith("accidental.") and placed:
             printed_at = staff_position(placed["place"])

@@ -17,10 +17,11 @@ MAX_SKEW_DEGREES = 5.0
 COARSE_STEP_DEGREES, FINE_STEP_DEGREES = 0.5, 0.05
 LINES_PER_STAFF = 5
 EVEN_SPACING = 1.35  # the widest gap of a staff's four may be this many times its narrowest
-# A PrIMuS image is cropped to its ink, which reaches 1 to 3 staff spaces above and below the staff (ledger lines,
-# stems, beams), with a pixel of paper left, above and below it and, in most (82 of the 129 real PNGs of the
-# development set), none to its right.
-MARGIN_SPACES = 4.0
+# A PrIMuS image is cropped to its ink, which mostly reaches 1 to 3 staff spaces above and below the staff (ledger
+# lines, stems, beams; 4.3 at most in the 129 real PNGs of the development set, and PrIMuS's notes go 4 spaces
+# past the staff, S8 and S-3 in its vocabulary, with a fermata over them further), with a pixel of paper left,
+# above and below it and, in most (82 of the 129), none to its right.
+MARGIN_SPACES = 5.5
 PAPER_PIXELS = 1
 
 
@@ -108,20 +109,37 @@ def find_staves(gray: np.ndarray) -> list[np.ndarray]:
     staves = group_staves(staff_line_rows(upright_ink))
     if len(staves) < 2:
         return [gray]
+    splits = [_split_row(upright_ink, upper, lower) for upper, lower in zip(staves, staves[1:])]
     crops = []
     for index, staff in enumerate(staves):
-        above = staves[index - 1].bottom_line if index else None
-        below = staves[index + 1].top_line if index + 1 < len(staves) else None
+        above = splits[index - 1] if index else None
+        below = splits[index] if index < len(splits) else None
         top, bottom = _band(staff, above, below, len(gray))
         crops.append(_trim_to_ink(upright[top:bottom], upright_ink[top:bottom]))
     return crops
 
 
-def _band(staff: Staff, above: float | None, below: float | None, height: int) -> tuple[int, int]:
+def _split_row(ink: np.ndarray, upper: Staff, lower: Staff) -> int:
+    """The row between two staves where one ends and the next begins: the middle of the widest run of rows without
+    ink between them, else the row with the least ink (ledger lines and stems of both may reach past halfway)."""
+    first, last = int(np.ceil(upper.bottom_line)) + 1, int(np.floor(lower.top_line))
+    counts = ink[first:last].sum(axis=1)
+    if len(counts) == 0:
+        return int(round((upper.bottom_line + lower.top_line) / 2))
+    empty = np.flatnonzero(counts == 0)
+    if len(empty) == 0:
+        return first + int(np.argmin(counts))
+    runs = np.split(empty, np.flatnonzero(np.diff(empty) > 1) + 1)
+    widest = max(runs, key=len)
+    return first + int(widest[len(widest) // 2])
+
+
+def _band(staff: Staff, above: int | None, below: int | None, height: int) -> tuple[int, int]:
+    """The rows of a staff's crop: up to MARGIN_SPACES past its outer lines, and not past the split from a
+    neighbouring staff."""
     margin = MARGIN_SPACES * staff.spacing
-    top = staff.top_line - margin if above is None else max(staff.top_line - margin, (above + staff.top_line) / 2)
-    bottom = staff.bottom_line + margin if below is None else min(staff.bottom_line + margin,
-                                                                 (staff.bottom_line + below) / 2)
+    top = staff.top_line - margin if above is None else max(staff.top_line - margin, above)
+    bottom = staff.bottom_line + margin if below is None else min(staff.bottom_line + margin, below)
     return max(0, int(round(top))), min(height, int(round(bottom)) + 1)
 
 

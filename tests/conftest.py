@@ -51,6 +51,16 @@ def require_real_dev() -> Path:
     return REAL_DEV
 
 
+def needs(count: int, least: int, what: str) -> None:
+    """Skip a comparison or a share that the given set of real incipits is too small for (the development set,
+    129 incipits and 30 photos, is large enough for every one)."""
+    if count < least:
+        pytest.skip(f"{count} {what} in this set of real incipits: this check needs at least {least}")
+
+
+ENOUGH_INCIPITS = 50  # for a share of the set (label matches, rules restored): one incipit is 2% of it
+
+
 @pytest.fixture
 def real_dev() -> Path:
     """The folder of the real PrIMuS development set (one `<id>/` folder per incipit)."""

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_real_dev
+from conftest import ENOUGH_INCIPITS, needs, require_real_dev
+from test_real_labels import not_reproducible
 from supersmm_tasks.labelling import primus_labels, read_as
 from supersmm_tasks.synth.agnostic import mei_to_agnostic
 from supersmm_tasks.synth.engrave import Engraver
@@ -33,12 +34,15 @@ def drawn_and_labelled() -> dict[str, tuple[list[str], list[str]]]:
 
 def test_the_rules_give_the_real_label_from_what_the_real_staff_draws(drawn_and_labelled):
     pairs = list(drawn_and_labelled.values())
-    differing = [(drawn, label) for drawn, label in pairs if drawn != label]
+    drawable = [drawn_and_labelled[name] for name in drawn_and_labelled  # a tie no engraving draws: see below
+                if not not_reproducible(require_real_dev() / name)]
+    differing = [(drawn, label) for drawn, label in drawable if drawn != label]
     alike = [(drawn, label) for drawn, label in pairs if drawn == label]
     assert differing, "no real incipit whose label differs from what it draws: nothing is checked"
+    needs(len(pairs), ENOUGH_INCIPITS, "incipits")
     restored = sum(primus_labels(drawn) == label for drawn, label in differing)
     spoiled = sum(primus_labels(drawn) != label for drawn, label in alike)
-    # On the 129 development incipits: 17 of 19 restored (the other two carry a tie no engraving can draw,
+    # On the 129 development incipits: 17 of 17 restored (two more differ by a tie no engraving can draw,
     # test_real_labels.NOT_REPRODUCIBLE) and 1 of 110 spoiled (a tie whose source repeats a duration mark).
     assert restored / len(differing) >= 0.85, (restored, len(differing))
     assert spoiled / len(alike) <= 0.02, (spoiled, len(alike))
@@ -47,6 +51,7 @@ def test_the_rules_give_the_real_label_from_what_the_real_staff_draws(drawn_and_
 
 def test_the_rules_change_almost_no_real_label(drawn_and_labelled):
     labels = [label for _, label in drawn_and_labelled.values()]
+    needs(len(labels), ENOUGH_INCIPITS, "incipits")
     assert sum(primus_labels(label) == label for label in labels) / len(labels) >= 0.97
 
 

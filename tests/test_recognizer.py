@@ -15,7 +15,7 @@ from supersmm_tasks.errors import SupersmmError
 from supersmm_tasks.recognizer import Recognizer
 from supersmm_tasks.staves import find_staves
 from test_score import expected_notes_and_rests, musicxml_notes_and_rests, verovio_loads
-from test_staves import compose_page
+from test_staves import compose_page, tight
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -62,14 +62,17 @@ def test_predict_writes_a_score_of_a_real_dev_png_beside_the_tokens(home, staff_
 
 
 def test_a_page_of_stacked_real_staves_is_read_staff_by_staff_into_one_score(home, staff_png, real_dev, tmp_path):
-    others = sorted(real_dev.glob("*/*-*.png"))[40::40][:2]
+    pngs = [path for path in sorted(real_dev.glob("*/*-*.png")) if path != staff_png]
+    others = [pngs[len(pngs) // 3], pngs[2 * len(pngs) // 3]]  # two more from across the set
     staves = [np.array(Image.open(path).convert("L")) for path in [staff_png, *others]]
     page = tmp_path / "page.png"
     Image.fromarray(compose_page(staves, gaps=[60, 45, 45], lefts=[50, 50, 50])).save(page)
-    # The staff as the page reading cuts it (PrIMuS's crop: the same ink, with at most a pixel of paper more or
-    # less than its PNG, test_staves), read on its own.
+    # The staff as the page reading cuts it: all of its PNG's ink (with at most a pixel of paper more or less than
+    # its PNG: PrIMuS's crop), read on its own.
+    cut = find_staves(np.array(Image.open(page).convert("L")))[0]
+    assert np.array_equal(tight(cut), tight(staves[0]))
     first = tmp_path / "first.png"
-    Image.fromarray(find_staves(np.array(Image.open(page).convert("L")))[0]).save(first)
+    Image.fromarray(cut).save(first)
 
     result = supersmm("predict", "run", page, "--score-dir", tmp_path)
     alone = supersmm("predict", "run", first)

@@ -108,24 +108,30 @@ def test_real_primus_labels_go_through_our_plaine_and_easie_and_verovio_and_back
     """Every real label, written as Plaine & Easie and engraved, is read back unchanged (but for PrIMuS's ties
     between notes of two pitches, test_real_labels.NOT_REPRODUCIBLE); its agnostic label is the real one but for
     the beams (ours beam by the beat, where a source may leave eighths unbeamed) and the courtesy accidentals a
-    source prints, which a semantic label does not record (4 of the 129 development incipits)."""
+    source prints, which a semantic label does not record (3 of the 129 development incipits), and notes a source
+    beams with no beam of their own (beamed half notes, 1 of them), which ours leave unbeamed."""
     flags = {"1": "eighth", "2": "sixteenth", "3": "thirty_second", "4": "sixty_fourth"}
 
     def unbeamed(tokens):
         return [re.sub(r"beamed(?:Right|Both|Left)([1-4])", lambda m: flags[m[1]], token) for token in tokens]
 
-    engraver, checked, agnostic_misses = Engraver(), 0, []
+    def without_accidentals(tokens):
+        return [token for token in tokens if not token.startswith("accidental.")]
+
+    engraver, checked = Engraver(), 0
     for folder in sorted(path for path in real_dev.iterdir() if (path / f"{path.name}.semantic").is_file()):
         tokens = read_labels(folder / f"{folder.name}.semantic")
         if ties_notes_of_two_pitches(tokens):
             continue
         mei = engraver.load(semantic_to_pae(tokens))
         assert mei_to_semantic(mei) == tokens, folder.name
-        if unbeamed(mei_to_agnostic(mei)) != unbeamed(read_labels(folder / f"{folder.name}.agnostic")):
-            agnostic_misses.append(folder.name)
+        ours, real = unbeamed(mei_to_agnostic(mei)), unbeamed(read_labels(folder / f"{folder.name}.agnostic"))
+        if not any(re.search(r"beamed(?:Right|Both|Left)0-", token) for token in real):
+            assert without_accidentals(ours) == without_accidentals(real), folder.name
         checked += 1
 
-    assert checked and len(agnostic_misses) <= 0.1 * checked, agnostic_misses
+    assert checked
+
 
 def test_500_incipits_come_back_unchanged_from_verovio():
     assert round_trip_fraction(500, seed=11) >= 0.99
@@ -168,22 +174,38 @@ def test_a_key_change_inside_the_incipit_is_labelled_after_its_barline_and_the_n
     """PrIMuS's converter writes every key signature it meets inside the music: a `keySignature` token after the
     barline (C major too), the new key's accidentals where the clef draws them (no naturals that cancel the old
     key), and the notes after it in the new key."""
-    mei = Engraver().load(verovio_input("%G-2@3/4$bB ''4D8BB4G/$xF 4A8FF4G/$ 4F8BB4nF/"))
+    mei = Engraver().load(verovio_input("%G-2@3/4$bB ''4D8BB4G/$xF 4A8FF4G/$ 4G8BB4F/"))
 
     assert mei_to_semantic(mei) == [
         "clef-G2", "keySignature-FM", "timeSignature-3/4", "note-D5_quarter", "note-Bb5_eighth", "note-Bb5_eighth",
         "note-G5_quarter", "barline", "keySignature-GM", "note-A5_quarter", "note-F#5_eighth", "note-F#5_eighth",
-        "note-G5_quarter", "barline", "keySignature-CM", "note-F5_quarter", "note-B5_eighth", "note-B5_eighth",
+        "note-G5_quarter", "barline", "keySignature-CM", "note-G5_quarter", "note-B5_eighth", "note-B5_eighth",
         "note-F5_quarter", "barline"]
     assert mei_to_agnostic(mei) == [
         "clef.G-L2", "accidental.flat-L3", "digit.3-L4", "digit.4-L2", "note.quarter-L4", "note.eighth-S6",
         "note.eighth-S6", "note.quarter-S5", "barline-L1", "accidental.sharp-L5", "note.quarter-L6", "note.eighth-L5",
-        "note.eighth-L5", "note.quarter-S5", "barline-L1", "note.quarter-L5", "note.eighth-S6", "note.eighth-S6",
-        "accidental.natural-L5", "note.quarter-L5", "barline-L1"]
+        "note.eighth-L5", "note.quarter-S5", "barline-L1", "note.quarter-S5", "note.eighth-S6", "note.eighth-S6",
+        "note.quarter-L5", "barline-L1"]
+    # Verovio draws naturals where the old key's accidentals were only for a change to C major; the symbols as
+    # drawn have them, PrIMuS's label not
+    assert mei_to_agnostic(mei, drawn=True)[14:16] == ["barline-L1", "accidental.natural-L5"]
     assert mei_to_semantic(Engraver().load(semantic_to_pae(mei_to_semantic(mei)))) == mei_to_semantic(mei)
     # what it draws (the labels networks learn) gives PrIMuS's label back, and the music
     assert primus_labels(mei_to_agnostic(mei, drawn=True)) == mei_to_agnostic(mei)
     assert agnostic_to_semantic(mei_to_agnostic(mei))[:14] == mei_to_semantic(mei)[:14]  # C major draws nothing
+
+
+def test_a_change_inside_the_first_measure_is_the_heading_as_verovio_draws_it():
+    """Verovio moves a change to the start of its measure: in the first, the heading shows only the new key or
+    meter, so that is the label's heading too."""
+    for pae, heading in (("%G-2@2/4$bB ''4D$xF 4F/4G4F/", ["clef-G2", "keySignature-GM", "timeSignature-2/4"]),
+                         ("%G-2@2/4$bB ''4D@3/4 4F4E/", ["clef-G2", "keySignature-FM", "timeSignature-3/4"])):
+        engraver = Engraver()
+        semantic = mei_to_semantic(engraver.load(verovio_input(pae)))
+        assert semantic[:4] == heading + ["note-D5_quarter"], pae
+        assert not [token for token in semantic[3:] if token.startswith(("keySignature-", "timeSignature-"))], pae
+        svg = engraver.toolkit.renderToSVG(1)
+        assert svg.count('class="keySig"') == svg.count('class="meterSig"') == 1, pae  # one heading drawn
 
 
 def test_a_key_change_written_as_the_verovio_that_made_primus_wrote_it_is_read_alike():

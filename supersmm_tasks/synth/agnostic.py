@@ -8,8 +8,9 @@ accidental, the note (`beamedRight/Both/Left<n>` inside a beam, n = its own numb
 dots in a space, then `slur.start` if a tie leaves it; rests sit on L3 (a whole rest on L4) with
 their dots on S3; multi-measure rest counts are written digit by digit on S5; time signature
 numbers on L4 and L2, also where the meter changes after a barline; a key change after a barline is the
-new key's accidentals, as at the start (none for C major: the converter draws no naturals that cancel the
-old key); a clef change is drawn where it stands and moves the positions after it.
+new key's accidentals, as at the start (none for C major: the converter labels no naturals that cancel the
+old key, though Verovio draws them, and the symbols as drawn have them); a clef change is drawn where it
+stands and moves the positions after it.
 
 Which accidentals are drawn is decided the way an engraver does, from the semantic pitches (see
 mei.py), not from what Verovio printed: a note gets one when its alteration differs from the one in
@@ -51,7 +52,7 @@ def mei_to_agnostic(mei_text: str, drawn: bool = False) -> list[str]:
     incipit = read_incipit(mei_text)
     tokens = [_clef(incipit.clef)] + _key_signature(incipit.clef, incipit.key)
     tokens += _meter(incipit.meter)
-    writer = _EventWriter(incipit.clef, key_alterations(incipit.key or "CM"), drawn)
+    writer = _EventWriter(incipit.clef, incipit.key or "CM", drawn)
     for measure in incipit.measures:
         writer.new_measure()
         for event in measure.events:
@@ -64,11 +65,12 @@ def _clef(clef: str) -> str:
     return f"clef.{clef[0]}-L{clef[1]}"
 
 
-def _key_signature(clef: str, key: str | None) -> list[str]:
+def _key_signature(clef: str, key: str | None, drawn_as: str | None = None) -> list[str]:
+    """The accidentals of a key signature where `clef` draws them (`drawn_as="natural"`: the naturals cancelling it)."""
     fifths = KEY_SIGNATURES[key] if key else 0
     sharps, flats = KEY_SIGNATURE_POSITIONS[clef]
     positions, name = (sharps, "sharp") if fifths > 0 else (flats, "flat")
-    return [f"accidental.{name}-{position_name(p)}" for p in positions[: abs(fifths)]]
+    return [f"accidental.{drawn_as or name}-{position_name(p)}" for p in positions[: abs(fifths)]]
 
 
 def _meter(meter: str) -> list[str]:
@@ -79,9 +81,10 @@ def _meter(meter: str) -> list[str]:
 
 
 class _EventWriter:
-    def __init__(self, clef: str, in_key: dict[str, int], drawn: bool):
+    def __init__(self, clef: str, key: str, drawn: bool):
         self.clef = clef
-        self.in_key = in_key
+        self.key = key
+        self.in_key = key_alterations(key)
         self.drawn = drawn
         self.in_force: dict[tuple[str, int], int] = {}  # alteration at each staff place, this measure
 
@@ -100,8 +103,10 @@ class _EventWriter:
         if isinstance(symbol, MeterChange):
             return _meter(symbol.meter)
         if isinstance(symbol, KeyChange):
-            self.in_key = key_alterations(symbol.key)
-            return _key_signature(self.clef, symbol.key)
+            cancelled = self.drawn and symbol.key == "CM"  # Verovio draws naturals where the old key's accidentals were
+            tokens = _key_signature(self.clef, self.key, "natural" if cancelled else None)
+            self.key, self.in_key = symbol.key, key_alterations(symbol.key)
+            return tokens if cancelled else _key_signature(self.clef, symbol.key)
         if isinstance(symbol, ClefChange):
             self.clef = symbol.clef
             return [_clef(symbol.clef)]

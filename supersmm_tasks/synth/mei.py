@@ -150,8 +150,14 @@ def read_incipit(mei_text: str) -> Incipit:
         if tag == "scoreDef" and element is not header:  # a change, drawn where the next measure starts
             if _changes_clef(element):
                 raise UnsupportedMei("a clef change given in a scoreDef inside the incipit")
-            key_changed_to = _key_name(_key_signature(element)) or key_changed_to
-            changed_to = _meter_name(_meter_attributes(element)) or changed_to
+            new_key, new_meter = _key_name(_key_signature(element)), _meter_name(_meter_attributes(element))
+            if not read:  # a change inside the first measure: Verovio draws it as the heading's, in its place
+                incipit.key = (None if new_key == "CM" else new_key) if new_key else incipit.key
+                incipit.meter = meter_in_force = new_meter or incipit.meter
+                reader.in_key = key_alterations(incipit.key or "CM")
+                continue
+            key_changed_to = new_key or key_changed_to
+            changed_to = new_meter or changed_to
         elif tag == "measure":
             events = [Event(KeyChange(key_changed_to))] if key_changed_to else []
             events += [Event(MeterChange(changed_to))] if changed_to else []

@@ -16,6 +16,7 @@ seeded draws), the measure of vocabulary spread that the issue compares.
 """
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from pathlib import Path
@@ -43,16 +44,16 @@ def distributions(incipits: list[list[str]]) -> dict[str, dict[str, float]]:
                 durations[note.duration] += 1
             if note is not None or rest is not None:
                 dots[str((note or rest).dots)] += 1
-        clefs[_first_value(tokens, "clef")] += 1
-        keys[_first_value(tokens, "keySignature")] += 1
-        meters[_first_value(tokens, "timeSignature")] += 1
+        clefs[_heading_value(tokens, "clef")] += 1
+        keys[_heading_value(tokens, "keySignature")] += 1
+        meters[_heading_value(tokens, "timeSignature")] += 1
     counts = (families, durations, dots, clefs, keys, meters)
     return {name: _shares(counter) for name, counter in zip(FAMILIES, counts)}
 
 
 def barred_in_breves(tokens: list[str]) -> bool:
     """Whether a measure of the incipit that ends with a barline is twice its meter's length or longer."""
-    meter = _first_value(tokens, "timeSignature")
+    meter = _heading_value(tokens, "timeSignature")
     if meter == NONE:
         return False
     length, longest = 0, 0
@@ -84,8 +85,10 @@ def distinct_per_100(incipits: list[list[str]], draws: int = 50, seed: int = 0) 
     return total / draws
 
 
-def _first_value(tokens: list[str], family: str) -> str:
-    return next((token.split("-", 1)[1] for token in tokens if token.startswith(family + "-")), NONE)
+def _heading_value(tokens: list[str], family: str) -> str:
+    """The heading's clef, key or meter (a change inside the music is not the incipit's)."""
+    heading = itertools.takewhile(lambda token: token.startswith(("clef-", "keySignature-", "timeSignature-")), tokens)
+    return next((token.split("-", 1)[1] for token in heading if token.startswith(family + "-")), NONE)
 
 
 def _shares(counter: Counter) -> dict[str, float]:
