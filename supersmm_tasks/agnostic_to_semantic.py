@@ -62,21 +62,18 @@ def as_semantic(tokens: list[str], encoding: str) -> list[str]:
     return tokens if encoding == "semantic" else agnostic_to_semantic(tokens)
 
 
-def key_change_length(tokens: list[str], index: int, clef: str) -> int:
-    """How many accidentals from tokens[index] on (the first after a barline) draw a new key signature: sharps (or
-    flats) in the order and at the places `clef` draws a key's; 0 where they draw none. The encoding cannot tell
-    the last of them from the accidental of a note right after it on its place, and a key change is the rarer of
-    the two: such an accidental is read as the note's."""
+def key_change_at(tokens: list[str], index: int, clef: str) -> tuple[str, int] | None:
+    """The new key and the number of its accidentals that tokens[index] on (the first after a barline) draw:
+    sharps (or flats) in the order and at the places `clef` draws a key's; None where they draw none. The encoding
+    cannot tell the last of them from the accidental of a note right after it on its place, and a key change is
+    the rarer of the two: such an accidental is read as the note's."""
     run = _placed_run(tokens, index)
     kind = run[0]["kind"] if run and run[0]["symbol"] == "accidental" else None
     if kind not in ("sharp", "flat") or clef not in KEY_SIGNATURE_POSITIONS:
-        return 0
-    places = KEY_SIGNATURE_POSITIONS[clef][kind == "flat"]
-    drawn = 0
-    while drawn < min(len(run), len(places)) and run[drawn]["symbol"] == "accidental" \
-            and run[drawn]["kind"] == kind and staff_position(run[drawn]["place"]) == places[drawn]:
-        drawn += 1
-    return drawn - _owned_by_next_note(run, drawn)
+        return None
+    drawn = _accidentals_at(run, kind, KEY_SIGNATURE_POSITIONS[clef][kind == "flat"])
+    drawn -= _owned_by_next_note(run, drawn)
+    return (KEY_BY_FIFTHS[drawn if kind == "sharp" else -drawn], drawn) if drawn else None
 
 
 def cancelled_key_length(tokens: list[str], index: int, clef: str, key: str) -> int:
@@ -87,10 +84,7 @@ def cancelled_key_length(tokens: list[str], index: int, clef: str, key: str) -> 
         return 0
     places = KEY_SIGNATURE_POSITIONS[clef][fifths < 0][:abs(fifths)]
     run = _placed_run(tokens, index)
-    drawn = 0
-    while drawn < min(len(run), len(places)) and run[drawn]["symbol"] == "accidental" \
-            and run[drawn]["kind"] == "natural" and staff_position(run[drawn]["place"]) == places[drawn]:
-        drawn += 1
+    drawn = _accidentals_at(run, "natural", places)
     return drawn if drawn == len(places) and not _owned_by_next_note(run, drawn) else 0
 
 
@@ -104,15 +98,19 @@ def _placed_run(tokens: list[str], index: int) -> list[re.Match]:
     return run
 
 
+def _accidentals_at(run: list[re.Match], kind: str, places: tuple[int, ...]) -> int:
+    """How many of the run's first tokens are `kind` accidentals standing at `places`, in their order."""
+    drawn = 0
+    while drawn < min(len(run), len(places)) and run[drawn]["symbol"] == "accidental" \
+            and run[drawn]["kind"] == kind and staff_position(run[drawn]["place"]) == places[drawn]:
+        drawn += 1
+    return drawn
+
+
 def _owned_by_next_note(run: list[re.Match], drawn: int) -> bool:
     """Whether the last of the first `drawn` accidentals stands right before a note on its own place."""
     after = run[drawn] if 0 < drawn < len(run) else None
     return after is not None and after["symbol"] in ("note", "gracenote") and after["place"] == run[drawn - 1]["place"]
-
-
-def changed_key(kind: str, drawn: int) -> str:
-    """The key whose signature is `drawn` sharps or flats."""
-    return KEY_BY_FIFTHS[drawn if kind == "sharp" else -drawn]
 
 
 class _Reader:
@@ -177,8 +175,8 @@ class _Reader:
                 self._key_accidental(kind)
             elif self.key_accidentals_left:
                 self.key_accidentals_left -= 1
-            elif self.out[-1:] == ["barline"] and (drawn := key_change_length(self.tokens, number - 1, self.clef)):
-                self._key_change(kind, drawn)
+            elif self.out[-1:] == ["barline"] and (change := key_change_at(self.tokens, number - 1, self.clef)):
+                self._key_change(*change)
             else:
                 self.pending_accidental = ALTERATIONS[kind]
         elif symbol == "digit":
@@ -218,8 +216,7 @@ class _Reader:
         self.out.append(f"keySignature-{key}")
         self.in_key = key_alterations(key)
 
-    def _key_change(self, kind: str, drawn: int) -> None:
-        key = changed_key(kind, drawn)
+    def _key_change(self, key: str, drawn: int) -> None:
         self.out.append(f"keySignature-{key}")
         self.in_key = key_alterations(key)
         self.key_accidentals_left = drawn - 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from .agnostic_to_semantic import (
-    ALTERATIONS, agnostic_to_semantic, cancelled_key_length, changed_key, key_change_length, staff_position,
+    ALTERATIONS, agnostic_to_semantic, cancelled_key_length, key_change_at, staff_position,
 )
 from .errors import SupersmmError
 from .synth import pae
@@ -82,8 +82,8 @@ def with_labelled_naturals(drawn: list[str]) -> list[str]:
             clef = _clef(token, clef)
         elif token.startswith("barline"):
             in_force = {}
-            if key_accidentals := key_change_length(drawn, index + 1, clef):  # a key change after the barline
-                key = changed_key(drawn[index + 1].removeprefix("accidental.").split("-")[0], key_accidentals)
+            if change := key_change_at(drawn, index + 1, clef):  # a key change after the barline
+                key, key_accidentals = change
                 in_key = key_alterations(key)
                 out += drawn[index:index + 1 + key_accidentals]
                 index += 1 + key_accidentals

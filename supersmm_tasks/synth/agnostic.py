@@ -103,10 +103,12 @@ class _EventWriter:
         if isinstance(symbol, MeterChange):
             return _meter(symbol.meter)
         if isinstance(symbol, KeyChange):
-            cancelled = self.drawn and symbol.key == "CM"  # Verovio draws naturals where the old key's accidentals were
-            tokens = _key_signature(self.clef, self.key, "natural" if cancelled else None)
+            if self.drawn and symbol.key == "CM":  # Verovio draws naturals where the old key's accidentals were
+                tokens = _key_signature(self.clef, self.key, drawn_as="natural")
+            else:
+                tokens = _key_signature(self.clef, symbol.key)
             self.key, self.in_key = symbol.key, key_alterations(symbol.key)
-            return tokens if cancelled else _key_signature(self.clef, symbol.key)
+            return tokens
         if isinstance(symbol, ClefChange):
             self.clef = symbol.clef
             return [_clef(symbol.clef)]
